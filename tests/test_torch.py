@@ -1,0 +1,138 @@
+"""Trajectories of the library and of tests/reference.py against live torch.optim runs.
+
+Each case names the conversion that makes torch.optim run Lasagne's algorithm. Every
+implementation runs its own closed loop (the gradient is a function of its own current
+parameters) for STEPS steps in float64, and each step is compared with torch's.
+"""
+
+import numpy as np
+import pytest
+from reference import REFERENCES
+
+torch = pytest.importorskip("torch")
+
+STEPS = 150
+SHAPES = [(), (5,), (3, 4)]
+
+# lr and beta2 chosen so the Adam family nears the optimum and v shrinks: AMSGrad's
+# max(v_hat, v) and Adamax's max(beta2 * u, |g|) then both take each branch.
+ADAM = {"learning_rate": 0.05, "beta1": 0.9, "beta2": 0.99}
+TORCH_ADAM = {"lr": 0.05, "betas": (0.9, 0.99)}
+
+# (test id: rule-conversion, rule, Lasagne hyperparameters, torch.optim class, kwargs)
+CASES = [
+    ("sgd", "sgd", {"learning_rate": 0.05}, "SGD", {"lr": 0.05}),
+    (
+        "momentum-constant_lr",
+        "momentum",
+        {"learning_rate": 0.02, "momentum": 0.8},
+        "SGD",
+        {"lr": 0.02, "momentum": 0.8},
+    ),
+    (
+        "nesterov_momentum-constant_lr",
+        "nesterov_momentum",
+        {"learning_rate": 0.02, "momentum": 0.8},
+        "SGD",
+        {"lr": 0.02, "momentum": 0.8, "nesterov": True},
+    ),
+    (
+        "adagrad-eps_as_initial_accumulator",
+        "adagrad",
+        {"learning_rate": 0.1, "epsilon": 1e-3},
+        "Adagrad",
+        {"lr": 0.1, "eps": 0.0, "initial_accumulator_value": 1e-3},
+    ),
+    (
+        "rmsprop-eps_0",
+        "rmsprop",
+        {"learning_rate": 0.01, "rho": 0.9, "epsilon": 0.0},
+        "RMSprop",
+        {"lr": 0.01, "alpha": 0.9, "eps": 0.0},
+    ),
+    (
+        "adadelta-exact",
+        "adadelta",
+        {"learning_rate": 1.0, "rho": 0.95, "epsilon": 1e-6},
+        "Adadelta",
+        {"lr": 1.0, "rho": 0.95, "eps": 1e-6},
+    ),
+    (
+        "adam-eps_0",
+        "adam",
+        {**ADAM, "epsilon": 0.0},
+        "Adam",
+        {**TORCH_ADAM, "eps": 0.0},
+    ),
+    (
+        "amsgrad-eps_0",
+        "amsgrad",
+        {**ADAM, "epsilon": 0.0},
+        "Adam",
+        {**TORCH_ADAM, "eps": 0.0, "amsgrad": True},
+    ),
+    (
+        "adamax-eps_0",
+        "adamax",
+        {**ADAM, "epsilon": 0.0},
+        "Adamax",
+        {**TORCH_ADAM, "eps": 0.0},
+    ),
+]
+
+
+def _problem():
+    """Initial params and g(p) = A * (p - c) + 0.1 * p**3 with fixed A > 0 and c."""
+    rng = np.random.default_rng(42)
+    p0 = [rng.normal(size=s) for s in SHAPES]
+    A = [rng.uniform(0.5, 2.0, size=s) for s in SHAPES]
+    c = [rng.normal(size=s) for s in SHAPES]
+    return p0, lambda ps: [a * (p - ci) + 0.1 * p**3 for p, a, ci in zip(ps, A, c)]
+
+
+def _run_torch(p0, grad, cls, kwargs):
+    params = [torch.tensor(p, dtype=torch.float64) for p in p0]
+    opt = getattr(torch.optim, cls)(params, **kwargs)
+    out = []
+    for _ in range(STEPS):
+        for p, g in zip(params, grad([p.numpy() for p in params])):
+            p.grad = torch.from_numpy(np.array(g))
+        opt.step()
+        out.append([p.detach().numpy().copy() for p in params])
+    return out
+
+
+def _run_reference(p0, grad, rule, hyper):
+    step, ps, out = REFERENCES[rule](p0, **hyper), p0, []
+    for _ in range(STEPS):
+        ps = step(grad(ps))
+        out.append(ps)
+    return out
+
+
+def _run_library(p0, grad, rule, hyper):
+    import pytensor
+    import pytensor.tensor as pt
+
+    import updates
+
+    params = [pytensor.shared(np.array(p), name=f"w{i}") for i, p in enumerate(p0)]
+    gs = [pt.tensor(dtype=p.dtype, shape=p.type.shape, name=f"g{i}") for i, p in enumerate(params)]
+    f = pytensor.function(gs, [], updates=getattr(updates, rule)(gs, params, **hyper), mode="FAST_COMPILE")
+    out = []
+    for _ in range(STEPS):
+        f(*grad([p.get_value() for p in params]))
+        out.append([p.get_value() for p in params])
+    return out
+
+
+@pytest.mark.parametrize("impl", [_run_reference, _run_library], ids=["reference", "library"])
+@pytest.mark.parametrize("rule, hyper, cls, kwargs", [pytest.param(*c[1:], id=c[0]) for c in CASES])
+def test_matches_torch(impl, rule, hyper, cls, kwargs):
+    p0, grad = _problem()
+    expected = _run_torch(p0, grad, cls, kwargs)
+    actual = impl(p0, grad, rule, hyper)
+    for t, (got, want) in enumerate(zip(actual, expected), start=1):
+        for i, (a, b) in enumerate(zip(got, want)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13, err_msg=f"step {t}, param {i}")
+    assert not np.allclose(expected[-1][1], p0[1]), "trajectory did not move"

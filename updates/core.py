@@ -1,0 +1,242 @@
+"""The machinery shared by every rule: the updates dictionary, hyperparameter checks, and the one
+mechanism that turns a rule's elementwise equations into updates for every parameter.
+
+A rule is declared as a :class:`Rule`: its name, the state slots it keeps per parameter, an
+optional function of the step count computed once per step (e.g. Adam's bias-corrected step size),
+and its *kernel*, the elementwise equations ``(h, param, grad, *slots) -> (new_param, *new_slots)``
+with ``h`` the hyperparameters cast to the parameter's dtype. Because the kernel is elementwise, the
+same code serves one parameter at a time (here) or all parameters at once (a multi-tensor path).
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import math
+import string
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.graph.basic import Constant, Variable
+
+from updates.grads import as_dtype, describe, is_concrete, label, prepare_grads, state_like
+
+__all__ = ["Updates"]
+
+
+class Updates(OrderedDict):
+    """An ``OrderedDict`` of ``{shared variable: new value}`` that knows which keys are params.
+
+    It is a plain ``OrderedDict`` to ``pytensor.function`` and PyMC. The keys are ordered: each
+    parameter in the order given, then the state created for it, then the step counter (if any);
+    wrappers keep that order and append the state they create.
+
+    Parameters
+    ----------
+    items : mapping or iterable of pairs, optional
+        The initial entries.
+    params : iterable of shared variables
+        Which keys are parameters; every other key is optimizer state.
+    """
+
+    def __init__(self, items: Mapping | Iterable = (), params: Iterable[Variable] = ()) -> None:
+        super().__init__(items)
+        self.params: tuple[Variable, ...] = tuple(params)
+
+    @property
+    def state(self) -> list[Variable]:
+        """The keys that are not parameters: the optimizer state, in order."""
+        params = set(self.params)
+        return [key for key in self if key not in params]
+
+    def __setitem__(self, key: Variable, value: Any) -> None:
+        """Store ``value`` with exactly the type of ``key`` (dtype and static shape)."""
+        try:
+            value = key.type.filter_variable(value, allow_convert=True)
+        except TypeError as err:
+            raise TypeError(f"the update of {key} has type {value.type}, expected {key.type}") from err
+        super().__setitem__(key, value)
+
+    def copy(self) -> Updates:
+        return Updates(self, params=self.params)
+
+    def __reduce__(self):
+        return (Updates, (list(self.items()), self.params))
+
+
+# -- hyperparameters -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Interval:
+    """The range of valid concrete values of a hyperparameter: ``[low, high)`` by default."""
+
+    low: float
+    high: float = math.inf
+    low_closed: bool = True
+    high_closed: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        above = value >= self.low if self.low_closed else value > self.low
+        below = value <= self.high if self.high_closed else value < self.high
+        return above and below
+
+    def __str__(self) -> str:
+        left, right = "[("[not self.low_closed], ")]"[self.high_closed]
+        return f"{left}{self.low:g}, {self.high:g}{right}"
+
+
+NON_NEGATIVE = Interval(0.0)
+POSITIVE = Interval(0.0, low_closed=False)
+UNIT = Interval(0.0, 1.0)
+
+
+def check_hyperparameter(who: str, name: str, value: Any, interval: Interval) -> None:
+    """Reject a hyperparameter that is not a scalar, or a concrete one outside ``interval``."""
+    if isinstance(value, Constant):
+        value = value.data
+    if is_concrete(value):
+        if float(value) not in interval:
+            raise ValueError(f"{who}: {name} must be in {interval}, got {value!r}")
+        return
+    if not isinstance(value, Variable) or getattr(value.type, "ndim", None) != 0:
+        raise TypeError(f"{who}: {name} must be a number or a scalar (0-d) tensor, got {describe(value)}")
+    if not (value.dtype.startswith("float") or value.dtype.startswith("int")):
+        raise TypeError(f"{who}: {name} must be real, got dtype {value.dtype}")
+
+
+# -- rules -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The equations of an update rule, independent of how they are applied to parameters.
+
+    Attributes
+    ----------
+    name : str
+        The rule's name, used in state names (``W.adam.m``) and error messages.
+    kernel : callable
+        ``kernel(h, param, grad, *slots) -> (new_param, *new_slots)``, elementwise, where ``h``
+        holds the hyperparameters (and ``per_step`` results) as scalars of the param's dtype.
+    slots : tuple of str
+        The per-parameter state, each created as zeros like the parameter.
+    per_step : callable, optional
+        ``per_step(h, t) -> dict`` of scalars computed once per step from the step count ``t``
+        (1 on the first step, a scalar of the param's dtype). A rule with ``per_step`` keeps an
+        integer step counter.
+    """
+
+    name: str
+    kernel: Callable[..., tuple[Variable, ...]]
+    slots: tuple[str, ...] = ()
+    per_step: Callable[[SimpleNamespace, Variable], dict[str, Variable]] | None = None
+
+
+def step_counter(name: str) -> pytensor.compile.SharedVariable:
+    """A new integer step counter starting at 0 (an int64 counts past float32's 2**24 limit)."""
+    return pytensor.shared(np.int64(0), name=name)
+
+
+def apply_rule(
+    rule: Rule, loss_or_grads: Any, params: Any, hyper: dict[str, Any], clear_nan: bool
+) -> Updates:
+    """Build the updates of ``rule`` for each parameter, one parameter at a time."""
+    params, grads = prepare_grads(rule.name, loss_or_grads, params, clear_nan)
+    updates = Updates(params=params)
+    counter = step_counter(f"{rule.name}.t") if rule.per_step else None
+    by_dtype: dict[str, SimpleNamespace] = {}
+    for i, (param, grad) in enumerate(zip(params, grads)):
+        if param.dtype not in by_dtype:
+            by_dtype[param.dtype] = _scalars(rule, hyper, param.dtype, counter)
+        slots = [state_like(param, f"{label(param, i)}.{rule.name}.{s}") for s in rule.slots]
+        new_param, *new_slots = rule.kernel(by_dtype[param.dtype], param, grad, *slots)
+        updates[param] = new_param
+        for slot, new_slot in zip(slots, new_slots):
+            updates[slot] = new_slot
+    if counter is not None:
+        updates[counter] = counter + 1
+    return updates
+
+
+def _scalars(rule: Rule, hyper: dict[str, Any], dtype: str, counter: Variable | None):
+    """The hyperparameters cast to ``dtype``, plus the rule's per-step scalars."""
+    h = SimpleNamespace(**{name: as_dtype(value, dtype) for name, value in hyper.items()})
+    if counter is not None:
+        h.__dict__.update(rule.per_step(h, pt.cast(counter + 1, dtype)))
+    return h
+
+
+# -- the public face of a rule ---------------------------------------------------------------------
+
+COMMON_PARAMETERS = """\
+loss_or_grads : scalar TensorVariable or list of TensorVariable
+        A scalar loss (differentiated once for all ``params``) or one gradient per parameter.
+        Leave out both ``loss_or_grads`` and ``params`` to get the rule back as a callable
+        awaiting them, with the hyperparameters bound (what ``pm.fit(obj_optimizer=...)`` wants).
+    params : list of shared variables
+        The floating-point parameters to update, each given once.\
+"""
+CLEAR_NAN = """\
+clear_nan : bool
+        If true, NaN entries of the gradients are replaced by 0 before the rule sees them, so a
+        NaN element acts exactly as a zero gradient (the parameter keeps its value there, moments
+        decay). Infinities are left alone. Default False.\
+"""
+RETURNS = """\
+Updates
+        An ``OrderedDict`` mapping each parameter, then its state, then the step counter (if the
+        rule has one) to its new value; ``.params`` and ``.state`` tell them apart.\
+"""
+
+
+def update_rule(rule: Rule, **ranges: Interval) -> Callable[[Callable], Callable]:
+    """Make a rule's public function from its signature and docstring.
+
+    The decorated function's body is not run: its signature gives the hyperparameters and their
+    defaults, its docstring the documentation (``$parameters``, ``$clear_nan`` and ``$returns`` are
+    replaced by the text all rules share). Called, it checks each hyperparameter (concrete values
+    against its interval in ``ranges``, symbolic ones for being scalars) and applies ``rule``;
+    called without ``loss_or_grads`` and ``params``, it returns itself with the hyperparameters
+    bound, as a ``functools.partial`` awaiting ``(loss_or_grads, params)``.
+    """
+
+    def decorate(function: Callable) -> Callable:
+        signature = inspect.signature(function)
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                bound = signature.bind(*args, **kwargs)
+            except TypeError as err:
+                raise TypeError(f"{rule.name}: {err}") from None
+            bound.apply_defaults()
+            hyper = dict(bound.arguments)
+            loss_or_grads, params = hyper.pop("loss_or_grads"), hyper.pop("params")
+            clear_nan = hyper.pop("clear_nan")
+            for name, interval in ranges.items():
+                check_hyperparameter(rule.name, name, hyper[name], interval)
+            if not isinstance(clear_nan, (bool, np.bool_)):
+                raise TypeError(f"{rule.name}: clear_nan must be True or False, got {clear_nan!r}")
+            if loss_or_grads is None and params is None:
+                return functools.partial(wrapper, **hyper, clear_nan=clear_nan)
+            if loss_or_grads is None or params is None:
+                missing = "loss_or_grads" if loss_or_grads is None else "params"
+                raise TypeError(
+                    f"{rule.name}: {missing} is missing; give both loss_or_grads and params, or "
+                    "neither to get the rule back awaiting them"
+                )
+            return apply_rule(rule, loss_or_grads, params, hyper, clear_nan)
+
+        wrapper.__doc__ = string.Template(function.__doc__ or "").safe_substitute(
+            parameters=COMMON_PARAMETERS, clear_nan=CLEAR_NAN, returns=RETURNS
+        )
+        return wrapper
+
+    return decorate

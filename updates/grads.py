@@ -1,0 +1,185 @@
+"""The gate every rule goes through: validate params, compute or check gradients, clear NaN.
+
+Also the small helpers that all rules share: casting hyperparameters to a parameter's dtype and
+creating optimizer state shaped like a parameter.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.basic import Variable
+from pytensor.tensor.type import TensorType
+
+try:  # PyTensor >= 2.32 (moved, the old place warns)
+    from pytensor.graph.traversal import ancestors
+except ImportError:  # pragma: no cover
+    from pytensor.graph.basic import ancestors
+
+__all__ = ["get_or_compute_grads"]
+
+
+def label(param: Variable, index: int) -> str:
+    """A readable name for ``params[index]``: its own name, or ``param<index>``."""
+    return param.name or f"param{index}"
+
+
+def describe(value: Any) -> str:
+    """Describe a value in an error message by its type (and PyTensor type, if it has one)."""
+    kind = type(value).__name__
+    return f"{kind} {value.type}" if isinstance(value, Variable) else kind
+
+
+def check_params(who: str, params: Any) -> list[SharedVariable]:
+    """Check that ``params`` is a non-empty list of distinct floating-point shared tensors."""
+    if not isinstance(params, (list, tuple)):
+        raise TypeError(f"{who}: params must be a list of shared variables, got {describe(params)}")
+    if not params:
+        raise ValueError(f"{who}: params is empty; give at least one shared variable")
+    seen: dict[int, int] = {}
+    for i, param in enumerate(params):
+        if not isinstance(param, SharedVariable) or not isinstance(param.type, TensorType):
+            raise TypeError(
+                f"{who}: params[{i}] ({getattr(param, 'name', None) or param!r}) is a "
+                f"{describe(param)}, expected a shared variable; wrap it with pytensor.shared(...)"
+            )
+        if not param.dtype.startswith("float"):
+            raise TypeError(
+                f"{who}: params[{i}] ({label(param, i)}) has dtype {param.dtype}, expected a "
+                "floating-point dtype (float32 or float64)"
+            )
+        if id(param) in seen:
+            raise ValueError(
+                f"{who}: params[{i}] ({label(param, i)}) is the same variable as "
+                f"params[{seen[id(param)]}]; pass each parameter once"
+            )
+        seen[id(param)] = i
+    return list(params)
+
+
+def _compute_grads(who: str, loss: Any, params: list[SharedVariable]) -> list[Variable]:
+    try:
+        loss = pt.as_tensor_variable(loss)
+    except (TypeError, ValueError) as err:
+        raise TypeError(
+            f"{who}: loss_or_grads must be a scalar loss or a list of gradients, got {describe(loss)}"
+        ) from err
+    if loss.ndim != 0:
+        raise ValueError(
+            f"{who}: the loss must be a scalar, got a {loss.ndim}-d tensor ({loss.type}); "
+            "reduce it with .sum() or .mean(), or pass a list of gradients"
+        )
+    if not loss.dtype.startswith("float"):
+        raise TypeError(f"{who}: the loss must be floating-point, got dtype {loss.dtype}")
+    connected = set(ancestors([loss]))
+    for i, param in enumerate(params):
+        if param not in connected:
+            raise ValueError(
+                f"{who}: the loss does not depend on params[{i}] ({label(param, i)}); "
+                "remove it from params or pass its gradient explicitly"
+            )
+    return pytensor.grad(loss, params)
+
+
+def _check_grad(who: str, i: int, grad: Any, param: SharedVariable) -> Variable:
+    """Return ``grad`` as a tensor of ``param``'s dtype, or raise if it cannot match ``param``."""
+    try:
+        grad = pt.as_tensor_variable(grad)
+    except (TypeError, ValueError) as err:
+        raise TypeError(f"{who}: loss_or_grads[{i}] is a {describe(grad)}, expected a tensor") from err
+    name = label(param, i)
+    if grad.ndim != param.ndim or any(
+        g is not None and p is not None and g != p for g, p in zip(grad.type.shape, param.type.shape)
+    ):
+        raise ValueError(
+            f"{who}: the gradient loss_or_grads[{i}] has type {grad.type}, which cannot match "
+            f"params[{i}] ({name}) of type {param.type}"
+        )
+    if not grad.dtype.startswith("float"):
+        raise TypeError(
+            f"{who}: the gradient loss_or_grads[{i}] has dtype {grad.dtype}, expected a "
+            f"floating-point dtype like params[{i}] ({name}, {param.dtype})"
+        )
+    return pt.cast(grad, param.dtype)
+
+
+def clear_nan(grad: Variable) -> Variable:
+    """Replace the NaN entries of ``grad`` by zero (inf and -inf are left alone)."""
+    return pt.switch(pt.isnan(grad), np.zeros((), grad.dtype), grad)
+
+
+def prepare_grads(
+    who: str, loss_or_grads: Any, params: Any, clear_nan_entries: bool = False
+) -> tuple[list[SharedVariable], list[Variable]]:
+    """Validate ``params`` and return them with one gradient each, of the parameter's dtype."""
+    params = check_params(who, params)
+    if isinstance(loss_or_grads, (list, tuple)):
+        if len(loss_or_grads) != len(params):
+            raise ValueError(
+                f"{who}: got {len(loss_or_grads)} gradients for {len(params)} params; "
+                "loss_or_grads and params must have the same length"
+            )
+        grads = loss_or_grads
+    else:
+        grads = _compute_grads(who, loss_or_grads, params)
+    grads = [_check_grad(who, i, g, p) for i, (g, p) in enumerate(zip(grads, params))]
+    if clear_nan_entries:
+        grads = [clear_nan(g) for g in grads]
+    return params, grads
+
+
+def get_or_compute_grads(loss_or_grads: Any, params: Sequence[SharedVariable]) -> list[Variable]:
+    """Return the gradients of a scalar loss, or check and return a given list of gradients.
+
+    Parameters
+    ----------
+    loss_or_grads : scalar TensorVariable or list of TensorVariable
+        A scalar loss, differentiated once with respect to all ``params``, or one gradient
+        expression per parameter.
+    params : list of shared variables
+        The floating-point parameters, each given once.
+
+    Returns
+    -------
+    list of TensorVariable
+        One gradient per parameter, with the parameter's dtype.
+
+    Raises
+    ------
+    TypeError, ValueError
+        When a param is not a shared variable, the loss is not a scalar or does not depend on a
+        param, or the gradients do not match the params in number, shape or dtype.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor
+    >>> from updates import get_or_compute_grads
+    >>> w = pytensor.shared(np.ones(3), name="w")
+    >>> [g.type for g in get_or_compute_grads((w**2).sum(), [w])]
+    [TensorType(float64, shape=(3,))]
+    """
+    return prepare_grads("get_or_compute_grads", loss_or_grads, params)[1]
+
+
+def is_concrete(value: Any) -> bool:
+    """True for a number known now: a Python or NumPy real scalar (not a symbolic variable)."""
+    return isinstance(value, (numbers.Real, np.number)) or (isinstance(value, np.ndarray) and value.ndim == 0)
+
+
+def as_dtype(value: Any, dtype: str) -> Variable:
+    """A hyperparameter as a scalar of ``dtype``: concrete numbers are rounded once, here."""
+    if is_concrete(value):
+        return pt.constant(np.asarray(value, dtype=dtype))
+    return pt.cast(value, dtype)
+
+
+def state_like(param: SharedVariable, name: str, fill: float = 0.0) -> SharedVariable:
+    """A new shared variable with ``param``'s dtype, shape and static type, filled with ``fill``."""
+    value = np.full_like(param.get_value(borrow=True), fill)
+    return pytensor.shared(value, name=name, shape=param.type.shape)

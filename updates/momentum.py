@@ -1,0 +1,243 @@
+r"""Momentum: as wrappers around any updates dictionary, and as rules built on SGD.
+
+With :math:`\mu` the momentum, :math:`v` the velocity (zero at first) and :math:`u` the value the
+wrapped updates give a parameter :math:`p`:
+
+- heavy ball: :math:`x = \mu v + u`, then :math:`v \leftarrow x - p` and :math:`p \leftarrow x`;
+- Nesterov: :math:`x = \mu v + u - p`, then :math:`v \leftarrow x` and
+  :math:`p \leftarrow \mu x + u`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pytensor.graph.basic import Variable
+
+from updates.core import NON_NEGATIVE, UNIT, Rule, Updates, check_hyperparameter, update_rule
+from updates.grads import as_dtype, check_params, describe, label, state_like
+
+__all__ = ["apply_momentum", "apply_nesterov_momentum", "momentum", "nesterov_momentum"]
+
+
+def _heavy_ball(mu, param, target, velocity):
+    x = mu * velocity + target
+    return x, x - param
+
+
+def _nesterov(mu, param, target, velocity):
+    x = mu * velocity + target - param
+    return mu * x + target, x
+
+
+def _wrap(who: str, step, updates: Mapping, params: Any, momentum: Any) -> Updates:
+    """Add a velocity to each parameter of ``updates``; ``step`` gives (new param, new velocity)."""
+    if not isinstance(updates, Mapping):
+        raise TypeError(f"{who}: updates must be a dictionary of updates, got {describe(updates)}")
+    check_hyperparameter(who, "momentum", momentum, UNIT)
+    if params is None:
+        params = list(updates.params if isinstance(updates, Updates) else updates)
+    params = check_params(who, params)
+    for i, param in enumerate(params):
+        if param not in updates:
+            raise ValueError(f"{who}: params[{i}] ({label(param, i)}) has no entry in updates")
+    keep = updates.params if isinstance(updates, Updates) else params
+    wrapped = Updates(updates, params=keep)
+    for i, param in enumerate(params):
+        velocity = state_like(param, f"{label(param, i)}.{who}.velocity")
+        mu = as_dtype(momentum, param.dtype)
+        wrapped[param], wrapped[velocity] = step(mu, param, updates[param], velocity)
+    return wrapped
+
+
+def apply_momentum(updates: Mapping, params: list[Variable] | None = None, momentum: Any = 0.9) -> Updates:
+    r"""Add heavy-ball momentum to the parameters of an updates dictionary.
+
+    .. math::
+
+        x &= \mu v + u \\
+        v &\leftarrow x - p \\
+        p &\leftarrow x
+
+    where :math:`u` is the new value ``updates`` gives parameter :math:`p`.
+
+    Parameters
+    ----------
+    updates : mapping
+        ``{shared variable: new value}``, for example the result of :func:`sgd`. Not modified.
+    params : list of shared variables, optional
+        The variables to add momentum to. By default the parameters of an :class:`Updates`
+        (its ``.params``), so optimizer state such as Adam's moments is left alone; for a plain
+        dictionary, every key (Lasagne's behaviour, which also wrapped the state).
+    momentum : float or scalar tensor
+        :math:`\mu`, in [0, 1), default 0.9.
+
+    Returns
+    -------
+    Updates
+        A new dictionary: the entries of ``updates`` (parameters replaced) followed by one
+        velocity per parameter, named ``<param>.apply_momentum.velocity``.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.zeros(2), name="w")
+    >>> [v.name for v in updates.apply_momentum(updates.adam((w**2).sum(), [w]))]
+    ['w', 'w.adam.m', 'w.adam.v', 'adam.t', 'w.apply_momentum.velocity']
+    """
+    return _wrap("apply_momentum", _heavy_ball, updates, params, momentum)
+
+
+def apply_nesterov_momentum(
+    updates: Mapping, params: list[Variable] | None = None, momentum: Any = 0.9
+) -> Updates:
+    r"""Add Nesterov momentum to the parameters of an updates dictionary.
+
+    .. math::
+
+        x &= \mu v + u - p \\
+        v &\leftarrow x \\
+        p &\leftarrow \mu x + u
+
+    where :math:`u` is the new value ``updates`` gives parameter :math:`p` (Sutskever et al.'s
+    reformulation, evaluated at the parameters rather than at the look-ahead point).
+
+    Parameters
+    ----------
+    updates : mapping
+        ``{shared variable: new value}``, for example the result of :func:`sgd`. Not modified.
+    params : list of shared variables, optional
+        As in :func:`apply_momentum`.
+    momentum : float or scalar tensor
+        :math:`\mu`, in [0, 1), default 0.9.
+
+    Returns
+    -------
+    Updates
+        A new dictionary: the entries of ``updates`` (parameters replaced) followed by one
+        velocity per parameter, named ``<param>.apply_nesterov_momentum.velocity``.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.zeros(2), name="w")
+    >>> [v.name for v in updates.apply_nesterov_momentum(updates.sgd((w**2).sum(), [w]))]
+    ['w', 'w.apply_nesterov_momentum.velocity']
+    """
+    return _wrap("apply_nesterov_momentum", _nesterov, updates, params, momentum)
+
+
+MOMENTUM = Rule(
+    "momentum",
+    lambda h, p, g, velocity: _heavy_ball(h.momentum, p, p - h.learning_rate * g, velocity),
+    slots=("velocity",),
+)
+NESTEROV = Rule(
+    "nesterov_momentum",
+    lambda h, p, g, velocity: _nesterov(h.momentum, p, p - h.learning_rate * g, velocity),
+    slots=("velocity",),
+)
+
+
+@update_rule(MOMENTUM, learning_rate=NON_NEGATIVE, momentum=UNIT)
+def momentum(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    momentum: Any = 0.9,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""SGD with heavy-ball momentum: ``apply_momentum(sgd(...))`` in one rule.
+
+    .. math::
+
+        x &= \mu v + (p - \eta\, g) \\
+        v &\leftarrow x - p \\
+        p &\leftarrow x
+
+    which is :math:`v \leftarrow \mu v - \eta g,\ p \leftarrow p + v` up to rounding.
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3 (Lasagne has no default; PyMC's port uses 1e-3).
+    momentum : float or scalar tensor
+        :math:`\mu`, in [0, 1), default 0.9.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    torch.optim.SGD(momentum=mu) keeps :math:`b \leftarrow \mu b + g` and steps by
+    :math:`\eta b`: the same trajectory while :math:`\eta` is constant, different once it changes
+    (here the velocity holds steps already scaled by :math:`\eta`).
+
+    References
+    ----------
+    Polyak (1964). Some methods of speeding up the convergence of iteration methods.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.zeros(2), name="w")
+    >>> [v.name for v in updates.momentum((w**2).sum(), [w])]
+    ['w', 'w.momentum.velocity']
+    """
+
+
+@update_rule(NESTEROV, learning_rate=NON_NEGATIVE, momentum=UNIT)
+def nesterov_momentum(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    momentum: Any = 0.9,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""SGD with Nesterov momentum: ``apply_nesterov_momentum(sgd(...))`` in one rule.
+
+    .. math::
+
+        u &= p - \eta\, g \\
+        x &= \mu v + u - p \\
+        v &\leftarrow x \\
+        p &\leftarrow \mu x + u
+
+    which is :math:`v \leftarrow \mu v - \eta g,\ p \leftarrow p + \mu v - \eta g` up to rounding.
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3 (Lasagne has no default; PyMC's port uses 1e-3).
+    momentum : float or scalar tensor
+        :math:`\mu`, in [0, 1), default 0.9.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    torch.optim.SGD(momentum=mu, nesterov=True) keeps :math:`b \leftarrow \mu b + g` and steps by
+    :math:`\eta (g + \mu b)`: the same trajectory while :math:`\eta` is constant.
+
+    References
+    ----------
+    Sutskever, Martens, Dahl and Hinton (2013). On the importance of initialization and momentum
+    in deep learning. ICML.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.zeros(2), name="w")
+    >>> [v.name for v in updates.nesterov_momentum((w**2).sum(), [w])]
+    ['w', 'w.nesterov_momentum.velocity']
+    """

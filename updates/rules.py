@@ -1,0 +1,425 @@
+r"""The base update rules of Lasagne, each its elementwise equations and nothing else.
+
+Notation in the docstrings: :math:`g` the gradient, :math:`\eta` the learning rate, :math:`t` the
+step count (1 on the first step); all operations are elementwise and all state starts at zero.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytensor.tensor as pt
+
+from updates.core import NON_NEGATIVE, UNIT, Rule, Updates, update_rule
+
+__all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamax", "amsgrad"]
+
+
+SGD = Rule("sgd", lambda h, p, g: (p - h.learning_rate * g,))
+
+
+@update_rule(SGD, learning_rate=NON_NEGATIVE)
+def sgd(loss_or_grads=None, params=None, learning_rate: Any = 1e-3, *, clear_nan: bool = False) -> Updates:
+    r"""Stochastic gradient descent.
+
+    .. math:: p \leftarrow p - \eta\, g
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3 (Lasagne has no default; PyMC's port uses 1e-3).
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    The same as ``torch.optim.SGD(lr=learning_rate)`` and ``optax.sgd(learning_rate)``.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.array([1.0, -2.0]), name="w")
+    >>> step = pytensor.function([], [], updates=updates.sgd((w**2).sum(), [w], learning_rate=0.25))
+    >>> step(); w.get_value()
+    array([ 0.5, -1. ])
+    """
+
+
+def _adagrad(h, param, grad, accu):
+    accu = accu + grad**2
+    return param - h.learning_rate * grad / pt.sqrt(accu + h.epsilon), accu
+
+
+ADAGRAD = Rule("adagrad", _adagrad, slots=("accu",))
+
+
+@update_rule(ADAGRAD, learning_rate=NON_NEGATIVE, epsilon=NON_NEGATIVE)
+def adagrad(
+    loss_or_grads=None, params=None, learning_rate: Any = 1.0, epsilon: Any = 1e-6, *, clear_nan: bool = False
+) -> Updates:
+    r"""Adagrad: per-element step sizes shrinking with the sum of squared gradients.
+
+    .. math::
+
+        a &\leftarrow a + g^2 \\
+        p &\leftarrow p - \eta\, g / \sqrt{a + \epsilon}
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1.0.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, added inside the square root, default 1e-6.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    torch.optim.Adagrad adds its ``eps`` outside the root (:math:`\sqrt{a} + \epsilon`); with
+    ``eps=0, initial_accumulator_value=epsilon`` it computes exactly this rule. optax's adagrad
+    starts its accumulator at 0.1 by default.
+
+    References
+    ----------
+    Duchi, Hazan and Singer (2011). Adaptive subgradient methods for online learning and stochastic
+    optimization. JMLR 12: 2121-2159.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.zeros(2), name="w")
+    >>> [v.name for v in updates.adagrad((w**2).sum(), [w])]
+    ['w', 'w.adagrad.accu']
+    """
+
+
+def _rmsprop(h, param, grad, accu):
+    accu = h.rho * accu + (1 - h.rho) * grad**2
+    return param - h.learning_rate * grad / pt.sqrt(accu + h.epsilon), accu
+
+
+RMSPROP = Rule("rmsprop", _rmsprop, slots=("accu",))
+
+
+@update_rule(RMSPROP, learning_rate=NON_NEGATIVE, rho=UNIT, epsilon=NON_NEGATIVE)
+def rmsprop(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1.0,
+    rho: Any = 0.9,
+    epsilon: Any = 1e-6,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""RMSProp: steps scaled by a moving average of squared gradients.
+
+    .. math::
+
+        a &\leftarrow \rho\, a + (1 - \rho)\, g^2 \\
+        p &\leftarrow p - \eta\, g / \sqrt{a + \epsilon}
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1.0.
+    rho : float or scalar tensor
+        :math:`\rho`, the decay of the moving average, in [0, 1), default 0.9.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, added inside the square root, default 1e-6.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    torch.optim.RMSprop (``alpha`` is :math:`\rho`) adds ``eps`` outside the root and defaults to
+    ``lr=1e-2, alpha=0.99, eps=1e-8``; with ``eps=0`` on both sides they agree.
+    ``optax.rmsprop(..., eps_in_sqrt=True)`` is this rule.
+
+    References
+    ----------
+    Tieleman and Hinton (2012). Neural Networks for Machine Learning, lecture 6.5 (Coursera).
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.zeros(2), name="w")
+    >>> [v.name for v in updates.rmsprop((w**2).sum(), [w])]
+    ['w', 'w.rmsprop.accu']
+    """
+
+
+def _adadelta(h, param, grad, accu, delta_accu):
+    accu = h.rho * accu + (1 - h.rho) * grad**2
+    update = grad * pt.sqrt(delta_accu + h.epsilon) / pt.sqrt(accu + h.epsilon)
+    delta_accu = h.rho * delta_accu + (1 - h.rho) * update**2
+    return param - h.learning_rate * update, accu, delta_accu
+
+
+ADADELTA = Rule("adadelta", _adadelta, slots=("accu", "delta_accu"))
+
+
+@update_rule(ADADELTA, learning_rate=NON_NEGATIVE, rho=UNIT, epsilon=NON_NEGATIVE)
+def adadelta(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1.0,
+    rho: Any = 0.95,
+    epsilon: Any = 1e-6,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""Adadelta: steps scaled by the ratio of moving RMS of past updates to that of gradients.
+
+    .. math::
+
+        a &\leftarrow \rho\, a + (1 - \rho)\, g^2 \\
+        u &= g\, \sqrt{d + \epsilon} / \sqrt{a + \epsilon}
+            \quad \text{(with the previous } d\text{)} \\
+        p &\leftarrow p - \eta\, u \\
+        d &\leftarrow \rho\, d + (1 - \rho)\, u^2
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1.0 (the paper has none).
+    rho : float or scalar tensor
+        :math:`\rho`, in [0, 1), default 0.95.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, default 1e-6.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    The same equations as torch.optim.Adadelta and optax's adadelta, whose ``rho`` defaults to 0.9.
+
+    References
+    ----------
+    Zeiler (2012). ADADELTA: An adaptive learning rate method. arXiv:1212.5701.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.zeros(2), name="w")
+    >>> [v.name for v in updates.adadelta((w**2).sum(), [w])]
+    ['w', 'w.adadelta.accu', 'w.adadelta.delta_accu']
+    """
+
+
+def _adam_step_size(h, t):
+    return dict(alpha=h.learning_rate * pt.sqrt(1 - h.beta2**t) / (1 - h.beta1**t))
+
+
+def _moments(h, grad, m, v):
+    return h.beta1 * m + (1 - h.beta1) * grad, h.beta2 * v + (1 - h.beta2) * grad**2
+
+
+def _adam(h, param, grad, m, v):
+    m, v = _moments(h, grad, m, v)
+    return param - h.alpha * m / (pt.sqrt(v) + h.epsilon), m, v
+
+
+ADAM = Rule("adam", _adam, slots=("m", "v"), per_step=_adam_step_size)
+ADAM_RANGES = dict(learning_rate=NON_NEGATIVE, beta1=UNIT, beta2=UNIT, epsilon=NON_NEGATIVE)
+
+
+@update_rule(ADAM, **ADAM_RANGES)
+def adam(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    beta1: Any = 0.9,
+    beta2: Any = 0.999,
+    epsilon: Any = 1e-8,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""Adam: steps from bias-corrected moving averages of the gradient and its square.
+
+    .. math::
+
+        \alpha_t &= \eta\, \sqrt{1 - \beta_2^t} / (1 - \beta_1^t) \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g \\
+        v &\leftarrow \beta_2 v + (1 - \beta_2)\, g^2 \\
+        p &\leftarrow p - \alpha_t\, m / (\sqrt{v} + \epsilon)
+
+    Both bias corrections are folded into the step size :math:`\alpha_t`, computed once per step
+    (the form of the paper's section 2 and of Lasagne).
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3.
+    beta1, beta2 : float or scalar tensor
+        The decays of the first and second moment, in [0, 1), defaults 0.9 and 0.999.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, added to :math:`\sqrt{v}`, default 1e-8.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    torch.optim.Adam and optax.adam add :math:`\epsilon` to the root of the *bias-corrected*
+    :math:`v`, which equals this rule with :math:`\epsilon_t = \epsilon\, \sqrt{1 - \beta_2^t}`;
+    with ``epsilon=0`` the three agree.
+
+    References
+    ----------
+    Kingma and Ba (2015). Adam: A method for stochastic optimization. ICLR. arXiv:1412.6980.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.zeros(2), name="w")
+    >>> [v.name for v in updates.adam((w**2).sum(), [w])]
+    ['w', 'w.adam.m', 'w.adam.v', 'adam.t']
+    """
+
+
+def _adamax(h, param, grad, m, u):
+    m = h.beta1 * m + (1 - h.beta1) * grad
+    u = pt.maximum(h.beta2 * u, abs(grad))
+    return param - h.alpha * m / (u + h.epsilon), m, u
+
+
+ADAMAX = Rule(
+    "adamax", _adamax, slots=("m", "u"), per_step=lambda h, t: dict(alpha=h.learning_rate / (1 - h.beta1**t))
+)
+
+
+@update_rule(ADAMAX, **ADAM_RANGES)
+def adamax(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 2e-3,
+    beta1: Any = 0.9,
+    beta2: Any = 0.999,
+    epsilon: Any = 1e-8,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""Adamax: Adam with the infinity norm in place of the second moment.
+
+    .. math::
+
+        \alpha_t &= \eta / (1 - \beta_1^t) \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g \\
+        u &\leftarrow \max(\beta_2 u, |g|) \\
+        p &\leftarrow p - \alpha_t\, m / (u + \epsilon)
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 2e-3.
+    beta1, beta2 : float or scalar tensor
+        The decays of the first moment and of the infinity norm, in [0, 1), defaults 0.9, 0.999.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, added to :math:`u`, default 1e-8.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    torch.optim.Adamax and optax.adamax put :math:`\epsilon` inside the max,
+    :math:`u \leftarrow \max(\beta_2 u, |g| + \epsilon)`, and divide by :math:`u`; with
+    ``epsilon=0`` they agree with this rule.
+
+    References
+    ----------
+    Kingma and Ba (2015). Adam: A method for stochastic optimization, section 7. arXiv:1412.6980.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.zeros(2), name="w")
+    >>> [v.name for v in updates.adamax((w**2).sum(), [w])]
+    ['w', 'w.adamax.m', 'w.adamax.u', 'adamax.t']
+    """
+
+
+def _amsgrad(h, param, grad, m, v, v_hat):
+    m, v = _moments(h, grad, m, v)
+    v_hat = pt.maximum(v_hat, v)
+    return param - h.alpha * m / (pt.sqrt(v_hat) + h.epsilon), m, v, v_hat
+
+
+AMSGRAD = Rule("amsgrad", _amsgrad, slots=("m", "v", "v_hat"), per_step=_adam_step_size)
+
+
+@update_rule(AMSGRAD, **ADAM_RANGES)
+def amsgrad(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    beta1: Any = 0.9,
+    beta2: Any = 0.999,
+    epsilon: Any = 1e-8,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""AMSGrad: Adam dividing by the running maximum of the second moment.
+
+    .. math::
+
+        \alpha_t &= \eta\, \sqrt{1 - \beta_2^t} / (1 - \beta_1^t) \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g \\
+        v &\leftarrow \beta_2 v + (1 - \beta_2)\, g^2 \\
+        \hat v &\leftarrow \max(\hat v, v) \\
+        p &\leftarrow p - \alpha_t\, m / (\sqrt{\hat v} + \epsilon)
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3.
+    beta1, beta2 : float or scalar tensor
+        The decays of the first and second moment, in [0, 1), defaults 0.9 and 0.999.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, added to :math:`\sqrt{\hat v}`, default 1e-8.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    torch.optim.Adam(amsgrad=True) also takes the maximum over the raw :math:`v`, but adds
+    :math:`\epsilon` after bias correction (as in :func:`adam`); with ``epsilon=0`` they agree.
+    optax.amsgrad takes the maximum over the bias-corrected :math:`v`, a different algorithm.
+
+    References
+    ----------
+    Reddi, Kale and Kumar (2018). On the convergence of Adam and beyond. ICLR.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.zeros(2), name="w")
+    >>> [v.name for v in updates.amsgrad((w**2).sum(), [w])]
+    ['w', 'w.amsgrad.m', 'w.amsgrad.v', 'w.amsgrad.v_hat', 'amsgrad.t']
+    """
