@@ -1,0 +1,189 @@
+"""The gradient gate: bad input raises while the graph is built, with a message that starts with
+the rule's name and names the argument, the value given and what was expected."""
+
+import re
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+import updates
+
+# Every rule (and get_or_compute_grads) goes through the same gate; the prefix must be its own name.
+GATED = [updates.sgd, updates.adam, updates.adadelta, updates.get_or_compute_grads]
+RULES = GATED[:-1]
+
+
+def shared(name, value=(1.0, 2.0, 3.0), dtype="float64", **kwargs):
+    return pytensor.shared(np.asarray(value, dtype=dtype), name=name, **kwargs)
+
+
+def raises(error, who, message):
+    """``pytest.raises`` for a message that starts with ``who: `` followed by ``message`` (a regex)."""
+    return pytest.raises(error, match=f"^{re.escape(who.__name__)}: {message}")
+
+
+@pytest.fixture
+def w():
+    return shared("w")
+
+
+@pytest.mark.parametrize("rule", GATED)
+def test_loss_must_be_scalar(rule, w):
+    with raises(ValueError, rule, r"the loss must be a scalar, got a 1-d tensor .*\.sum\(\)"):
+        rule(w**2, [w])
+
+
+@pytest.mark.parametrize("rule", GATED)
+def test_param_must_be_shared(rule, w):
+    x = pt.vector("W_out")
+    with raises(
+        TypeError,
+        rule,
+        r"params\[1\] \('W_out'\) is a TensorVariable .*expected a shared variable; "
+        r"wrap it with pytensor\.shared",
+    ):
+        rule((w**2).sum() + x.sum(), [w, x])
+
+
+@pytest.mark.parametrize("rule", GATED)
+def test_params_must_be_a_list(rule, w):
+    with raises(TypeError, rule, "params must be a list of shared variables, got TensorSharedVariable"):
+        rule((w**2).sum(), w)
+
+
+@pytest.mark.parametrize("rule", GATED)
+def test_params_must_not_be_empty(rule, w):
+    with raises(ValueError, rule, "params is empty; give at least one shared variable"):
+        rule((w**2).sum(), [])
+
+
+@pytest.mark.parametrize("rule", GATED)
+def test_params_must_be_distinct(rule, w):
+    b = shared("b")
+    with raises(ValueError, rule, r"params\[2\] \(w\) is the same variable as params\[0\]"):
+        rule((w**2).sum() + b.sum(), [w, b, w])
+
+
+@pytest.mark.parametrize("rule", GATED)
+def test_param_must_be_floating_point(rule, w):
+    n = shared("n", dtype="int64")
+    with raises(TypeError, rule, r"params\[1\] \(n\) has dtype int64, expected a floating-point dtype"):
+        rule([w, n], [w, n])
+
+
+@pytest.mark.parametrize("rule", GATED)
+def test_grads_and_params_same_length(rule, w):
+    with raises(ValueError, rule, "got 2 gradients for 1 params"):
+        rule([w, w], [w])
+
+
+@pytest.mark.parametrize("rule", GATED)
+@pytest.mark.parametrize(
+    "grad",
+    [pt.zeros((4,)), pt.zeros((3, 3))],
+    ids=["static_shape_differs", "ndim_differs"],
+)
+def test_grad_shape_must_match_param(rule, grad):
+    w = shared("w", shape=(3,))
+    with raises(
+        ValueError,
+        rule,
+        rf"the gradient loss_or_grads\[0\] has type {re.escape(str(grad.type))}, which cannot match "
+        r"params\[0\] \(w\) of type Vector\(float64, shape=\(3,\)\)",
+    ):
+        rule([grad], [w])
+
+
+@pytest.mark.parametrize("rule", GATED)
+def test_grad_must_be_floating_point(rule, w):
+    with raises(
+        TypeError,
+        rule,
+        r"the gradient loss_or_grads\[0\] has dtype int32, expected a floating-point dtype "
+        r"like params\[0\] \(w, float64\)",
+    ):
+        rule([pt.ivector()], [w])
+
+
+@pytest.mark.parametrize("rule", GATED)
+def test_loss_must_depend_on_every_param(rule, w):
+    b = shared("b")
+    with raises(ValueError, rule, r"the loss does not depend on params\[1\] \(b\)"):
+        rule((w**2).sum(), [w, b])
+
+
+@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("missing", ["loss_or_grads", "params"])
+def test_loss_and_params_given_together(rule, missing, w):
+    given = {"loss_or_grads": (w**2).sum(), "params": [w]}
+    del given[missing]
+    with raises(TypeError, rule, f"{missing} is missing; give both loss_or_grads and params"):
+        rule(**given)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_symbolic_hyperparameter_must_be_scalar(rule, w):
+    with raises(
+        TypeError, rule, r"learning_rate must be a number or a scalar \(0-d\) tensor, got TensorVariable"
+    ):
+        rule((w**2).sum(), [w], learning_rate=pt.vector("lr"))
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_clear_nan_must_be_bool(rule, w):
+    with raises(TypeError, rule, "clear_nan must be True or False, got 1"):
+        rule((w**2).sum(), [w], clear_nan=1)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_unknown_keyword(rule, w):
+    with raises(TypeError, rule, "got an unexpected keyword argument 'lr'"):
+        rule((w**2).sum(), [w], lr=0.1)
+
+
+# -- what the gate returns -------------------------------------------------------------------------
+
+
+def test_one_grad_per_param_with_its_dtype():
+    w, b = shared("w", dtype="float32"), shared("b", value=[[1.0, -2.0]])
+    with pytensor.config.change_flags(floatX="float64"):
+        grads = updates.get_or_compute_grads((w**2).sum() + (b**3).sum(), [w, b])
+    assert [g.dtype for g in grads] == ["float32", "float64"]
+    np.testing.assert_allclose(grads[0].eval(mode="FAST_COMPILE"), 2 * w.get_value())
+    np.testing.assert_allclose(grads[1].eval(mode="FAST_COMPILE"), 3 * b.get_value() ** 2)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_float64_grad_is_cast_to_float32_param(rule):
+    w = shared("w", dtype="float32")
+    with pytensor.config.change_flags(floatX="float64"):
+        result = rule([pt.constant(np.array([0.5, -1.0, 2.0]))], [w])
+        assert all(value.dtype == key.dtype for key, value in result.items())
+        pytensor.function([], [], updates=result, mode="FAST_COMPILE")()
+    assert w.get_value().dtype == np.float32
+    assert not np.array_equal(w.get_value(), [1.0, 2.0, 3.0])
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_loss_is_differentiated_once(rule, monkeypatch):
+    """One pytensor.grad call for all params, giving the same step as the grads passed explicitly."""
+    params = [shared("w"), shared("b", value=[[0.5, -1.5]])]
+    loss = (params[0] ** 2).sum() * params[1].sum() ** 2
+    explicit = rule(pytensor.grad(loss, params), params)
+    calls, grad = [], pytensor.grad
+
+    def counting_grad(cost, wrt, *args, **kwargs):
+        calls.append(list(wrt))
+        return grad(cost, wrt, *args, **kwargs)
+
+    monkeypatch.setattr(pytensor, "grad", counting_grad)
+    from_loss = rule(loss, params)
+    assert calls == [params]
+
+    outputs = [[result[p] for p in params] for result in (explicit, from_loss)]
+    step = pytensor.function([], outputs[0] + outputs[1], mode="FAST_COMPILE")
+    values = step()
+    for a, b in zip(values[:2], values[2:]):
+        np.testing.assert_array_equal(a, b)

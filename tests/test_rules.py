@@ -1,0 +1,234 @@
+"""Properties every rule of the registry must have: exact trajectories, kept types, named state,
+clear_nan, partial application, live hyperparameters, and agreement across linkers."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from reference import REFERENCES
+from registry import RULES
+
+import updates
+
+STEPS = 120
+PROBLEMS = {
+    "scalar": [()],
+    "vector": [(5,)],
+    "matrix": [(3, 4)],
+    "several": [(), (4,), (2, 3), (1, 3)],
+}
+TOLERANCE = {"float64": {"rtol": 1e-12, "atol": 1e-14}, "float32": {"rtol": 2e-4, "atol": 1e-6}}
+
+
+def make_params(shapes, dtype, seed=0):
+    """Named shared params; a leading 1 in a shape is kept static (broadcastable)."""
+    rng = np.random.default_rng(seed)
+    return [
+        pytensor.shared(
+            rng.normal(size=s).astype(dtype),
+            name=f"p{i}",
+            shape=tuple(1 if n == 1 else None for n in s),
+        )
+        for i, s in enumerate(shapes)
+    ]
+
+
+def gradient_inputs(params):
+    return [pt.tensor(dtype=p.dtype, shape=p.type.shape, name=f"g{i}") for i, p in enumerate(params)]
+
+
+def closed_loop(shapes, dtype, seed=1):
+    """A gradient that depends on the current params: g = a (p - c) + 0.1 p**3."""
+    rng = np.random.default_rng(seed)
+    a = [rng.uniform(0.5, 2.0, size=s).astype(dtype) for s in shapes]
+    c = [rng.normal(size=s).astype(dtype) for s in shapes]
+    return lambda ps: [ai * (p - ci) + dtype.type(0.1) * p**3 for p, ai, ci in zip(ps, a, c)]
+
+
+def compile_step(case, params, mode="FAST_COMPILE", **kwargs):
+    grads = gradient_inputs(params)
+    return pytensor.function(grads, [], updates=case.function(grads, params, **kwargs), mode=mode)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("problem", PROBLEMS)
+@pytest.mark.parametrize("case", RULES, ids=str)
+def test_trajectory_matches_reference(case, problem, dtype):
+    shapes, dtype = PROBLEMS[problem], np.dtype(dtype)
+    params = make_params(shapes, dtype)
+    reference = REFERENCES[case.name]([p.get_value() for p in params], **case.hyper)
+    step = compile_step(case, params, **case.hyper)
+    grad = closed_loop(shapes, dtype)
+    start = [p.get_value() for p in params]
+    for t in range(1, STEPS + 1):
+        expected = reference(grad([p.get_value() for p in params]))
+        step(*grad([p.get_value() for p in params]))
+        for p, want in zip(params, expected):
+            np.testing.assert_allclose(p.get_value(), want, **TOLERANCE[dtype.name], err_msg=f"step {t}")
+            # keep both on the same path, so float32 rounding cannot compound over the steps
+            p.set_value(want)
+    assert all(not np.allclose(p.get_value(), s) for p, s in zip(params, start)), "nothing moved"
+
+
+@pytest.mark.parametrize("case", RULES, ids=str)
+def test_loss_and_gradients_give_the_same_trajectory(case):
+    """The loss path differentiates a loss whose gradient is the closed loop's."""
+    params = make_params(PROBLEMS["several"], "float64")
+    a = [np.full(p.get_value().shape, 1.5) for p in params]
+    loss = sum(pt.sum(0.5 * ai * p**2 + 0.025 * p**4) for p, ai in zip(params, a))
+    step = pytensor.function([], loss, updates=case.function(loss, params, **case.hyper), mode="FAST_COMPILE")
+    reference = REFERENCES[case.name]([p.get_value() for p in params], **case.hyper)
+    for _ in range(50):
+        expected = reference([ai * p.get_value() + 0.1 * p.get_value() ** 3 for p, ai in zip(params, a)])
+        step()
+    for p, want in zip(params, expected):
+        np.testing.assert_allclose(p.get_value(), want, rtol=1e-10, atol=1e-13)
+
+
+HYPER_KINDS = {
+    "python": lambda v: v,
+    "numpy64": np.float64,
+    "shared64": lambda v: pytensor.shared(np.float64(v)),
+    "symbolic": lambda v: pt.constant(np.float64(v)) * pt.ones((), dtype="float64"),
+}
+
+
+@pytest.mark.parametrize("floatx", ["float32", "float64"])
+@pytest.mark.parametrize("kind", HYPER_KINDS)
+@pytest.mark.parametrize("case", RULES, ids=str)
+def test_types_are_kept(case, kind, floatx):
+    """Every update has exactly the type of its variable, for float32 and float64 params."""
+    with pytensor.config.change_flags(floatX=floatx):
+        params = make_params([(), (3,), (2, 3), (1, 3)], "float32") + make_params([(2, 1)], "float64")
+        hyper = {k: HYPER_KINDS[kind](v) for k, v in case.hyper.items()}
+        grads = gradient_inputs(params)
+        result = case.function(grads, params, **hyper)
+        for variable, value in result.items():
+            assert value.type == variable.type, variable.name
+        for slot in result.state:
+            assert slot.dtype in ("float32", "float64", "int64")
+        step = pytensor.function(grads, [], updates=result, mode="FAST_COMPILE")
+        step(*[np.ones(p.get_value().shape, p.dtype) for p in params])
+        assert [p.get_value().dtype for p in params] == [np.float32] * 4 + [np.float64]
+
+
+@pytest.mark.parametrize("case", RULES, ids=str)
+def test_state_is_named_and_separated_from_params(case):
+    params = make_params([(3,), (2,)], "float32")
+    params[1].name = None
+    result = case.function(gradient_inputs(params), params)
+    assert isinstance(result, updates.Updates)
+    assert list(result.params) == params
+    names = [v.name for v in result.state]
+    assert len(set(names)) == len(names)
+    for variable in result.state:
+        if variable.dtype == "int64":
+            assert variable.name == f"{case.name}.t" and variable.ndim == 0
+        else:
+            owner = variable.name.split(".")[0]
+            assert owner in ("p0", "param1") and variable.name.startswith(f"{owner}.{case.name}.")
+            assert variable.type == params[owner == "param1"].type
+    # key order: each param followed by its own state, the counter last
+    owners = ["p0" if v is params[0] else "param1" if v is params[1] else v.name.split(".")[0] for v in result]
+    assert owners == sorted(owners, key=["p0", "param1", case.name].index)
+    assert list(result)[0] is params[0]
+
+
+@pytest.mark.parametrize("case", RULES, ids=str)
+def test_counter_is_an_integer_incremented_once_per_call(case):
+    params = make_params([(3,)], "float64")
+    grads = gradient_inputs(params)
+    result = case.function(grads, params)
+    counters = [v for v in result.state if v.dtype.startswith("int")]
+    step = pytensor.function(grads, [], updates=result, mode="FAST_COMPILE")
+    for _ in range(3):
+        step(np.ones(3))
+    assert [c.get_value() for c in counters] == [3] * len(counters)
+    assert len(counters) == (case.name in ("adam", "adamax", "amsgrad"))
+
+
+@pytest.mark.parametrize("case", RULES, ids=str)
+def test_clear_nan_treats_nan_as_zero_gradient(case):
+    shapes = [(4,), (2, 3)]
+    rng = np.random.default_rng(3)
+    streams = [[rng.normal(size=s) for s in shapes] for _ in range(20)]
+    nan_at = [[rng.random(size=s) < 0.3 for s in shapes] for _ in range(20)]
+
+    def run(clear_nan, poison):
+        params = make_params(shapes, "float64")
+        step = compile_step(case, params, clear_nan=clear_nan, **case.hyper)
+        for grads, mask in zip(streams, nan_at):
+            step(*[np.where(m, poison, g) for g, m in zip(grads, mask)])
+        return [p.get_value() for p in params]
+
+    cleared, zeroed = run(True, np.nan), run(False, 0.0)
+    for a, b in zip(cleared, zeroed):
+        np.testing.assert_array_equal(a, b)
+    assert all(np.isfinite(a).all() for a in cleared)
+    assert any(np.isnan(a).any() for a in run(False, np.nan)), "NaN must propagate without clear_nan"
+
+
+@pytest.mark.parametrize("case", RULES, ids=str)
+def test_partial_application_awaits_loss_and_params(case):
+    rule = case.function(**case.hyper, clear_nan=True)
+    assert callable(rule) and not isinstance(rule, dict)
+    params = make_params([(3,)], "float64")
+    grads = gradient_inputs(params)
+    late, direct = rule(grads, params), case.function(grads, params, **case.hyper, clear_nan=True)
+    assert [v.name for v in late] == [v.name for v in direct]
+    assert list(inspect.signature(case.function).parameters)[:2] == ["loss_or_grads", "params"]
+    assert "clear_nan : bool" in case.function.__doc__ and "$" not in case.function.__doc__
+
+
+@pytest.mark.parametrize("case", RULES, ids=str)
+def test_shared_learning_rate_changes_without_recompiling(case):
+    params = make_params([(3,)], "float32")
+    learning_rate = pytensor.shared(np.float64(0.0))
+    step = compile_step(case, params, **{**case.hyper, "learning_rate": learning_rate})
+    start = params[0].get_value()
+    step(np.ones(3, "float32"))
+    np.testing.assert_array_equal(params[0].get_value(), start)
+    learning_rate.set_value(0.1)
+    step(np.ones(3, "float32"))
+    assert (params[0].get_value() < start).all()
+
+
+@pytest.mark.parametrize("case", RULES, ids=str)
+def test_out_of_range_hyperparameters_are_rejected(case):
+    params = make_params([(3,)], "float64")
+    for name, (value, interval) in case.bad.items():
+        with pytest.raises(ValueError, match=rf"^{case.name}: {name} must be in {interval}, got"):
+            case.function(gradient_inputs(params), params, **{name: value})
+        with pytest.raises(ValueError, match=rf"^{case.name}: {name} must be in"):
+            case.function(**{name: value})  # already when the rule is partially applied
+
+
+def _linker_modes():
+    modes = ["CVM"]
+    try:
+        import numba  # noqa: F401
+
+        modes.append("NUMBA")
+    except ImportError:  # pragma: no cover - numba is a dependency of PyTensor 3
+        pass
+    return modes
+
+
+@pytest.mark.parametrize("mode", _linker_modes())
+@pytest.mark.parametrize("case", RULES, ids=str)
+def test_linkers_agree(case, mode):
+    """The default mode and the other linkers compile the same updates to the same numbers."""
+    results = {}
+    for m in ("FAST_COMPILE", mode):
+        params = make_params([(3,), (2, 2)], "float64")
+        step = compile_step(case, params, mode=m, **case.hyper)
+        grad = closed_loop([(3,), (2, 2)], np.dtype("float64"))
+        for _ in range(10):
+            step(*grad([p.get_value() for p in params]))
+        results[m] = [p.get_value() for p in params]
+    for a, b in zip(*results.values()):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
