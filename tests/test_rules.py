@@ -133,9 +133,11 @@ def test_state_is_named_and_separated_from_params(case):
             assert owner in ("p0", "param1") and variable.name.startswith(f"{owner}.{case.name}.")
             assert variable.type == params[owner == "param1"].type
     # key order: each param followed by its own state, the counter last
-    owners = ["p0" if v is params[0] else "param1" if v is params[1] else v.name.split(".")[0] for v in result]
+    owners = [
+        "p0" if v is params[0] else "param1" if v is params[1] else v.name.split(".")[0] for v in result
+    ]
     assert owners == sorted(owners, key=["p0", "param1", case.name].index)
-    assert list(result)[0] is params[0]
+    assert next(iter(result)) is params[0]
 
 
 @pytest.mark.parametrize("case", RULES, ids=str)

@@ -57,7 +57,7 @@ def norm_constraint(
         dictionary.
     max_norm : float or scalar tensor
         :math:`c`, the largest norm allowed, > 0.
-    norm_axes : sequence of int, optional
+    norm_axes : int or sequence of int, optional
         The axes to take each norm over. By default: axis 0 for a matrix (one norm per column,
         i.e. per output unit of a dense layer), all axes but the first for 3-d to 5-d tensors
         (per output filter of a convolution). Other dimensionalities need ``norm_axes``.
@@ -90,7 +90,7 @@ def norm_constraint(
                 f"{who}: a {ndim}-d tensor has no default norm_axes (defaults cover 2-d to 5-d "
                 "tensors); pass norm_axes, e.g. norm_axes=(0,)"
             )
-    norm_axes = tuple(norm_axes)
+    norm_axes = (norm_axes,) if isinstance(norm_axes, int) else tuple(norm_axes)
     if not norm_axes or any(not -ndim <= a < ndim for a in norm_axes):
         raise ValueError(f"{who}: norm_axes must be axes of a {ndim}-d tensor, got {norm_axes}")
     norms = pt.sqrt(pt.sum(tensor_var**2, axis=norm_axes, keepdims=True))
@@ -135,10 +135,10 @@ def total_norm_constraint(
     """
     who = "total_norm_constraint"
     _check_limits(who, max_norm, epsilon)
-    if not isinstance(tensor_vars, (list, tuple)) or not tensor_vars:
-        raise TypeError(
-            f"{who}: tensor_vars must be a non-empty list of tensors, got {describe(tensor_vars)}"
-        )
+    if not isinstance(tensor_vars, (list, tuple)):
+        raise TypeError(f"{who}: tensor_vars must be a list of tensors, got {describe(tensor_vars)}")
+    if not tensor_vars:
+        raise ValueError(f"{who}: tensor_vars is empty; give at least one tensor")
     tensors = [_as_float_tensor(who, f"tensor_vars[{i}]", x) for i, x in enumerate(tensor_vars)]
     norm = pt.sqrt(pt.add(*(pt.sum(x**2) for x in tensors)))
     scale = _scale(norm, max_norm, epsilon)

@@ -27,7 +27,12 @@ __all__ = ["get_or_compute_grads"]
 
 def label(param: Variable, index: int) -> str:
     """A readable name for ``params[index]``: its own name, or ``param<index>``."""
-    return param.name or f"param{index}"
+    return getattr(param, "name", None) or f"param{index}"
+
+
+def which(param: Variable, index: int) -> str:
+    """How error messages point at ``params[index]``: ``params[2] ('W_out')``."""
+    return f"params[{index}] ({label(param, index)!r})"
 
 
 def describe(value: Any) -> str:
@@ -46,17 +51,17 @@ def check_params(who: str, params: Any) -> list[SharedVariable]:
     for i, param in enumerate(params):
         if not isinstance(param, SharedVariable) or not isinstance(param.type, TensorType):
             raise TypeError(
-                f"{who}: params[{i}] ({getattr(param, 'name', None) or param!r}) is a "
+                f"{who}: {which(param, i)} is a "
                 f"{describe(param)}, expected a shared variable; wrap it with pytensor.shared(...)"
             )
         if not param.dtype.startswith("float"):
             raise TypeError(
-                f"{who}: params[{i}] ({label(param, i)}) has dtype {param.dtype}, expected a "
+                f"{who}: {which(param, i)} has dtype {param.dtype}, expected a "
                 "floating-point dtype (float32 or float64)"
             )
         if id(param) in seen:
             raise ValueError(
-                f"{who}: params[{i}] ({label(param, i)}) is the same variable as "
+                f"{who}: {which(param, i)} is the same variable as "
                 f"params[{seen[id(param)]}]; pass each parameter once"
             )
         seen[id(param)] = i
@@ -81,7 +86,7 @@ def _compute_grads(who: str, loss: Any, params: list[SharedVariable]) -> list[Va
     for i, param in enumerate(params):
         if param not in connected:
             raise ValueError(
-                f"{who}: the loss does not depend on params[{i}] ({label(param, i)}); "
+                f"{who}: the loss does not depend on {which(param, i)}; "
                 "remove it from params or pass its gradient explicitly"
             )
     return pytensor.grad(loss, params)
@@ -93,18 +98,18 @@ def _check_grad(who: str, i: int, grad: Any, param: SharedVariable) -> Variable:
         grad = pt.as_tensor_variable(grad)
     except (TypeError, ValueError) as err:
         raise TypeError(f"{who}: loss_or_grads[{i}] is a {describe(grad)}, expected a tensor") from err
-    name = label(param, i)
+    name = which(param, i)
     if grad.ndim != param.ndim or any(
         g is not None and p is not None and g != p for g, p in zip(grad.type.shape, param.type.shape)
     ):
         raise ValueError(
             f"{who}: the gradient loss_or_grads[{i}] has type {grad.type}, which cannot match "
-            f"params[{i}] ({name}) of type {param.type}"
+            f"{name} of type {param.type}"
         )
     if not grad.dtype.startswith("float"):
         raise TypeError(
             f"{who}: the gradient loss_or_grads[{i}] has dtype {grad.dtype}, expected a "
-            f"floating-point dtype like params[{i}] ({name}, {param.dtype})"
+            f"floating-point dtype like {name} ({param.dtype})"
         )
     return pt.cast(grad, param.dtype)
 
@@ -161,8 +166,8 @@ def get_or_compute_grads(loss_or_grads: Any, params: Sequence[SharedVariable]) -
     >>> import numpy as np, pytensor
     >>> from updates import get_or_compute_grads
     >>> w = pytensor.shared(np.ones(3), name="w")
-    >>> [g.type for g in get_or_compute_grads((w**2).sum(), [w])]
-    [TensorType(float64, shape=(3,))]
+    >>> [g.eval() for g in get_or_compute_grads((w**2).sum(), [w])]
+    [array([2., 2., 2.])]
     """
     return prepare_grads("get_or_compute_grads", loss_or_grads, params)[1]
 

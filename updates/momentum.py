@@ -16,7 +16,7 @@ from typing import Any
 from pytensor.graph.basic import Variable
 
 from updates.core import NON_NEGATIVE, UNIT, Rule, Updates, check_hyperparameter, update_rule
-from updates.grads import as_dtype, check_params, describe, label, state_like
+from updates.grads import as_dtype, check_params, describe, label, state_like, which
 
 __all__ = ["apply_momentum", "apply_nesterov_momentum", "momentum", "nesterov_momentum"]
 
@@ -36,12 +36,14 @@ def _wrap(who: str, step, updates: Mapping, params: Any, momentum: Any) -> Updat
     if not isinstance(updates, Mapping):
         raise TypeError(f"{who}: updates must be a dictionary of updates, got {describe(updates)}")
     check_hyperparameter(who, "momentum", momentum, UNIT)
-    if params is None:
-        params = list(updates.params if isinstance(updates, Updates) else updates)
+    if params is None and isinstance(updates, Updates):
+        params = list(updates.params)
+    elif params is None:
+        params = [key for key in updates if key.dtype.startswith("float")]
     params = check_params(who, params)
     for i, param in enumerate(params):
         if param not in updates:
-            raise ValueError(f"{who}: params[{i}] ({label(param, i)}) has no entry in updates")
+            raise ValueError(f"{who}: {which(param, i)} has no entry in updates")
     keep = updates.params if isinstance(updates, Updates) else params
     wrapped = Updates(updates, params=keep)
     for i, param in enumerate(params):
@@ -68,8 +70,9 @@ def apply_momentum(updates: Mapping, params: list[Variable] | None = None, momen
         ``{shared variable: new value}``, for example the result of :func:`sgd`. Not modified.
     params : list of shared variables, optional
         The variables to add momentum to. By default the parameters of an :class:`Updates`
-        (its ``.params``), so optimizer state such as Adam's moments is left alone; for a plain
-        dictionary, every key (Lasagne's behaviour, which also wrapped the state).
+        (its ``.params``), so optimizer state such as Adam's moments is left alone (Lasagne
+        also wrapped the state: a deliberate fix). For a plain dictionary, every floating-point
+        key, as Lasagne did (integer step counters are skipped).
     momentum : float or scalar tensor
         :math:`\mu`, in [0, 1), default 0.9.
 

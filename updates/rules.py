@@ -39,12 +39,17 @@ def sgd(loss_or_grads=None, params=None, learning_rate: Any = 1e-3, *, clear_nan
     -----
     The same as ``torch.optim.SGD(lr=learning_rate)`` and ``optax.sgd(learning_rate)``.
 
+    References
+    ----------
+    Robbins and Monro (1951). A stochastic approximation method. Ann. Math. Statist. 22(3).
+
     Examples
     --------
     >>> import numpy as np, pytensor, updates
     >>> w = pytensor.shared(np.array([1.0, -2.0]), name="w")
     >>> step = pytensor.function([], [], updates=updates.sgd((w**2).sum(), [w], learning_rate=0.25))
-    >>> step(); w.get_value()
+    >>> _ = step()
+    >>> w.get_value()
     array([ 0.5, -1. ])
     """
 

@@ -1,0 +1,121 @@
+"""apply_momentum and apply_nesterov_momentum: equal to the momentum rules, wrap params only,
+never mutate their input."""
+
+from collections import OrderedDict
+
+import numpy as np
+import pytensor
+import pytest
+from reference import REFERENCES
+
+import updates
+
+WRAPPERS = [
+    (updates.apply_momentum, updates.momentum),
+    (updates.apply_nesterov_momentum, updates.nesterov_momentum),
+]
+WRAPPER_IDS = ["apply_momentum", "apply_nesterov_momentum"]
+INITIAL = {"w": np.array([1.0, -2.0, 0.5]), "b": np.array([[0.3, -0.7], [1.1, 0.2]])}
+CURVATURE = {"w": np.array([0.5, 2.0, 4.0]), "b": np.array([[1.0, 3.0], [0.2, 6.0]])}
+
+
+def make_params(dtype="float64"):
+    return [pytensor.shared(value.astype(dtype), name=name) for name, value in INITIAL.items()]
+
+
+def loss(params):
+    """sum(c * p**2) / 2, whose gradient c * p is easy to write in NumPy."""
+    return sum((CURVATURE[p.name].astype(p.dtype) * p**2).sum() for p in params) / 2
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("wrapper", "rule"), WRAPPERS, ids=WRAPPER_IDS)
+def test_wrapper_of_sgd_equals_rule(wrapper, rule, dtype):
+    """50 closed-loop steps: bit-identical to the rule, and close to the NumPy reference."""
+    hyper = {"learning_rate": 0.05, "momentum": 0.8}
+    wrapped, direct = make_params(dtype), make_params(dtype)
+    step_wrapped = pytensor.function(
+        [],
+        [],
+        updates=wrapper(
+            updates.sgd(loss(wrapped), wrapped, hyper["learning_rate"]), wrapped, hyper["momentum"]
+        ),
+        mode="FAST_COMPILE",
+    )
+    step_direct = pytensor.function([], [], updates=rule(loss(direct), direct, **hyper), mode="FAST_COMPILE")
+    tol = {"rtol": 1e-4, "atol": 1e-6} if dtype == "float32" else {"rtol": 1e-10, "atol": 1e-14}
+    reference = REFERENCES[rule.__name__]([p.get_value() for p in direct], **hyper)
+    expected = [p.get_value() for p in direct]
+    for _ in range(50):
+        step_wrapped()
+        step_direct()
+        grads = [CURVATURE[p.name].astype(dtype) * value for p, value in zip(direct, expected)]
+        expected = reference(grads)
+        for a, b, c in zip(wrapped, direct, expected):
+            np.testing.assert_array_equal(a.get_value(), b.get_value())
+            np.testing.assert_allclose(b.get_value(), c, **tol)
+    assert not np.allclose(expected[0], INITIAL["w"])
+
+
+@pytest.mark.parametrize(("wrapper", "_"), WRAPPERS, ids=WRAPPER_IDS)
+def test_updates_params_only(wrapper, _):
+    """On an Updates (here Adam's), params=None wraps the params and leaves the state alone."""
+    params = make_params()
+    adam = updates.adam(loss(params), params)
+    result = wrapper(adam)
+    name = wrapper.__name__
+    assert isinstance(result, updates.Updates)
+    assert result.params == adam.params
+    keys = list(result)
+    assert keys[: len(adam)] == list(adam)
+    assert [v.name for v in keys[len(adam) :]] == [f"w.{name}.velocity", f"b.{name}.velocity"]
+    for key in adam.state:
+        assert result[key] is adam[key]
+    for key in adam.params:
+        assert result[key] is not adam[key]
+
+
+@pytest.mark.parametrize(("wrapper", "_"), WRAPPERS, ids=WRAPPER_IDS)
+def test_plain_dict_every_key(wrapper, _):
+    """On a plain OrderedDict, params=None wraps every key, as Lasagne does (its state too)."""
+    params = make_params()
+    plain = OrderedDict(updates.adagrad(loss(params), params))
+    result = wrapper(plain)
+    name = wrapper.__name__
+    assert [k.name for k in result] == [k.name for k in plain] + [f"{k.name}.{name}.velocity" for k in plain]
+    for key in plain:
+        assert result[key] is not plain[key]
+
+
+@pytest.mark.parametrize(("wrapper", "_"), WRAPPERS, ids=WRAPPER_IDS)
+@pytest.mark.parametrize("kind", ["Updates", "OrderedDict"])
+@pytest.mark.parametrize("explicit_params", [True, False])
+def test_input_not_mutated(wrapper, _, kind, explicit_params):
+    params = make_params()
+    given = updates.rmsprop(loss(params), params)
+    if kind == "OrderedDict":
+        given = OrderedDict(given)
+    before = list(given.items())
+    params_before = getattr(given, "params", None)
+    result = wrapper(given, params if explicit_params else None)
+    assert result is not given
+    assert len(given) == len(before)
+    assert all(k is k0 and v is v0 for (k, v), (k0, v0) in zip(given.items(), before))
+    assert getattr(given, "params", None) == params_before
+
+
+@pytest.mark.parametrize(("wrapper", "_"), WRAPPERS, ids=WRAPPER_IDS)
+def test_param_not_in_updates(wrapper, _):
+    w, b = make_params()
+    with pytest.raises(
+        ValueError, match=rf"^{wrapper.__name__}: params\[1\] \('b'\) has no entry in updates"
+    ):
+        wrapper(updates.sgd(loss([w]), [w]), [w, b])
+
+
+@pytest.mark.parametrize(("wrapper", "_"), WRAPPERS, ids=WRAPPER_IDS)
+@pytest.mark.parametrize("mu", [1.0, -0.1, 1.5])
+def test_momentum_out_of_range(wrapper, _, mu):
+    params = make_params()
+    with pytest.raises(ValueError, match=rf"^{wrapper.__name__}: momentum must be in \[0, 1\), got {mu}"):
+        wrapper(updates.sgd(loss(params), params), params, momentum=mu)
