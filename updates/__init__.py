@@ -5,7 +5,7 @@ ordered dictionary ``{shared variable: new value}`` to pass to ``pytensor.functi
 """
 
 from updates.constraints import norm_constraint, total_norm_constraint
-from updates.core import Updates
+from updates.core import Updates, per_parameter
 from updates.grads import get_or_compute_grads
 from updates.momentum import apply_momentum, apply_nesterov_momentum, momentum, nesterov_momentum
 from updates.rules import adadelta, adagrad, adam, adamax, amsgrad, rmsprop, sgd
@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Updates",
+    "per_parameter",
     "get_or_compute_grads",
     "sgd",
     "momentum",

@@ -15,7 +15,9 @@ import inspect
 import math
 import string
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any
@@ -25,17 +27,18 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.basic import Constant, Variable
 
-from updates.grads import as_dtype, describe, is_concrete, label, prepare_grads, state_like
+from updates.grads import as_dtype, clear_nan, describe, is_concrete, label, prepare_grads, state_like
 
-__all__ = ["Updates"]
+__all__ = ["Updates", "per_parameter"]
 
 
 class Updates(OrderedDict):
     """An ``OrderedDict`` of ``{shared variable: new value}`` that knows which keys are params.
 
-    It is a plain ``OrderedDict`` to ``pytensor.function`` and PyMC. The keys are ordered: each
-    parameter in the order given, then the state created for it, then the step counter (if any);
-    wrappers keep that order and append the state they create.
+    It is a plain ``OrderedDict`` to ``pytensor.function`` and PyMC. The keys are ordered: the
+    parameters in the order given, then the optimizer state, the step counter (if any) last;
+    wrappers keep that order and append the state they create. :meth:`named_state` shows the
+    state per parameter, by name, whichever path built it.
 
     Parameters
     ----------
@@ -62,6 +65,21 @@ class Updates(OrderedDict):
         except TypeError as err:
             raise TypeError(f"the update of {key} has type {value.type}, expected {key.type}") from err
         super().__setitem__(key, value)
+
+    def named_state(self) -> dict[str, np.ndarray]:
+        """The current value of every piece of state, by name, per parameter.
+
+        State kept in a flat buffer shared by many parameters (the multi-tensor path) is shown
+        as one view per parameter under its own name (``W.adam.m``), as on the per-parameter
+        path; the step counter appears as itself (``adam.t``). The arrays are views: copy them
+        to keep a snapshot.
+        """
+        named = {}
+        for variable in self.state:
+            value = variable.get_value(borrow=True)
+            for name, start, shape in getattr(variable.tag, "slices", [(variable.name, 0, value.shape)]):
+                named[name] = value.reshape(-1)[start : start + math.prod(shape)].reshape(shape)
+        return named
 
     def copy(self) -> Updates:
         return Updates(self, params=self.params)
@@ -139,6 +157,48 @@ class Rule:
     per_step: Callable[[SimpleNamespace, Variable], dict[str, Variable]] | None = None
 
 
+@dataclass(frozen=True)
+class Kernel:
+    """A rule's kernel, optionally clearing NaN from the gradient first (hashable, for Ops)."""
+
+    rule: Rule
+    clear_nan: bool = False
+
+    @property
+    def name(self) -> str:
+        return self.rule.name
+
+    def __call__(self, h: SimpleNamespace, param: Variable, grad: Variable, *slots: Variable):
+        return self.rule.kernel(h, param, clear_nan(grad) if self.clear_nan else grad, *slots)
+
+
+_PER_PARAMETER: ContextVar[bool] = ContextVar("per_parameter", default=False)
+
+
+@contextmanager
+def per_parameter(enabled: bool = True) -> Iterator[None]:
+    """Within this block, rules build the readable per-parameter graph (the reference path).
+
+    By default a rule adds one multi-tensor node per dtype to the graph, whatever the number of
+    parameters, with its state in flat buffers (see ``updates.fused``). The per-parameter path
+    builds the same equations once per parameter, each state variable a shared variable of the
+    parameter's shape (``W.adam.m``). Both give the same trajectories.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.zeros(2), name="w")
+    >>> with updates.per_parameter():
+    ...     print([v.name for v in updates.adam((w**2).sum(), [w])])
+    ['w', 'w.adam.m', 'w.adam.v', 'adam.t']
+    """
+    token = _PER_PARAMETER.set(enabled)
+    try:
+        yield
+    finally:
+        _PER_PARAMETER.reset(token)
+
+
 def step_counter(name: str) -> pytensor.compile.SharedVariable:
     """A new integer step counter starting at 0 (an int64 counts past float32's 2**24 limit)."""
     return pytensor.shared(np.int64(0), name=name)
@@ -147,30 +207,56 @@ def step_counter(name: str) -> pytensor.compile.SharedVariable:
 def apply_rule(
     rule: Rule, loss_or_grads: Any, params: Any, hyper: dict[str, Any], clear_nan: bool
 ) -> Updates:
-    """Build the updates of ``rule`` for each parameter, one parameter at a time."""
-    params, grads = prepare_grads(rule.name, loss_or_grads, params, clear_nan)
+    """Build the updates of ``rule`` for ``params``: per parameter, or one node per dtype."""
+    params, grads = prepare_grads(rule.name, loss_or_grads, params)
+    kernel = Kernel(rule, clear_nan)
     updates = Updates(params=params)
     counter = step_counter(f"{rule.name}.t") if rule.per_step else None
-    by_dtype: dict[str, SimpleNamespace] = {}
-    for i, (param, grad) in enumerate(zip(params, grads)):
-        if param.dtype not in by_dtype:
-            by_dtype[param.dtype] = _scalars(rule, hyper, param.dtype, counter)
-        slots = [state_like(param, f"{label(param, i)}.{rule.name}.{s}") for s in rule.slots]
-        new_param, *new_slots = rule.kernel(by_dtype[param.dtype], param, grad, *slots)
+    apply = _apply_per_parameter if _PER_PARAMETER.get() else _apply_fused
+    dtypes = list(dict.fromkeys(p.dtype for p in params))
+    for dtype in dtypes:
+        group = [(i, p, g) for i, (p, g) in enumerate(zip(params, grads)) if p.dtype == dtype]
+        suffix = f"[{dtype}]" if len(dtypes) > 1 else ""
+        apply(kernel, group, _scalars(rule, hyper, dtype, counter), updates, suffix)
+    if counter is not None:
+        updates[counter] = counter + 1
+    return _in_param_order(updates, params)
+
+
+def _apply_per_parameter(kernel: Kernel, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:
+    for i, param, grad in group:
+        slots = [state_like(param, f"{label(param, i)}.{kernel.name}.{s}") for s in kernel.rule.slots]
+        new_param, *new_slots = kernel(h, param, grad, *slots)
         updates[param] = new_param
         for slot, new_slot in zip(slots, new_slots):
             updates[slot] = new_slot
-    if counter is not None:
-        updates[counter] = counter + 1
-    return updates
 
 
-def _scalars(rule: Rule, hyper: dict[str, Any], dtype: str, counter: Variable | None):
+def _apply_fused(kernel: Kernel, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:
+    from updates.fused import FusedStep, flat_state
+
+    indices, params, grads = zip(*group)
+    buffers = [flat_state(params, indices, f"{kernel.name}.{slot}", suffix) for slot in kernel.rule.slots]
+    names = tuple(vars(h))
+    op = FusedStep(kernel, params[0].dtype, len(params), len(buffers), names)
+    outputs = op(*params, *grads, *buffers, *(getattr(h, n) for n in names), return_list=True)
+    for variable, value in zip((*params, *buffers), outputs):
+        updates[variable] = value
+
+
+def _scalars(rule: Rule, hyper: dict[str, Any], dtype: str, counter: Variable | None) -> SimpleNamespace:
     """The hyperparameters cast to ``dtype``, plus the rule's per-step scalars."""
     h = SimpleNamespace(**{name: as_dtype(value, dtype) for name, value in hyper.items()})
     if counter is not None:
         h.__dict__.update(rule.per_step(h, pt.cast(counter + 1, dtype)))
     return h
+
+
+def _in_param_order(updates: Updates, params: list[Variable]) -> Updates:
+    """Params first in the order given (dtype groups may interleave them), then the state."""
+    ordered = Updates(((p, updates[p]) for p in params), params=params)
+    ordered.update((k, v) for k, v in updates.items() if k not in ordered)
+    return ordered
 
 
 # -- the public face of a rule ---------------------------------------------------------------------
@@ -191,8 +277,9 @@ clear_nan : bool
 """
 RETURNS = """\
 Updates
-        An ``OrderedDict`` mapping each parameter, then its state, then the step counter (if the
-        rule has one) to its new value; ``.params`` and ``.state`` tell them apart.\
+        An ``OrderedDict`` mapping the parameters, then the optimizer state, then the step
+        counter (if the rule has one) to their new values; ``.params`` and ``.state`` tell them
+        apart and ``.named_state()`` gives the state per parameter (``W.adam.m``).\
 """
 
 
@@ -234,6 +321,7 @@ def update_rule(rule: Rule, **ranges: Interval) -> Callable[[Callable], Callable
                 )
             return apply_rule(rule, loss_or_grads, params, hyper, clear_nan)
 
+        wrapper.rule = rule
         wrapper.__doc__ = string.Template(function.__doc__ or "").safe_substitute(
             parameters=COMMON_PARAMETERS, clear_nan=CLEAR_NAN, returns=RETURNS
         )

@@ -119,9 +119,7 @@ def clear_nan(grad: Variable) -> Variable:
     return pt.switch(pt.isnan(grad), np.zeros((), grad.dtype), grad)
 
 
-def prepare_grads(
-    who: str, loss_or_grads: Any, params: Any, clear_nan_entries: bool = False
-) -> tuple[list[SharedVariable], list[Variable]]:
+def prepare_grads(who: str, loss_or_grads: Any, params: Any) -> tuple[list[SharedVariable], list[Variable]]:
     """Validate ``params`` and return them with one gradient each, of the parameter's dtype."""
     params = check_params(who, params)
     if isinstance(loss_or_grads, (list, tuple)):
@@ -133,10 +131,7 @@ def prepare_grads(
         grads = loss_or_grads
     else:
         grads = _compute_grads(who, loss_or_grads, params)
-    grads = [_check_grad(who, i, g, p) for i, (g, p) in enumerate(zip(grads, params))]
-    if clear_nan_entries:
-        grads = [clear_nan(g) for g in grads]
-    return params, grads
+    return params, [_check_grad(who, i, g, p) for i, (g, p) in enumerate(zip(grads, params))]
 
 
 def get_or_compute_grads(loss_or_grads: Any, params: Sequence[SharedVariable]) -> list[Variable]:

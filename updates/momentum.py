@@ -86,8 +86,8 @@ def apply_momentum(updates: Mapping, params: list[Variable] | None = None, momen
     --------
     >>> import numpy as np, pytensor, updates
     >>> w = pytensor.shared(np.zeros(2), name="w")
-    >>> [v.name for v in updates.apply_momentum(updates.adam((w**2).sum(), [w]))]
-    ['w', 'w.adam.m', 'w.adam.v', 'adam.t', 'w.apply_momentum.velocity']
+    >>> list(updates.apply_momentum(updates.adam((w**2).sum(), [w])).named_state())
+    ['w.adam.m', 'w.adam.v', 'adam.t', 'w.apply_momentum.velocity']
     """
     return _wrap("apply_momentum", _heavy_ball, updates, params, momentum)
 
@@ -189,8 +189,8 @@ def momentum(
     --------
     >>> import numpy as np, pytensor, updates
     >>> w = pytensor.shared(np.zeros(2), name="w")
-    >>> [v.name for v in updates.momentum((w**2).sum(), [w])]
-    ['w', 'w.momentum.velocity']
+    >>> list(updates.momentum((w**2).sum(), [w]).named_state())
+    ['w.momentum.velocity']
     """
 
 
@@ -241,6 +241,6 @@ def nesterov_momentum(
     --------
     >>> import numpy as np, pytensor, updates
     >>> w = pytensor.shared(np.zeros(2), name="w")
-    >>> [v.name for v in updates.nesterov_momentum((w**2).sum(), [w])]
-    ['w', 'w.nesterov_momentum.velocity']
+    >>> list(updates.nesterov_momentum((w**2).sum(), [w]).named_state())
+    ['w.nesterov_momentum.velocity']
     """

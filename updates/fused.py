@@ -1,0 +1,255 @@
+"""The multi-tensor path: one graph node applies a rule to every parameter of a dtype.
+
+The per-parameter path (``core.apply_rule`` under :func:`updates.per_parameter`) builds a few
+nodes per parameter, and PyTensor's Numba linker compiles such graphs in time that grows faster
+than the node count. Here a rule adds a constant number of nodes whatever the number of
+parameters: one :class:`FusedStep` per dtype, plus the scalars computed once per step.
+
+Its state lives in flat buffers, one per slot and dtype (``adam.m`` holds the first moment of
+every float32 parameter, end to end, in the order of ``params``); ``Updates.named_state`` shows
+each parameter's part under its own name.
+
+The rule's kernel is turned once into a scalar :class:`~pytensor.scalar.Composite`, and the Op
+runs it
+
+- under Numba, as one generated loop per parameter over the raveled arrays (in place when
+  PyTensor allows it: the params and buffers are updated variables of the function);
+- in ``perform`` (Python and C VM linkers), as one compiled elementwise function over all the
+  parameters concatenated;
+- under JAX, as one traced elementwise function over the concatenation.
+"""
+
+from __future__ import annotations
+
+import math
+from functools import cached_property
+from types import SimpleNamespace
+
+import numpy as np
+import pytensor
+import pytensor.scalar as ps
+import pytensor.tensor as pt
+from pytensor.compile.mode import Mode
+from pytensor.graph.basic import Apply, Constant, Variable
+from pytensor.graph.op import Op
+from pytensor.graph.rewriting.basic import in2out, node_rewriter
+from pytensor.tensor.elemwise import Elemwise
+
+from updates.grads import label
+
+try:  # PyTensor >= 2.32
+    from pytensor.graph.traversal import toposort
+except ImportError:  # pragma: no cover
+    from pytensor.graph.basic import io_toposort as _io_toposort
+
+    def toposort(outputs):
+        return _io_toposort([], outputs)
+
+
+def flat_state(params, indices, role: str, suffix: str = "") -> pytensor.compile.SharedVariable:
+    """A zero buffer holding one slot of every param, end to end; ``tag.slices`` names each part."""
+    shapes = [p.get_value(borrow=True).shape for p in params]
+    sizes = [math.prod(shape) for shape in shapes]
+    total = sum(sizes)
+    buffer = pytensor.shared(np.zeros(total, dtype=params[0].dtype), name=role + suffix, shape=(total,))
+    starts = np.cumsum([0, *sizes[:-1]]).tolist()
+    buffer.tag.slices = tuple(
+        (f"{label(p, i)}.{role}", start, shape) for p, i, start, shape in zip(params, indices, starts, shapes)
+    )
+    return buffer
+
+
+class FusedStep(Op):
+    """Apply ``kernel(h, param, grad, *slots)`` to many parameters of one dtype at once.
+
+    Inputs: the P params, their P gradients, one flat buffer per slot, one 0-d tensor per scalar
+    of ``h``. Outputs: the P new params, then the new buffers.
+    """
+
+    __props__ = ("kernel", "dtype", "n_params", "n_slots", "scalar_names", "inplace")
+
+    def __init__(self, kernel, dtype, n_params, n_slots, scalar_names, inplace=False):
+        self.kernel = kernel
+        self.dtype = dtype
+        self.n_params = n_params
+        self.n_slots = n_slots
+        self.scalar_names = tuple(scalar_names)
+        self.inplace = inplace
+        if inplace:
+            destroyed = [*range(n_params), *range(2 * n_params, 2 * n_params + n_slots)]
+            self.destroy_map = {out: [inp] for out, inp in enumerate(destroyed)}
+
+    def make_node(self, *inputs):
+        inputs = [pt.as_tensor_variable(x) for x in inputs]
+        params = inputs[: self.n_params]
+        buffers = inputs[2 * self.n_params : 2 * self.n_params + self.n_slots]
+        return Apply(self, inputs, [x.type() for x in (*params, *buffers)])
+
+    def __str__(self):
+        return f"FusedStep{{{getattr(self.kernel, 'name', '?')}, {self.dtype}, {self.n_params} params}}"
+
+    # -- the kernel, in the forms the linkers need --------------------------------------------
+
+    def _symbolic(self, make):
+        """Inputs made by ``make(dtype)`` and the kernel's outputs on them."""
+        inputs = [make() for _ in range(2 + self.n_slots)]
+        scalars = {name: pt.scalar(name, dtype=self.dtype) for name in self.scalar_names}
+        outputs = self.kernel(SimpleNamespace(**scalars), *inputs)
+        return [*inputs, *scalars.values()], list(outputs)
+
+    @cached_property
+    def composite(self) -> ps.Composite:
+        """The kernel as one scalar op: (param, grad, *slots, *scalars) -> (param, *slots)."""
+        inputs, outputs = self._symbolic(lambda: pt.scalar(dtype=self.dtype))
+        return _as_composite(inputs, outputs)
+
+    @cached_property
+    def vector_function(self):
+        """The kernel compiled on 1-d arrays, for ``perform``."""
+        inputs, outputs = self._symbolic(lambda: pt.vector(dtype=self.dtype))
+        linker = "cvm" if pytensor.config.cxx else "py"
+        mode = Mode(linker=linker, optimizer="fast_run")
+        return pytensor.function(inputs, outputs, mode=mode, on_unused_input="ignore")
+
+    def split(self, inputs):
+        p = self.n_params
+        s = 2 * p + self.n_slots
+        return inputs[:p], inputs[p : 2 * p], inputs[2 * p : s], inputs[s:]
+
+    def perform(self, node, inputs, output_storage):
+        params, grads, buffers, scalars = self.split(inputs)
+        flat_param = _concatenate(params, self.dtype)
+        flat_grad = _concatenate(grads, self.dtype)
+        if buffers and flat_param.size != buffers[0].size:
+            raise ValueError(f"{self}: the params changed size after the updates were built")
+        new_param, *new_buffers = self.vector_function(flat_param, flat_grad, *buffers, *scalars)
+        offset = 0
+        for storage, param in zip(output_storage, params):
+            storage[0] = new_param[offset : offset + param.size].reshape(param.shape)
+            offset += param.size
+        for storage, buffer in zip(output_storage[self.n_params :], new_buffers):
+            storage[0] = buffer
+
+    def infer_shape(self, fgraph, node, shapes):
+        params = shapes[: self.n_params]
+        buffers = shapes[2 * self.n_params : 2 * self.n_params + self.n_slots]
+        return [*params, *buffers]
+
+
+def _concatenate(arrays, dtype):
+    if len(arrays) == 1:
+        return np.ascontiguousarray(arrays[0], dtype=dtype).reshape(-1)
+    return np.concatenate([np.asarray(a, dtype=dtype).reshape(-1) for a in arrays])
+
+
+def _as_composite(inputs: list[Variable], outputs: list[Variable]) -> ps.Composite:
+    """Rebuild a graph of elementwise ops on 0-d tensors as one scalar Composite."""
+    scalar_of = {x: ps.get_scalar_type(x.dtype)() for x in inputs}
+    for node in toposort(outputs):
+        if not isinstance(node.op, Elemwise):
+            raise TypeError(f"a rule kernel must be elementwise, found {node.op}")
+        args = [
+            ps.constant(np.asarray(x.data).item(), dtype=x.dtype) if isinstance(x, Constant) else scalar_of[x]
+            for x in node.inputs
+        ]
+        scalar_of.update(zip(node.outputs, node.op.scalar_op.make_node(*args).outputs))
+    return ps.Composite([scalar_of[x] for x in inputs], [scalar_of[x] for x in outputs])
+
+
+# -- in place ------------------------------------------------------------------------------------
+
+
+@node_rewriter([FusedStep])
+def _fused_step_inplace(fgraph, node):
+    """Let the step overwrite the params and buffers it updates (validated by PyTensor)."""
+    op = node.op
+    if op.inplace:
+        return None
+    inplace = FusedStep(op.kernel, op.dtype, op.n_params, op.n_slots, op.scalar_names, inplace=True)
+    return inplace.make_node(*node.inputs).outputs
+
+
+def _register_rewrites():
+    from pytensor.compile import optdb
+
+    optdb.register(
+        "updates_fused_step_inplace",
+        in2out(_fused_step_inplace, ignore_newtrees=True),
+        "fast_run",
+        "inplace",
+        "numba",
+        position=50.6,
+    )
+
+
+_register_rewrites()
+
+
+# -- Numba ---------------------------------------------------------------------------------------
+
+
+def _numba_source(op: FusedStep) -> str:
+    """Python source of the step: one loop over the raveled elements, run for each param.
+
+    The raveled params, gradients and outputs are gathered in tuples of one type, so the loop is
+    called from a single site however many params there are: the compiled code does not grow
+    with their number.
+    """
+    n, k = op.n_params, op.n_slots
+    slots, new_slots = [f"s{j}" for j in range(k)], [f"new_s{j}" for j in range(k)]
+    scalars = [f"h{j}" for j in range(len(op.scalar_names))]
+    params, grads = [f"p{i}" for i in range(n)], [f"g{i}" for i in range(n)]
+    outputs = [f"new_p{i}" for i in range(n)]
+    kernel_args = ", ".join(["param[i]", "grad[i]", *(f"{x}[o + i]" for x in slots), *scalars])
+    targets = ", ".join(["out[i]", *(f"{x}[o + i]" for x in new_slots)])
+    state = ", ".join([*slots, *new_slots, *scalars])
+    new_param = "{}" if op.inplace else "np.empty_like({})"
+    lines = [
+        f"def loop(param, grad, out, o, {state}):",
+        "    for i in range(param.size):",
+        f"        ({targets},) = wrap(kernel({kernel_args}))",
+        "    return o + param.size",
+        "",
+        f"def fused_step({', '.join([*params, *grads, *slots, *scalars])}):",
+        *(f"    {new} = {old}{'' if op.inplace else '.copy()'}" for new, old in zip(new_slots, slots)),
+        *(f"    {h} = {h}.item()" for h in scalars),
+        *(f"    {out} = {new_param.format(p)}" for out, p in zip(outputs, params)),
+        f"    flat_params = ({''.join(f'{p}.reshape(-1), ' for p in params)})",
+        f"    flat_grads = ({''.join(f'np.ascontiguousarray({g}).reshape(-1), ' for g in grads)})",
+        f"    flat_outputs = ({''.join(f'{out}.reshape(-1), ' for out in outputs)})",
+        "    o = 0",
+        f"    for j in range({n}):",
+        f"        o = loop(flat_params[j], flat_grads[j], flat_outputs[j], o, {state})",
+    ]
+    if k:
+        lines += ["    if o != s0.size:", "        raise ValueError('FusedStep: the params changed size')"]
+    results = [*outputs, *new_slots]
+    lines.append(f"    return {results[0]}" if len(results) == 1 else f"    return ({', '.join(results)},)")
+    return "\n".join(lines)
+
+
+def _as_tuple(x):
+    return (x,)
+
+
+def _identity(x):
+    return x
+
+
+def _register_numba():
+    try:
+        from pytensor.link.numba.dispatch.basic import numba_funcify, numba_njit
+    except ImportError:  # pragma: no cover - numba is optional for PyTensor 2.38
+        return
+
+    @numba_funcify.register(FusedStep)
+    def numba_funcify_fused_step(op, node=None, **kwargs):
+        kernel = numba_funcify(op.composite, node=None)
+        wrap = numba_njit(_as_tuple if len(op.composite.outputs) == 1 else _identity)
+        namespace = {"np": np, "kernel": kernel, "wrap": wrap}
+        exec(compile(_numba_source(op), "<updates.fused>", "exec"), namespace)
+        namespace["loop"] = numba_njit(namespace["loop"])
+        return numba_njit(namespace["fused_step"])
+
+
+_register_numba()
