@@ -239,28 +239,42 @@ def test_out_of_range_hyperparameters_are_rejected(case):
             case.function(**{name: value})  # already when the rule is partially applied
 
 
-def _linker_modes():
-    modes = ["CVM"]
+def _installed(module):
     try:
-        import numba  # noqa: F401
-
-        modes.append("NUMBA")
-    except ImportError:  # pragma: no cover - numba is a dependency of PyTensor 3
-        pass
-    return modes
+        __import__(module)
+    except ImportError:
+        return False
+    return True
 
 
-@pytest.mark.parametrize("mode", _linker_modes())
+# PyTensor's own PyTorch backend cannot run these yet: it has no conversion of Pow (`torch.power`
+# does not exist) for the step counter's powers, and torch.compile fails on the constants of the
+# expanded multi-tensor graph ("module 'pytensor.link.utils' has no attribute 'tensor_constant_N'").
+PYTORCH_BROKEN = {"rmsprop", "adadelta", "adam", "adamax", "amsgrad"}
+MODES = ["CVM", "NUMBA", "JAX", "PYTORCH"]
+NEEDS = {"NUMBA": "numba", "JAX": "jax", "PYTORCH": "torch"}
+
+
+@pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("case", RULES, ids=str)
-def test_linkers_agree(case, mode):
-    """The default mode and the other linkers compile the same updates to the same numbers."""
-    results = {}
-    for m in ("FAST_COMPILE", mode):
-        params = make_params([(3,), (2, 2)], "float64")
-        step = compile_step(case, params, mode=m, **case.hyper)
-        grad = closed_loop([(3,), (2, 2)], np.dtype("float64"))
+def test_backends_agree(case, mode, request):
+    """The default (multi-tensor) updates compile in every installed backend to the numbers of
+    the per-parameter graph run by the Python linker."""
+    if mode in NEEDS and not _installed(NEEDS[mode]):
+        pytest.skip(f"{NEEDS[mode]} is not installed")
+    if mode == "PYTORCH" and case.name in PYTORCH_BROKEN:
+        request.applymarker(
+            pytest.mark.xfail(reason="PyTensor's PyTorch backend (see PYTORCH_BROKEN)", strict=True)
+        )
+    shapes = [(3,), (2, 2)]
+    results = []
+    for context, m in ((updates.per_parameter, "FAST_COMPILE"), (contextlib.nullcontext, mode)):
+        params = make_params(shapes, "float64")
+        with context():
+            step = compile_step(case, params, mode=m, **case.hyper)
+        grad = closed_loop(shapes, np.dtype("float64"))
         for _ in range(10):
             step(*grad([p.get_value() for p in params]))
-        results[m] = [p.get_value() for p in params]
-    for a, b in zip(*results.values()):
+        results.append([p.get_value() for p in params])
+    for a, b in zip(*results):
         np.testing.assert_allclose(a, b, rtol=1e-12)

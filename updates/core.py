@@ -238,7 +238,8 @@ def _apply_fused(kernel: Kernel, group, h: SimpleNamespace, updates: Updates, su
     indices, params, grads = zip(*group)
     buffers = [flat_state(params, indices, f"{kernel.name}.{slot}", suffix) for slot in kernel.rule.slots]
     names = tuple(vars(h))
-    op = FusedStep(kernel, params[0].dtype, len(params), len(buffers), names)
+    shapes = [p.get_value(borrow=True).shape for p in params]
+    op = FusedStep(kernel, params[0].dtype, shapes, len(buffers), names)
     outputs = op(*params, *grads, *buffers, *(getattr(h, n) for n in names), return_list=True)
     for variable, value in zip((*params, *buffers), outputs):
         updates[variable] = value

@@ -66,12 +66,13 @@ class FusedStep(Op):
     of ``h``. Outputs: the P new params, then the new buffers.
     """
 
-    __props__ = ("kernel", "dtype", "n_params", "n_slots", "scalar_names", "inplace")
+    __props__ = ("kernel", "dtype", "shapes", "n_slots", "scalar_names", "inplace")
 
-    def __init__(self, kernel, dtype, n_params, n_slots, scalar_names, inplace=False):
+    def __init__(self, kernel, dtype, shapes, n_slots, scalar_names, inplace=False):
         self.kernel = kernel
         self.dtype = dtype
-        self.n_params = n_params
+        self.shapes = tuple(tuple(shape) for shape in shapes)
+        self.n_params = n_params = len(self.shapes)
         self.n_slots = n_slots
         self.scalar_names = tuple(scalar_names)
         self.inplace = inplace
@@ -130,6 +131,19 @@ class FusedStep(Op):
         for storage, buffer in zip(output_storage[self.n_params :], new_buffers):
             storage[0] = buffer
 
+    def expand(self, inputs):
+        """The same step as a graph of ordinary ops: concatenate, apply the kernel, split."""
+        params, grads, buffers, scalars = self.split(inputs)
+        flat_param, flat_grad = (pt.concatenate([pt.flatten(x) for x in xs]) for xs in (params, grads))
+        h = SimpleNamespace(**dict(zip(self.scalar_names, scalars)))
+        new_param, *new_buffers = self.kernel(h, flat_param, flat_grad, *buffers)
+        starts = np.cumsum([0, *(math.prod(shape) for shape in self.shapes)]).tolist()
+        new_params = [
+            new_param[start:stop].reshape(shape)
+            for start, stop, shape in zip(starts, starts[1:], self.shapes)
+        ]
+        return [*new_params, *new_buffers]
+
     def infer_shape(self, fgraph, node, shapes):
         params = shapes[: self.n_params]
         buffers = shapes[2 * self.n_params : 2 * self.n_params + self.n_slots]
@@ -165,7 +179,7 @@ def _fused_step_inplace(fgraph, node):
     op = node.op
     if op.inplace:
         return None
-    inplace = FusedStep(op.kernel, op.dtype, op.n_params, op.n_slots, op.scalar_names, inplace=True)
+    inplace = FusedStep(op.kernel, op.dtype, op.shapes, op.n_slots, op.scalar_names, inplace=True)
     return inplace.make_node(*node.inputs).outputs
 
 
@@ -253,3 +267,33 @@ def _register_numba():
 
 
 _register_numba()
+
+
+# -- JAX and PyTorch: the expanded graph, traced once ------------------------------------------
+
+
+def _funcify_expanded(funcify):
+    def funcify_fused_step(op, node, **kwargs):
+        from pytensor.graph.fg import FunctionGraph
+
+        kwargs.pop("storage_map", None)
+        inputs = [x.type() for x in node.inputs]
+        graph = FunctionGraph(inputs, op.expand(inputs), clone=False)
+        return funcify(graph, squeeze_output=True, **kwargs)
+
+    return funcify_fused_step
+
+
+def _register_array_backends():
+    for module, name in [
+        ("pytensor.link.jax.dispatch", "jax_funcify"),
+        ("pytensor.link.pytorch.dispatch", "pytorch_funcify"),
+    ]:
+        try:
+            funcify = getattr(__import__(module, fromlist=[name]), name)
+        except ImportError:  # the backend's array library is not installed
+            continue
+        funcify.register(FusedStep)(_funcify_expanded(funcify))
+
+
+_register_array_backends()

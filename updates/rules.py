@@ -55,7 +55,7 @@ def sgd(loss_or_grads=None, params=None, learning_rate: Any = 1e-3, *, clear_nan
 
 
 def _adagrad(h, param, grad, accu):
-    accu = accu + grad**2
+    accu = accu + pt.sqr(grad)
     return param - h.learning_rate * grad / pt.sqrt(accu + h.epsilon), accu
 
 
@@ -107,7 +107,7 @@ def adagrad(
 
 
 def _rmsprop(h, param, grad, accu):
-    accu = h.rho * accu + (1 - h.rho) * grad**2
+    accu = h.rho * accu + (1 - h.rho) * pt.sqr(grad)
     return param - h.learning_rate * grad / pt.sqrt(accu + h.epsilon), accu
 
 
@@ -166,9 +166,9 @@ def rmsprop(
 
 
 def _adadelta(h, param, grad, accu, delta_accu):
-    accu = h.rho * accu + (1 - h.rho) * grad**2
+    accu = h.rho * accu + (1 - h.rho) * pt.sqr(grad)
     update = grad * pt.sqrt(delta_accu + h.epsilon) / pt.sqrt(accu + h.epsilon)
-    delta_accu = h.rho * delta_accu + (1 - h.rho) * update**2
+    delta_accu = h.rho * delta_accu + (1 - h.rho) * pt.sqr(update)
     return param - h.learning_rate * update, accu, delta_accu
 
 
@@ -232,7 +232,7 @@ def _adam_step_size(h, t):
 
 
 def _moments(h, grad, m, v):
-    return h.beta1 * m + (1 - h.beta1) * grad, h.beta2 * v + (1 - h.beta2) * grad**2
+    return h.beta1 * m + (1 - h.beta1) * grad, h.beta2 * v + (1 - h.beta2) * pt.sqr(grad)
 
 
 def _adam(h, param, grad, m, v):
