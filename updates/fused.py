@@ -21,6 +21,7 @@ runs it
 
 from __future__ import annotations
 
+import hashlib
 import math
 from functools import cached_property
 from types import SimpleNamespace
@@ -252,18 +253,25 @@ def _identity(x):
 
 def _register_numba():
     try:
-        from pytensor.link.numba.dispatch.basic import numba_funcify, numba_njit
+        from pytensor.link.numba.dispatch.basic import (
+            numba_funcify_and_cache_key,
+            numba_njit,
+            register_funcify_and_cache_key,
+        )
     except ImportError:  # pragma: no cover - numba is optional for PyTensor 2.38
         return
 
-    @numba_funcify.register(FusedStep)
+    @register_funcify_and_cache_key(FusedStep)
     def numba_funcify_fused_step(op, node=None, **kwargs):
-        kernel = numba_funcify(op.composite, node=None)
-        wrap = numba_njit(_as_tuple if len(op.composite.outputs) == 1 else _identity)
-        namespace = {"np": np, "kernel": kernel, "wrap": wrap}
-        exec(compile(_numba_source(op), "<updates.fused>", "exec"), namespace)
+        kernel, kernel_key = numba_funcify_and_cache_key(op.composite, node=None)
+        single = len(op.composite.outputs) == 1
+        namespace = {"np": np, "kernel": kernel, "wrap": numba_njit(_as_tuple if single else _identity)}
+        source = _numba_source(op)
+        exec(compile(source, "<updates.fused>", "exec"), namespace)
         namespace["loop"] = numba_njit(namespace["loop"])
-        return numba_njit(namespace["fused_step"])
+        # The generated code is a function of the kernel and of the source text alone.
+        key = None if kernel_key is None else hashlib.sha256(f"{kernel_key}\n{source}".encode()).hexdigest()
+        return numba_njit(namespace["fused_step"]), key
 
 
 _register_numba()
