@@ -16,7 +16,8 @@ runs it
   PyTensor allows it: the params and buffers are updated variables of the function);
 - in ``perform`` (Python and C VM linkers), as one compiled elementwise function over all the
   parameters concatenated;
-- under JAX, as one traced elementwise function over the concatenation.
+- under JAX and PyTorch, as the equivalent graph of ordinary ops (:meth:`FusedStep.expand`:
+  concatenate, kernel, split), traced once by the backend.
 """
 
 from __future__ import annotations
@@ -122,6 +123,8 @@ class FusedStep(Op):
         params, grads, buffers, scalars = self.split(inputs)
         flat_param = _concatenate(params, self.dtype)
         flat_grad = _concatenate(grads, self.dtype)
+        if any(g.size != p.size for p, g in zip(params, grads)):
+            raise ValueError(f"{self}: a gradient and its param differ in size")
         if buffers and flat_param.size != buffers[0].size:
             raise ValueError(f"{self}: the params changed size after the updates were built")
         new_param, *new_buffers = self.vector_function(flat_param, flat_grad, *buffers, *scalars)
@@ -234,10 +237,18 @@ def _numba_source(op: FusedStep) -> str:
         f"    flat_outputs = ({''.join(f'{out}.reshape(-1), ' for out in outputs)})",
         "    o = 0",
         f"    for j in range({n}):",
+        "        if flat_grads[j].size != flat_params[j].size:",
+        "            raise ValueError('FusedStep: a gradient and its param differ in size')",
+        "        o += flat_params[j].size",
+        *(
+            ["    if o != s0.size:", "        raise ValueError('FusedStep: the params changed size')"]
+            if k
+            else []
+        ),
+        "    o = 0",
+        f"    for j in range({n}):",
         f"        o = loop(flat_params[j], flat_grads[j], flat_outputs[j], o, {state})",
     ]
-    if k:
-        lines += ["    if o != s0.size:", "        raise ValueError('FusedStep: the params changed size')"]
     results = [*outputs, *new_slots]
     lines.append(f"    return {results[0]}" if len(results) == 1 else f"    return ({', '.join(results)},)")
     return "\n".join(lines)

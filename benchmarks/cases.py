@@ -1,0 +1,352 @@
+"""The measurements of the benchmark suite, each run alone in a fresh process by ``run.py``.
+
+``python benchmarks/cases.py '<json spec>'`` runs one measurement and prints ``RESULT <json>`` as
+its last line. A spec's ``kind`` is one of
+
+- ``bandwidth``: NumPy in-place add and triad on arrays of a workload's total size;
+- ``step``: one optimizer step implementation on one workload, checked against a NumPy
+  reference, then timed;
+- ``compile``: ``pytensor.function`` and first-call time of a small model trained by one rule.
+
+Each runs in its own process so that a compile that never ends can be killed (the caller's
+timeout), memory is returned between measurements, and the compile caches are what the caller
+says (cold or warm).
+"""
+
+# ruff: noqa: E402  (the thread settings must precede the numerical imports)
+from __future__ import annotations
+
+import os
+
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMBA_NUM_THREADS",
+)
+for _variable in THREAD_VARIABLES:
+    os.environ[_variable] = "1"
+
+import contextlib
+import gc
+import json
+import math
+import resource
+import statistics
+import sys
+import time
+from types import SimpleNamespace
+
+import numpy as np
+
+# Hyperparameters of every measurement (Lasagne's names).
+HYPER = {
+    "sgd": {"learning_rate": 1e-3},
+    "momentum": {"learning_rate": 1e-3, "momentum": 0.9},
+    "adam": {"learning_rate": 1e-3, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-8},
+}
+# Arrays read plus arrays written by one step, per element (param, grad and state).
+TRAFFIC = {"sgd": 3, "momentum": 5, "adam": 7}
+RTOL = {"float32": 1e-5, "float64": 1e-12}
+CHECK_STEPS = 2  # steps compared with the reference before timing (the second one reads the state)
+
+
+# -- NumPy reference (Lasagne's formulas, float64) -------------------------------------------------
+
+
+def reference_params(rule: str, params, grads, steps: int, torch_eps: bool = False) -> list[list[np.ndarray]]:
+    """The params after each of ``steps`` steps from zero state, computed in float64.
+
+    ``torch_eps`` adds Adam's epsilon to the root of the bias-corrected second moment (torch.optim)
+    instead of to the root of the raw one (Lasagne).
+    """
+    h = SimpleNamespace(**HYPER[rule])
+    p = [x.astype(np.float64) for x in params]
+    g = [x.astype(np.float64) for x in grads]
+    m = [np.zeros_like(x) for x in p]
+    v = [np.zeros_like(x) for x in p]
+    trajectory = []
+    for t in range(1, steps + 1):
+        for i in range(len(p)):
+            if rule == "sgd":
+                p[i] = p[i] - h.learning_rate * g[i]
+            elif rule == "momentum":
+                x = h.momentum * v[i] + (p[i] - h.learning_rate * g[i])
+                v[i], p[i] = x - p[i], x
+            else:
+                m[i] = h.beta1 * m[i] + (1 - h.beta1) * g[i]
+                v[i] = h.beta2 * v[i] + (1 - h.beta2) * g[i] ** 2
+                if torch_eps:
+                    denominator = np.sqrt(v[i] / (1 - h.beta2**t)) + h.epsilon
+                    p[i] = p[i] - h.learning_rate / (1 - h.beta1**t) * m[i] / denominator
+                else:
+                    alpha = h.learning_rate * math.sqrt(1 - h.beta2**t) / (1 - h.beta1**t)
+                    p[i] = p[i] - alpha * m[i] / (np.sqrt(v[i]) + h.epsilon)
+        trajectory.append([x.copy() for x in p])
+    return trajectory
+
+
+def max_relative_error(actual, expected) -> float:
+    """Largest ``|actual - expected| / (1 + |expected|)`` over all params (<= rtol passes)."""
+    worst = 0.0
+    for a, e in zip(actual, expected):
+        error = np.abs(np.asarray(a, dtype=np.float64) - e) / (1.0 + np.abs(e))
+        worst = max(worst, float(error.max()))
+    return worst
+
+
+# -- implementations: each returns (step, read_params, info) ---------------------------------------
+
+
+def updates_step(rule: str, params, grads, mode: str | None, per_param: bool):
+    """The step compiled by ``updates``: fused (default) or the per-parameter graph."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    import updates
+
+    shared = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(params)]
+    inputs = [pt.tensor(dtype=s.dtype, shape=s.type.shape) for s in shared]
+    with updates.per_parameter(per_param):
+        step_updates = getattr(updates, rule)(inputs, shared, **HYPER[rule])
+    start = time.perf_counter()
+    function = pytensor.function(inputs, [], updates=step_updates, mode=mode)
+    info = {"compile_s": time.perf_counter() - start, "linker": type(function.maker.linker).__name__}
+    function.trust_input = True  # time the step, not the checks of 1000 gradient arguments
+
+    def step():
+        function(*grads)
+
+    return step, lambda: [s.get_value(borrow=True) for s in shared], info
+
+
+def numpy_step(rule: str, params, grads):
+    """Plain NumPy: per param, in-place ufuncs with ``out=`` and preallocated temporaries."""
+    h = SimpleNamespace(**HYPER[rule])
+    p = [x.copy() for x in params]
+    tmp = [np.empty_like(x) for x in params]
+    m = [np.zeros_like(x) for x in params]
+    v = [np.zeros_like(x) for x in params]
+    counter = [0]
+
+    def sgd():
+        for pi, gi, ti in zip(p, grads, tmp):
+            np.multiply(gi, h.learning_rate, out=ti)
+            np.subtract(pi, ti, out=pi)
+
+    def momentum():  # v <- mu*v - lr*g; p <- p + v (Lasagne's form up to rounding)
+        for pi, gi, ti, vi in zip(p, grads, tmp, v):
+            np.multiply(vi, h.momentum, out=vi)
+            np.multiply(gi, h.learning_rate, out=ti)
+            np.subtract(vi, ti, out=vi)
+            np.add(pi, vi, out=pi)
+
+    def adam():
+        counter[0] += 1
+        t = counter[0]
+        alpha = h.learning_rate * math.sqrt(1 - h.beta2**t) / (1 - h.beta1**t)
+        for pi, gi, ti, mi, vi in zip(p, grads, tmp, m, v):
+            np.multiply(mi, h.beta1, out=mi)
+            np.multiply(gi, 1 - h.beta1, out=ti)
+            np.add(mi, ti, out=mi)
+            np.multiply(vi, h.beta2, out=vi)
+            np.multiply(gi, gi, out=ti)
+            np.multiply(ti, 1 - h.beta2, out=ti)
+            np.add(vi, ti, out=vi)
+            np.sqrt(vi, out=ti)
+            np.add(ti, h.epsilon, out=ti)
+            np.divide(mi, ti, out=ti)
+            np.multiply(ti, alpha, out=ti)
+            np.subtract(pi, ti, out=pi)
+
+    return {"sgd": sgd, "momentum": momentum, "adam": adam}[rule], lambda: p, {}
+
+
+def torch_step(rule: str, params, grads, options: dict):
+    """``torch.optim`` with ``options`` (foreach / fused), one thread."""
+    import torch
+
+    torch.set_num_threads(1)
+    tensors = [torch.tensor(x, requires_grad=True) for x in params]
+    for tensor, g in zip(tensors, grads):
+        tensor.grad = torch.from_numpy(g)
+    h = SimpleNamespace(**HYPER[rule])
+    if rule == "adam":
+        betas = (h.beta1, h.beta2)
+        optimizer = torch.optim.Adam(tensors, lr=h.learning_rate, betas=betas, eps=h.epsilon, **options)
+    else:
+        momentum = h.momentum if rule == "momentum" else 0.0
+        optimizer = torch.optim.SGD(tensors, lr=h.learning_rate, momentum=momentum, **options)
+    info = {"torch": torch.__version__}
+    return optimizer.step, lambda: [x.detach().numpy() for x in tensors], info
+
+
+IMPLEMENTATIONS = {
+    "updates-numba": lambda r, p, g: updates_step(r, p, g, mode=None, per_param=False),
+    "updates-cvm": lambda r, p, g: updates_step(r, p, g, mode="CVM", per_param=False),
+    "per-param-numba": lambda r, p, g: updates_step(r, p, g, mode=None, per_param=True),
+    "per-param-cvm": lambda r, p, g: updates_step(r, p, g, mode="CVM", per_param=True),
+    "numpy-loop": numpy_step,
+    "torch-foreach=False": lambda r, p, g: torch_step(r, p, g, {"foreach": False}),
+    "torch-foreach=True": lambda r, p, g: torch_step(r, p, g, {"foreach": True}),
+    "torch-fused": lambda r, p, g: torch_step(r, p, g, {"fused": True}),
+}
+
+
+# -- timing ----------------------------------------------------------------------------------------
+
+
+def _elapsed(function, calls: int) -> float:
+    start = time.perf_counter()
+    for _ in range(calls):
+        function()
+    return time.perf_counter() - start
+
+
+@contextlib.contextmanager
+def _no_gc():
+    gc.collect()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
+def time_calls(function, repeats: int, min_time: float) -> dict:
+    """Median time of one call over ``repeats`` repeats, each of enough calls to last ``min_time``."""
+    with _no_gc():
+        function()
+        calls = 1
+        while (elapsed := _elapsed(function, calls)) < min_time / 10:
+            calls *= 10
+        calls = max(1, math.ceil(calls * min_time / elapsed))
+        per_call = [_elapsed(function, calls) / calls for _ in range(repeats)]
+    return {"median_s": statistics.median(per_call), "repeats_s": per_call, "calls_per_repeat": calls}
+
+
+# -- the measurements ------------------------------------------------------------------------------
+
+
+def workload_arrays(spec: dict) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Start params and fixed gradients of a workload (the same in every process for one seed)."""
+    rng = np.random.default_rng(spec.get("seed", 0))
+    shape = (spec["n_params"], spec["size"])
+    params = rng.standard_normal(shape, dtype=spec["dtype"])
+    grads = rng.standard_normal(shape, dtype=spec["dtype"])
+    return [row.copy() for row in params], list(grads)
+
+
+def measure_bandwidth(spec: dict) -> dict:
+    """GB/s of NumPy's in-place add (a += b) and a STREAM-like triad (a = b + s*c, via out=).
+
+    Bytes counted are the bytes NumPy moves: add reads a and b and writes a (3 arrays); the triad
+    takes two passes (a = s*c, then a += b: 5 arrays).
+    """
+    n, dtype = spec["size"], np.dtype(spec["dtype"])
+    rng = np.random.default_rng(0)
+    a, b, c = (rng.standard_normal(n, dtype=dtype) for _ in range(3))
+
+    def add():
+        np.add(a, b, out=a)
+
+    def triad():
+        np.multiply(c, 3.0, out=a)
+        np.add(a, b, out=a)
+
+    result = {"status": "ok"}
+    for name, kernel, arrays in (("add", add, 3), ("triad", triad, 5)):
+        timing = time_calls(kernel, spec["repeats"], spec["min_time"])
+        timing["bytes"] = arrays * n * dtype.itemsize
+        timing["gb_per_s"] = timing["bytes"] / timing["median_s"] / 1e9
+        result[name] = timing
+    return result
+
+
+def measure_step(spec: dict) -> dict:
+    """Check one implementation against the reference for CHECK_STEPS steps, then time it."""
+    rule, impl = spec["rule"], spec["impl"]
+    params, grads = workload_arrays(spec)
+    expected = reference_params(rule, params, grads, CHECK_STEPS, torch_eps=impl.startswith("torch"))
+    step, read_params, info = IMPLEMENTATIONS[impl](rule, params, grads)
+    del params
+    rtol = RTOL[spec["dtype"]]
+    errors = []
+    for t, expected_params in enumerate(expected, start=1):
+        start = time.perf_counter()
+        step()
+        if t == 1:
+            info["first_call_s"] = time.perf_counter() - start
+        errors.append(max_relative_error(read_params(), expected_params))
+        if errors[-1] > rtol:
+            raise AssertionError(
+                f"{impl} {rule} on {spec['workload']}: params after step {t} differ from the NumPy "
+                f"reference by {errors[-1]:.3g} (relative), tolerance {rtol:g}"
+            )
+    del expected
+    timing = time_calls(step, spec["repeats"], spec["min_time"])
+    return {"status": "ok", **timing, **info, "check_max_rel_error": max(errors), "check_rtol": rtol}
+
+
+def compile_model(n_params: int, dtype: str):
+    """The compile-curve model: loss = sum_i sum((p_i - x)**2) over params of shape (10,)."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    rng = np.random.default_rng(0)
+    values = [rng.standard_normal(10).astype(dtype) for _ in range(n_params)]
+    params = [pytensor.shared(v.copy(), name=f"p{i}") for i, v in enumerate(values)]
+    x = pt.vector("x", dtype=dtype)
+    terms = [((p - x) ** 2).sum() for p in params]
+    return params, values, x, sum(terms[1:], terms[0])
+
+
+def measure_compile(spec: dict) -> dict:
+    """Time ``pytensor.function`` and the first call of one training step, then check the step."""
+    import pytensor
+
+    import updates
+
+    dtype = pytensor.config.floatX
+    params, values, x, loss = compile_model(spec["n_params"], dtype)
+    per_param = spec["path"] == "per-param"
+    with updates.per_parameter(per_param):
+        step_updates = getattr(updates, spec["rule"])(loss, params, **HYPER[spec["rule"]])
+    mode = {"numba": None, "cvm": "CVM"}[spec["mode"]]
+    start = time.perf_counter()
+    function = pytensor.function([x], loss, updates=step_updates, mode=mode)
+    compiled = time.perf_counter()
+    x_value = np.linspace(-1, 1, 10).astype(dtype)
+    function(x_value)
+    first_call = time.perf_counter()
+    grads = [2 * (v - x_value) for v in values]
+    (expected,) = reference_params(spec["rule"], values, grads, 1)
+    error = max_relative_error([p.get_value() for p in params], expected)
+    if error > RTOL[dtype]:
+        raise AssertionError(f"compile model {spec}: params after one step differ by {error:.3g}")
+    return {
+        "status": "ok",
+        "compile_s": compiled - start,
+        "first_call_s": first_call - compiled,
+        "total_s": first_call - start,
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "linker": type(function.maker.linker).__name__,
+        "floatX": dtype,
+        "base_compiledir": str(pytensor.config.base_compiledir),
+        "check_max_rel_error": error,
+    }
+
+
+MEASUREMENTS = {"bandwidth": measure_bandwidth, "step": measure_step, "compile": measure_compile}
+
+
+def main(argv: list[str]) -> None:
+    spec = json.loads(argv[1])
+    result = MEASUREMENTS[spec["kind"]](spec)
+    print("RESULT " + json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv)

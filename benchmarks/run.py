@@ -1,0 +1,535 @@
+"""Benchmark suite of ``updates``: optimizer step time and compile time, one command.
+
+    python benchmarks/run.py [--quick] [--only step|compile] [--repeats N] [--out PATH]
+
+Every measurement runs in a fresh process (``benchmarks/cases.py``) under a timeout; this script
+chooses what to measure, collects the results, prints the markdown tables and writes the JSON
+(``--out``) and the tables (the same path with ``.md``). See ``benchmarks/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import importlib.metadata
+import importlib.util
+import json
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from cases import THREAD_VARIABLES, TRAFFIC  # importing cases sets one thread each for the workers
+
+HERE = Path(__file__).resolve().parent
+CASES = HERE / "cases.py"
+RULES = ("sgd", "momentum", "adam")
+
+# name: (params, elements per param, dtype); --quick keeps the names with small sizes.
+WORKLOADS = {
+    "big": (1, 2**24, "float32"),
+    "big-f64": (1, 2**24, "float64"),
+    "many": (256, 2**14, "float32"),
+    "tiny": (1000, 10, "float32"),
+}
+QUICK_WORKLOADS = {
+    "big": (1, 2**18, "float32"),
+    "big-f64": (1, 2**18, "float64"),
+    "many": (16, 2**10, "float32"),
+    "tiny": (50, 10, "float32"),
+}
+IMPLEMENTATIONS = {  # name in cases.py: column title
+    "updates-numba": "updates (Numba)",
+    "updates-cvm": "updates (C VM)",
+    "per-param-numba": "per-param (Numba)",
+    "per-param-cvm": "per-param (C VM)",
+    "numpy-loop": "NumPy loop",
+    "torch-foreach=False": "torch foreach=False",
+    "torch-foreach=True": "torch foreach=True",
+    "torch-fused": "torch fused",
+}
+# The per-parameter graph is compiled for one param only: over many params it takes minutes to
+# hours (issue 3). Under Numba its first call JIT-compiles the whole graph in time growing faster
+# than the node count (Adam over 100 params of shape (10,): 394 s and 11 GiB; over 256 params of
+# 16k: past 6 GiB after minutes); the C VM rewrites the graph in time roughly quadratic in the
+# nodes and compiles C code for it. The compile curve measures that growth on small models.
+PER_PARAM_MAX_PARAMS = 1
+PER_PARAM_REASON = (
+    "not run (compile): the per-parameter graph over {n} params takes minutes to hours to compile "
+    "(Numba: first-call JIT growing faster than the node count; C VM: graph rewriting roughly "
+    "quadratic in the nodes); see the compile curve for its growth"
+)
+STEP_SETTINGS = {"min_time_s": 0.2, "repeats": 5}
+QUICK_MIN_TIME_S = 0.05
+COMPILE_PARAMS = (1, 10, 100, 1000)
+PER_PARAM_COMPILE_PARAMS = (1, 10)
+
+
+# -- running one measurement -----------------------------------------------------------------------
+
+
+def run_case(spec: dict, timeout: float, env: dict | None = None) -> dict:
+    """Run ``cases.py`` on ``spec`` in a new process group; a timeout kills the group."""
+    command = [sys.executable, str(CASES), json.dumps(spec)]
+    process = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        return {"status": "timeout", "timeout_s": timeout}
+    results = [line[len("RESULT ") :] for line in stdout.splitlines() if line.startswith("RESULT ")]
+    if process.returncode != 0 or not results:
+        return {"status": "error", "returncode": process.returncode, "stderr": stderr[-4000:]}
+    return json.loads(results[-1])
+
+
+def pytensor_env(folder: str) -> dict:
+    """The environment with every compile cache of PyTensor and Numba inside ``folder``.
+
+    PyTensor 3 keeps its Numba cache in ``base_compiledir/numba``, not in ``compiledir``: both
+    move, and Numba's own cache (``NUMBA_CACHE_DIR``) too.
+    """
+    env = dict(os.environ)
+    moved = ("base_compiledir=", "compiledir=")
+    flags = [f for f in env.get("PYTENSOR_FLAGS", "").split(",") if f and not f.startswith(moved)]
+    flags += [f"base_compiledir={folder}", f"compiledir={folder}/compiledir"]
+    env["PYTENSOR_FLAGS"] = ",".join(flags)
+    env["NUMBA_CACHE_DIR"] = f"{folder}/numba-cache"
+    return env
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def describe(result: dict) -> str:
+    if result["status"] == "ok":
+        return "ok"
+    if result["status"] == "error":
+        return "ERROR\n" + result["stderr"]
+    return result["status"]
+
+
+# -- step benchmark --------------------------------------------------------------------------------
+
+
+def skip_reason(impl: str, n_params: int, torch_available: bool) -> str | None:
+    if impl.startswith("per-param") and n_params > PER_PARAM_MAX_PARAMS:
+        return PER_PARAM_REASON.format(n=n_params)
+    if impl.startswith("torch") and not torch_available:
+        return "not run: torch is not installed (pip install -e '.[torch]')"
+    return None
+
+
+def step_benchmark(args, workloads: dict) -> dict:
+    """Bandwidth, then every implementation of every rule, per workload."""
+    torch_available = importlib.util.find_spec("torch") is not None
+    settings = {"min_time_s": args.min_time, "repeats": args.repeats}
+    section = {"started": now(), "settings": settings, "workloads": {}}
+    with tempfile.TemporaryDirectory(prefix="updates-bench-") as cache:
+        env = pytensor_env(cache)
+        for name, (n_params, size, dtype) in workloads.items():
+            section["workloads"][name] = step_workload(
+                args, env, name, n_params, size, dtype, torch_available
+            )
+    return section
+
+
+def step_workload(args, env, name, n_params, size, dtype, torch_available) -> dict:
+    base = {"workload": name, "n_params": n_params, "size": size, "dtype": dtype}
+    base.update(repeats=args.repeats, min_time=args.min_time)
+    log(f"[step] {name}: bandwidth")
+    bandwidth = run_case({**base, "kind": "bandwidth", "size": n_params * size}, args.compile_timeout)
+    entry = {**base, "elements": n_params * size, "bandwidth": bandwidth, "rules": {}}
+    gb_per_s = (
+        max(bandwidth[k]["gb_per_s"] for k in ("add", "triad")) if bandwidth["status"] == "ok" else None
+    )
+    timed_out = {}
+    for rule in RULES:
+        itemsize = 8 if dtype == "float64" else 4
+        bytes_moved = TRAFFIC[rule] * n_params * size * itemsize
+        bound = bytes_moved / (gb_per_s * 1e9) if gb_per_s else None
+        results = {}
+        for impl in IMPLEMENTATIONS:
+            reason = skip_reason(impl, n_params, torch_available) or timed_out.get(impl)
+            if reason:
+                results[impl] = {"status": reason}
+                continue
+            log(f"[step] {name} {rule} {impl}")
+            results[impl] = run_case(
+                {**base, "kind": "step", "rule": rule, "impl": impl}, args.compile_timeout, env
+            )
+            log(f"        {describe(results[impl])}")
+            if results[impl]["status"] == "timeout":
+                timed_out[impl] = (
+                    f"not run: timed out (> {args.compile_timeout:g} s) with {rule} on this workload"
+                )
+        entry["rules"][rule] = {"bytes_moved": bytes_moved, "bound_s": bound, "results": results}
+    return entry
+
+
+# -- compile curve ---------------------------------------------------------------------------------
+
+
+def compile_benchmark(args) -> dict:
+    """Compile and first-call time of Adam and SGD on the model of P params, cold then warm."""
+    counts = (1, 10) if args.quick else COMPILE_PARAMS
+    per_param_counts = (1,) if args.quick else (*PER_PARAM_COMPILE_PARAMS, *((100,) if args.slow else ()))
+    settings = {"timeout_s": args.compile_timeout, "params": counts, "per_param_params": per_param_counts}
+    section = {"started": now(), "settings": settings, "runs": []}
+    given_up = {}
+    for n_params in counts:
+        for path in ("fused", "per-param"):
+            if path == "per-param" and n_params not in per_param_counts:
+                continue
+            for mode in ("numba", "cvm"):
+                for rule in ("sgd", "adam"):
+                    key = (path, mode, rule)
+                    run = {"n_params": n_params, "path": path, "mode": mode, "rule": rule}
+                    if key in given_up:
+                        run["cold"] = run["warm"] = {"status": given_up[key]}
+                    else:
+                        run.update(cold_and_warm(args, run))
+                        if run["cold"]["status"] == "timeout":
+                            given_up[key] = f"not run: timed out at P={n_params}"
+                    section["runs"].append(run)
+    return section
+
+
+def cold_and_warm(args, run: dict) -> dict:
+    """The same measurement twice with fresh compile caches: first cold, then warm."""
+    spec = {"kind": "compile", **run}
+    measured = {}
+    with tempfile.TemporaryDirectory(prefix="updates-compile-") as cache:
+        env = pytensor_env(cache)
+        for state in ("cold", "warm"):
+            if state == "warm" and measured["cold"]["status"] != "ok":
+                measured["warm"] = {"status": "not run: cold run failed"}
+                continue
+            log(f"[compile] P={run['n_params']} {run['path']} {run['mode']} {run['rule']} {state}")
+            measured[state] = run_case(spec, args.compile_timeout, env)
+            result = measured[state]
+            timing = (
+                f" {result['compile_s']:.2f} s + {result['first_call_s']:.2f} s"
+                if "compile_s" in result
+                else ""
+            )
+            log(f"        {describe(result)}{timing}")
+    return measured
+
+
+# -- machine, versions, output ---------------------------------------------------------------------
+
+
+def now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+def machine() -> dict:
+    cpu = "unknown"
+    with open("/proc/cpuinfo") as lines:
+        cpu = next((line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")), cpu)
+    memory = None
+    with open("/proc/meminfo") as lines:
+        memory = next(
+            (int(line.split()[1]) // 1024**2 for line in lines if line.startswith("MemTotal")), None
+        )
+    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "memory_gib": memory}
+
+
+def versions() -> dict:
+    found = {"python": platform.python_version()}
+    for package in ("numpy", "pytensor", "numba", "torch", "pytensor-updates"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    commit = subprocess.run(
+        ["git", "-C", str(HERE), "describe", "--always", "--dirty"], capture_output=True, text=True
+    )
+    found["updates_commit"] = commit.stdout.strip() or None
+    return found
+
+
+def merge_previous(results: dict, path: Path) -> None:
+    """With --only, keep the other section of an earlier run of the same kind (quick or full)."""
+    if not path.exists():
+        return
+    previous = json.loads(path.read_text())
+    if previous.get("settings", {}).get("quick") != results["settings"]["quick"]:
+        return
+    for section in ("step", "compile"):
+        if results.get(section) is None and previous.get(section) is not None:
+            results[section] = previous[section]
+
+
+# -- markdown --------------------------------------------------------------------------------------
+
+
+def fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    for unit, scale in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if seconds >= scale:
+            return f"{seconds / scale:.3g} {unit}"
+    return f"{seconds * 1e9:.3g} ns"
+
+
+def fmt_size(n: int) -> str:
+    for suffix, scale in (("M", 2**20), ("k", 2**10)):
+        if n >= scale and n % scale == 0:
+            return f"{n // scale}{suffix}"
+    return str(n)
+
+
+def short_status(result: dict) -> str:
+    """A table cell for a measurement that has no time (its full reason goes below the table)."""
+    status = result["status"]
+    if status == "timeout":
+        return f"timeout (> {result['timeout_s']:g} s)"
+    if status.startswith("not run"):
+        return "not run" + (" (compile)" if "(compile)" in status else "")
+    return status.upper()
+
+
+def table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows])
+
+
+def workload_label(w: dict) -> str:
+    return f"{w['workload']} ({w['n_params']} x {fmt_size(w['size'])} {w['dtype']})"
+
+
+def step_rows(step: dict, cell) -> list[list[str]]:
+    rows = []
+    for w in step["workloads"].values():
+        for rule, r in w["rules"].items():
+            fused = r["results"].get("torch-fused", {}).get("median_s")
+            cells = []
+            for impl in IMPLEMENTATIONS:
+                result = r["results"][impl]
+                ok = result["status"] == "ok"
+                cells.append(cell(result["median_s"], r["bound_s"], fused) if ok else short_status(result))
+            rows.append([workload_label(w), rule, *cells])
+    return rows
+
+
+def ratio(a: float | None, b: float | None) -> str:
+    return f"{a / b:.2f}x" if a and b else "-"
+
+
+def step_markdown(step: dict) -> str:
+    columns = ["workload", "rule", *IMPLEMENTATIONS.values()]
+    times = []
+    for w in step["workloads"].values():
+        for rule, r in w["rules"].items():
+            results = r["results"]
+            cells = [
+                fmt_time(x["median_s"]) if x["status"] == "ok" else short_status(x) for x in results.values()
+            ]
+            times.append([workload_label(w), rule, fmt_time(r["bound_s"]), *cells])
+    bandwidth = []
+    for w in step["workloads"].values():
+        b = w["bandwidth"]
+        if b["status"] == "ok":
+            speeds = [f"{b[k]['gb_per_s']:.1f} GB/s ({fmt_time(b[k]['median_s'])})" for k in ("add", "triad")]
+        else:
+            speeds = [short_status(b)] * 2
+        bandwidth.append([workload_label(w), f"{w['elements']:,}", *speeds])
+    repeats, min_time = step["settings"]["repeats"], step["settings"]["min_time_s"]
+    return "\n\n".join(
+        [
+            f"### Step time (median of {repeats} repeats, each >= {min_time} s of calls)",
+            table([columns[0], columns[1], "bandwidth bound", *columns[2:]], times),
+            "### Step time / bandwidth bound",
+            table(columns, step_rows(step, lambda t, bound, fused: ratio(t, bound))),
+            "### Step time / torch fused",
+            table(columns, step_rows(step, lambda t, bound, fused: ratio(t, fused))),
+            "### Memory bandwidth (NumPy, one thread; the bound uses the faster of the two)",
+            table(["workload", "elements", "add a += b", "triad a = b + s·c"], bandwidth),
+        ]
+    )
+
+
+def compile_markdown(section: dict) -> str:
+    runs = {(r["path"], r["mode"], r["n_params"], r["rule"]): r for r in section["runs"]}
+    summary, detail = [], []
+    for path, mode, n_params in dict.fromkeys(key[:3] for key in runs):
+        sgd, adam = runs.get((path, mode, n_params, "sgd")), runs.get((path, mode, n_params, "adam"))
+        cells = []
+        for state in ("cold", "warm"):
+            totals = [total_cell(r[state]) if r else "-" for r in (sgd, adam)]
+            values = [r[state].get("total_s") if r else None for r in (sgd, adam)]
+            cells += [*totals, ratio(values[1], values[0])]
+        summary.append([path, mode, str(n_params), *cells])
+        for run in (sgd, adam):
+            if run:
+                detail.append([path, mode, str(n_params), run["rule"], *detail_cells(run)])
+    states = [f"{rule} {state}" for state in ("cold", "warm") for rule in ("SGD", "Adam", "Adam/SGD")]
+    return "\n\n".join(
+        [
+            "### Compile + first call, Adam vs SGD (model: sum_i sum((p_i - x)²), P params of shape (10,))",
+            table(["path", "mode", "P", *states], summary),
+            "### Compile details (`pytensor.function` time, first-call time, peak memory of the process)",
+            table(
+                [
+                    "path",
+                    "mode",
+                    "P",
+                    "rule",
+                    "cold function",
+                    "cold first call",
+                    "warm function",
+                    "warm first call",
+                    "peak RSS (cold)",
+                ],
+                detail,
+            ),
+        ]
+    )
+
+
+def total_cell(result: dict) -> str:
+    return fmt_time(result["total_s"]) if result["status"] == "ok" else short_status(result)
+
+
+def detail_cells(run: dict) -> list[str]:
+    cells = []
+    for state in ("cold", "warm"):
+        result = run[state]
+        if result["status"] == "ok":
+            cells += [fmt_time(result["compile_s"]), fmt_time(result["first_call_s"])]
+        else:
+            cells += [short_status(result), ""]
+    cold = run["cold"]
+    cells.append(f"{cold['max_rss_mib'] / 1024:.2f} GiB" if "max_rss_mib" in cold else "-")
+    return cells
+
+
+def notes(results: dict) -> list[str]:
+    """The full text of every reason a measurement was not run or failed, once each."""
+    found = []
+    for result in all_results(results):
+        status = result["status"]
+        if status.startswith("not run") or status == "error":
+            text = status if status != "error" else "ERROR: " + result["stderr"].strip().splitlines()[-1]
+            if text not in found:
+                found.append(text)
+    return found
+
+
+def all_results(results: dict):
+    if results.get("step"):
+        for w in results["step"]["workloads"].values():
+            yield w["bandwidth"]
+            for r in w["rules"].values():
+                yield from r["results"].values()
+    if results.get("compile"):
+        for run in results["compile"]["runs"]:
+            yield run["cold"]
+            yield run["warm"]
+
+
+def failures(results: dict) -> list[str]:
+    return [text for text in notes(results) if text.startswith("ERROR")]
+
+
+def markdown(results: dict) -> str:
+    m, v = results["machine"], results["versions"]
+    shown = ("python", "numpy", "pytensor", "numba", "torch", "updates_commit")
+    header = [
+        f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['platform']}; one thread each.",
+        "Versions: " + ", ".join(f"{k} {v[k]}" for k in shown if v.get(k)) + ".",
+    ]
+    parts = []
+    for name, render in (("step", step_markdown), ("compile", compile_markdown)):
+        if results.get(name):
+            header.append(f"{name.capitalize()} run started {results[name]['started']}.")
+            parts.append(render(results[name]))
+    lines = notes(results)
+    if lines:
+        parts.append("Notes:\n\n" + "\n".join(f"- {line}" for line in lines))
+    return "\n\n".join([" ".join(header), *parts]) + "\n"
+
+
+README_START, README_END = "<!-- results: start -->", "<!-- results: end -->"
+
+
+def update_readme(tables: str) -> None:
+    """Put the tables of a full run between the markers of benchmarks/README.md."""
+    readme = HERE / "README.md"
+    text = readme.read_text()
+    if README_START in text and README_END in text:
+        head, rest = text.split(README_START, 1)
+        tail = rest.split(README_END, 1)[1]
+        readme.write_text(f"{head}{README_START}\n\n{tables}\n{README_END}{tail}")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes, few repeats: a smoke run")
+    parser.add_argument("--only", choices=("step", "compile"), help="run one part only")
+    parser.add_argument("--repeats", type=int, help="timed repeats per step measurement (default 5; quick 3)")
+    parser.add_argument(
+        "--out", type=Path, help="JSON output (default benchmarks/results/latest.json; quick.json)"
+    )
+    parser.add_argument(
+        "--compile-timeout", type=float, default=600.0, help="seconds per measurement process"
+    )
+    parser.add_argument("--slow", action="store_true", help="also compile the per-parameter graph at P=100")
+    args = parser.parse_args(argv)
+    if args.repeats is None:
+        args.repeats = 3 if args.quick else STEP_SETTINGS["repeats"]
+    args.min_time = QUICK_MIN_TIME_S if args.quick else STEP_SETTINGS["min_time_s"]
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    if args.out is None:
+        args.out = HERE / "results" / ("quick.json" if args.quick else "latest.json")
+    return args
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    settings = {
+        "quick": args.quick,
+        "only": args.only,
+        "threads": {v: os.environ[v] for v in THREAD_VARIABLES},
+    }
+    results = {
+        "machine": machine(),
+        "versions": versions(),
+        "settings": settings,
+        "step": None,
+        "compile": None,
+    }
+    if args.only in (None, "step"):
+        results["step"] = step_benchmark(args, QUICK_WORKLOADS if args.quick else WORKLOADS)
+    if args.only in (None, "compile"):
+        results["compile"] = compile_benchmark(args)
+    if args.only:
+        merge_previous(results, args.out)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=1) + "\n")
+    tables = markdown(results)
+    args.out.with_suffix(".md").write_text(tables)
+    print(tables)
+    if args.out.resolve() == (HERE / "results" / "latest.json").resolve():
+        update_readme(tables)
+    log(f"wrote {args.out} and {args.out.with_suffix('.md')}")
+    problems = failures(results)
+    for problem in problems:
+        log(f"FAILED: {problem}")
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
