@@ -207,49 +207,48 @@ _register_rewrites()
 
 
 def _numba_source(op: FusedStep) -> str:
-    """Python source of the step: one loop over the raveled elements, run for each param.
+    """Python source of the step: one in-place loop over the raveled elements, run per param.
 
-    The raveled params, gradients and outputs are gathered in tuples of one type, so the loop is
-    called from a single site however many params there are: the compiled code does not grow
-    with their number.
+    The raveled params and gradients are gathered in tuples of one type, so the loop is called
+    from a single site however many params there are (the compiled code does not grow with their
+    number). Each call sees contiguous views indexed from 0 and updates them in place, which
+    lets LLVM vectorize it. Out of place (before PyTensor's in-place rewrite allows otherwise),
+    the params and buffers are copied first.
     """
     n, k = op.n_params, op.n_slots
-    slots, new_slots = [f"s{j}" for j in range(k)], [f"new_s{j}" for j in range(k)]
-    scalars = [f"h{j}" for j in range(len(op.scalar_names))]
     params, grads = [f"p{i}" for i in range(n)], [f"g{i}" for i in range(n)]
-    outputs = [f"new_p{i}" for i in range(n)]
-    kernel_args = ", ".join(["param[i]", "grad[i]", *(f"{x}[o + i]" for x in slots), *scalars])
-    targets = ", ".join(["out[i]", *(f"{x}[o + i]" for x in new_slots)])
-    state = ", ".join([*slots, *new_slots, *scalars])
-    new_param = "{}" if op.inplace else "np.empty_like({})"
+    slots, scalars = [f"s{j}" for j in range(k)], [f"h{j}" for j in range(len(op.scalar_names))]
+    copy = "" if op.inplace else ".copy()"
+    views = "".join(f", {s}[o : o + size]" for s in slots)
+    elements = ", ".join(["p[i]", *(f"{s}[i]" for s in slots)])
+    kernel_args = ", ".join(["p[i]", "g[i]", *(f"{s}[i]" for s in slots), *scalars])
     lines = [
-        f"def loop(param, grad, out, o, {state}):",
-        "    for i in range(param.size):",
-        f"        ({targets},) = wrap(kernel({kernel_args}))",
-        "    return o + param.size",
+        f"def loop({', '.join(['p', 'g', *slots, *scalars])}):",
+        "    for i in range(p.size):",
+        f"        ({elements},) = wrap(kernel({kernel_args}))",
         "",
         f"def fused_step({', '.join([*params, *grads, *slots, *scalars])}):",
-        *(f"    {new} = {old}{'' if op.inplace else '.copy()'}" for new, old in zip(new_slots, slots)),
+        *(f"    {x} = {x}{copy}" for x in [*params, *slots]),
         *(f"    {h} = {h}.item()" for h in scalars),
-        *(f"    {out} = {new_param.format(p)}" for out, p in zip(outputs, params)),
         f"    flat_params = ({''.join(f'{p}.reshape(-1), ' for p in params)})",
         f"    flat_grads = ({''.join(f'np.ascontiguousarray({g}).reshape(-1), ' for g in grads)})",
-        f"    flat_outputs = ({''.join(f'{out}.reshape(-1), ' for out in outputs)})",
-        "    o = 0",
+        "    total = 0",
         f"    for j in range({n}):",
         "        if flat_grads[j].size != flat_params[j].size:",
         "            raise ValueError('FusedStep: a gradient and its param differ in size')",
-        "        o += flat_params[j].size",
+        "        total += flat_params[j].size",
         *(
-            ["    if o != s0.size:", "        raise ValueError('FusedStep: the params changed size')"]
+            ["    if total != s0.size:", "        raise ValueError('FusedStep: the params changed size')"]
             if k
             else []
         ),
         "    o = 0",
         f"    for j in range({n}):",
-        f"        o = loop(flat_params[j], flat_grads[j], flat_outputs[j], o, {state})",
+        "        size = flat_params[j].size",
+        f"        loop(flat_params[j], flat_grads[j]{views}{''.join(f', {h}' for h in scalars)})",
+        "        o += size",
     ]
-    results = [*outputs, *new_slots]
+    results = [*params, *slots]
     lines.append(f"    return {results[0]}" if len(results) == 1 else f"    return ({', '.join(results)},)")
     return "\n".join(lines)
 
