@@ -4,6 +4,7 @@ import inspect
 import re
 from pathlib import Path
 
+import pytensor
 import pytest
 from registry import RULES
 
@@ -45,3 +46,15 @@ def test_readme_states_each_rules_defaults(case):
     }
     stated = dict(pair.split("=") for pair in row.split("|")[2].strip().split(", "))
     assert {k: float(v) for k, v in stated.items()} == defaults
+
+
+def test_readme_python_examples_run():
+    """The README's code blocks run as written (all but the PyMC one, which needs PyMC)."""
+    blocks = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.DOTALL)
+    runnable = [block for block in blocks if "pm." not in block]
+    assert len(runnable) >= 2
+    namespace = {}
+    with pytensor.config.change_flags(mode="FAST_COMPILE"):
+        for block in runnable:
+            exec(block, namespace)
+    assert isinstance(namespace["step_updates"], updates.Updates)
