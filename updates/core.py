@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 
 from updates.grads import as_dtype, clear_nan, describe, is_concrete, label, prepare_grads, state_like
@@ -48,9 +49,21 @@ class Updates(OrderedDict):
         Which keys are parameters; every other key is optimizer state.
     """
 
-    def __init__(self, items: Mapping | Iterable = (), params: Iterable[Variable] = ()) -> None:
+    def __init__(
+        self,
+        items: Mapping | Iterable = (),
+        params: Iterable[Variable] = (),
+        config: Iterable[dict] = (),
+        hyperparameters: Mapping[str, Variable] | None = None,
+    ) -> None:
         super().__init__(items)
         self.params: tuple[Variable, ...] = tuple(params)
+        #: What built these updates, outermost last: ``[{"rule": "adam", "learning_rate": 0.001,
+        #: ...}, {"wrapper": "apply_momentum", "momentum": 0.9}]``.
+        self.config: list[dict] = list(config)
+        #: The hyperparameters as symbolic scalars, by name: the value the next call will use
+        #: (for a schedule, its value at the current step), e.g. for logging.
+        self.hyperparameters: dict[str, Variable] = dict(hyperparameters or {})
 
     @property
     def state(self) -> list[Variable]:
@@ -75,17 +88,29 @@ class Updates(OrderedDict):
         to keep a snapshot.
         """
         named = {}
-        for variable in self.state:
-            value = variable.get_value(borrow=True)
-            for name, start, shape in getattr(variable.tag, "slices", [(variable.name, 0, value.shape)]):
-                named[name] = value.reshape(-1)[start : start + math.prod(shape)].reshape(shape)
+        for name, (variable, start, shape) in self.state_layout().items():
+            value = variable.get_value(borrow=True).reshape(-1)
+            named[name] = value[start : start + math.prod(shape)].reshape(shape)
         return named
 
+    def state_layout(self) -> dict[str, tuple[Variable, int, tuple[int, ...]]]:
+        """Where each named piece of state lives: ``{name: (shared variable, offset, shape)}``.
+
+        The offset counts elements into the raveled variable; a variable holding one piece of
+        state whole has offset 0 and its own shape.
+        """
+        layout = {}
+        for variable in self.state:
+            shape = variable.get_value(borrow=True).shape
+            for name, start, part in getattr(variable.tag, "slices", [(variable.name, 0, shape)]):
+                layout[name] = (variable, start, part)
+        return layout
+
     def copy(self) -> Updates:
-        return Updates(self, params=self.params)
+        return Updates(self, self.params, self.config, self.hyperparameters)
 
     def __reduce__(self):
-        return (Updates, (list(self.items()), self.params))
+        return (Updates, (list(self.items()), self.params, self.config, self.hyperparameters))
 
 
 # -- hyperparameters -------------------------------------------------------------------------------
@@ -115,8 +140,34 @@ POSITIVE = Interval(0.0, low_closed=False)
 UNIT = Interval(0.0, 1.0)
 
 
+def is_schedule(value: Any) -> bool:
+    """A schedule is any callable (not a variable): step count -> scalar."""
+    return callable(value) and not isinstance(value, Variable)
+
+
+def evaluate(value: Any, counter: Variable | None) -> Any:
+    """A hyperparameter's value for the next call: a schedule is evaluated at ``counter``."""
+    return value(counter) if is_schedule(value) else value
+
+
+def describe_hyperparameter(value: Any) -> Any:
+    """A plain-data description of a hyperparameter, for ``Updates.config`` and checkpoints."""
+    if is_concrete(value):
+        return float(value)
+    if is_schedule(value):
+        return repr(value)
+    if isinstance(value, SharedVariable):
+        return f"shared {value.name or ''}".strip()
+    return "symbolic"
+
+
 def check_hyperparameter(who: str, name: str, value: Any, interval: Interval) -> None:
-    """Reject a hyperparameter that is not a scalar, or a concrete one outside ``interval``."""
+    """Reject a hyperparameter that is not a scalar, or a concrete one outside ``interval``.
+
+    Schedules (callables of the step) are accepted as they are: each checks its own arguments.
+    """
+    if is_schedule(value):
+        return
     if isinstance(value, Constant):
         value = value.data
     if is_concrete(value):
@@ -199,9 +250,11 @@ def per_parameter(enabled: bool = True) -> Iterator[None]:
         _PER_PARAMETER.reset(token)
 
 
-def step_counter(name: str) -> pytensor.compile.SharedVariable:
+def step_counter(name: str) -> SharedVariable:
     """A new integer step counter starting at 0 (an int64 counts past float32's 2**24 limit)."""
-    return pytensor.shared(np.int64(0), name=name)
+    counter = pytensor.shared(np.int64(0), name=name)
+    counter.tag.initial = 0
+    return counter
 
 
 def apply_rule(
@@ -210,8 +263,12 @@ def apply_rule(
     """Build the updates of ``rule`` for ``params``: per parameter, or one node per dtype."""
     params, grads = prepare_grads(rule.name, loss_or_grads, params)
     kernel = Kernel(rule, clear_nan)
-    updates = Updates(params=params)
-    counter = step_counter(f"{rule.name}.t") if rule.per_step else None
+    scheduled = any(is_schedule(value) for value in hyper.values())
+    counter = step_counter(f"{rule.name}.t") if rule.per_step or scheduled else None
+    config = {"rule": rule.name, **{name: describe_hyperparameter(v) for name, v in hyper.items()}}
+    hyper = {name: evaluate(value, counter) for name, value in hyper.items()}
+    current = {name: pt.as_tensor_variable(value) for name, value in hyper.items()}
+    updates = Updates(params=params, config=[config], hyperparameters=current)
     apply = _apply_per_parameter if _PER_PARAMETER.get() else _apply_fused
     dtypes = list(dict.fromkeys(p.dtype for p in params))
     for dtype in dtypes:
@@ -248,14 +305,14 @@ def _apply_fused(kernel: Kernel, group, h: SimpleNamespace, updates: Updates, su
 def _scalars(rule: Rule, hyper: dict[str, Any], dtype: str, counter: Variable | None) -> SimpleNamespace:
     """The hyperparameters cast to ``dtype``, plus the rule's per-step scalars."""
     h = SimpleNamespace(**{name: as_dtype(value, dtype) for name, value in hyper.items()})
-    if counter is not None:
+    if rule.per_step is not None:
         h.__dict__.update(rule.per_step(h, pt.cast(counter + 1, dtype)))
     return h
 
 
 def _in_param_order(updates: Updates, params: list[Variable]) -> Updates:
     """Params first in the order given (dtype groups may interleave them), then the state."""
-    ordered = Updates(((p, updates[p]) for p in params), params=params)
+    ordered = Updates(((p, updates[p]) for p in params), params, updates.config, updates.hyperparameters)
     ordered.update((k, v) for k, v in updates.items() if k not in ordered)
     return ordered
 

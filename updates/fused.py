@@ -55,6 +55,7 @@ def flat_state(params, indices, role: str, suffix: str = "") -> pytensor.compile
     total = sum(sizes)
     buffer = pytensor.shared(np.zeros(total, dtype=params[0].dtype), name=role + suffix, shape=(total,))
     starts = np.cumsum([0, *sizes[:-1]]).tolist()
+    buffer.tag.initial = 0.0
     buffer.tag.slices = tuple(
         (f"{label(p, i)}.{role}", start, shape) for p, i, start, shape in zip(params, indices, starts, shapes)
     )

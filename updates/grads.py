@@ -182,4 +182,6 @@ def as_dtype(value: Any, dtype: str) -> Variable:
 def state_like(param: SharedVariable, name: str, fill: float = 0.0) -> SharedVariable:
     """A new shared variable with ``param``'s dtype, shape and static type, filled with ``fill``."""
     value = np.full_like(param.get_value(borrow=True), fill)
-    return pytensor.shared(value, name=name, shape=param.type.shape)
+    state = pytensor.shared(value, name=name, shape=param.type.shape)
+    state.tag.initial = fill
+    return state

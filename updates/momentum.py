@@ -13,9 +13,21 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
-from updates.core import NON_NEGATIVE, UNIT, Rule, Updates, check_hyperparameter, update_rule
+from updates.core import (
+    NON_NEGATIVE,
+    UNIT,
+    Rule,
+    Updates,
+    check_hyperparameter,
+    describe_hyperparameter,
+    evaluate,
+    is_schedule,
+    step_counter,
+    update_rule,
+)
 from updates.grads import as_dtype, check_params, describe, label, state_like, which
 
 __all__ = ["apply_momentum", "apply_nesterov_momentum", "momentum", "nesterov_momentum"]
@@ -36,6 +48,9 @@ def _wrap(who: str, step, updates: Mapping, params: Any, momentum: Any) -> Updat
     if not isinstance(updates, Mapping):
         raise TypeError(f"{who}: updates must be a dictionary of updates, got {describe(updates)}")
     check_hyperparameter(who, "momentum", momentum, UNIT)
+    original = momentum
+    counter = step_counter(f"{who}.t") if is_schedule(momentum) else None
+    momentum = evaluate(momentum, counter)
     if params is None and isinstance(updates, Updates):
         params = list(updates.params)
     elif params is None:
@@ -44,12 +59,19 @@ def _wrap(who: str, step, updates: Mapping, params: Any, momentum: Any) -> Updat
     for i, param in enumerate(params):
         if param not in updates:
             raise ValueError(f"{who}: {which(param, i)} has no entry in updates")
-    keep = updates.params if isinstance(updates, Updates) else params
-    wrapped = Updates(updates, params=keep)
+    base = updates if isinstance(updates, Updates) else Updates(params=params)
+    wrapped = Updates(
+        updates,
+        base.params,
+        [*base.config, {"wrapper": who, "momentum": describe_hyperparameter(original)}],
+        {**base.hyperparameters, f"{who}.momentum": pt.as_tensor_variable(momentum)},
+    )
     for i, param in enumerate(params):
         velocity = state_like(param, f"{label(param, i)}.{who}.velocity")
         mu = as_dtype(momentum, param.dtype)
         wrapped[param], wrapped[velocity] = step(mu, param, updates[param], velocity)
+    if counter is not None:
+        wrapped[counter] = counter + 1
     return wrapped
 
 
