@@ -150,6 +150,19 @@ def evaluate(value: Any, counter: Variable | None) -> Any:
     return value(counter) if is_schedule(value) else value
 
 
+def schedule_state(values: Iterable[Any]) -> dict[Variable, Variable]:
+    """The updates of the schedules among ``values`` that keep state of their own.
+
+    A schedule may define ``state_updates() -> {shared variable: new value}`` (e.g. one driven by
+    the loss); those become optimizer state in the returned updates.
+    """
+    state = {}
+    for value in values:
+        if is_schedule(value) and hasattr(value, "state_updates"):
+            state.update(value.state_updates())
+    return state
+
+
 def describe_hyperparameter(value: Any) -> Any:
     """A plain-data description of a hyperparameter, for ``Updates.config`` and checkpoints."""
     if is_concrete(value):
@@ -266,6 +279,7 @@ def apply_rule(
     scheduled = any(is_schedule(value) for value in hyper.values())
     counter = step_counter(f"{rule.name}.t") if rule.per_step or scheduled else None
     config = {"rule": rule.name, **{name: describe_hyperparameter(v) for name, v in hyper.items()}}
+    schedules = schedule_state(hyper.values())
     hyper = {name: evaluate(value, counter) for name, value in hyper.items()}
     current = {name: pt.as_tensor_variable(value) for name, value in hyper.items()}
     updates = Updates(params=params, config=[config], hyperparameters=current)
@@ -275,6 +289,7 @@ def apply_rule(
         group = [(i, p, g) for i, (p, g) in enumerate(zip(params, grads)) if p.dtype == dtype]
         suffix = f"[{dtype}]" if len(dtypes) > 1 else ""
         apply(kernel, group, _scalars(rule, hyper, dtype, counter), updates, suffix)
+    updates.update(schedules)
     if counter is not None:
         updates[counter] = counter + 1
     return _in_param_order(updates, params)

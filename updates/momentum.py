@@ -25,6 +25,7 @@ from updates.core import (
     describe_hyperparameter,
     evaluate,
     is_schedule,
+    schedule_state,
     step_counter,
     update_rule,
 )
@@ -70,6 +71,7 @@ def _wrap(who: str, step, updates: Mapping, params: Any, momentum: Any) -> Updat
         velocity = state_like(param, f"{label(param, i)}.{who}.velocity")
         mu = as_dtype(momentum, param.dtype)
         wrapped[param], wrapped[velocity] = step(mu, param, updates[param], velocity)
+    wrapped.update(schedule_state([original]))
     if counter is not None:
         wrapped[counter] = counter + 1
     return wrapped
