@@ -28,6 +28,7 @@ import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 
+from updates.fused import FusedStep, flat_state
 from updates.grads import as_dtype, clear_nan, describe, is_concrete, label, prepare_grads, state_like
 
 __all__ = ["Updates", "per_parameter"]
@@ -305,8 +306,6 @@ def _apply_per_parameter(kernel: Kernel, group, h: SimpleNamespace, updates: Upd
 
 
 def _apply_fused(kernel: Kernel, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:
-    from updates.fused import FusedStep, flat_state
-
     indices, params, grads = zip(*group)
     buffers = [flat_state(params, indices, f"{kernel.name}.{slot}", suffix) for slot in kernel.rule.slots]
     names = tuple(vars(h))
