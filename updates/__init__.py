@@ -9,6 +9,27 @@ from updates.core import Updates, per_parameter
 from updates.grads import get_or_compute_grads
 from updates.momentum import apply_momentum, apply_nesterov_momentum, momentum, nesterov_momentum
 from updates.rules import adadelta, adagrad, adam, adamax, amsgrad, rmsprop, sgd
+from updates.schedules import (
+    constant,
+    cosine_decay,
+    exponential_decay,
+    inverse_time_decay,
+    join_schedules,
+    linear_decay,
+    linear_warmup,
+    live,
+    momentum_ramp,
+    noam,
+    one_cycle,
+    piecewise_constant,
+    polynomial_decay,
+    reduce_on_plateau,
+    scale,
+    sgdr,
+    step_decay,
+    warmup_cosine,
+)
+from updates.state import inspect_state, load_state, reset_state, save_state
 
 __version__ = "0.1.0"
 
@@ -29,4 +50,26 @@ __all__ = [
     "amsgrad",
     "norm_constraint",
     "total_norm_constraint",
+    "inspect_state",
+    "save_state",
+    "load_state",
+    "reset_state",
+    "constant",
+    "piecewise_constant",
+    "exponential_decay",
+    "inverse_time_decay",
+    "polynomial_decay",
+    "linear_decay",
+    "step_decay",
+    "cosine_decay",
+    "linear_warmup",
+    "warmup_cosine",
+    "one_cycle",
+    "sgdr",
+    "noam",
+    "momentum_ramp",
+    "join_schedules",
+    "scale",
+    "reduce_on_plateau",
+    "live",
 ]

@@ -1,0 +1,683 @@
+"""Optimizer state: inspect, save, load, reset.
+
+The defining property: run N steps, save, build everything again from scratch (in this process and
+in a fresh one), load, run M more steps: the params and the state equal those of an uninterrupted
+N + M run bit for bit, for every rule of the registry and for the momentum wrappers, on both the
+multi-tensor and the per-parameter path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from registry import RULES
+
+import updates
+from updates.state import FORMAT_VERSION
+
+PATHS = {"fused": contextlib.nullcontext, "per_parameter": updates.per_parameter}
+N, M = 7, 5
+# Three float64 params (a vector, a matrix, a scalar) and a broadcastable float32 one: the
+# multi-tensor path keeps one flat buffer per slot and dtype.
+SHAPES = {"w": ((3,), "float64"), "b": ((2, 2), "float64"), "s": ((), "float64"), "h": ((1, 3), "float32")}
+
+
+def _rule(case):
+    return lambda loss, params: case.function(loss, params, **case.hyper)
+
+
+def _wrapped(wrapper, rule):
+    return lambda loss, params: wrapper(rule(loss, params, learning_rate=0.05), momentum=0.8)
+
+
+def _scheduled(loss, params):
+    """Schedules, one with state of its own (driven by the loss), on a rule and on a wrapper."""
+    learning_rate = updates.reduce_on_plateau(loss + 10.0, 0.05, factor=0.5, patience=1, threshold=0.2)
+    beta1 = updates.exponential_decay(0.9, 0.5, 4)
+    adam = updates.adam(loss, params, learning_rate=learning_rate, beta1=beta1)
+    return updates.apply_momentum(adam, momentum=updates.momentum_ramp(0.5, 0.9, 6))
+
+
+# Every rule of the registry, the momentum wrappers around a rule without state and one with, and
+# schedules.
+CASES = {
+    **{case.name: _rule(case) for case in RULES},
+    **{
+        f"{wrapper.__name__}({rule.__name__})": _wrapped(wrapper, rule)
+        for wrapper in (updates.apply_momentum, updates.apply_nesterov_momentum)
+        for rule in (updates.sgd, updates.adam)
+    },
+    "scheduled": _scheduled,
+}
+
+
+def make_params(names=tuple(SHAPES), shapes=None, seed=0):
+    """Named params, the same values for the same seed in any process."""
+    rng = np.random.default_rng(seed)
+    params = []
+    for name in names:
+        shape, dtype = (shapes or {}).get(name, SHAPES[name])
+        static = tuple(1 if n == 1 else None for n in shape)
+        params.append(pytensor.shared(rng.normal(size=shape).astype(dtype), name=name, shape=static))
+    return params
+
+
+def make_loss(params, seed=1):
+    """sum(a p**2 / 2 + p**4 / 40 - c p): a closed loop whose gradient depends on the params."""
+    rng = np.random.default_rng(seed)
+    terms = []
+    for p in params:
+        shape = p.get_value().shape
+        a, c = rng.uniform(0.5, 2.0, size=shape).astype(p.dtype), rng.normal(size=shape).astype(p.dtype)
+        terms.append(pt.cast(pt.sum(0.5 * a * p**2 + 0.025 * p**4 - c * p), "float64"))
+    return pt.add(*terms)
+
+
+def build(case, path, names=tuple(SHAPES), shapes=None):
+    """The whole graph, from scratch: params, loss, updates, compiled step."""
+    params = make_params(names, shapes)
+    with PATHS[path]():
+        result = CASES[case](make_loss(params), params)
+    step = pytensor.function([], [], updates=result, mode="FAST_COMPILE")
+    return params, result, step
+
+
+def run(step, steps):
+    for _ in range(steps):
+        step()
+
+
+def snapshot(params, result):
+    """Copies of the params and of the state, by name."""
+    return {
+        **{f"param/{p.name}": p.get_value() for p in params},
+        **{f"state/{name}": np.array(value) for name, value in result.named_state().items()},
+    }
+
+
+def assert_bitwise_equal(got, expected, context=""):
+    assert got.keys() == expected.keys(), context
+    for key in expected:
+        a, b = np.asarray(got[key]), np.asarray(expected[key])
+        assert a.dtype == b.dtype and a.shape == b.shape, f"{context} {key}"
+        assert a.tobytes() == b.tobytes(), f"{context} {key}: {a} != {b}"
+
+
+def checkpoint_after_n_steps(case, path, directory):
+    """Run N steps, save (with the params), run M more: the checkpoint and the uninterrupted end."""
+    params, result, step = build(case, path)
+    run(step, N)
+    checkpoint = os.path.join(directory, f"{case}-{path}.npz")
+    updates.save_state(checkpoint, result, params=True)
+    saved = snapshot(params, result)
+    run(step, M)
+    return checkpoint, saved, snapshot(params, result)
+
+
+# -- the defining property -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("case", CASES)
+def test_resume_equals_an_uninterrupted_run(case, path, tmp_path):
+    checkpoint, saved, uninterrupted = checkpoint_after_n_steps(case, path, tmp_path)
+    if any(key.startswith("state/") for key in saved):
+        assert any(np.any(v != 0) for k, v in saved.items() if k.startswith("state/")), "no state to save"
+
+    params, result, step = build(case, path)
+    updates.load_state(checkpoint, result, params=True)
+    assert_bitwise_equal(snapshot(params, result), saved, "loaded")
+    run(step, M)
+    assert_bitwise_equal(snapshot(params, result), uninterrupted, "resumed")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_saving_changes_nothing(path, tmp_path):
+    """So the run continued after a save (the reference above) is an uninterrupted run."""
+    _, _, continued = checkpoint_after_n_steps("scheduled", path, tmp_path)
+    params, result, step = build("scheduled", path)
+    run(step, N + M)
+    assert_bitwise_equal(continued, snapshot(params, result))
+
+
+RESUME_SCRIPT = """
+import json, sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np
+import updates
+from test_state import M, build, run, snapshot
+for case, path, checkpoint, out in json.loads(sys.argv[2]):
+    params, result, step = build(case, path)
+    updates.load_state(checkpoint, result, params=True)
+    run(step, M)
+    np.savez(out, **snapshot(params, result))
+"""
+
+
+@pytest.mark.parametrize("half", [0, 1])
+@pytest.mark.parametrize("path", PATHS)
+def test_resume_in_a_fresh_process(path, half, tmp_path):
+    """Every case of CASES (half of them per test, to share the work between test workers): saved
+    here, resumed in one new Python process that builds each graph again from scratch; the end
+    equals this process's uninterrupted run bit for bit."""
+    jobs, expected = [], {}
+    for case in list(CASES)[half::2]:
+        checkpoint, _, uninterrupted = checkpoint_after_n_steps(case, path, tmp_path)
+        out = str(tmp_path / f"{case}-{path}-resumed.npz")
+        jobs.append((case, path, checkpoint, out))
+        expected[case] = uninterrupted
+    tests = os.path.dirname(os.path.abspath(__file__))
+    completed = subprocess.run(
+        [sys.executable, "-c", RESUME_SCRIPT, tests, json.dumps(jobs)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    for case, _, _, out in jobs:
+        with np.load(out) as resumed:
+            assert_bitwise_equal(dict(resumed), expected[case], case)
+
+
+@pytest.mark.parametrize(("saved_on", "loaded_on"), [("fused", "per_parameter"), ("per_parameter", "fused")])
+def test_checkpoints_read_the_same_on_either_path(saved_on, loaded_on, tmp_path):
+    checkpoint, saved, _ = checkpoint_after_n_steps("apply_momentum(adam)", saved_on, tmp_path)
+    params, result, _ = build("apply_momentum(adam)", loaded_on)
+    updates.load_state(checkpoint, result, params=True)
+    assert_bitwise_equal(snapshot(params, result), saved)
+
+
+def test_params_are_loaded_only_when_asked(tmp_path):
+    params, result, step = build("adam", "fused")
+    run(step, 3)
+    updates.save_state(tmp_path / "c.npz", result, params=True)
+    saved = snapshot(params, result)
+    run(step, 2)
+    moved = {p.name: p.get_value() for p in params}
+    updates.load_state(tmp_path / "c.npz", result)
+    for p in params:
+        np.testing.assert_array_equal(p.get_value(), moved[p.name])
+    updates.load_state(tmp_path / "c.npz", result, params=True)
+    assert_bitwise_equal(snapshot(params, result), saved)
+
+
+def test_a_new_learning_rate_may_be_resumed_with(tmp_path):
+    """Only the rules and wrappers must match, not their hyperparameter values."""
+    params = make_params()
+    updates.save_state(tmp_path / "c.npz", updates.adam(make_loss(params), params, learning_rate=0.1))
+    updates.load_state(tmp_path / "c.npz", updates.adam(make_loss(params), params, learning_rate=0.01))
+
+
+def test_file_layout(tmp_path):
+    _params, result, step = build("apply_momentum(adam)", "fused", names=("w", "h"))
+    run(step, 2)
+    updates.save_state(tmp_path / "c.npz", result, params=True)
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as stored:
+        assert list(stored) == [
+            "__format__",
+            "__config__",
+            *[f"state/{p}.adam.{s}" for p in "wh" for s in "mv"],  # one buffer per slot and dtype
+            "state/adam.t",
+            "state/w.apply_momentum.velocity",
+            "state/h.apply_momentum.velocity",
+            "param/w",
+            "param/h",
+        ]
+        assert stored["__format__"] == FORMAT_VERSION
+        assert json.loads(str(stored["__config__"])) == result.config
+        assert stored["state/adam.t"] == 2 and stored["state/adam.t"].dtype == np.int64
+        assert stored["state/h.adam.m"].dtype == np.float32 and stored["state/h.adam.m"].shape == (1, 3)
+
+
+# -- refusals: nothing is written ------------------------------------------------------------------
+
+
+def trained(case="adam", path="fused", names=("w", "b"), shapes=None, steps=3):
+    params, result, step = build(case, path, names, shapes)
+    run(step, steps)
+    return params, result
+
+
+@pytest.fixture
+def adam_checkpoint(tmp_path):
+    _params, result = trained()
+    path = tmp_path / "adam.npz"
+    updates.save_state(path, result, params=True)
+    return str(path)
+
+
+MISMATCHES = {
+    "a different rule": (
+        dict(case="rmsprop"),
+        r"holds the state of adam, but the updates are rmsprop; load it into updates built by the same",
+    ),
+    "a wrapper more": (
+        dict(case="apply_momentum(adam)"),
+        r"holds the state of adam, but the updates are adam \+ apply_momentum",
+    ),
+    "a missing name": (
+        dict(names=("w", "b", "s")),
+        r"does not match the updates: state 's\.adam\.m' is missing from the file; "
+        r"state 's\.adam\.v' is missing from the file; param 's' is missing from the file; "
+        r"nothing was loaded",
+    ),
+    "an unknown name": (
+        dict(names=("w",)),
+        r"does not match the updates: the file has state 'b\.adam\.m', which the updates do not have",
+    ),
+    "a wrong shape": (
+        dict(shapes={"b": ((2, 3), "float64")}),
+        r"does not match the updates: state 'b\.adam\.m' has shape \(2, 2\) in the file, \(2, 3\) in "
+        r"the updates; state 'b\.adam\.v' has shape .*; param 'b' has shape \(2, 2\) in the file",
+    ),
+    "a wrong dtype": (
+        dict(shapes={"w": ((3,), "float32")}),
+        r"does not match the updates: state 'w\.adam\.m' has dtype float64 in the file, float32 in "
+        r"the updates",
+    ),
+}
+
+
+@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize("mismatch", MISMATCHES)
+def test_a_mismatch_is_refused_and_nothing_is_loaded(mismatch, path, adam_checkpoint):
+    changes, message = MISMATCHES[mismatch]
+    params, result = trained(**{"path": path, **changes, "steps": 2})
+    before = snapshot(params, result)
+    with pytest.raises(ValueError, match=rf"^load_state: {re.escape(adam_checkpoint)} {message}"):
+        updates.load_state(adam_checkpoint, result, params=True)
+    assert_bitwise_equal(snapshot(params, result), before)
+
+
+def test_a_param_mismatch_is_refused_and_no_state_is_loaded(adam_checkpoint, tmp_path):
+    params, result = trained(steps=2)
+    params[1].name = "c"  # the state keeps its names: only the params differ
+    before = snapshot(params, result)
+    with pytest.raises(ValueError, match=r"param 'c' is missing from the file; the file has param 'b', wh"):
+        updates.load_state(adam_checkpoint, result, params=True)
+    assert_bitwise_equal(snapshot(params, result), before)
+    updates.load_state(adam_checkpoint, result)  # the state alone matches
+
+
+def test_params_must_be_in_the_file_to_be_loaded(tmp_path):
+    params, result = trained()
+    updates.save_state(tmp_path / "c.npz", result)
+    before = snapshot(params, result)
+    with pytest.raises(ValueError, match=r"it holds no params \(it was saved with params=False\)"):
+        updates.load_state(tmp_path / "c.npz", result, params=True)
+    assert_bitwise_equal(snapshot(params, result), before)
+
+
+def test_another_format_version_is_refused(adam_checkpoint, tmp_path):
+    contents = dict(np.load(adam_checkpoint))
+    np.savez(tmp_path / "v2.npz", **{**contents, "__format__": np.int64(FORMAT_VERSION + 1)})
+    np.savez(tmp_path / "v0.npz", **{k: v for k, v in contents.items() if k != "__format__"})
+    np.savez(tmp_path / "extra.npz", **contents, notes=np.zeros(2))
+    params, result = trained()
+    before = snapshot(params, result)
+    with pytest.raises(
+        ValueError, match=r"v2\.npz has format version 2; this version of updates reads version 1"
+    ):
+        updates.load_state(tmp_path / "v2.npz", result)
+    with pytest.raises(ValueError, match=r"v0\.npz is not a checkpoint written by save_state \(no valid __f"):
+        updates.load_state(tmp_path / "v0.npz", result)
+    with pytest.raises(ValueError, match=r"extra\.npz does not match the updates: unknown entry 'notes'"):
+        updates.load_state(tmp_path / "extra.npz", result)
+    assert_bitwise_equal(snapshot(params, result), before)
+
+
+def test_params_are_saved_by_distinct_names(tmp_path):
+    params = make_params(("w", "b"))
+    params[1].name = None
+    with pytest.raises(ValueError, match=r"^save_state: params\[1\] has no name, and params are saved and"):
+        updates.save_state(tmp_path / "c.npz", updates.sgd(make_loss(params), params), params=True)
+    updates.save_state(tmp_path / "c.npz", updates.sgd(make_loss(params), params))  # state only: fine
+    params[1].name = "w"
+    result = updates.adam(make_loss(params), params)
+    with pytest.raises(ValueError, match=r"^save_state: params\[0\] and params\[1\] are both named 'w'"):
+        updates.save_state(tmp_path / "d.npz", result, params=True)
+    with pytest.raises(ValueError, match=r"^save_state: two pieces of state are named 'w\.adam\.m'"):
+        updates.save_state(tmp_path / "d.npz", result)
+    with pytest.raises(ValueError, match=r"^load_state: params\[0\] and params\[1\] are both named 'w'"):
+        updates.load_state(tmp_path / "c.npz", result, params=True)
+    assert not (tmp_path / "d.npz").exists()
+
+
+def test_only_updates_are_accepted(tmp_path):
+    w = pytensor.shared(np.zeros(2), name="w")
+    plain = dict(updates.sgd((w**2).sum(), [w]))
+    for function, args in [
+        (updates.inspect_state, ()),
+        (updates.reset_state, ()),
+        (updates.save_state, (tmp_path / "c.npz",)),
+        (updates.load_state, (tmp_path / "c.npz",)),
+    ]:
+        arguments = (*args, plain) if args else (plain,)
+        with pytest.raises(TypeError, match=rf"^{function.__name__}: updates must be an Updates"):
+            function(*arguments)
+
+
+# -- unreadable files ------------------------------------------------------------------------------
+
+UNREADABLE = r"^load_state: .* is not a readable checkpoint \("
+
+
+def test_every_truncation_is_an_error(adam_checkpoint, tmp_path):
+    data = Path(adam_checkpoint).read_bytes()
+    params, result = trained()
+    before = snapshot(params, result)
+    cut = tmp_path / "cut.npz"
+    for length in sorted({*range(0, len(data), 37), 1, len(data) // 2, len(data) - 1}):
+        cut.write_bytes(data[:length])
+        with pytest.raises(ValueError, match=UNREADABLE):
+            updates.load_state(cut, result, params=True)
+    assert_bitwise_equal(snapshot(params, result), before)
+
+
+def test_a_corrupted_byte_is_an_error_or_harmless(adam_checkpoint, tmp_path):
+    """Flip each byte in turn: the load refuses, or (the byte was zip metadata such as a
+    timestamp) it loads exactly what was saved; never other numbers."""
+    data = Path(adam_checkpoint).read_bytes()
+    params, result = trained()
+    updates.load_state(adam_checkpoint, result, params=True)
+    saved = snapshot(params, result)
+    corrupted, refused = tmp_path / "bad.npz", 0
+    for position in range(0, len(data), 3):
+        corrupted.write_bytes(data[:position] + bytes([data[position] ^ 0x5A]) + data[position + 1 :])
+        updates.reset_state(result)
+        before = snapshot(params, result)
+        try:
+            updates.load_state(corrupted, result, params=True)
+        except ValueError as err:
+            refused += 1
+            assert "load_state: " in str(err)
+            assert_bitwise_equal(snapshot(params, result), before, f"byte {position}")
+        else:
+            assert_bitwise_equal(snapshot(params, result), saved, f"byte {position}")
+    assert refused > len(data) // 3 // 2
+
+
+@pytest.mark.parametrize(
+    "content", [b"", b"not a checkpoint at all\n" * 10, None], ids=["empty", "text", "npy"]
+)
+def test_a_file_of_another_kind_is_an_error(content, tmp_path):
+    path = tmp_path / "c.npz"
+    if content is None:
+        with open(path, "wb") as file:
+            np.save(file, np.zeros(3))
+    else:
+        path.write_bytes(content)
+    _, result = trained()
+    with pytest.raises(ValueError, match=rf"{UNREADABLE}BadZipFile: File is not a zip file\)$"):
+        updates.load_state(path, result)
+
+
+def test_an_archive_of_other_files_is_an_error(tmp_path):
+    with zipfile.ZipFile(tmp_path / "c.npz", "w") as archive:
+        archive.writestr("notes.txt", "hello")
+    with pytest.raises(ValueError, match=rf"{UNREADABLE}ValueError: unexpected member 'notes.txt'\)$"):
+        updates.load_state(tmp_path / "c.npz", trained()[1])
+
+
+def test_an_array_longer_than_its_header_is_an_error(adam_checkpoint, tmp_path):
+    with zipfile.ZipFile(adam_checkpoint) as source, zipfile.ZipFile(tmp_path / "c.npz", "w") as target:
+        for info in source.infolist():
+            target.writestr(
+                info.filename, source.read(info) + (b"\0" * 8 if "adam.m" in info.filename else b"")
+            )
+    with pytest.raises(ValueError, match=r"'state/w\.adam\.m\.npy' is longer than its header says\)$"):
+        updates.load_state(tmp_path / "c.npz", trained()[1])
+
+
+def test_a_missing_file_is_a_file_not_found_error(tmp_path):
+    with pytest.raises(FileNotFoundError):
+        updates.load_state(tmp_path / "none.npz", trained()[1])
+
+
+# -- atomic saves ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("error", [RuntimeError, KeyboardInterrupt])
+def test_an_interrupted_save_keeps_the_previous_checkpoint(error, adam_checkpoint, monkeypatch):
+    directory = os.path.dirname(adam_checkpoint)
+    original = Path(adam_checkpoint).read_bytes()
+    _params, result = trained(steps=5)  # other values than the checkpoint's
+    write_array, calls = np.lib.format.write_array, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 4:
+            raise error("disk full")
+        return write_array(*args, **kwargs)
+
+    monkeypatch.setattr(np.lib.format, "write_array", failing)
+    with pytest.raises(error, match="disk full"):
+        updates.save_state(adam_checkpoint, result, params=True)
+    monkeypatch.undo()
+    assert len(calls) == 4
+    assert sorted(os.listdir(directory)) == ["adam.npz"], "a temporary file was left behind"
+    assert Path(adam_checkpoint).read_bytes() == original
+    updates.load_state(adam_checkpoint, result, params=True)
+    assert int(result.named_state()["adam.t"]) == 3
+
+
+def test_a_failed_first_save_leaves_nothing(tmp_path, monkeypatch):
+    _params, result = trained()
+
+    def failing(*args, **kwargs):
+        raise OSError("no space left on device")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(OSError, match="no space left"):
+        updates.save_state(tmp_path / "c.npz", result)
+    assert os.listdir(tmp_path) == []
+
+
+def test_saving_again_replaces_the_checkpoint_and_keeps_its_mode(adam_checkpoint):
+    os.chmod(adam_checkpoint, 0o600)
+    _params, result = trained(steps=5)
+    updates.save_state(adam_checkpoint, result)
+    assert os.stat(adam_checkpoint).st_mode & 0o777 == 0o600
+    assert os.listdir(os.path.dirname(adam_checkpoint)) == ["adam.npz"]
+    with np.load(adam_checkpoint) as stored:
+        assert stored["state/adam.t"] == 5 and "param/w" not in stored
+
+
+def test_a_directory_is_not_overwritten(tmp_path):
+    with pytest.raises(IsADirectoryError, match="is a directory"):
+        updates.save_state(tmp_path, trained()[1])
+    assert os.listdir(tmp_path) == []
+
+
+# -- reset -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_reset_all_starts_the_optimizer_over(path):
+    """After a reset, the steps are those of a fresh optimizer started from the current params."""
+    params, result = trained("apply_momentum(adam)", path, steps=4)
+    moved = {p.name: p.get_value() for p in params}
+    updates.reset_state(result)
+    for name, value in result.named_state().items():
+        assert value.tobytes() == np.zeros_like(value).tobytes(), name
+    assert {p.name: p.get_value().tobytes() for p in params} == {k: v.tobytes() for k, v in moved.items()}
+
+    fresh_params, fresh, fresh_step = build("apply_momentum(adam)", path, names=("w", "b"))
+    for p in fresh_params:
+        p.set_value(moved[p.name])
+    run(fresh_step, 3)
+    step = pytensor.function([], [], updates=result, mode="FAST_COMPILE")
+    run(step, 3)
+    assert_bitwise_equal(snapshot(params, result), snapshot(fresh_params, fresh))
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_reset_some_params(path):
+    params, result = trained("apply_momentum(adam)", path, names=("w", "b", "h"))
+    before = result.named_state()
+    before = {k: np.array(v) for k, v in before.items()}
+    w, b, h = params
+    updates.reset_state(result, [b, h])
+    after = result.named_state()
+    for name, value in after.items():
+        if name.startswith(("b.", "h.")):
+            assert not value.any(), name
+            assert before[name].any(), name
+        else:
+            assert value.tobytes() == before[name].tobytes(), name
+    assert after["adam.t"] == 3, "a counter is left alone unless every param is reset"
+    updates.reset_state(result, [h, w, b])
+    assert all(not value.any() for value in result.named_state().values())
+
+
+def test_reset_refuses_unknown_params_and_resets_nothing():
+    params, result = trained()
+    other = pytensor.shared(np.zeros(2), name="other")
+    before = snapshot(params, result)
+    with pytest.raises(
+        ValueError, match=r"^reset_state: params\[1\] \('other'\) is not a param of these upd"
+    ):
+        updates.reset_state(result, [params[0], other])
+    with pytest.raises(ValueError, match=r"^reset_state: params is empty; leave it out to reset all"):
+        updates.reset_state(result, [])
+    params[1].name = "w"
+    with pytest.raises(ValueError, match=r"^reset_state: params\[0\] shares its name 'w' with another"):
+        updates.reset_state(result, [params[0]])
+    params[1].name = "b"
+    assert_bitwise_equal(snapshot(params, result), before)
+
+
+def test_reset_refuses_state_without_an_initial_value():
+    params, result = trained()
+    counter = result.state[-1]
+    del counter.tag.initial
+    before = snapshot(params, result)
+    with pytest.raises(ValueError, match=r"^reset_state: state 'adam\.t' has no initial value .*nothing was"):
+        updates.reset_state(result)
+    assert_bitwise_equal(snapshot(params, result), before)
+    updates.reset_state(result, [params[0]])  # the counter is not touched: fine
+
+
+def test_reset_to_a_nonzero_initial_value():
+    _params, result = trained(path="per_parameter")
+    result.state[0].tag.initial = 0.5
+    updates.reset_state(result)
+    np.testing.assert_array_equal(result.named_state()["w.adam.m"], np.full(3, 0.5))
+
+
+# -- inspect ---------------------------------------------------------------------------------------
+
+
+def test_inspect_lists_the_flat_buffers_by_param():
+    params, result = trained("apply_momentum(adam)", "fused", names=("w", "b", "h"), steps=3)
+    w, b, h = params
+    summary = updates.inspect_state(result)
+    rows = [(e.name, e.shape, e.dtype, e.param, e.variable.name, e.offset) for e in summary]
+    assert rows == [
+        ("w.adam.m", (3,), "float64", w, "adam.m[float64]", 0),
+        ("b.adam.m", (2, 2), "float64", b, "adam.m[float64]", 3),
+        ("w.adam.v", (3,), "float64", w, "adam.v[float64]", 0),
+        ("b.adam.v", (2, 2), "float64", b, "adam.v[float64]", 3),
+        ("h.adam.m", (1, 3), "float32", h, "adam.m[float32]", 0),
+        ("h.adam.v", (1, 3), "float32", h, "adam.v[float32]", 0),
+        ("adam.t", (), "int64", None, "adam.t", 0),
+        ("w.apply_momentum.velocity", (3,), "float64", w, "w.apply_momentum.velocity", 0),
+        ("b.apply_momentum.velocity", (2, 2), "float64", b, "b.apply_momentum.velocity", 0),
+        ("h.apply_momentum.velocity", (1, 3), "float32", h, "h.apply_momentum.velocity", 0),
+    ]
+    named = result.named_state()
+    for entry in summary:
+        assert entry.value.tobytes() == named[entry.name].tobytes()
+    assert summary.steps == {"adam.t": 3}
+    assert summary.hyperparameters == {
+        "learning_rate": 0.05,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "epsilon": 1e-08,
+        "apply_momentum.momentum": 0.8,
+    }
+    table = str(summary)
+    lines = table.splitlines()
+    assert lines[0].split() == ["name", "param", "shape", "dtype", "variable", "offset"]
+    assert lines[2].split() == ["b.adam.m", "b", "(2,", "2)", "float64", "adam.m[float64]", "3"]
+    assert lines[7].split() == ["adam.t", "-", "()", "int64", "adam.t", "0"]
+    assert lines[-2] == "steps: adam.t = 3"
+    assert lines[-1].startswith("hyperparameters: learning_rate = 0.05, beta1 = 0.9, beta2 = 0.999, ")
+
+
+def test_inspect_per_parameter():
+    params, result = trained("adadelta", "per_parameter", names=("w", "b"))
+    summary = updates.inspect_state(result)
+    assert [(e.name, e.variable.name, e.offset, e.param) for e in summary] == [
+        (f"{p.name}.adadelta.{slot}", f"{p.name}.adadelta.{slot}", 0, p)
+        for p in params
+        for slot in ("accu", "delta_accu")
+    ]
+    assert summary.steps == {}
+    assert str(summary).splitlines()[-2] == "steps: -"
+
+
+def test_inspect_evaluates_live_hyperparameters():
+    params = make_params(("w",))
+    learning_rate, beta1 = pytensor.shared(np.float64(0.1)), pt.scalar("beta1")
+    result = updates.adam(make_loss(params), params, learning_rate=learning_rate, beta1=beta1)
+    assert updates.inspect_state(result).hyperparameters["learning_rate"] == 0.1
+    learning_rate.set_value(0.02)
+    hyper = updates.inspect_state(result).hyperparameters
+    assert hyper["learning_rate"] == 0.02 and hyper["beta1"] is None and hyper["beta2"] == 0.999
+    assert "beta1 = (needs inputs)" in str(updates.inspect_state(result))
+
+
+def test_state_belongs_to_the_param_it_is_named_after():
+    """Dotted param names: the longest that prefixes a state name; a counter is nobody's."""
+    names = ("layer1", "layer1.W", "adam")
+    params = [pytensor.shared(np.ones(k + 1), name=name) for k, name in enumerate(names)]
+    result = updates.adam(sum((p**2).sum() for p in params), params)
+    owners = {e.name: e.param.name if e.param is not None else None for e in updates.inspect_state(result)}
+    assert owners == {
+        **{f"{name}.adam.{slot}": name for slot in "mv" for name in names},
+        "adam.t": None,
+    }
+
+
+def test_inspect_and_reset_schedules():
+    params, result = trained("scheduled", names=("w",), steps=N)
+    summary = updates.inspect_state(result)
+    assert summary.steps == {"adam.t": N, "apply_momentum.t": N}  # not the plateau's counters
+    owners = {e.name: e.param for e in summary}
+    assert [name for name, owner in owners.items() if owner is None] == [
+        "reduce_on_plateau.value",
+        "reduce_on_plateau.best",
+        "reduce_on_plateau.num_bad_steps",
+        "reduce_on_plateau.cooldown_counter",
+        "adam.t",
+        "apply_momentum.t",
+    ]
+    named = result.named_state()
+    hyper = summary.hyperparameters
+    assert hyper["learning_rate"] == named["reduce_on_plateau.value"] < 0.05, "the plateau never cut"
+    assert hyper["beta1"] == 0.9 * 0.5 ** (N / 4)
+    assert hyper["apply_momentum.momentum"] == pytest.approx(0.5 + 0.4 * min(N, 6) / 6)
+
+    updates.reset_state(result, params)  # all the params: the schedules start over too
+    summary = updates.inspect_state(result)
+    assert summary.steps == {"adam.t": 0, "apply_momentum.t": 0}
+    assert summary.hyperparameters == {
+        "learning_rate": 0.05,
+        "beta1": 0.9,
+        "beta2": 0.999,
+        "epsilon": 1e-08,
+        "apply_momentum.momentum": 0.5,
+    }
+    assert result.named_state()["reduce_on_plateau.best"] == np.inf

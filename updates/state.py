@@ -1,0 +1,656 @@
+"""Optimizer state: inspect it, save it to a checkpoint, load it back, reset it.
+
+The state of an :class:`~updates.Updates` is its shared variables other than the params: a rule's
+slots (Adam's moments), the step counters, a wrapper's velocities. Each piece is named after its
+param and its role (``W.adam.m``), whether it lives in a variable of its own (the per-parameter
+path) or in a flat buffer shared by every param of a dtype (the default, multi-tensor path): the
+functions here work by those names, so a checkpoint reads the same whichever path built the graph.
+
+A checkpoint is one ``.npz`` file (a zip of ``.npy`` arrays, readable with ``numpy.load``)::
+
+    __format__        the format version (1)
+    __config__        json.dumps(updates.config): the rules and wrappers, outermost last
+    state/<name>      one array per piece of state, e.g. state/W.adam.m, state/adam.t
+    param/<name>      the params, by name, if saved with params=True
+
+Shared variables the updates do not own are not saved: a hyperparameter kept in a shared variable
+of your own (changed between calls) is yours to save, like the rest of the model.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import secrets
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytensor
+import pytensor.scalar as ps
+from pytensor.compile.mode import Mode
+from pytensor.graph.basic import Constant, Variable
+from pytensor.tensor.elemwise import Elemwise
+
+from updates.core import Updates
+from updates.grads import describe, label
+
+__all__ = ["StateEntry", "StateSummary", "inspect_state", "load_state", "reset_state", "save_state"]
+
+FORMAT_VERSION = 1
+_FORMAT, _CONFIG, _STATE, _PARAM = "__format__", "__config__", "state/", "param/"
+# Hyperparameters are scalar graphs: the Python linker evaluates them without compiling C or Numba.
+_EVAL_MODE = Mode(linker="py", optimizer="fast_compile")
+
+
+@dataclass(frozen=True)
+class StateEntry:
+    """One named piece of optimizer state and where it lives.
+
+    Attributes
+    ----------
+    name : str
+        Its name, ``<param>.<rule or wrapper>.<slot>`` (``W.adam.m``) or, for state that belongs
+        to no param, the variable's own name (``adam.t``).
+    shape : tuple of int
+        Its shape (the param's shape, for per-parameter state).
+    dtype : str
+        Its dtype.
+    param : shared variable or None
+        The param it belongs to; None for a step counter or a schedule's own state.
+    variable : shared variable
+        The shared variable holding it: its own, or a flat buffer shared with other params.
+    offset : int
+        Where it starts in the raveled ``variable`` (0 when the variable holds it whole).
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    dtype: str
+    param: Variable | None
+    variable: Variable
+    offset: int
+
+    @property
+    def size(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def value(self) -> np.ndarray:
+        """A copy of its current value."""
+        return self.view().copy()
+
+    def view(self) -> np.ndarray:
+        """Its current value, without a copy (a view into the variable's storage)."""
+        flat = self.variable.get_value(borrow=True).reshape(-1)
+        return flat[self.offset : self.offset + self.size].reshape(self.shape)
+
+
+class StateSummary(list):
+    """The :class:`StateEntry` of every piece of state, in order, and what the next step will use.
+
+    Attributes
+    ----------
+    steps : dict of str to int
+        The value of each step counter (``{"adam.t": 12}``): the number of steps taken.
+    hyperparameters : dict of str to float or None
+        The value of each hyperparameter at the next step, by name (a schedule's value at the
+        current step); None for one that depends on an input of the compiled function.
+    """
+
+    def __init__(self, entries: Iterable[StateEntry], steps: dict, hyperparameters: dict) -> None:
+        super().__init__(entries)
+        self.steps: dict[str, int] = dict(steps)
+        self.hyperparameters: dict[str, float | int | None] = dict(hyperparameters)
+
+    def __str__(self) -> str:
+        header = ("name", "param", "shape", "dtype", "variable", "offset")
+        rows = [
+            (
+                e.name,
+                "-" if e.param is None else str(e.param.name),
+                str(e.shape),
+                e.dtype,
+                str(e.variable.name),
+                str(e.offset),
+            )
+            for e in self
+        ]
+        widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in [header, *rows]]
+        steps = ", ".join(f"{name} = {value}" for name, value in self.steps.items())
+        lines.append(f"steps: {steps or '-'}")
+        hyper = ", ".join(f"{name} = {_format_value(v)}" for name, v in self.hyperparameters.items())
+        lines.append(f"hyperparameters: {hyper or '-'}")
+        return "\n".join(lines)
+
+
+def _format_value(value: Any) -> str:
+    if value is None:
+        return "(needs inputs)"
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+# -- where the state lives -------------------------------------------------------------------------
+
+
+def _check_updates(who: str, updates: Any) -> None:
+    if not isinstance(updates, Updates):
+        raise TypeError(
+            f"{who}: updates must be an Updates (the result of a rule or wrapper), got {describe(updates)}"
+        )
+
+
+def _entries(updates: Updates) -> list[StateEntry]:
+    """Every named piece of state, in order (as ``Updates.state_layout``, keeping duplicates)."""
+    owners = _owner_finder(updates.params)
+    entries = []
+    for variable in updates.state:
+        value = variable.get_value(borrow=True)
+        pieces = getattr(variable.tag, "slices", [(variable.name, 0, value.shape)])
+        for name, start, shape in pieces:
+            owner = owners(name) if name is not None else None
+            entries.append(StateEntry(name, tuple(shape), str(value.dtype), owner, variable, int(start)))
+    return entries
+
+
+def _owner_finder(params: tuple[Variable, ...]):
+    """``owner(name)``: the param a state name belongs to, by the naming ``<param>.<role>.<slot>``.
+
+    The longest param name that prefixes ``name`` wins (``layer1.W.adam.m`` is ``layer1.W``'s
+    even if a param is called ``layer1``); what follows it must be ``<role>.<slot>``, so the step
+    counter ``adam.t`` belongs to no param even if one is called ``adam``. A name shared by
+    several params belongs to none of them (their state names collide).
+    """
+    by_label: dict[str, list[Variable]] = {}
+    for i, param in enumerate(params):
+        by_label.setdefault(label(param, i), []).append(param)
+
+    def owner(name: str) -> Variable | None:
+        found = [lbl for lbl in by_label if name.startswith(lbl + ".") and "." in name[len(lbl) + 1 :]]
+        if not found:
+            return None
+        candidates = by_label[max(found, key=len)]
+        return candidates[0] if len(candidates) == 1 else None
+
+    return owner
+
+
+def _named(who: str, entries: list[StateEntry]) -> dict[str, StateEntry]:
+    """The entries by name; refuse unnamed or duplicate names (a checkpoint is keyed by name)."""
+    named: dict[str, StateEntry] = {}
+    for entry in entries:
+        if entry.name is None:
+            raise ValueError(
+                f"{who}: a piece of state ({entry.variable.type}) has no name, so it cannot be saved "
+                "or loaded by name; give its shared variable a name"
+            )
+        if entry.name in named:
+            raise ValueError(
+                f"{who}: two pieces of state are named {entry.name!r} (two params with the same name?); "
+                "give every param a distinct name"
+            )
+        named[entry.name] = entry
+    return named
+
+
+def _named_params(who: str, params: tuple[Variable, ...]) -> dict[str, Variable]:
+    named: dict[str, Variable] = {}
+    for i, param in enumerate(params):
+        if not param.name:
+            raise ValueError(
+                f"{who}: params[{i}] has no name, and params are saved and loaded by name; "
+                "name it, e.g. pytensor.shared(value, name='W')"
+            )
+        if param.name in named:
+            first = next(j for j, p in enumerate(params) if p.name == param.name)
+            raise ValueError(
+                f"{who}: params[{first}] and params[{i}] are both named {param.name!r}; "
+                "params are saved and loaded by name, give each a distinct name"
+            )
+        named[param.name] = param
+    return named
+
+
+# -- inspect ---------------------------------------------------------------------------------------
+
+
+def inspect_state(updates: Updates) -> StateSummary:
+    """List the optimizer state of ``updates``, the step counts and the current hyperparameters.
+
+    Parameters
+    ----------
+    updates : Updates
+        The result of a rule or wrapper.
+
+    Returns
+    -------
+    StateSummary
+        A list of :class:`StateEntry` (name, shape, dtype, param, variable, offset), one per
+        piece of state in the order of the updates, with ``.steps`` (each step counter's value)
+        and ``.hyperparameters`` (each hyperparameter's value at the next step, evaluated now).
+        ``str()`` of it is a small table.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.zeros(3), name="w")
+    >>> b = pytensor.shared(np.zeros((2, 2)), name="b")
+    >>> print(updates.inspect_state(updates.adam(((w - 1) ** 2).sum() + (b**2).sum(), [w, b])))
+    name      param  shape   dtype    variable  offset
+    w.adam.m  w      (3,)    float64  adam.m    0
+    b.adam.m  b      (2, 2)  float64  adam.m    3
+    w.adam.v  w      (3,)    float64  adam.v    0
+    b.adam.v  b      (2, 2)  float64  adam.v    3
+    adam.t    -      ()      int64    adam.t    0
+    steps: adam.t = 0
+    hyperparameters: learning_rate = 0.001, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-08
+    """
+    _check_updates("inspect_state", updates)
+    entries = _entries(updates)
+    steps = {e.name: int(e.value) for e in entries if _is_step_counter(e.variable, updates[e.variable])}
+    return StateSummary(entries, steps, _evaluate(updates.hyperparameters))
+
+
+def _is_step_counter(variable: Variable, update: Variable) -> bool:
+    """An integer scalar updated to itself plus one (``core.step_counter``), not any integer state."""
+    node = update.owner
+    if variable.type.ndim != 0 or not variable.dtype.startswith(("int", "uint")) or node is None:
+        return False
+    if not (isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ps.Add)) or len(node.inputs) != 2:
+        return False
+    other = (
+        node.inputs[1]
+        if node.inputs[0] is variable
+        else node.inputs[0]
+        if node.inputs[1] is variable
+        else None
+    )
+    return isinstance(other, Constant) and np.asarray(other.data).item() == 1
+
+
+def _evaluate(hyperparameters: dict[str, Variable]) -> dict[str, Any]:
+    """The current value of each symbolic scalar, compiled once (None where inputs are needed)."""
+    values: dict[str, Any] = {}
+    pending = {}
+    for name, variable in hyperparameters.items():
+        if isinstance(variable, Constant):
+            values[name] = np.asarray(variable.data).item()
+        else:
+            pending[name] = variable
+    if pending:
+        try:
+            results = _run(list(pending.values()))
+        except pytensor.graph.utils.MissingInputError:
+            results = []
+            for variable in pending.values():
+                try:
+                    results.extend(_run([variable]))
+                except pytensor.graph.utils.MissingInputError:
+                    results.append(None)
+        values.update(
+            (name, None if r is None else np.asarray(r).item()) for name, r in zip(pending, results)
+        )
+    return {name: values[name] for name in hyperparameters}
+
+
+def _run(outputs: list[Variable]) -> list[Any]:
+    return pytensor.function([], outputs, mode=_EVAL_MODE, on_unused_input="ignore")()
+
+
+# -- save ------------------------------------------------------------------------------------------
+
+
+def save_state(path: str | os.PathLike, updates: Updates, params: bool = False) -> None:
+    """Write the optimizer state of ``updates`` (and, if asked, the params) to one ``.npz`` file.
+
+    The file holds a format version, the configuration of the rules and wrappers
+    (``updates.config``, as JSON), every piece of state under its per-parameter name
+    (``state/W.adam.m``, ``state/adam.t``) and, with ``params=True``, every param under its own
+    name (``param/W``). It does not depend on how the graph was built (per parameter or in flat
+    buffers): :func:`load_state` reads it into either.
+
+    The write is atomic: the file is written to a temporary file in the same directory, flushed
+    to disk, then renamed over ``path``. An interrupted save leaves the previous checkpoint at
+    ``path`` as it was, and no temporary file behind.
+
+    Parameters
+    ----------
+    path : str or path-like
+        Where to write, used as given (no suffix is added; ``.npz`` is the custom). An existing
+        file there is replaced, atomically.
+    updates : Updates
+        The result of a rule or wrapper (after any number of steps).
+    params : bool
+        Also save the params, by name. Default False. Every param must then have a name of
+        its own.
+
+    Raises
+    ------
+    ValueError
+        If a piece of state has no name, two share one, or (``params=True``) a param has no
+        name or shares it with another.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> adam = updates.adam((w**2).sum(), [w])
+    >>> path = os.path.join(tempfile.mkdtemp(), "optimizer.npz")
+    >>> updates.save_state(path, adam, params=True)
+    >>> sorted(np.load(path))
+    ['__config__', '__format__', 'param/w', 'state/adam.t', 'state/w.adam.m', 'state/w.adam.v']
+    """
+    _check_updates("save_state", updates)
+    arrays: dict[str, np.ndarray] = {
+        _FORMAT: np.asarray(FORMAT_VERSION, dtype=np.int64),
+        _CONFIG: np.asarray(json.dumps(updates.config, default=str)),
+    }
+    named = _named_params("save_state", updates.params) if params else {}
+    for name, entry in _named("save_state", _entries(updates)).items():
+        arrays[_STATE + name] = entry.view()
+    for name, param in named.items():
+        arrays[_PARAM + name] = param.get_value(borrow=True)
+    _write_atomically(os.fspath(path), arrays)
+
+
+def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
+    directory, base = os.path.split(os.path.abspath(path))
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"save_state: {path} is a directory")
+    temporary, fd = _create_temporary(directory, base)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            _write_npz(file, arrays)
+            file.flush()
+            os.fsync(file.fileno())
+        with contextlib.suppress(OSError):
+            os.chmod(temporary, os.stat(path).st_mode & 0o7777)  # keep an existing file's mode
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
+    _fsync_directory(directory)
+
+
+def _create_temporary(directory: str, base: str) -> tuple[str, int]:
+    """A new file next to ``path``, created with the process's umask (unlike ``mkstemp``'s 0600)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        temporary = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        try:
+            return temporary, os.open(temporary, flags, 0o666)
+        except FileExistsError:  # pragma: no cover - 48 random bits
+            continue
+
+
+def _write_npz(file, arrays: dict[str, np.ndarray]) -> None:
+    """What ``np.savez`` writes (a zip of ``<key>.npy`` members), without pickles."""
+    with zipfile.ZipFile(file, mode="w", compression=zipfile.ZIP_STORED, allowZip64=True) as archive:
+        for key, array in arrays.items():
+            with archive.open(key + ".npy", mode="w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+
+
+def _fsync_directory(directory: str) -> None:
+    """Make the rename itself durable (POSIX; elsewhere a no-op)."""
+    if not hasattr(os, "O_DIRECTORY"):  # pragma: no cover - Windows
+        return
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+# -- load ------------------------------------------------------------------------------------------
+
+
+def load_state(path: str | os.PathLike, updates: Updates, params: bool = False) -> None:
+    """Read a checkpoint written by :func:`save_state` into ``updates``'s state (and params).
+
+    Everything is checked before anything is written, and a mismatch writes nothing: the format
+    version; the rules and wrappers, in order (by name: hyperparameter values may differ, e.g.
+    to resume with a new learning rate); that the file holds exactly the pieces of state the
+    updates have, by name (none unknown, none missing); their shapes and dtypes; and, with
+    ``params=True``, the same for the params. Then each variable is set once (a flat buffer is
+    rebuilt whole from its pieces, then set).
+
+    Parameters
+    ----------
+    path : str or path-like
+        A file written by :func:`save_state`.
+    updates : Updates
+        The updates of the same rules and wrappers over params of the same names, shapes and
+        dtypes, typically built afresh in a new process. Per-parameter and multi-tensor graphs
+        read the same files.
+    params : bool
+        Also load the params, by name (the file must hold them). Default False: the params are
+        left as they are.
+
+    Raises
+    ------
+    FileNotFoundError
+        If there is no file at ``path``.
+    ValueError
+        If the file is not a readable checkpoint (corrupted, truncated, not written by
+        :func:`save_state`, or of another format version), or it does not match ``updates``;
+        the message names the file and the offending entries.
+
+    Examples
+    --------
+    >>> import os, tempfile, numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> adam = updates.adam((w**2).sum(), [w])
+    >>> step = pytensor.function([], [], updates=adam)
+    >>> for _ in range(3):
+    ...     _ = step()
+    >>> path = os.path.join(tempfile.mkdtemp(), "optimizer.npz")
+    >>> updates.save_state(path, adam)
+    >>> updates.reset_state(adam)
+    >>> updates.inspect_state(adam).steps
+    {'adam.t': 0}
+    >>> updates.load_state(path, adam)
+    >>> updates.inspect_state(adam).steps
+    {'adam.t': 3}
+    """
+    _check_updates("load_state", updates)
+    named = _named_params("load_state", updates.params) if params else {}
+    entries = _named("load_state", _entries(updates))
+    path = os.fspath(path)
+    contents = _read(path)
+    where = f"load_state: {path}"
+
+    version = contents.pop(_FORMAT, None)
+    if version is None or version.shape != () or version.dtype.kind not in "iu":
+        raise ValueError(f"{where} is not a checkpoint written by save_state (no valid {_FORMAT} entry)")
+    if int(version) != FORMAT_VERSION:
+        raise ValueError(
+            f"{where} has format version {int(version)}; "
+            f"this version of updates reads version {FORMAT_VERSION}"
+        )
+    try:
+        config = json.loads(str(contents.pop(_CONFIG)))
+        saved_chain = _chain(config)
+    except (KeyError, ValueError, TypeError, AttributeError) as err:
+        raise ValueError(f"{where} is not a readable checkpoint (no valid {_CONFIG} entry: {err})") from None
+    chain = _chain(updates.config)
+    if saved_chain != chain:
+        raise ValueError(
+            f"{where} holds the state of {_show_chain(saved_chain)}, but the updates are "
+            f"{_show_chain(chain)}; load it into updates built by the same rule and wrappers"
+        )
+
+    saved_state = {k[len(_STATE) :]: v for k, v in contents.items() if k.startswith(_STATE)}
+    saved_params = {k[len(_PARAM) :]: v for k, v in contents.items() if k.startswith(_PARAM)}
+    others = [k for k in contents if not k.startswith((_STATE, _PARAM))]
+    problems = [f"unknown entry {k!r}" for k in others]
+    problems += _compare("state", saved_state, {n: (e.shape, e.dtype) for n, e in entries.items()})
+    if params:
+        if not saved_params:
+            problems.append("it holds no params (it was saved with params=False)")
+        else:
+            current = {n: (p.get_value(borrow=True).shape, str(p.dtype)) for n, p in named.items()}
+            problems += _compare("param", saved_params, current)
+    if problems:
+        raise ValueError(f"{where} does not match the updates: {_join(problems)}; nothing was loaded")
+
+    # Build every new value first, then set each variable once.
+    new_values: dict[Variable, np.ndarray] = {}
+    for name, entry in entries.items():
+        flat = new_values.get(entry.variable)
+        if flat is None:
+            flat = np.array(entry.variable.get_value(borrow=True), copy=True).reshape(-1)
+            new_values[entry.variable] = flat
+        flat[entry.offset : entry.offset + entry.size] = saved_state[name].reshape(-1)
+    assignments = [(v, flat.reshape(v.get_value(borrow=True).shape)) for v, flat in new_values.items()]
+    if params:
+        assignments += [(param, saved_params[name]) for name, param in named.items()]
+    for variable, value in assignments:
+        variable.set_value(value)
+
+
+def _read(path: str) -> dict[str, np.ndarray]:
+    """Every array of the ``.npz`` at ``path``, by key, each read to its end so that its CRC is
+    checked: a corrupted byte anywhere in an array or its header is an error, not a number."""
+    with open(path, "rb") as file:  # a missing file is a FileNotFoundError, as usual
+        try:
+            contents = {}
+            with zipfile.ZipFile(file) as archive:
+                for info in archive.infolist():
+                    key = info.filename.removesuffix(".npy")
+                    if key == info.filename or key in contents:
+                        raise ValueError(f"unexpected member {info.filename!r}")
+                    with archive.open(info) as member:
+                        contents[key] = np.lib.format.read_array(member, allow_pickle=False)
+                        if member.read(1):
+                            raise ValueError(f"{info.filename!r} is longer than its header says")
+            return contents
+        except Exception as err:
+            raise ValueError(
+                f"load_state: {path} is not a readable checkpoint ({type(err).__name__}: {err})"
+            ) from err
+
+
+def _chain(config: Any) -> list[tuple[str, str]]:
+    """The sequence of rules and wrappers of a configuration, by name: ``[("rule", "adam"), ...]``."""
+    if not isinstance(config, list) or not all(isinstance(c, dict) for c in config):
+        raise TypeError(f"expected a list of dicts, got {type(config).__name__}")
+    return [(kind, str(c[kind])) for c in config for kind in ("rule", "wrapper") if kind in c]
+
+
+def _show_chain(chain: list[tuple[str, str]]) -> str:
+    return " + ".join(name for _, name in chain) or "nothing"
+
+
+def _compare(kind: str, saved: dict[str, np.ndarray], current: dict[str, tuple]) -> list[str]:
+    """What differs between the saved arrays and the variables, by name, shape and dtype."""
+    problems = [f"{kind} {name!r} is missing from the file" for name in current if name not in saved]
+    problems += [
+        f"the file has {kind} {name!r}, which the updates do not have"
+        for name in saved
+        if name not in current
+    ]
+    for name, (shape, dtype) in current.items():
+        if name not in saved:
+            continue
+        array = saved[name]
+        if tuple(array.shape) != tuple(shape):
+            problems.append(
+                f"{kind} {name!r} has shape {tuple(array.shape)} in the file, {tuple(shape)} in the updates"
+            )
+        if array.dtype != np.dtype(dtype):
+            problems.append(f"{kind} {name!r} has dtype {array.dtype} in the file, {dtype} in the updates")
+    return problems
+
+
+def _join(problems: list[str], most: int = 10) -> str:
+    shown = "; ".join(problems[:most])
+    return shown + (f"; and {len(problems) - most} more" if len(problems) > most else "")
+
+
+# -- reset -----------------------------------------------------------------------------------------
+
+
+def reset_state(updates: Updates, params: Iterable[Variable] | None = None) -> None:
+    """Set the optimizer state back to its initial values, all of it or only some params'.
+
+    Each piece of state goes back to the value it was created with (zero for the moments and
+    velocities, 0 for the step counters; the variable's ``tag.initial``). The params themselves
+    are not touched.
+
+    Parameters
+    ----------
+    updates : Updates
+        The result of a rule or wrapper.
+    params : list of shared variables, optional
+        Reset only the state belonging to these params (``W.adam.m``, ``W.adam.v``, ...). State
+        that belongs to no param (step counters, a schedule's own state) is reset only when all
+        the params of ``updates`` are given, as when ``params`` is left out: a counter shared
+        by all params keeps counting if only some start over (so Adam's bias correction of the
+        reset params is that of the current step, not of a first one). Default: all state.
+
+    Raises
+    ------
+    ValueError
+        If a given param is not a param of ``updates``, or shares its name with another (so its
+        state cannot be told apart), or a piece of state has no initial value; nothing is reset.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> adam = updates.adam((w**2).sum(), [w])
+    >>> step = pytensor.function([], [], updates=adam)
+    >>> _ = step()
+    >>> updates.reset_state(adam)
+    >>> {name: value.tolist() for name, value in adam.named_state().items()}
+    {'w.adam.m': [0.0, 0.0], 'w.adam.v': [0.0, 0.0], 'adam.t': 0}
+    """
+    _check_updates("reset_state", updates)
+    entries = _entries(updates)
+    if params is None:
+        chosen = set(updates.params)
+    else:
+        params = list(params)
+        if not params:
+            raise ValueError("reset_state: params is empty; leave it out to reset all the state")
+        position = {p: i for i, p in enumerate(updates.params)}
+        labels = [label(p, i) for i, p in enumerate(updates.params)]
+        for i, param in enumerate(params):
+            if param not in position:
+                raise ValueError(
+                    f"reset_state: params[{i}] ({getattr(param, 'name', None)!r}) is not a param of "
+                    f"these updates (their params: {labels})"
+                )
+            if labels.count(labels[position[param]]) > 1:
+                raise ValueError(
+                    f"reset_state: params[{i}] shares its name {labels[position[param]]!r} with another "
+                    "param of these updates, so its state cannot be told apart; name params distinctly"
+                )
+        chosen = set(params)
+    everything = chosen == set(updates.params)
+    targets = [e for e in entries if (e.param in chosen if e.param is not None else everything)]
+    for entry in targets:
+        if not hasattr(entry.variable.tag, "initial"):
+            raise ValueError(
+                f"reset_state: state {entry.name!r} has no initial value (tag.initial of "
+                f"{entry.variable.name!r}); nothing was reset"
+            )
+
+    new_values: dict[Variable, np.ndarray] = {}
+    for entry in targets:
+        variable = entry.variable
+        if variable not in new_values:
+            new_values[variable] = np.array(variable.get_value(borrow=True), copy=True).reshape(-1)
+        initial = np.asarray(variable.tag.initial, dtype=entry.dtype)
+        piece = slice(entry.offset, entry.offset + entry.size)
+        new_values[variable][piece] = initial if initial.ndim == 0 else initial.reshape(-1)[piece]
+    for variable, flat in new_values.items():
+        variable.set_value(flat.reshape(variable.get_value(borrow=True).shape))
