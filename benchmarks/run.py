@@ -27,6 +27,7 @@ from cases import THREAD_VARIABLES, TRAFFIC  # importing cases sets one thread e
 HERE = Path(__file__).resolve().parent
 CASES = HERE / "cases.py"
 RULES = ("sgd", "momentum", "adam")
+ITEMSIZE = {"float32": 4, "float64": 8}
 
 # name: (params, elements per param, dtype); --quick keeps the names with small sizes.
 WORKLOADS = {
@@ -57,6 +58,12 @@ IMPLEMENTATIONS = {  # name in cases.py: column title
 # 16k: past 6 GiB after minutes); the C VM rewrites the graph in time roughly quadratic in the
 # nodes and compiles C code for it. The compile curve measures that growth on small models.
 PER_PARAM_MAX_PARAMS = 1
+# Numba's compile time grows faster than linearly with the number of arguments of a jitted
+# function, and PyTensor passes every input and shared variable as one (two per param here): a
+# trivial function of 129 arrays took 3.2 s to compile, of 513 arrays 37 s. The full run of
+# 2026-11-22 timed out (> 600 s) for the fused step over 256 and 1000 params.
+NUMBA_MAX_PARAMS = 64
+NUMBA_REASON = "not run: Numba compile > 600 s for {n} params (2 arguments each; see the README)"
 PER_PARAM_REASON = (
     "not run (compile): the per-parameter graph over {n} params takes minutes to hours to compile "
     "(Numba: first-call JIT growing faster than the node count; C VM: graph rewriting roughly "
@@ -122,6 +129,8 @@ def describe(result: dict) -> str:
 def skip_reason(impl: str, n_params: int, torch_available: bool) -> str | None:
     if impl.startswith("per-param") and n_params > PER_PARAM_MAX_PARAMS:
         return PER_PARAM_REASON.format(n=n_params)
+    if impl == "updates-numba" and n_params > NUMBA_MAX_PARAMS:
+        return NUMBA_REASON.format(n=n_params)
     if impl.startswith("torch") and not torch_available:
         return "not run: torch is not installed (pip install -e '.[torch]')"
     return None
@@ -131,7 +140,7 @@ def step_benchmark(args, workloads: dict) -> dict:
     """Bandwidth, then every implementation of every rule, per workload."""
     torch_available = importlib.util.find_spec("torch") is not None
     settings = {"min_time_s": args.min_time, "repeats": args.repeats}
-    section = {"started": now(), "settings": settings, "workloads": {}}
+    section = {"started": now(), "commit": git_commit(), "settings": settings, "workloads": {}}
     with tempfile.TemporaryDirectory(prefix="updates-bench-") as cache:
         env = pytensor_env(cache)
         for name, (n_params, size, dtype) in workloads.items():
@@ -142,36 +151,42 @@ def step_benchmark(args, workloads: dict) -> dict:
 
 
 def step_workload(args, env, name, n_params, size, dtype, torch_available) -> dict:
+    """The bandwidth on arrays of the workload's total size, then each rule."""
     base = {"workload": name, "n_params": n_params, "size": size, "dtype": dtype}
     base.update(repeats=args.repeats, min_time=args.min_time)
     log(f"[step] {name}: bandwidth")
     bandwidth = run_case({**base, "kind": "bandwidth", "size": n_params * size}, args.compile_timeout)
     entry = {**base, "elements": n_params * size, "bandwidth": bandwidth, "rules": {}}
-    gb_per_s = (
-        max(bandwidth[k]["gb_per_s"] for k in ("add", "triad")) if bandwidth["status"] == "ok" else None
-    )
-    timed_out = {}
+    speeds = [bandwidth[k]["gb_per_s"] for k in ("add", "triad")] if bandwidth["status"] == "ok" else []
+    gb_per_s = max(speeds, default=None)
+    given_up = {}  # impl: why it is not run for the next rules (it timed out on this workload)
     for rule in RULES:
-        itemsize = 8 if dtype == "float64" else 4
-        bytes_moved = TRAFFIC[rule] * n_params * size * itemsize
-        bound = bytes_moved / (gb_per_s * 1e9) if gb_per_s else None
-        results = {}
-        for impl in IMPLEMENTATIONS:
-            reason = skip_reason(impl, n_params, torch_available) or timed_out.get(impl)
-            if reason:
-                results[impl] = {"status": reason}
-                continue
-            log(f"[step] {name} {rule} {impl}")
-            results[impl] = run_case(
-                {**base, "kind": "step", "rule": rule, "impl": impl}, args.compile_timeout, env
-            )
-            log(f"        {describe(results[impl])}")
-            if results[impl]["status"] == "timeout":
-                timed_out[impl] = (
-                    f"not run: timed out (> {args.compile_timeout:g} s) with {rule} on this workload"
-                )
-        entry["rules"][rule] = {"bytes_moved": bytes_moved, "bound_s": bound, "results": results}
+        bytes_moved = TRAFFIC[rule] * n_params * size * ITEMSIZE[dtype]
+        entry["rules"][rule] = {
+            "bytes_moved": bytes_moved,
+            "bound_s": bytes_moved / (gb_per_s * 1e9) if gb_per_s else None,
+            "results": step_rule(
+                args, env, {**base, "kind": "step", "rule": rule}, torch_available, given_up
+            ),
+        }
     return entry
+
+
+def step_rule(args, env, spec: dict, torch_available: bool, given_up: dict) -> dict:
+    """Every implementation of one rule on one workload (or the reason it is not run)."""
+    results = {}
+    for impl in IMPLEMENTATIONS:
+        reason = skip_reason(impl, spec["n_params"], torch_available) or given_up.get(impl)
+        if reason:
+            results[impl] = {"status": reason}
+            continue
+        log(f"[step] {spec['workload']} {spec['rule']} {impl}")
+        results[impl] = run_case({**spec, "impl": impl}, args.compile_timeout, env)
+        log(f"        {describe(results[impl])}")
+        if results[impl]["status"] == "timeout":
+            timeout = args.compile_timeout
+            given_up[impl] = f"not run: timed out (> {timeout:g} s) with {spec['rule']} on this workload"
+    return results
 
 
 # -- compile curve ---------------------------------------------------------------------------------
@@ -182,7 +197,7 @@ def compile_benchmark(args) -> dict:
     counts = (1, 10) if args.quick else COMPILE_PARAMS
     per_param_counts = (1,) if args.quick else (*PER_PARAM_COMPILE_PARAMS, *((100,) if args.slow else ()))
     settings = {"timeout_s": args.compile_timeout, "params": counts, "per_param_params": per_param_counts}
-    section = {"started": now(), "settings": settings, "runs": []}
+    section = {"started": now(), "commit": git_commit(), "settings": settings, "runs": []}
     given_up = {}
     for n_params in counts:
         for path in ("fused", "per-param"):
@@ -210,7 +225,8 @@ def cold_and_warm(args, run: dict) -> dict:
         env = pytensor_env(cache)
         for state in ("cold", "warm"):
             if state == "warm" and measured["cold"]["status"] != "ok":
-                measured["warm"] = {"status": "not run: cold run failed"}
+                failed = "timed out" if measured["cold"]["status"] == "timeout" else "failed"
+                measured["warm"] = {"status": f"not run: the cold run {failed}"}
                 continue
             log(f"[compile] P={run['n_params']} {run['path']} {run['mode']} {run['rule']} {state}")
             measured[state] = run_case(spec, args.compile_timeout, env)
@@ -250,11 +266,14 @@ def versions() -> dict:
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
             found[package] = None
-    commit = subprocess.run(
-        ["git", "-C", str(HERE), "describe", "--always", "--dirty"], capture_output=True, text=True
-    )
-    found["updates_commit"] = commit.stdout.strip() or None
+    found["updates_commit"] = git_commit()
     return found
+
+
+def git_commit() -> str | None:
+    """The checked-out commit of the package (``-dirty`` if tracked files are modified)."""
+    command = ["git", "-C", str(HERE), "describe", "--always", "--dirty"]
+    return subprocess.run(command, capture_output=True, text=True).stdout.strip() or None
 
 
 def merge_previous(results: dict, path: Path) -> None:
@@ -294,7 +313,9 @@ def short_status(result: dict) -> str:
     if status == "timeout":
         return f"timeout (> {result['timeout_s']:g} s)"
     if status.startswith("not run"):
-        return "not run" + (" (compile)" if "(compile)" in status else "")
+        return "not run" + (
+            " (compile)" if "(compile)" in status else " (timeout)" if "timed out" in status else ""
+        )
     return status.upper()
 
 
@@ -443,7 +464,7 @@ def failures(results: dict) -> list[str]:
 
 def markdown(results: dict) -> str:
     m, v = results["machine"], results["versions"]
-    shown = ("python", "numpy", "pytensor", "numba", "torch", "updates_commit")
+    shown = ("python", "numpy", "pytensor", "numba", "torch")
     header = [
         f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gib']} GiB, {m['platform']}; one thread each.",
         "Versions: " + ", ".join(f"{k} {v[k]}" for k in shown if v.get(k)) + ".",
@@ -451,7 +472,9 @@ def markdown(results: dict) -> str:
     parts = []
     for name, render in (("step", step_markdown), ("compile", compile_markdown)):
         if results.get(name):
-            header.append(f"{name.capitalize()} run started {results[name]['started']}.")
+            section = results[name]
+            commit = f" at commit {section['commit']}" if section.get("commit") else ""
+            header.append(f"{name.capitalize()} run started {section['started']}{commit}.")
             parts.append(render(results[name]))
     lines = notes(results)
     if lines:
@@ -486,6 +509,7 @@ def parse_args(argv=None):
         "--compile-timeout", type=float, default=600.0, help="seconds per measurement process"
     )
     parser.add_argument("--slow", action="store_true", help="also compile the per-parameter graph at P=100")
+    parser.add_argument("--workloads", help="comma-separated step workloads to run (default: all)")
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 3 if args.quick else STEP_SETTINGS["repeats"]
@@ -512,7 +536,10 @@ def main(argv=None) -> int:
         "compile": None,
     }
     if args.only in (None, "step"):
-        results["step"] = step_benchmark(args, QUICK_WORKLOADS if args.quick else WORKLOADS)
+        workloads = QUICK_WORKLOADS if args.quick else WORKLOADS
+        if args.workloads:
+            workloads = {name: workloads[name] for name in args.workloads.split(",")}
+        results["step"] = step_benchmark(args, workloads)
     if args.only in (None, "compile"):
         results["compile"] = compile_benchmark(args)
     if args.only:
