@@ -136,45 +136,42 @@ def skip_reason(impl: str, n_params: int, torch_available: bool) -> str | None:
     return None
 
 
-def step_benchmark(args, workloads: dict) -> dict:
-    """Bandwidth, then every implementation of every rule, per workload."""
+def step_benchmark(args, workloads: dict, results: dict) -> None:
+    """Bandwidth, then every implementation of every rule, per workload, into ``results["step"]``."""
     torch_available = importlib.util.find_spec("torch") is not None
     settings = {"min_time_s": args.min_time, "repeats": args.repeats}
     section = {"started": now(), "commit": git_commit(), "settings": settings, "workloads": {}}
+    results["step"] = section
     with tempfile.TemporaryDirectory(prefix="updates-bench-") as cache:
         env = pytensor_env(cache)
         for name, (n_params, size, dtype) in workloads.items():
-            section["workloads"][name] = step_workload(
-                args, env, name, n_params, size, dtype, torch_available
-            )
-    return section
+            entry = {"workload": name, "n_params": n_params, "size": size, "dtype": dtype}
+            section["workloads"][name] = entry
+            step_workload(args, env, entry, torch_available)
+    section["finished"] = now()
 
 
-def step_workload(args, env, name, n_params, size, dtype, torch_available) -> dict:
-    """The bandwidth on arrays of the workload's total size, then each rule."""
-    base = {"workload": name, "n_params": n_params, "size": size, "dtype": dtype}
-    base.update(repeats=args.repeats, min_time=args.min_time)
-    log(f"[step] {name}: bandwidth")
+def step_workload(args, env, entry: dict, torch_available: bool) -> None:
+    """The bandwidth on arrays of the workload's total size, then each rule, into ``entry``."""
+    n_params, size, dtype = entry["n_params"], entry["size"], entry["dtype"]
+    base = {**entry, "repeats": args.repeats, "min_time": args.min_time}
+    log(f"[step] {entry['workload']}: bandwidth")
     bandwidth = run_case({**base, "kind": "bandwidth", "size": n_params * size}, args.compile_timeout)
-    entry = {**base, "elements": n_params * size, "bandwidth": bandwidth, "rules": {}}
+    entry.update(elements=n_params * size, bandwidth=bandwidth, rules={})
+    args.save()
     speeds = [bandwidth[k]["gb_per_s"] for k in ("add", "triad")] if bandwidth["status"] == "ok" else []
     gb_per_s = max(speeds, default=None)
     given_up = {}  # impl: why it is not run for the next rules (it timed out on this workload)
     for rule in RULES:
         bytes_moved = TRAFFIC[rule] * n_params * size * ITEMSIZE[dtype]
-        entry["rules"][rule] = {
-            "bytes_moved": bytes_moved,
-            "bound_s": bytes_moved / (gb_per_s * 1e9) if gb_per_s else None,
-            "results": step_rule(
-                args, env, {**base, "kind": "step", "rule": rule}, torch_available, given_up
-            ),
-        }
-    return entry
+        bound = bytes_moved / (gb_per_s * 1e9) if gb_per_s else None
+        entry["rules"][rule] = {"bytes_moved": bytes_moved, "bound_s": bound, "results": {}}
+        spec = {**base, "kind": "step", "rule": rule}
+        step_rule(args, env, spec, entry["rules"][rule]["results"], torch_available, given_up)
 
 
-def step_rule(args, env, spec: dict, torch_available: bool, given_up: dict) -> dict:
+def step_rule(args, env, spec: dict, results: dict, torch_available: bool, given_up: dict) -> None:
     """Every implementation of one rule on one workload (or the reason it is not run)."""
-    results = {}
     for impl in IMPLEMENTATIONS:
         reason = skip_reason(impl, spec["n_params"], torch_available) or given_up.get(impl)
         if reason:
@@ -182,22 +179,23 @@ def step_rule(args, env, spec: dict, torch_available: bool, given_up: dict) -> d
             continue
         log(f"[step] {spec['workload']} {spec['rule']} {impl}")
         results[impl] = run_case({**spec, "impl": impl}, args.compile_timeout, env)
+        args.save()
         log(f"        {describe(results[impl])}")
         if results[impl]["status"] == "timeout":
             timeout = args.compile_timeout
             given_up[impl] = f"not run: timed out (> {timeout:g} s) with {spec['rule']} on this workload"
-    return results
 
 
 # -- compile curve ---------------------------------------------------------------------------------
 
 
-def compile_benchmark(args) -> dict:
+def compile_benchmark(args, results: dict) -> None:
     """Compile and first-call time of Adam and SGD on the model of P params, cold then warm."""
     counts = (1, 10) if args.quick else COMPILE_PARAMS
     per_param_counts = (1,) if args.quick else (*PER_PARAM_COMPILE_PARAMS, *((100,) if args.slow else ()))
     settings = {"timeout_s": args.compile_timeout, "params": counts, "per_param_params": per_param_counts}
     section = {"started": now(), "commit": git_commit(), "settings": settings, "runs": []}
+    results["compile"] = section
     given_up = {}
     for n_params in counts:
         for path in ("fused", "per-param"):
@@ -207,37 +205,35 @@ def compile_benchmark(args) -> dict:
                 for rule in ("sgd", "adam"):
                     key = (path, mode, rule)
                     run = {"n_params": n_params, "path": path, "mode": mode, "rule": rule}
+                    section["runs"].append(run)
                     if key in given_up:
                         run["cold"] = run["warm"] = {"status": given_up[key]}
-                    else:
-                        run.update(cold_and_warm(args, run))
-                        if run["cold"]["status"] == "timeout":
-                            given_up[key] = f"not run: timed out at P={n_params}"
-                    section["runs"].append(run)
-    return section
+                        continue
+                    cold_and_warm(args, run)
+                    if run["cold"]["status"] == "timeout":
+                        given_up[key] = f"not run: timed out at P={n_params}"
+    section["finished"] = now()
 
 
-def cold_and_warm(args, run: dict) -> dict:
-    """The same measurement twice with fresh compile caches: first cold, then warm."""
+def cold_and_warm(args, run: dict) -> None:
+    """The same measurement twice with fresh compile caches, first cold then warm, into ``run``."""
     spec = {"kind": "compile", **run}
-    measured = {}
     with tempfile.TemporaryDirectory(prefix="updates-compile-") as cache:
         env = pytensor_env(cache)
         for state in ("cold", "warm"):
-            if state == "warm" and measured["cold"]["status"] != "ok":
-                failed = "timed out" if measured["cold"]["status"] == "timeout" else "failed"
-                measured["warm"] = {"status": f"not run: the cold run {failed}"}
+            if state == "warm" and run["cold"]["status"] != "ok":
+                failed = "timed out" if run["cold"]["status"] == "timeout" else "failed"
+                run["warm"] = {"status": f"not run: the cold run {failed}"}
                 continue
             log(f"[compile] P={run['n_params']} {run['path']} {run['mode']} {run['rule']} {state}")
-            measured[state] = run_case(spec, args.compile_timeout, env)
-            result = measured[state]
+            result = run[state] = run_case(spec, args.compile_timeout, env)
+            args.save()
             timing = (
                 f" {result['compile_s']:.2f} s + {result['first_call_s']:.2f} s"
                 if "compile_s" in result
                 else ""
             )
             log(f"        {describe(result)}{timing}")
-    return measured
 
 
 # -- machine, versions, output ---------------------------------------------------------------------
@@ -276,16 +272,21 @@ def git_commit() -> str | None:
     return subprocess.run(command, capture_output=True, text=True).stdout.strip() or None
 
 
-def merge_previous(results: dict, path: Path) -> None:
-    """With --only, keep the other section of an earlier run of the same kind (quick or full)."""
-    if not path.exists():
-        return
-    previous = json.loads(path.read_text())
-    if previous.get("settings", {}).get("quick") != results["settings"]["quick"]:
-        return
-    for section in ("step", "compile"):
-        if results.get(section) is None and previous.get(section) is not None:
-            results[section] = previous[section]
+def keep_previous(results: dict, section: str, path: Path) -> None:
+    """Keep ``section`` from the earlier output at ``path`` if it is of the same kind (quick or full)."""
+    if path.exists():
+        previous = json.loads(path.read_text())
+        if previous.get("settings", {}).get("quick") == results["settings"]["quick"]:
+            results[section] = previous.get(section)
+
+
+def write_results(results: dict, path: Path) -> str:
+    """Write the JSON and the markdown tables (returned) next to it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1) + "\n")
+    tables = markdown(results)
+    path.with_suffix(".md").write_text(tables)
+    return tables
 
 
 # -- markdown --------------------------------------------------------------------------------------
@@ -305,6 +306,14 @@ def fmt_size(n: int) -> str:
         if n >= scale and n % scale == 0:
             return f"{n // scale}{suffix}"
     return str(n)
+
+
+PENDING = {"status": "not run: the run stopped before this measurement"}
+
+
+def result_of(container: dict, key: str) -> dict:
+    """One measurement's result, or PENDING if a stopped run never got to it."""
+    return container.get(key) or PENDING
 
 
 def short_status(result: dict) -> str:
@@ -331,11 +340,11 @@ def workload_label(w: dict) -> str:
 def step_rows(step: dict, cell) -> list[list[str]]:
     rows = []
     for w in step["workloads"].values():
-        for rule, r in w["rules"].items():
+        for rule, r in w.get("rules", {}).items():
             fused = r["results"].get("torch-fused", {}).get("median_s")
             cells = []
             for impl in IMPLEMENTATIONS:
-                result = r["results"][impl]
+                result = result_of(r["results"], impl)
                 ok = result["status"] == "ok"
                 cells.append(cell(result["median_s"], r["bound_s"], fused) if ok else short_status(result))
             rows.append([workload_label(w), rule, *cells])
@@ -350,20 +359,18 @@ def step_markdown(step: dict) -> str:
     columns = ["workload", "rule", *IMPLEMENTATIONS.values()]
     times = []
     for w in step["workloads"].values():
-        for rule, r in w["rules"].items():
-            results = r["results"]
-            cells = [
-                fmt_time(x["median_s"]) if x["status"] == "ok" else short_status(x) for x in results.values()
-            ]
+        for rule, r in w.get("rules", {}).items():
+            results = [result_of(r["results"], impl) for impl in IMPLEMENTATIONS]
+            cells = [fmt_time(x["median_s"]) if x["status"] == "ok" else short_status(x) for x in results]
             times.append([workload_label(w), rule, fmt_time(r["bound_s"]), *cells])
     bandwidth = []
     for w in step["workloads"].values():
-        b = w["bandwidth"]
+        b = result_of(w, "bandwidth")
         if b["status"] == "ok":
             speeds = [f"{b[k]['gb_per_s']:.1f} GB/s ({fmt_time(b[k]['median_s'])})" for k in ("add", "triad")]
         else:
             speeds = [short_status(b)] * 2
-        bandwidth.append([workload_label(w), f"{w['elements']:,}", *speeds])
+        bandwidth.append([workload_label(w), f"{w['n_params'] * w['size']:,}", *speeds])
     repeats, min_time = step["settings"]["repeats"], step["settings"]["min_time_s"]
     return "\n\n".join(
         [
@@ -386,8 +393,8 @@ def compile_markdown(section: dict) -> str:
         sgd, adam = runs.get((path, mode, n_params, "sgd")), runs.get((path, mode, n_params, "adam"))
         cells = []
         for state in ("cold", "warm"):
-            totals = [total_cell(r[state]) if r else "-" for r in (sgd, adam)]
-            values = [r[state].get("total_s") if r else None for r in (sgd, adam)]
+            totals = [total_cell(result_of(r, state)) if r else "-" for r in (sgd, adam)]
+            values = [result_of(r, state).get("total_s") if r else None for r in (sgd, adam)]
             cells += [*totals, ratio(values[1], values[0])]
         summary.append([path, mode, str(n_params), *cells])
         for run in (sgd, adam):
@@ -424,12 +431,12 @@ def total_cell(result: dict) -> str:
 def detail_cells(run: dict) -> list[str]:
     cells = []
     for state in ("cold", "warm"):
-        result = run[state]
+        result = result_of(run, state)
         if result["status"] == "ok":
             cells += [fmt_time(result["compile_s"]), fmt_time(result["first_call_s"])]
         else:
             cells += [short_status(result), ""]
-    cold = run["cold"]
+    cold = result_of(run, "cold")
     cells.append(f"{cold['max_rss_mib'] / 1024:.2f} GiB" if "max_rss_mib" in cold else "-")
     return cells
 
@@ -449,13 +456,13 @@ def notes(results: dict) -> list[str]:
 def all_results(results: dict):
     if results.get("step"):
         for w in results["step"]["workloads"].values():
-            yield w["bandwidth"]
-            for r in w["rules"].values():
+            yield result_of(w, "bandwidth")
+            for r in w.get("rules", {}).values():
                 yield from r["results"].values()
     if results.get("compile"):
         for run in results["compile"]["runs"]:
-            yield run["cold"]
-            yield run["warm"]
+            yield result_of(run, "cold")
+            yield result_of(run, "warm")
 
 
 def failures(results: dict) -> list[str]:
@@ -474,7 +481,8 @@ def markdown(results: dict) -> str:
         if results.get(name):
             section = results[name]
             commit = f" at commit {section['commit']}" if section.get("commit") else ""
-            header.append(f"{name.capitalize()} run started {section['started']}{commit}.")
+            stopped = "" if section.get("finished") else " (stopped before the end)"
+            header.append(f"{name.capitalize()} run started {section['started']}{commit}{stopped}.")
             parts.append(render(results[name]))
     lines = notes(results)
     if lines:
@@ -535,19 +543,18 @@ def main(argv=None) -> int:
         "step": None,
         "compile": None,
     }
+    if args.only:  # the part not run now stays as the last run left it
+        keep_previous(results, "compile" if args.only == "step" else "step", args.out)
+    # Saved after every measurement, so that a stopped run keeps what it measured.
+    args.save = lambda: write_results(results, args.out)
     if args.only in (None, "step"):
         workloads = QUICK_WORKLOADS if args.quick else WORKLOADS
         if args.workloads:
             workloads = {name: workloads[name] for name in args.workloads.split(",")}
-        results["step"] = step_benchmark(args, workloads)
+        step_benchmark(args, workloads, results)
     if args.only in (None, "compile"):
-        results["compile"] = compile_benchmark(args)
-    if args.only:
-        merge_previous(results, args.out)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=1) + "\n")
-    tables = markdown(results)
-    args.out.with_suffix(".md").write_text(tables)
+        compile_benchmark(args, results)
+    tables = write_results(results, args.out)
     print(tables)
     if args.out.resolve() == (HERE / "results" / "latest.json").resolve():
         update_readme(tables)
