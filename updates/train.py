@@ -332,6 +332,17 @@ class _Step:
     compile_seconds: float
 
 
+def _finite(x: Variable) -> Variable:
+    """Elementwise: not NaN and not infinite (``pt.isfinite`` is missing from PyTensor 2.38)."""
+    return ~(pt.isnan(x) | pt.isinf(x))
+
+
+def _norm(tensors: list[Variable]) -> Variable:
+    """The joint Euclidean norm, in float64. (The ``abs`` keeps PyTensor 2.38 from rewriting the
+    ``sqrt(sqr(x))`` of a single scalar into ``x``, NaN when negative.)"""
+    return pt.sqrt(sum(pt.sum(pt.square(pt.abs(t.astype("float64")))) for t in tensors))
+
+
 def _compile(who, loss, params, inputs, optimizer, monitors, gradient_norm, tolerance, valid, mode) -> _Step:
     loss = pt.as_tensor_variable(loss)
     if loss.ndim != 0:
@@ -343,19 +354,18 @@ def _compile(who, loss, params, inputs, optimizer, monitors, gradient_norm, tole
         params = check_params(who, params)
         grads = pytensor.grad(loss, params)
     built = _build_updates(who, optimizer, loss, params, grads)
-    ok = pt.isfinite(loss)
+    ok = _finite(loss)
     if grads is not None:
         for grad in grads:
-            ok = ok & pt.all(pt.isfinite(grad))
+            ok = ok & pt.all(_finite(grad))
     outputs = OrderedDict(loss=loss, **monitors)
     if gradient_norm:
-        outputs["grad_norm"] = pt.sqrt(sum(pt.sum(pt.square(g.astype("float64"))) for g in grads))
+        outputs["grad_norm"] = _norm(grads)
     rate = _scheduled_rate(built)
     if rate is not None:
         outputs["learning_rate"] = rate
     if tolerance is not None:
-        changes = [pt.sum(pt.square((built[p] - p).astype("float64"))) for p in params if p in built]
-        outputs["update_norm"] = pt.sqrt(sum(changes))
+        outputs["update_norm"] = _norm([built[p] - p for p in params if p in built])
     guarded = OrderedDict((var, pt.switch(ok, new, var)) for var, new in built.items())
     start = time.perf_counter()
     train = pytensor.function(inputs, [*outputs.values(), ok], updates=guarded, mode=mode)
@@ -770,11 +780,19 @@ def iterate(
     """
     who = "iterate"
     options = dict(
-        batch_size=batch_size, epoch_size=epoch_size, max_epochs=max_epochs, max_updates=max_updates,
-        validate_every=validate_every, patience=patience, min_improvement=min_improvement,
-        tolerance=tolerance, on_nonfinite=on_nonfinite, callback=callback, progress=progress,
+        batch_size=batch_size,
+        epoch_size=epoch_size,
+        max_epochs=max_epochs,
+        max_updates=max_updates,
+        validate_every=validate_every,
+        patience=patience,
+        min_improvement=min_improvement,
+        tolerance=tolerance,
+        on_nonfinite=on_nonfinite,
+        callback=callback,
+        progress=progress,
         restore_best=restore_best,
-    )  # fmt: skip
+    )
     _check_options(who, options)
     inputs = _check_inputs(who, inputs)
     train_data = _Data(who, "train", train, inputs, batch_size, shuffle, seed)
