@@ -8,6 +8,7 @@ quadratic loss towards the mean of each batch, so every trajectory has a closed-
 import inspect
 import math
 import re
+import sys
 import warnings
 from pathlib import Path
 
@@ -233,7 +234,13 @@ def test_data_are_cast_to_the_input_dtype_and_params_keep_theirs():
         ({"monitors": [1]}, TypeError, "monitors must be a dict"),
         ({"optimizer": 3}, TypeError, r"optimizer must be a rule awaiting \(loss_or_grads, params\)"),
         ({"inputs": "x"}, TypeError, "inputs must be a list of symbolic input variables, got str"),
-        ({"params": None}, TypeError, "iterate: params must be a list of shared variables"),
+        ({"params": None}, TypeError, "iterate: params is None; give the params, or updates built by a rule"),
+        (
+            {"params": [pytensor.shared(1.0, name="v")]},
+            ValueError,
+            r"the loss does not depend on params\[0\] \('v'\)",
+        ),
+        ({"loss": pt.vector()}, ValueError, "iterate: the loss must be a scalar"),
     ],
 )
 def test_bad_arguments_are_refused_with_a_clear_message(kwargs, error, message):
@@ -248,6 +255,18 @@ def test_bad_arguments_are_refused_with_a_clear_message(kwargs, error, message):
     }
     with pytest.raises(error, match=message):
         updates.iterate(**arguments, progress=False, mode=MODE)
+
+
+def test_a_plain_dictionary_of_updates_needs_params_that_it_updates():
+    w, x, loss = mean_model()
+    plain = dict(updates.sgd(loss, [w], learning_rate=0.5))
+    updates.minimize(loss, [w], [x], DATA, plain, batch_size=None, max_epochs=2, **RAW)
+    assert w.get_value() == pytest.approx(sgd_path(DATA, 0.5, [DATA] * 2)[-1], rel=1e-13)
+    with pytest.raises(TypeError, match="params is None"):
+        updates.iterate(loss, None, [x], DATA, plain, **QUIET)
+    v = pytensor.shared(0.0, name="v")
+    with pytest.raises(ValueError, match=r"the optimizer's updates have no entry for params \['v'\]"):
+        updates.iterate(loss + v, [w, v], [x], DATA, plain, **QUIET)
 
 
 def test_a_batch_of_the_wrong_arity_is_refused():
@@ -483,6 +502,9 @@ def test_learning_rate_is_reported_when_scheduled():
     )
     constant = updates.minimize(loss, [w], [x], DATA, updates.sgd(learning_rate=0.5), max_epochs=1, **QUIET)
     assert "learning_rate" not in constant.train
+    rate = updates.live(0.25)  # changed by hand between runs: reported too
+    changed = updates.minimize(loss, [w], [x], DATA, updates.sgd(learning_rate=rate), max_epochs=1, **QUIET)
+    assert changed.train["learning_rate"][-1] == 0.25
 
 
 def test_tolerance_stops_at_the_first_small_step():
@@ -554,6 +576,29 @@ def test_nonfinite_stop_warns_and_ends_like_any_stop():
         history = run()
     assert history.stop_reason.startswith("the loss was nan at step 3") and history[-1].step == 3
     assert w.get_value() == pytest.approx(adam_path(BAD[:2, None])[-1], rel=1e-13)
+    assert optimizer.named_state()["adam.t"] == 2
+
+
+def test_nonfinite_stop_restores_the_best_params_by_default():
+    w, x, loss = mean_model()
+    optimizer = updates.adam(loss, [w], learning_rate=0.1)
+    train = np.array([1.0, 1.0, -10.0, np.nan])  # epochs of 2 steps: the best, then away, then nan
+    with pytest.warns(RuntimeWarning, match=r"the loss was nan at step 4 \(epoch 2, batch 2\)"):
+        history = updates.minimize(
+            loss,
+            None,
+            [x],
+            train,
+            optimizer,
+            valid=[np.array([1.0])],
+            batch_size=1,
+            shuffle=False,
+            epoch_size=2,
+            on_nonfinite="stop",
+            **QUIET,
+        )
+    assert len(history) == 2 and history.best is history[0] and history.restored
+    assert w.get_value() == pytest.approx(adam_path([[1.0], [1.0]])[-1], rel=1e-13)
     assert optimizer.named_state()["adam.t"] == 2
 
 
@@ -632,6 +677,16 @@ def test_progress_bar_and_quiet_mode(capsys):
     assert "0/4" in err and "step" in err
     updates.minimize(loss, [w], [x], DATA, updates.sgd(), batch_size=5, max_epochs=2, **QUIET)
     assert capsys.readouterr() == ("", "")
+
+
+def test_progress_true_without_tqdm_says_which_extra_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # import fails as if not installed
+    w, x, loss = mean_model()
+    run = updates.iterate(loss, [w], [x], DATA, updates.sgd(), max_epochs=1, progress=True, mode=MODE)
+    with pytest.raises(ImportError, match=r"progress=True needs tqdm.*pytensor-updates\[progress\]"):
+        next(run)
+    history = updates.minimize(loss, [w], [x], DATA, updates.sgd(), max_epochs=1, progress=None, mode=MODE)
+    assert len(history) == 1  # the default shows a bar only if it can
 
 
 def test_history_arrays():

@@ -34,7 +34,7 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 
 from updates.core import Updates
-from updates.grads import check_params, describe
+from updates.grads import describe, prepare_grads
 
 __all__ = ["History", "NonFiniteLossError", "Record", "iterate", "minimize"]
 
@@ -297,7 +297,7 @@ def _check_monitors(who: str, monitors: Any) -> dict[str, Variable]:
     return checked
 
 
-def _build_updates(who: str, optimizer: Any, loss: Variable, params: Any, grads: list[Variable] | None):
+def _build_updates(who: str, optimizer: Any, params: list[SharedVariable], grads: list[Variable]):
     """The optimizer's updates: a rule awaiting ``(loss_or_grads, params)`` is applied to ``grads``."""
     if isinstance(optimizer, Mapping):
         return optimizer
@@ -344,20 +344,21 @@ def _norm(tensors: list[Variable]) -> Variable:
 
 
 def _compile(who, loss, params, inputs, optimizer, monitors, gradient_norm, tolerance, valid, mode) -> _Step:
+    if params is None and isinstance(optimizer, Updates):
+        params = list(optimizer.params)
+    elif params is None:
+        raise TypeError(
+            f"{who}: params is None; give the params, or updates built by a rule (an Updates knows them)"
+        )
+    params, grads = prepare_grads(who, loss, params)
+    built = _build_updates(who, optimizer, params, grads)
+    missing = [p.name or str(p) for p in params if p not in built]
+    if missing:
+        raise ValueError(f"{who}: the optimizer's updates have no entry for params {missing}")
     loss = pt.as_tensor_variable(loss)
-    if loss.ndim != 0:
-        raise ValueError(f"{who}: the loss must be a scalar, got a {loss.ndim}-d tensor ({loss.type})")
-    if isinstance(optimizer, Mapping):
-        params = list(optimizer.params) if params is None and isinstance(optimizer, Updates) else params
-        grads = pytensor.grad(loss, check_params(who, params)) if gradient_norm else None
-    else:
-        params = check_params(who, params)
-        grads = pytensor.grad(loss, params)
-    built = _build_updates(who, optimizer, loss, params, grads)
     ok = _finite(loss)
-    if grads is not None:
-        for grad in grads:
-            ok = ok & pt.all(_finite(grad))
+    for grad in grads:
+        ok = ok & pt.all(_finite(grad))
     outputs = OrderedDict(loss=loss, **monitors)
     if gradient_norm:
         outputs["grad_norm"] = _norm(grads)
@@ -365,7 +366,7 @@ def _compile(who, loss, params, inputs, optimizer, monitors, gradient_norm, tole
     if rate is not None:
         outputs["learning_rate"] = rate
     if tolerance is not None:
-        outputs["update_norm"] = _norm([built[p] - p for p in params if p in built])
+        outputs["update_norm"] = _norm([built[p] - p for p in params])
     guarded = OrderedDict((var, pt.switch(ok, new, var)) for var, new in built.items())
     start = time.perf_counter()
     train = pytensor.function(inputs, [*outputs.values(), ok], updates=guarded, mode=mode)
@@ -489,8 +490,8 @@ class _Loop:
         train = interval.means()
         valid = self._validate()
         score = (valid or train)["loss"]
-        threshold = self.best_score - self.o["min_improvement"] * abs(self.best_score)
-        best = bool(score < threshold) or (self.best_values is None and math.isfinite(score))
+        margin = self.o["min_improvement"] * abs(self.best_score)
+        best = math.isfinite(score) and (self.best_values is None or score < self.best_score - margin)
         if best:
             self.best_score, self.since_best = score, 0
             self.best_values = [v.get_value(borrow=False) for v in self.step.variables]
@@ -506,6 +507,7 @@ class _Loop:
         return record
 
     def _stop_after(self, record: Record, interval: _Interval) -> str:
+        """Why to stop after this record (patience, callback, nothing but skipped steps), or ''."""
         o = self.o
         asked = o["callback"] is not None and o["callback"](record) is True
         if interval.steps and interval.skipped == interval.steps:
@@ -519,79 +521,85 @@ class _Loop:
             return f"the callback asked to stop at step {self.steps}"
         return ""
 
-    def _nonfinite(self, values: list[Any], epoch: int, batch: int) -> str:
-        loss = float(values[0])
-        what = f"the loss was {loss}" if not math.isfinite(loss) else "a gradient was not finite"
-        return (
-            f"{self.who}: {what} at step {self.steps} (epoch {epoch}, batch {batch}); that step was not "
-            "applied, the params and optimizer state keep their values from the step before. "
-            "Lower the learning rate, check the data, or pass on_nonfinite='skip' to skip such steps"
-        )
-
     def _restore(self) -> None:
         if self.o["restore_best"] and self.best_values is not None:
             for variable, value in zip(self.step.variables, self.best_values):
-                variable.set_value(value, borrow=True)
-            self.best_values = [v.copy() for v in self.best_values]
+                variable.set_value(value, borrow=False)
             self.history.restored = True
+
+    def _epoch(self, epoch: int) -> Iterator[list[np.ndarray]]:
+        """The batches of one epoch: the rest of a pass, or ``epoch_size`` batches of the stream."""
+        size = self.o["epoch_size"]
+        taken = 0
+        while size is None or taken < size:
+            batch = next(self.batches, None)
+            if batch is None:
+                if taken > 0 and size is None:
+                    return
+                self.batches = next(self.passes)
+                batch = next(self.batches, None)
+                if batch is None:
+                    self.ran_out = self._ran_out(epoch)
+                    return
+            taken += 1
+            yield batch
+
+    def _step(self, batch: list[np.ndarray], epoch: int, number: int, interval: _Interval) -> str:
+        """Run one training step; return why to stop now (or '')."""
+        o = self.o
+        self.steps += 1
+        tick = time.perf_counter()
+        *values, ok = self.step.train(*batch)
+        seconds = time.perf_counter() - tick
+        if self.steps == 1:
+            self.history.first_call_seconds, seconds = seconds, None
+        interval.add(values, bool(ok), seconds)
+        if not ok and o["on_nonfinite"] != "skip":
+            return self._nonfinite(float(values[0]), epoch, number)
+        if ok and o["tolerance"] is not None and float(values[-1]) <= o["tolerance"]:
+            size, tolerance = float(values[-1]), o["tolerance"]
+            return f"converged: step {self.steps} changed the params by {size:.3g} <= tolerance {tolerance:g}"
+        if o["max_updates"] is not None and self.steps >= o["max_updates"]:
+            return f"reached max_updates={o['max_updates']}"
+        return ""
+
+    def _nonfinite(self, loss: float, epoch: int, number: int) -> str:
+        """Raise, or warn and return the reason to stop, for a non-finite step."""
+        what = f"the loss was {loss}" if not math.isfinite(loss) else "a gradient was not finite"
+        reason = f"{what} at step {self.steps} (epoch {epoch}, batch {number})"
+        message = (
+            f"{self.who}: {reason}; that step was not applied, the params and optimizer state keep "
+            "their values from the step before. Lower the learning rate, check the data, or pass "
+            "on_nonfinite='skip' to skip such steps"
+        )
+        self.history.stop_reason = reason
+        if self.o["on_nonfinite"] == "raise":
+            raise NonFiniteLossError(message, self.steps, epoch, loss, self.history)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        return reason
 
     def run(self) -> Iterator[Record]:
         o = self.o
         bar = _progress_bar(self.who, o["progress"], self._total_steps())
         start = time.perf_counter()
-        names = self.step.train_names
-        interval, epoch, stop = _Interval(names), 0, ""
-        passes = self.train.passes()
-        batches = iter(())
-        first_call = True
+        interval, epoch, stop = _Interval(self.step.train_names), 0, ""
+        self.passes, self.batches, self.ran_out = self.train.passes(), iter(()), ""
         try:
             while not stop:
                 epoch += 1
-                taken = 0
-                while o["epoch_size"] is None or taken < o["epoch_size"]:
-                    batch = next(batches, None)
-                    if batch is None:
-                        if taken > 0 and o["epoch_size"] is None:
-                            batches = iter(())
-                            break
-                        batches = next(passes)
-                        batch = next(batches, None)
-                        if batch is None:
-                            stop = self._ran_out(epoch, taken)
-                            break
-                    taken += 1
-                    self.steps += 1
-                    tick = time.perf_counter()
-                    *values, ok = self.step.train(*batch)
-                    seconds = time.perf_counter() - tick
-                    if first_call:
-                        self.history.first_call_seconds, seconds, first_call = seconds, None, False
-                    interval.add(values, bool(ok), seconds)
+                for number, batch in enumerate(self._epoch(epoch), 1):
+                    stop = self._step(batch, epoch, number, interval)
                     if bar is not None:
                         bar.update(1)
-                    if not ok and o["on_nonfinite"] != "skip":
-                        message = self._nonfinite(values, epoch, taken)
-                        if o["on_nonfinite"] == "raise":
-                            self.history.stop_reason = message
-                            raise NonFiniteLossError(
-                                message, self.steps, epoch, float(values[0]), self.history
-                            )
-                        warnings.warn(message, RuntimeWarning, stacklevel=3)
-                        stop = message.split(": ", 1)[1].split(";")[0]
+                    if stop:
                         break
-                    if ok and o["tolerance"] is not None and float(values[-1]) <= o["tolerance"]:
-                        stop = f"converged: step {self.steps} changed the params by {float(values[-1]):.3g}"
-                        stop += f" <= tolerance {o['tolerance']:g}"
-                        break
-                    if o["max_updates"] is not None and self.steps >= o["max_updates"]:
-                        stop = f"reached max_updates={o['max_updates']}"
-                        break
+                stop = stop or self.ran_out
                 if not stop and o["max_epochs"] is not None and epoch >= o["max_epochs"]:
                     stop = f"reached max_epochs={o['max_epochs']}"
                 if interval.steps and (stop or epoch % o["validate_every"] == 0):
                     record = self._record(epoch, interval, start)
                     stop = stop or self._stop_after(record, interval)
-                    interval = _Interval(names)
+                    interval = _Interval(self.step.train_names)
                     if bar is not None:
                         bar.set_postfix(self._summary(record), refresh=False)
                     yield record
@@ -606,7 +614,7 @@ class _Loop:
         self._restore()
         return self.history
 
-    def _ran_out(self, epoch: int, taken: int) -> str:
+    def _ran_out(self, epoch: int) -> str:
         if self.steps == 0:
             raise ValueError(f"{self.who}: train is empty (it gave no batches)")
         return f"the training data ran out in epoch {epoch} (a pass gave no batches)"
@@ -645,8 +653,10 @@ loss : scalar TensorVariable
         inputs' dtypes (same kind only: float64 to float32, int64 to int32).
     optimizer : rule awaiting (loss_or_grads, params), or dict of updates
         A rule called with its hyperparameters only, e.g. ``updates.adam(learning_rate=1e-3)``
-        (it is applied to the gradients of ``loss``, so the gradient norm and the finiteness
-        guard share them), or updates already built, e.g. by ``updates.adam(loss, params)``.
+        (it is applied to the gradients of ``loss``), or updates already built, e.g. by
+        ``updates.adam(loss, params)`` (an ``Updates``: keep it to inspect or save the optimizer
+        state). The gradients are computed once: the rule, the gradient norm and the guard
+        against non-finite steps share them (PyTensor merges identical graphs).
     valid : same forms as ``train``, optional
         Validation data, evaluated whole (in batches of ``batch_size``, never shuffled) at every
         validation. Without it, best and patience follow the mean training loss since the last
