@@ -592,9 +592,9 @@ def test_inspect_lists_the_flat_buffers_by_param():
         ("h.adam.m", (1, 3), "float32", h, "adam.m[float32]", 0),
         ("h.adam.v", (1, 3), "float32", h, "adam.v[float32]", 0),
         ("adam.t", (), "int64", None, "adam.t", 0),
-        ("w.apply_momentum.velocity", (3,), "float64", w, "w.apply_momentum.velocity", 0),
-        ("b.apply_momentum.velocity", (2, 2), "float64", b, "b.apply_momentum.velocity", 0),
-        ("h.apply_momentum.velocity", (1, 3), "float32", h, "h.apply_momentum.velocity", 0),
+        ("w.apply_momentum.velocity", (3,), "float64", w, "apply_momentum.velocity[float64]", 0),
+        ("b.apply_momentum.velocity", (2, 2), "float64", b, "apply_momentum.velocity[float64]", 3),
+        ("h.apply_momentum.velocity", (1, 3), "float32", h, "apply_momentum.velocity[float32]", 0),
     ]
     named = result.named_state()
     for entry in summary:
