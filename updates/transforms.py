@@ -44,7 +44,7 @@ def _tensors(who: str, grads: Any) -> list[Variable]:
     for i, grad in enumerate(grads):
         try:
             grad = pt.as_tensor_variable(grad)
-        except (TypeError, ValueError) as err:
+        except (TypeError, ValueError, NotImplementedError) as err:
             raise TypeError(f"{who}: grads[{i}] must be a tensor, got {describe(grad)}") from err
         if not grad.dtype.startswith("float"):
             raise TypeError(f"{who}: grads[{i}] must be floating-point, got dtype {grad.dtype}")

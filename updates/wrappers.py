@@ -278,7 +278,7 @@ def apply_if_finite(updates: Mapping, grads: Any = None) -> Updates:
         for i, x in enumerate(listed):
             try:
                 checked.append(pt.as_tensor_variable(x))
-            except (TypeError, ValueError) as err:
+            except (TypeError, ValueError, NotImplementedError) as err:
                 raise TypeError(f"{who}: grads[{i}] must be a tensor, got {describe(x)}") from err
     if not updates:
         raise ValueError(f"{who}: updates is empty; wrap the result of a rule")
