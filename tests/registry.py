@@ -80,10 +80,20 @@ class WrapperCase:
 WRAPPERS = [
     WrapperCase(
         "apply_weight_decay",
-        lambda rule, grads, params: updates.apply_weight_decay(rule(grads, params), weight_decay=0.1, learning_rate=0.5),
+        lambda rule, grads, params: updates.apply_weight_decay(
+            rule(grads, params), weight_decay=0.1, learning_rate=0.5
+        ),
         {
-            "weight_decay": (-0.1, ValueError, r"^apply_weight_decay: weight_decay must be in \[0, inf\), got -0.1"),
-            "learning_rate": ("fast", TypeError, r"^apply_weight_decay: learning_rate must be a number or a scalar"),
+            "weight_decay": (
+                -0.1,
+                ValueError,
+                r"^apply_weight_decay: weight_decay must be in \[0, inf\), got -0.1",
+            ),
+            "learning_rate": (
+                "fast",
+                TypeError,
+                r"^apply_weight_decay: learning_rate must be a number or a scalar",
+            ),
         },
         keeps_state=False,
     ),

@@ -67,7 +67,7 @@ class Compiled:
         return {k: np.array(k.get_value(), copy=True) for k in self.result}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _compiled(rule_name, wrapper_name=None, path="fused", mode="FAST_COMPILE"):
     case = RULE[rule_name]
     params = make_params()
@@ -118,10 +118,18 @@ def check_apply_weight_decay(wrapped, twin, stream):
 
 
 def check_apply_if_finite(wrapped, twin, stream):
-    """A poisoned call changes nothing (bit for bit) but the skip count; the finite calls follow
-    the rule's own trajectory on the finite gradients alone, bit for bit."""
+    """A poisoned call changes nothing (bit for bit) but the skip count; the finite calls are bit
+    for bit those of a run that never saw the poisoned ones, and follow the rule's own trajectory
+    on the finite gradients alone."""
     poisoned = {2: (0, 1, np.nan), 5: (1, 3, np.inf), 6: (0, 0, -np.inf)}
     skipped = next(k for k in wrapped.result if k.name == "apply_if_finite.skipped")
+    replay = []
+    for t, g in enumerate(stream):
+        if t not in poisoned:
+            wrapped.step(*g)
+            replay.append({k: v for k, v in wrapped.snapshot().items() if k is not skipped})
+    wrapped.reset()
+    finite = iter(replay)
     for t, g in enumerate(stream):
         if t in poisoned:
             i, j, value = poisoned[t]
@@ -137,12 +145,14 @@ def check_apply_if_finite(wrapped, twin, stream):
             continue
         twin.step(*g)
         wrapped.step(*g)
+        for key, value in next(finite).items():
+            assert_bitwise(key.get_value(), value, f"step {t} {key.name}")
         for a, b in zip(wrapped.values(), twin.values()):
-            assert_bitwise(a, b, f"step {t}")
+            np.testing.assert_allclose(a, b, **close(b.dtype), err_msg=f"step {t}")
         twin_state = twin.result.named_state()
         for name, value in wrapped.result.named_state().items():
             if name != "apply_if_finite.skipped":
-                assert_bitwise(value, twin_state[name], f"step {t} {name}")
+                np.testing.assert_allclose(value, twin_state[name], **close(value.dtype), err_msg=name)
     assert int(skipped.get_value()) == len(poisoned)
 
 
@@ -262,6 +272,7 @@ def test_defining_property_in_the_default_mode(wrapper, path):
 
 
 # -- torch ----------------------------------------------------------------------------------------
+
 
 def _torch():
     return pytest.importorskip("torch")
@@ -407,7 +418,9 @@ def test_bad_arguments_are_rejected(wrapper):
             else:
                 wrapper.function(updates.adam(grads, params), **{name: value})
     if not wrapper.wraps_rule:
-        with pytest.raises(TypeError, match=rf"^{wrapper.name}: updates must be a dictionary of updates, got int"):
+        with pytest.raises(
+            TypeError, match=rf"^{wrapper.name}: updates must be a dictionary of updates, got int"
+        ):
             wrapper.function(3)
 
 
@@ -419,7 +432,12 @@ def test_wrappers_compose_and_a_skipped_step_restores_everything():
     chain = updates.apply_ema(updates.apply_lookahead(updates.apply_weight_decay(inner), k=2), decay=0.5)
     safe = updates.apply_if_finite(chain, grads)
     assert [c.get("wrapper", c.get("rule")) for c in safe.config] == [
-        "adam", "accumulate_gradients", "apply_weight_decay", "apply_lookahead", "apply_ema", "apply_if_finite"
+        "adam",
+        "accumulate_gradients",
+        "apply_weight_decay",
+        "apply_lookahead",
+        "apply_ema",
+        "apply_if_finite",
     ]
     step = pytensor.function(grads, [], updates=safe, mode="FAST_COMPILE")
     stream = gradient_stream(7)
@@ -432,7 +450,10 @@ def test_wrappers_compose_and_a_skipped_step_restores_everything():
             assert_bitwise(key.get_value(), value, key.name)
     step(*stream[6])
     assert updates.inspect_state(safe).steps == {
-        "adam.t": 3, "accumulate_gradients.t": 6, "apply_lookahead.t": 6, "apply_ema.t": 6
+        "adam.t": 3,
+        "accumulate_gradients.t": 6,
+        "apply_lookahead.t": 6,
+        "apply_ema.t": 6,
     }
 
 
@@ -447,7 +468,9 @@ def test_apply_if_finite_checks_the_gradients_a_rule_would_hide():
     for p, s in zip(params, start):
         assert_bitwise(p.get_value(), s)
     unchecked = updates.apply_if_finite(updates.adam(grads, params, clear_nan=True))
-    pytensor.function(grads, [], updates=unchecked, mode="FAST_COMPILE")(np.array([np.nan, 1.0, 1.0]), np.ones((2, 2)))
+    pytensor.function(grads, [], updates=unchecked, mode="FAST_COMPILE")(
+        np.array([np.nan, 1.0, 1.0]), np.ones((2, 2))
+    )
     assert not np.array_equal(params[1].get_value(), start[1])
 
 
@@ -456,7 +479,9 @@ def test_weight_decay_takes_the_rules_learning_rate_or_asks_for_one():
     grads = gradient_inputs(params)
     result = updates.apply_weight_decay(updates.adam(grads, params, learning_rate=0.25), weight_decay=0.5)
     assert result.config[-1] == {"wrapper": "apply_weight_decay", "weight_decay": 0.5, "learning_rate": 0.25}
-    with pytest.raises(ValueError, match=r"^apply_weight_decay: learning_rate=None takes the rule's learning rate"):
+    with pytest.raises(
+        ValueError, match=r"^apply_weight_decay: learning_rate=None takes the rule's learning rate"
+    ):
         updates.apply_weight_decay(dict(updates.sgd(grads, params)))
 
 
@@ -476,9 +501,11 @@ def test_swap_averages_swaps_and_restores_even_on_error():
         raise RuntimeError
     for p, v in zip(params, values):
         assert_bitwise(p.get_value(), v)
-    with pytest.raises(ValueError, match=r"^swap_averages: these updates keep no averages"):
-        with updates.swap_averages(updates.sgd(grads, params)):
-            pass
+    with (
+        pytest.raises(ValueError, match=r"^swap_averages: these updates keep no averages"),
+        updates.swap_averages(updates.sgd(grads, params)),
+    ):
+        pass
 
 
 def test_lookahead_and_ema_restart_from_the_params_after_a_reset():
@@ -511,7 +538,14 @@ def test_parameter_groups_equal_separate_rules():
         updates.adam(grads[1:2], params[1:2], learning_rate=0.01),
     )
     assert merged.params == tuple(params[:2]) and frozen not in merged
-    assert [v.name for v in merged.state] == ["adam.m", "adam.v", "adam.t[0]", "adam.m", "adam.v", "adam.t[1]"]
+    assert [v.name for v in merged.state] == [
+        "adam.m",
+        "adam.v",
+        "adam.t[0]",
+        "adam.m",
+        "adam.v",
+        "adam.t[1]",
+    ]
     assert sorted(merged.hyperparameters)[:2] == ["0.beta1", "0.beta2"]
     step = pytensor.function(grads, [], updates=merged, mode="FAST_COMPILE", on_unused_input="ignore")
     alone = [make_params([(3,), (2, 2), (4,)])[i] for i in (0, 1)]
@@ -535,7 +569,9 @@ def test_merge_refuses_a_variable_updated_twice():
     grads = gradient_inputs(params)
     with pytest.raises(ValueError, match=r"^merge_updates: updates\[0\] and updates\[1\] both update 'p1'; "):
         updates.merge_updates(updates.sgd(grads, params), updates.adam(grads[1:], params[1:]))
-    with pytest.raises(TypeError, match=r"^merge_updates: updates\[1\] must be a dictionary of updates, got list"):
+    with pytest.raises(
+        TypeError, match=r"^merge_updates: updates\[1\] must be a dictionary of updates, got list"
+    ):
         updates.merge_updates(updates.sgd(grads, params), [])
     with pytest.raises(ValueError, match=r"^merge_updates: give at least one"):
         updates.merge_updates()
@@ -554,13 +590,16 @@ def poisoned_streams(draw):
     finite = st.floats(-10, 10, allow_nan=False, allow_infinity=False)
     stream = []
     for _ in range(steps):
-        grads = [np.array(draw(st.lists(finite, min_size=math.prod(s), max_size=math.prod(s)))).reshape(s) for s in SMALL]
+        grads = [
+            np.array(draw(st.lists(finite, min_size=math.prod(s), max_size=math.prod(s)))).reshape(s)
+            for s in SMALL
+        ]
         poison = draw(st.none() | st.tuples(st.integers(0, 1), st.integers(0, 1), POISON))
         stream.append((grads, poison))
     return stream
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _small(rule_name, wrapped):
     case = RULE[rule_name]
     params = make_params(SMALL)
@@ -573,7 +612,7 @@ def _small(rule_name, wrapped):
 
 
 @pytest.mark.parametrize("rule", GRADIENT_RULES, ids=str)
-@settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=poisoned_streams())
 def test_if_finite_never_keeps_a_non_finite_value_and_replays_the_clean_run(rule, stream):
     safe, clean = _small(rule.name, True).reset(), _small(rule.name, False).reset()

@@ -193,7 +193,7 @@ def clip_by_global_norm(
 
 
 def add_weight_decay(grads: Sequence[Any], params: Sequence[Any], weight_decay: Any = 1e-4) -> list[Variable]:
-    r"""Add L2 (coupled) weight decay to the gradients: the gradient of :math:`\tfrac{\lambda}{2}\lVert p\rVert^2`.
+    r"""Add L2 (coupled) weight decay to the gradients: the gradient of :math:`\lambda \lVert p\rVert^2 / 2`.
 
     .. math::
 

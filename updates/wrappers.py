@@ -32,7 +32,6 @@ from pytensor.graph.basic import Variable
 
 from updates.core import (
     NON_NEGATIVE,
-    UNIT,
     Interval,
     Updates,
     check_hyperparameter,
@@ -446,10 +445,7 @@ def apply_ema(updates: Mapping, params: list[Variable] | None = None, decay: Any
         shadow = state_like(param, f"{label(param, i)}.{who}.shadow")
         shadow.tag.averages = param
         dtype = param.dtype
-        if uniform:
-            weight = 1 / pt.cast(counter + 1, dtype)
-        else:
-            weight = 1 - as_dtype(hyper["decay"], dtype)
+        weight = 1 / pt.cast(counter + 1, dtype) if uniform else 1 - as_dtype(hyper["decay"], dtype)
         new = updates[param]
         shadows[shadow] = pt.switch(first, new, shadow + weight * (new - shadow))
     wrapped.update(shadows)
@@ -546,7 +542,9 @@ def accumulate_gradients(rule: Callable, steps: int = 4) -> Callable:
     """
     who = "accumulate_gradients"
     if not callable(rule) or isinstance(rule, Variable):
-        raise TypeError(f"{who}: rule must be a callable (loss_or_grads, params) -> updates, got {describe(rule)}")
+        raise TypeError(
+            f"{who}: rule must be a callable (loss_or_grads, params) -> updates, got {describe(rule)}"
+        )
     steps = _check_int(who, "steps", steps, 1)
 
     def accumulated(loss_or_grads: Any, params: Any) -> Updates:
@@ -643,7 +641,9 @@ def merge_updates(*updates: Mapping) -> Updates:
         params=[p for group in params for p in group],
         config=[c for g in updates for c in getattr(g, "config", [])],
         hyperparameters={
-            f"{i}.{name}": v for i, g in enumerate(updates) for name, v in getattr(g, "hyperparameters", {}).items()
+            f"{i}.{name}": v
+            for i, g in enumerate(updates)
+            for name, v in getattr(g, "hyperparameters", {}).items()
         },
     )
     for group, group_params in zip(updates, params):
