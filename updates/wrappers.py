@@ -214,8 +214,14 @@ def apply_weight_decay(
 # -- skip non-finite steps -------------------------------------------------------------------------
 
 
+def _isfinite(x: Variable) -> Variable:
+    if hasattr(pt, "isfinite"):
+        return pt.isfinite(x)
+    return pt.invert(pt.or_(pt.isnan(x), pt.isinf(x)))  # PyTensor 2.38 has no isfinite
+
+
 def _all_finite(tensors: list[Variable]) -> Variable:
-    checks = [pt.all(pt.isfinite(x)) for x in tensors if x.dtype.startswith(("float", "complex"))]
+    checks = [pt.all(_isfinite(x)) for x in tensors if x.dtype.startswith(("float", "complex"))]
     return functools.reduce(pt.and_, checks) if checks else pt.constant(True)
 
 
