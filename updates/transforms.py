@@ -305,8 +305,9 @@ def add_gradient_noise(
     (``pytensor.function`` advances them at every call without being told): they are reachable as
     ``noisy[0].tag.noise_state``, a list ``[counter, generator]``, but are not part of any
     :class:`Updates`, so :func:`save_state` does not save them. Compile each noisy gradient into one
-    function only (two functions would advance the same counter twice). optax's ``add_noise``
-    computes the same variance.
+    function only (two functions would advance the same counter twice). They advance on every
+    call, also on one that :func:`apply_if_finite` skips. optax's ``add_noise`` computes the same
+    variance.
 
     References
     ----------

@@ -20,7 +20,6 @@ fuses each into one node) and a few scalar nodes; none adds per-parameter reduct
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -222,7 +221,7 @@ def _isfinite(x: Variable) -> Variable:
 
 def _all_finite(tensors: list[Variable]) -> Variable:
     checks = [pt.all(_isfinite(x)) for x in tensors if x.dtype.startswith(("float", "complex"))]
-    return functools.reduce(pt.and_, checks) if checks else pt.constant(True)
+    return pt.all(pt.stack(checks)) if checks else pt.constant(True)  # one node, not a chain of ands
 
 
 def apply_if_finite(updates: Mapping, grads: Any = None) -> Updates:
