@@ -19,17 +19,15 @@ import pytensor.tensor as pt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from registry import RULES, WRAPPERS
+from registry import GRADIENT_RULES, RULES, WRAPPERS
 
 import updates
 
 PATHS = {"fused": contextlib.nullcontext, "per_parameter": updates.per_parameter}
 SHAPES = [(3,), (2, 2)]
 STEPS = 9
-RULE = {case.name: case for case in RULES}
+RULE = {str(case): case for case in RULES}
 WRAPPER = {case.name: case for case in WRAPPERS}
-# Rules that cannot run on given gradients (they need the loss itself) opt out of the gradient-fed tests.
-GRADIENT_RULES = [case for case in RULES if not getattr(case, "needs_loss", False)]
 
 
 def make_params(shapes=SHAPES, dtype="float64", seed=0):
@@ -255,7 +253,7 @@ def test_every_wrapper_has_a_check():
 @pytest.mark.parametrize("wrapper", WRAPPERS, ids=str)
 @pytest.mark.parametrize("rule", GRADIENT_RULES, ids=str)
 def test_wrapper_keeps_its_defining_property(rule, wrapper):
-    wrapped, twin = compiled(rule.name, wrapper.name), compiled(rule.name)
+    wrapped, twin = compiled(str(rule), wrapper.name), compiled(str(rule))
     start = wrapped.values()
     CHECKS[wrapper.name](wrapped, twin, gradient_stream())
     assert any(not np.array_equal(a, b) for a, b in zip(wrapped.values(), start)), "nothing moved"
@@ -615,7 +613,7 @@ def _small(rule_name, wrapped):
 @settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=poisoned_streams())
 def test_if_finite_never_keeps_a_non_finite_value_and_replays_the_clean_run(rule, stream):
-    safe, clean = _small(rule.name, True).reset(), _small(rule.name, False).reset()
+    safe, clean = _small(str(rule), True).reset(), _small(str(rule), False).reset()
     for grads, poison in stream:
         if poison is not None:
             i, j, value = poison
