@@ -25,7 +25,7 @@ def test_all_is_the_readme_api_table():
 
 
 def test_every_rule_is_in_the_registry():
-    rules = {name for name in updates.__all__ if hasattr(getattr(updates, name), "rule")}
+    rules = {name for name in updates.__all__ if hasattr(getattr(updates, name), "rule_for")}
     assert rules == {case.name for case in RULES}
 
 
