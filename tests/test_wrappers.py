@@ -19,7 +19,7 @@ import pytensor.tensor as pt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from registry import GRADIENT_RULES, RULES, WRAPPERS
+from registry import RULES, WRAPPERS
 
 import updates
 
@@ -65,24 +65,36 @@ class Compiled:
         return {k: np.array(k.get_value(), copy=True) for k in self.result}
 
 
+def rule_inputs(case, params):
+    """The inputs of the compiled step, and what the rule is given: the gradients themselves,
+    or, for a rule that needs the loss, targets ``x`` of the loss sum(c (p - x)**2 / 2) (whose
+    gradient c (p - x) is as finite as ``x``)."""
+    inputs = gradient_inputs(params)
+    if not case.needs_loss:
+        return inputs, inputs
+    curvature = [np.linspace(0.5, 2.0, p.get_value().size).reshape(p.get_value().shape) for p in params]
+    loss = pt.add(*(pt.sum(c * (p - x) ** 2) / 2 for p, x, c in zip(params, inputs, curvature)))
+    return inputs, loss
+
+
 @functools.cache
-def _compiled(rule_name, wrapper_name=None, path="fused", mode="FAST_COMPILE"):
+def _compiled(rule_name, wrapper_name=None, path="fused", mode="FAST_COMPILE", shapes=tuple(SHAPES)):
     case = RULE[rule_name]
-    params = make_params()
-    grads = gradient_inputs(params)
+    params = make_params(shapes)
+    inputs, given = rule_inputs(case, params)
     rule = case.function(**case.hyper)
     with PATHS[path]():
         if wrapper_name is None:
-            result = rule(grads, params)
+            result = rule(given, params)
         else:
-            result = WRAPPER[wrapper_name].build(rule, grads, params)
-    step = pytensor.function(grads, [], updates=result, mode=mode)
+            result = WRAPPER[wrapper_name].build(rule, given, params)
+    step = pytensor.function(inputs, [], updates=result, mode=mode)
     return Compiled(params, [p.get_value() for p in params], result, step)
 
 
-def compiled(rule_name, wrapper_name=None, path="fused", mode="FAST_COMPILE"):
+def compiled(rule_name, wrapper_name=None, path="fused", mode="FAST_COMPILE", shapes=tuple(SHAPES)):
     """A compiled step of the rule (wrapped), built once per module, reset to its start."""
-    return _compiled(rule_name, wrapper_name, path, mode).reset()
+    return _compiled(rule_name, wrapper_name, path, mode, shapes).reset()
 
 
 def close(dtype):
@@ -250,8 +262,15 @@ def test_every_wrapper_has_a_check():
     assert set(CHECKS) == {case.name for case in WRAPPERS}
 
 
-@pytest.mark.parametrize("wrapper", WRAPPERS, ids=str)
-@pytest.mark.parametrize("rule", GRADIENT_RULES, ids=str)
+# Rules that need the loss cannot be handed mean gradients by a wrapper of the rule.
+LOSS_ONLY = [(r, w) for r in RULES for w in WRAPPERS if r.needs_loss and w.wraps_rule]
+
+
+@pytest.mark.parametrize(
+    ("rule", "wrapper"),
+    [(rule, wrapper) for rule in RULES for wrapper in WRAPPERS if (rule, wrapper) not in LOSS_ONLY],
+    ids=str,
+)
 def test_wrapper_keeps_its_defining_property(rule, wrapper):
     wrapped, twin = compiled(str(rule), wrapper.name), compiled(str(rule))
     start = wrapped.values()
@@ -267,6 +286,15 @@ def test_defining_property_in_the_default_mode(wrapper, path):
     wrapped = _compiled("adam", wrapper, path, mode=None).reset()
     twin = _compiled("adam", None, path, mode=None).reset()
     CHECKS[wrapper](wrapped, twin, gradient_stream())
+
+
+@pytest.mark.parametrize(("rule", "wrapper"), LOSS_ONLY, ids=str)
+def test_a_rule_that_needs_the_loss_cannot_be_accumulated(rule, wrapper):
+    """Accumulation hands the rule mean gradients; a rule that needs the loss says so."""
+    params = make_params()
+    _, loss = rule_inputs(rule, params)
+    with pytest.raises(TypeError, match=rf"^{rule.name}: needs the scalar loss"):
+        wrapper.build(rule.function(**rule.hyper), loss, params)
 
 
 # -- torch ----------------------------------------------------------------------------------------
@@ -597,23 +625,12 @@ def poisoned_streams(draw):
     return stream
 
 
-@functools.cache
-def _small(rule_name, wrapped):
-    case = RULE[rule_name]
-    params = make_params(SMALL)
-    grads = gradient_inputs(params)
-    result = case.function(grads, params, **case.hyper)
-    if wrapped:
-        result = updates.apply_if_finite(result, grads=grads)
-    step = pytensor.function(grads, [], updates=result, mode="FAST_COMPILE")
-    return Compiled(params, [p.get_value() for p in params], result, step)
-
-
-@pytest.mark.parametrize("rule", GRADIENT_RULES, ids=str)
+@pytest.mark.parametrize("rule", RULES, ids=str)
 @settings(max_examples=25, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
 @given(stream=poisoned_streams())
 def test_if_finite_never_keeps_a_non_finite_value_and_replays_the_clean_run(rule, stream):
-    safe, clean = _small(str(rule), True).reset(), _small(str(rule), False).reset()
+    safe = compiled(str(rule), "apply_if_finite", shapes=tuple(SMALL))
+    clean = compiled(str(rule), shapes=tuple(SMALL))
     for grads, poison in stream:
         if poison is not None:
             i, j, value = poison
