@@ -326,6 +326,24 @@ def test_weight_decay_of_adam_is_torch_adamw(dtype):
             np.testing.assert_allclose(p.get_value(), x.detach().numpy(), **tolerance)
 
 
+def test_weight_decay_of_adam_is_the_adamw_rule_without_epsilon():
+    """The adamw rule places epsilon as torch does; with epsilon 0 the two are the same algorithm."""
+    hyper = {"learning_rate": 0.01, "beta1": 0.9, "beta2": 0.99, "epsilon": 0.0}
+    runs = []
+    for build in (
+        lambda g, p: updates.apply_weight_decay(updates.adam(g, p, **hyper), weight_decay=0.3),
+        lambda g, p: updates.adamw(g, p, **hyper, weight_decay=0.3),
+    ):
+        params = make_params()
+        grads = gradient_inputs(params)
+        step = pytensor.function(grads, [], updates=build(grads, params), mode="FAST_COMPILE")
+        for g in gradient_stream(50):
+            step(*g)
+        runs.append([p.get_value() for p in params])
+    for a, b in zip(*runs):
+        np.testing.assert_allclose(a, b, rtol=1e-11, atol=1e-13)
+
+
 @pytest.mark.parametrize("decay", [0.9, None], ids=["exponential", "uniform"])
 def test_ema_is_torch_averaged_model(decay):
     """apply_ema against torch.optim.swa_utils.AveragedModel updated after every step."""

@@ -177,7 +177,9 @@ def apply_weight_decay(
     Notes
     -----
     ``apply_weight_decay(adam(..., learning_rate=lr), weight_decay=wd)`` computes
-    torch.optim.AdamW(lr=lr, weight_decay=wd) (with Adam's epsilon placement, see :func:`adam`).
+    torch.optim.AdamW(lr=lr, weight_decay=wd) with this library's Adam epsilon placement (see
+    :func:`adam`); the :func:`adamw` rule places epsilon as torch does, in one fused kernel.
+    Wrapping works for every rule (decoupled decay for Lion, Adagrad, ...).
     Loshchilov and Hutter's schedule multiplier :math:`\eta_t` is the ``learning_rate`` schedule.
 
     References
