@@ -529,6 +529,45 @@ def test_weight_decay_takes_the_rules_learning_rate_or_asks_for_one():
         updates.apply_weight_decay(dict(updates.sgd(grads, params)))
 
 
+def test_weight_decay_follows_a_scheduled_learning_rate():
+    """learning_rate=None takes the rule's schedule: the decay at each step uses its value then."""
+    params = make_params()
+    grads = gradient_inputs(params)
+    schedule = updates.linear_warmup(peak_value=0.1, warmup_steps=4)
+    adam = updates.adam(grads, params, learning_rate=schedule)
+    result = updates.apply_weight_decay(adam, weight_decay=0.5)
+    twin_params = make_params()
+    twin_grads = gradient_inputs(twin_params)
+    twin_updates = updates.adam(twin_grads, twin_params, learning_rate=schedule)
+    step = pytensor.function(grads, [], updates=result, mode="FAST_COMPILE")
+    twin = pytensor.function(twin_grads, [], updates=twin_updates, mode="FAST_COMPILE")
+    rates = []
+    for g in gradient_stream(6):
+        rate = updates.inspect_state(result).hyperparameters["learning_rate"]
+        rates.append(rate)
+        before = [p.get_value() for p in params]
+        for tp, b in zip(twin_params, before):
+            tp.set_value(b)
+        twin(*g)
+        step(*g)
+        for p, tp, b in zip(params, twin_params, before):
+            np.testing.assert_allclose(p.get_value(), tp.get_value() - rate * 0.5 * b, rtol=1e-12, atol=1e-14)
+    assert rates[0] == 0.0 and rates[-1] == pytest.approx(0.1) and len(set(rates)) > 2
+
+
+@pytest.mark.parametrize("wrapper", [w for w in WRAPPERS if not w.wraps_rule], ids=str)
+def test_a_plain_dictionary_is_accepted(wrapper):
+    """On a plain OrderedDict the params are its floating-point keys (as apply_momentum's)."""
+    from collections import OrderedDict
+
+    params = make_params()
+    grads = gradient_inputs(params)
+    plain = OrderedDict(updates.sgd(grads, params, learning_rate=0.1))
+    result = wrapper.build(lambda g, p: plain, grads, params)
+    assert isinstance(result, updates.Updates) and list(result.params) == params
+    pytensor.function(grads, [], updates=result, mode="FAST_COMPILE")(*gradient_stream(1)[0])
+
+
 def test_swap_averages_swaps_and_restores_even_on_error():
     params = make_params()
     grads = gradient_inputs(params)
