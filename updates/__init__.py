@@ -43,6 +43,7 @@ from updates.schedules import (
     warmup_cosine,
 )
 from updates.state import inspect_state, load_state, reset_state, save_state
+from updates.train import History, NonFiniteLossError, Record, iterate, minimize
 from updates.transforms import (
     add_gradient_noise,
     add_weight_decay,
@@ -126,4 +127,9 @@ __all__ = [
     "scale",
     "reduce_on_plateau",
     "live",
+    "iterate",
+    "minimize",
+    "History",
+    "Record",
+    "NonFiniteLossError",
 ]
