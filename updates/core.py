@@ -29,7 +29,17 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 
 from updates.fused import FusedStep, flat_state
-from updates.grads import as_dtype, clear_nan, describe, is_concrete, label, prepare_grads, state_like
+from updates.grads import (
+    as_dtype,
+    check_params,
+    clear_nan,
+    describe,
+    is_concrete,
+    label,
+    prepare_grads,
+    state_like,
+    which,
+)
 
 __all__ = ["Updates", "per_parameter"]
 
@@ -392,6 +402,64 @@ def _in_param_order(updates: Updates, params: list[Variable]) -> Updates:
     ordered = Updates(((p, updates[p]) for p in params), params, updates.config, updates.hyperparameters)
     ordered.update((k, v) for k, v in updates.items() if k not in ordered)
     return ordered
+
+
+# -- shared by the update wrappers ------------------------------------------------------------------
+
+
+def check_mapping(who: str, updates: Any) -> None:
+    """Refuse anything but a dictionary of updates."""
+    if not isinstance(updates, Mapping):
+        raise TypeError(f"{who}: updates must be a dictionary of updates, got {describe(updates)}")
+
+
+def params_to_wrap(who: str, updates: Mapping, params: Any) -> list[SharedVariable]:
+    """The params to wrap: given, or the ``.params`` of an Updates, or a plain dict's float keys."""
+    if params is None and isinstance(updates, Updates):
+        params = list(updates.params)
+    elif params is None:
+        params = [key for key in updates if key.dtype.startswith("float")]
+    params = check_params(who, params)
+    for i, param in enumerate(params):
+        if param not in updates:
+            raise ValueError(f"{who}: {which(param, i)} has no entry in updates")
+    return params
+
+
+def wrapper_hyperparameters(
+    who: str, values: dict[str, Any], ranges: dict[str, Interval]
+) -> tuple[dict[str, Any], Variable | None, dict]:
+    """Check the hyperparameters; evaluate schedules at a new counter ``<who>.t`` if there are any.
+
+    Returns the values for the next call, the counter (None without schedules) and the updates
+    of the schedules' own state.
+    """
+    for name, interval in ranges.items():
+        check_hyperparameter(who, name, values[name], interval)
+    scheduled = any(is_schedule(v) for v in values.values())
+    counter = step_counter(f"{who}.t") if scheduled else None
+    state = schedule_state(values.values())
+    return {name: evaluate(v, counter) for name, v in values.items()}, counter, state
+
+
+def begin_wrapper(who: str, updates: Mapping, params: list, config: dict, hyper: dict[str, Any]) -> Updates:
+    """A new Updates with the entries of ``updates``, its params, config and hyperparameters."""
+    base = updates if isinstance(updates, Updates) else Updates(params=params)
+    described = {name: describe_hyperparameter(v) for name, v in config.items()}
+    return Updates(
+        updates,
+        base.params or params,
+        [*base.config, {"wrapper": who, **described}],
+        {**base.hyperparameters, **{f"{who}.{k}": pt.as_tensor_variable(v) for k, v in hyper.items()}},
+    )
+
+
+def finish_wrapper(wrapped: Updates, schedules: dict, counter: Variable | None) -> Updates:
+    """Append the schedules' state, then the wrapper's step counter (if any), last."""
+    wrapped.update(schedules)
+    if counter is not None:
+        wrapped[counter] = counter + 1
+    return wrapped
 
 
 # -- the public face of a rule ---------------------------------------------------------------------

@@ -185,3 +185,15 @@ def state_like(param: SharedVariable, name: str, fill: float = 0.0) -> SharedVar
     state = pytensor.shared(value, name=name, shape=param.type.shape)
     state.tag.initial = fill
     return state
+
+
+def all_finite(tensors: list[Variable]) -> Variable:
+    """A boolean scalar: every element of every floating-point tensor is finite (one node)."""
+    checks = [pt.all(_isfinite(x)) for x in tensors if x.dtype.startswith(("float", "complex"))]
+    return pt.all(pt.stack(checks)) if checks else pt.constant(True)
+
+
+def _isfinite(x: Variable) -> Variable:
+    if hasattr(pt, "isfinite"):
+        return pt.isfinite(x)
+    return pt.invert(pt.or_(pt.isnan(x), pt.isinf(x)))  # PyTensor 2.38 has no isfinite

@@ -14,7 +14,6 @@ from collections.abc import Mapping
 from types import SimpleNamespace
 from typing import Any
 
-import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
 from updates.core import (
@@ -24,16 +23,15 @@ from updates.core import (
     Rule,
     Updates,
     apply_kernel,
-    check_hyperparameter,
-    describe_hyperparameter,
+    begin_wrapper,
+    check_mapping,
     dtype_groups,
-    evaluate,
-    is_schedule,
-    schedule_state,
-    step_counter,
+    finish_wrapper,
+    params_to_wrap,
     update_rule,
+    wrapper_hyperparameters,
 )
-from updates.grads import as_dtype, check_params, describe, which
+from updates.grads import as_dtype
 
 __all__ = ["apply_momentum", "apply_nesterov_momentum", "momentum", "nesterov_momentum"]
 
@@ -64,34 +62,16 @@ WRAPPERS = {
 
 def _wrap(who: str, updates: Mapping, params: Any, momentum: Any) -> Updates:
     """Add a velocity to each parameter of ``updates``, with the equations of ``WRAPPERS[who]``."""
-    if not isinstance(updates, Mapping):
-        raise TypeError(f"{who}: updates must be a dictionary of updates, got {describe(updates)}")
-    check_hyperparameter(who, "momentum", momentum, UNIT)
-    original = momentum
-    counter = step_counter(f"{who}.t") if is_schedule(momentum) else None
-    momentum = evaluate(momentum, counter)
-    if params is None and isinstance(updates, Updates):
-        params = list(updates.params)
-    elif params is None:
-        params = [key for key in updates if key.dtype.startswith("float")]
-    params = check_params(who, params)
-    for i, param in enumerate(params):
-        if param not in updates:
-            raise ValueError(f"{who}: {which(param, i)} has no entry in updates")
-    base = updates if isinstance(updates, Updates) else Updates(params=params)
-    wrapped = Updates(
-        updates,
-        base.params,
-        [*base.config, {"wrapper": who, "momentum": describe_hyperparameter(original)}],
-        {**base.hyperparameters, f"{who}.momentum": pt.as_tensor_variable(momentum)},
-    )
+    check_mapping(who, updates)
+    given = {"momentum": momentum}
+    hyper, counter, schedules = wrapper_hyperparameters(who, given, {"momentum": UNIT})
+    params = params_to_wrap(who, updates, params)
+    wrapped = begin_wrapper(who, updates, params, given, hyper)
     kernel = Kernel(WRAPPERS[who])
     for dtype, group, suffix in dtype_groups(params, [updates[p] for p in params], [()] * len(params)):
-        apply_kernel(kernel, group, SimpleNamespace(momentum=as_dtype(momentum, dtype)), wrapped, suffix)
-    wrapped.update(schedule_state([original]))
-    if counter is not None:
-        wrapped[counter] = counter + 1
-    return wrapped
+        h = SimpleNamespace(momentum=as_dtype(hyper["momentum"], dtype))
+        apply_kernel(kernel, group, h, wrapped, suffix)
+    return finish_wrapper(wrapped, schedules, counter)
 
 
 def apply_momentum(updates: Mapping, params: list[Variable] | None = None, momentum: Any = 0.9) -> Updates:

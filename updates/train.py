@@ -34,7 +34,7 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 
 from updates.core import Updates
-from updates.grads import describe, prepare_grads
+from updates.grads import all_finite, describe, prepare_grads
 
 __all__ = ["History", "NonFiniteLossError", "Record", "iterate", "minimize"]
 
@@ -332,11 +332,6 @@ class _Step:
     compile_seconds: float
 
 
-def _finite(x: Variable) -> Variable:
-    """Elementwise: not NaN and not infinite (``pt.isfinite`` is missing from PyTensor 2.38)."""
-    return ~(pt.isnan(x) | pt.isinf(x))
-
-
 def _norm(tensors: list[Variable]) -> Variable:
     """The joint Euclidean norm, in float64. (The ``abs`` keeps PyTensor 2.38 from rewriting the
     ``sqrt(sqr(x))`` of a single scalar into ``x``, NaN when negative.)"""
@@ -356,9 +351,7 @@ def _compile(who, loss, params, inputs, optimizer, monitors, gradient_norm, tole
     if missing:
         raise ValueError(f"{who}: the optimizer's updates have no entry for params {missing}")
     loss = pt.as_tensor_variable(loss)
-    ok = _finite(loss)
-    for grad in grads:
-        ok = ok & pt.all(_finite(grad))
+    ok = all_finite([loss, *grads])
     outputs = OrderedDict(loss=loss, **monitors)
     if gradient_norm:
         outputs["grad_norm"] = _norm(grads)

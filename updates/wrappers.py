@@ -30,21 +30,30 @@ from typing import Any
 
 import numpy as np
 import pytensor.tensor as pt
-from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Variable
 
 from updates.core import (
     NON_NEGATIVE,
     Interval,
     Updates,
+    begin_wrapper,
     check_hyperparameter,
-    describe_hyperparameter,
+    check_mapping,
     evaluate,
-    is_schedule,
+    finish_wrapper,
+    params_to_wrap,
     schedule_state,
     step_counter,
+    wrapper_hyperparameters,
 )
-from updates.grads import as_dtype, check_params, describe, label, prepare_grads, state_like, which
+from updates.grads import (
+    all_finite,
+    as_dtype,
+    describe,
+    label,
+    prepare_grads,
+    state_like,
+)
 
 __all__ = [
     "accumulate_gradients",
@@ -58,59 +67,6 @@ __all__ = [
 
 
 # -- shared by the wrappers ------------------------------------------------------------------------
-
-
-def _check_mapping(who: str, updates: Any) -> None:
-    if not isinstance(updates, Mapping):
-        raise TypeError(f"{who}: updates must be a dictionary of updates, got {describe(updates)}")
-
-
-def _params_of(who: str, updates: Mapping, params: Any) -> list[SharedVariable]:
-    """The params to wrap: given, or the ``.params`` of an Updates, or a plain dict's float keys."""
-    if params is None and isinstance(updates, Updates):
-        params = list(updates.params)
-    elif params is None:
-        params = [key for key in updates if key.dtype.startswith("float")]
-    params = check_params(who, params)
-    for i, param in enumerate(params):
-        if param not in updates:
-            raise ValueError(f"{who}: {which(param, i)} has no entry in updates")
-    return params
-
-
-def _hyperparameters(
-    who: str, values: dict[str, Any], ranges: dict[str, Interval]
-) -> tuple[dict[str, Any], Variable | None, dict]:
-    """Check the hyperparameters; evaluate schedules at a new counter ``<who>.t`` if there are any.
-
-    Returns the values for the next call, the counter (None without schedules) and the updates
-    of the schedules' own state.
-    """
-    for name, interval in ranges.items():
-        check_hyperparameter(who, name, values[name], interval)
-    scheduled = any(is_schedule(v) for v in values.values())
-    counter = step_counter(f"{who}.t") if scheduled else None
-    state = schedule_state(values.values())
-    return {name: evaluate(v, counter) for name, v in values.items()}, counter, state
-
-
-def _begin(who: str, updates: Mapping, params: list, config: dict, hyper: dict[str, Any]) -> Updates:
-    """A new Updates with the entries of ``updates``, its params, config and hyperparameters."""
-    base = updates if isinstance(updates, Updates) else Updates(params=params)
-    described = {name: describe_hyperparameter(v) for name, v in config.items()}
-    return Updates(
-        updates,
-        base.params or params,
-        [*base.config, {"wrapper": who, **described}],
-        {**base.hyperparameters, **{f"{who}.{k}": pt.as_tensor_variable(v) for k, v in hyper.items()}},
-    )
-
-
-def _finish(wrapped: Updates, schedules: dict, counter: Variable | None) -> Updates:
-    wrapped.update(schedules)
-    if counter is not None:
-        wrapped[counter] = counter + 1
-    return wrapped
 
 
 def _check_int(who: str, name: str, value: Any, low: int) -> int:
@@ -201,33 +157,22 @@ def apply_weight_decay(
     array([0.899, 0.899])
     """
     who = "apply_weight_decay"
-    _check_mapping(who, updates)
+    check_mapping(who, updates)
     if learning_rate is None:
         learning_rate = _rule_learning_rate(who, updates)
     given = {"weight_decay": weight_decay, "learning_rate": learning_rate}
-    hyper, counter, schedules = _hyperparameters(
+    hyper, counter, schedules = wrapper_hyperparameters(
         who, given, {"weight_decay": NON_NEGATIVE, "learning_rate": NON_NEGATIVE}
     )
-    params = _params_of(who, updates, params)
-    wrapped = _begin(who, updates, params, given, hyper)
+    params = params_to_wrap(who, updates, params)
+    wrapped = begin_wrapper(who, updates, params, given, hyper)
     for param in params:
         decay = as_dtype(hyper["learning_rate"], param.dtype) * as_dtype(hyper["weight_decay"], param.dtype)
         wrapped[param] = updates[param] - decay * param
-    return _finish(wrapped, schedules, counter)
+    return finish_wrapper(wrapped, schedules, counter)
 
 
 # -- skip non-finite steps -------------------------------------------------------------------------
-
-
-def _isfinite(x: Variable) -> Variable:
-    if hasattr(pt, "isfinite"):
-        return pt.isfinite(x)
-    return pt.invert(pt.or_(pt.isnan(x), pt.isinf(x)))  # PyTensor 2.38 has no isfinite
-
-
-def _all_finite(tensors: list[Variable]) -> Variable:
-    checks = [pt.all(_isfinite(x)) for x in tensors if x.dtype.startswith(("float", "complex"))]
-    return pt.all(pt.stack(checks)) if checks else pt.constant(True)  # one node, not a chain of ands
 
 
 def apply_if_finite(updates: Mapping, grads: Any = None) -> Updates:
@@ -279,7 +224,7 @@ def apply_if_finite(updates: Mapping, grads: Any = None) -> Updates:
     (array([1., 1.]), {'adam.t': 0}, array(1))
     """
     who = "apply_if_finite"
-    _check_mapping(who, updates)
+    check_mapping(who, updates)
     if grads is None:
         checked = []
     else:
@@ -292,9 +237,9 @@ def apply_if_finite(updates: Mapping, grads: Any = None) -> Updates:
                 raise TypeError(f"{who}: grads[{i}] must be a tensor, got {describe(x)}") from err
     if not updates:
         raise ValueError(f"{who}: updates is empty; wrap the result of a rule")
-    ok = _all_finite([*checked, *updates.values()])
-    params = _params_of(who, updates, None)
-    wrapped = _begin(who, updates, params, {}, {})
+    ok = all_finite([*checked, *updates.values()])
+    params = params_to_wrap(who, updates, None)
+    wrapped = begin_wrapper(who, updates, params, {}, {})
     for key, value in updates.items():
         wrapped[key] = pt.switch(ok, value, key)
     skipped = step_counter(f"{who}.skipped")
@@ -358,14 +303,14 @@ def apply_lookahead(
     [-1.0, -1.0, -2.0, -2.0]
     """
     who = "apply_lookahead"
-    _check_mapping(who, updates)
+    check_mapping(who, updates)
     k = _check_int(who, "k", k, 1)
     check_hyperparameter(who, "alpha", alpha, Interval(0.0, 1.0, high_closed=True))
-    params = _params_of(who, updates, params)
+    params = params_to_wrap(who, updates, params)
     counter = step_counter(f"{who}.t")
     schedules = schedule_state([alpha])
     given, alpha = alpha, evaluate(alpha, counter)
-    wrapped = _begin(who, updates, params, {"k": k, "alpha": given}, {"alpha": alpha})
+    wrapped = begin_wrapper(who, updates, params, {"k": k, "alpha": given}, {"alpha": alpha})
     first, sync = pt.eq(counter, 0), _every(counter, k)
     slows = {}
     for i, param in enumerate(params):
@@ -376,7 +321,7 @@ def apply_lookahead(
         slows[slow] = pt.switch(sync, moved, start)
         wrapped[param] = pt.switch(sync, moved, fast)
     wrapped.update(slows)
-    return _finish(wrapped, schedules, counter)
+    return finish_wrapper(wrapped, schedules, counter)
 
 
 # -- parameter averaging ---------------------------------------------------------------------------
@@ -440,15 +385,15 @@ def apply_ema(updates: Mapping, params: list[Variable] | None = None, decay: Any
     array([-2.])
     """
     who = "apply_ema"
-    _check_mapping(who, updates)
+    check_mapping(who, updates)
     uniform = decay is None
     if not uniform:
         check_hyperparameter(who, "decay", decay, Interval(0.0, 1.0, high_closed=True))
-    params = _params_of(who, updates, params)
+    params = params_to_wrap(who, updates, params)
     counter = step_counter(f"{who}.t")
     schedules = schedule_state([decay])
     hyper = {} if uniform else {"decay": evaluate(decay, counter)}
-    wrapped = _begin(who, updates, params, {} if uniform else {"decay": decay}, hyper)
+    wrapped = begin_wrapper(who, updates, params, {} if uniform else {"decay": decay}, hyper)
     wrapped.config[-1]["decay"] = "uniform" if uniform else wrapped.config[-1]["decay"]
     first = pt.eq(counter, 0)
     shadows = {}
@@ -460,7 +405,7 @@ def apply_ema(updates: Mapping, params: list[Variable] | None = None, decay: Any
         new = updates[param]
         shadows[shadow] = pt.switch(first, new, shadow + weight * (new - shadow))
     wrapped.update(shadows)
-    return _finish(wrapped, schedules, counter)
+    return finish_wrapper(wrapped, schedules, counter)
 
 
 @contextmanager
@@ -565,7 +510,7 @@ def accumulate_gradients(rule: Callable, steps: int = 4) -> Callable:
         totals = [s + g for s, g in zip(sums, grads)]
         means = [total / as_dtype(steps, p.dtype) for total, p in zip(totals, params)]
         inner = rule(means, params)
-        _check_mapping(f"{who}: rule", inner)
+        check_mapping(f"{who}: rule", inner)
         apply = _every(counter, steps)
         base = inner if isinstance(inner, Updates) else Updates(params=params)
         result = Updates(
