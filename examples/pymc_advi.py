@@ -104,7 +104,8 @@ def compare(names=tuple(PAIRS), iterations: int = 3000, seed: int = 20) -> list[
     results = []
     for name in names:
         ours, theirs = PAIRS[name]
-        results.append(Comparison(name, fit(model, ours, iterations, seed), fit(model, theirs, iterations, seed)))
+        first, second = fit(model, ours, iterations, seed), fit(model, theirs, iterations, seed)
+        results.append(Comparison(name, first, second))
     return results
 
 
@@ -124,14 +125,19 @@ def report(results: list[Comparison]) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--iterations", type=int, default=3000, help="ADVI iterations per fit")
     parser.add_argument("--seed", type=int, default=20, help="the random seed of every fit")
+    parser.add_argument("--tolerance", type=float, default=1e-9, help="largest trace difference accepted")
     args = parser.parse_args()
     results = compare(iterations=args.iterations, seed=args.seed)
     print(report(results))
     for r in results:
         print(f"{r.name}: fitted mean {np.round(r.ours.mean, 3)}, std {np.round(r.ours.std, 3)} (updates)")
+    apart = [r.name for r in results if r.trace_difference > args.tolerance]
+    if apart:
+        raise SystemExit(f"the ELBO traces differ by more than {args.tolerance:g} for {', '.join(apart)}")
 
 
 if __name__ == "__main__":

@@ -91,7 +91,7 @@ class StateEntry:
 
 
 class StateSummary(list):
-    """The :class:`~updates.state.StateEntry` of every piece of state, in order, and what the next step will use.
+    """Every :class:`~updates.state.StateEntry` of the state, in order, and what the next step will use.
 
     Attributes
     ----------
