@@ -74,8 +74,12 @@ def _family_page(module: str, title: str) -> str:
     """
     imported = importlib.import_module(module)
     entries = "\n".join(f"   {_reference_name(module, name)}" for name in imported.__all__)
+    # A module whose name the package also exports as a function (updates.momentum) is not a
+    # target of :mod: (one name, one object); every other module is.
+    shadowed = getattr(updates, module.removeprefix("updates."), imported) is not imported
     return (
         f"{title}\n{'=' * len(title)}\n\n"
+        f".. module:: {module}\n" + ("   :no-index:\n" if shadowed else "") + "\n"
         f".. currentmodule:: updates\n\n"
         f"{inspect.getdoc(imported)}\n\n"
         f".. rubric:: Contents of ``{module}``\n\n"
