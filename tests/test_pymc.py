@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-if os.environ.get("UPDATES_REQUIRE_PYMC"):
+if "UPDATES_REQUIRE_PYMC" in os.environ:
     try:
         import pymc as pm
     except ImportError as err:
