@@ -89,12 +89,20 @@ def adagrad(p, g, s, t, learning_rate, epsilon):
     return p - learning_rate * g / np.sqrt(s["accu"] + epsilon)
 
 
-@_rule("accu", learning_rate=1.0, rho=0.9, epsilon=1e-6)
-def rmsprop(p, g, s, t, learning_rate, rho, epsilon):
-    """a <- rho * a + (1 - rho) * g**2; p <- p - lr * g / sqrt(a + eps)"""
+@_rule("accu", "grad_avg", "velocity", learning_rate=1.0, rho=0.9, epsilon=1e-6, momentum=0.0, centered=False)
+def rmsprop(p, g, s, t, learning_rate, rho, epsilon, momentum, centered):
+    """a <- rho * a + (1 - rho) * g**2; p <- p - lr * g / sqrt(a + eps)
+    centered (Graves 2013): mg <- rho * mg + (1 - rho) * g, divide by sqrt(a - mg**2 + eps)
+    momentum: b <- mu * b + lr * g / sqrt(...); p <- p - b
+    """
     one = p.dtype.type(1)
     s["accu"] = rho * s["accu"] + (one - rho) * g**2
-    return p - learning_rate * g / np.sqrt(s["accu"] + epsilon)
+    variance = s["accu"]
+    if centered:
+        s["grad_avg"] = rho * s["grad_avg"] + (one - rho) * g
+        variance = s["accu"] - s["grad_avg"] ** 2
+    s["velocity"] = momentum * s["velocity"] + learning_rate * g / np.sqrt(variance + epsilon)
+    return p - s["velocity"]
 
 
 @_rule("accu", "delta_accu", learning_rate=1.0, rho=0.95, epsilon=1e-6)
@@ -149,6 +157,134 @@ def amsgrad(p, g, s, t, learning_rate, beta1, beta2, epsilon):
     s["v"] = beta2 * s["v"] + (one - beta2) * g**2
     s["v_hat"] = np.maximum(s["v_hat"], s["v"])
     return p - alpha * s["m"] / (np.sqrt(s["v_hat"]) + epsilon)
+
+
+# -- rules beyond Lasagne (the published algorithms; torch's epsilon placement where torch has them)
+
+ADAM_DEFAULTS = dict(learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-8)
+
+
+@_rule("m", "v", **ADAM_DEFAULTS, weight_decay=1e-2)
+def adamw(p, g, s, t, learning_rate, beta1, beta2, epsilon, weight_decay):
+    """p <- p * (1 - lr * wd); m, v as Adam; p <- p - lr * mhat / (sqrt(vhat) + eps)"""
+    one = p.dtype.type(1)
+    p = p * (one - learning_rate * weight_decay)
+    s["m"] = beta1 * s["m"] + (one - beta1) * g
+    s["v"] = beta2 * s["v"] + (one - beta2) * g**2
+    m_hat, v_hat = s["m"] / (one - beta1**t), s["v"] / (one - beta2**t)
+    return p - learning_rate * m_hat / (np.sqrt(v_hat) + epsilon)
+
+
+@_rule("m", "v", **{**ADAM_DEFAULTS, "learning_rate": 2e-3}, momentum_decay=4e-3)
+def nadam(p, g, s, t, learning_rate, beta1, beta2, epsilon, momentum_decay):
+    """mu_t = b1 * (1 - 0.5 * 0.96**(t * psi)); P_t = prod of mu_1..mu_t
+    p <- p - lr (1 - mu_t) / (1 - P_t) g / d - lr mu_{t+1} / (1 - P_t mu_{t+1}) m / d,
+    d = sqrt(vhat) + eps
+    """
+    one, half = p.dtype.type(1), p.dtype.type(0.5)
+    mu = beta1 * (one - half * p.dtype.type(0.96) ** (t * momentum_decay))
+    mu_next = beta1 * (one - half * p.dtype.type(0.96) ** ((t + one) * momentum_decay))
+    s["product"] = s.get("product", one) * mu
+    s["m"] = beta1 * s["m"] + (one - beta1) * g
+    s["v"] = beta2 * s["v"] + (one - beta2) * g**2
+    d = np.sqrt(s["v"] / (one - beta2**t)) + epsilon
+    grad_term = learning_rate * (one - mu) / (one - s["product"]) * g / d
+    return p - grad_term - learning_rate * mu_next / (one - s["product"] * mu_next) * s["m"] / d
+
+
+@_rule("m", "v", **ADAM_DEFAULTS)
+def radam(p, g, s, t, learning_rate, beta1, beta2, epsilon):
+    """rho_inf = 2 / (1 - b2) - 1; rho_t = rho_inf - 2 t b2**t / (1 - b2**t)
+    rho_t > 5: p <- p - lr mhat r_t sqrt(1 - b2**t) / (sqrt(v) + eps), else p <- p - lr mhat
+    """
+    one, two = p.dtype.type(1), p.dtype.type(2)
+    s["m"] = beta1 * s["m"] + (one - beta1) * g
+    s["v"] = beta2 * s["v"] + (one - beta2) * g**2
+    m_hat = s["m"] / (one - beta1**t)
+    rho_inf = two / (one - beta2) - one
+    rho_t = rho_inf - two * t * beta2**t / (one - beta2**t)
+    if rho_t <= 5:
+        return p - learning_rate * m_hat
+    r = np.sqrt((rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t))
+    return p - learning_rate * m_hat * r * np.sqrt(one - beta2**t) / (np.sqrt(s["v"]) + epsilon)
+
+
+@_rule("m", "s", **{**ADAM_DEFAULTS, "epsilon": 1e-16})
+def adabelief(p, g, s, t, learning_rate, beta1, beta2, epsilon):
+    """m <- b1 m + (1 - b1) g; s <- b2 s + (1 - b2) (g - m)**2 + eps
+    p <- p - lr mhat / (sqrt(shat) + eps)
+    """
+    one = p.dtype.type(1)
+    s["m"] = beta1 * s["m"] + (one - beta1) * g
+    s["s"] = beta2 * s["s"] + (one - beta2) * (g - s["m"]) ** 2 + epsilon
+    m_hat, s_hat = s["m"] / (one - beta1**t), s["s"] / (one - beta2**t)
+    return p - learning_rate * m_hat / (np.sqrt(s_hat) + epsilon)
+
+
+@_rule("m", "v", learning_rate=1e-2, beta1=0.9, beta2=0.999, epsilon=1e-3)
+def yogi(p, g, s, t, learning_rate, beta1, beta2, epsilon):
+    """m <- b1 m + (1 - b1) g; v <- v - (1 - b2) sign(v - g**2) g**2; p <- p - lr m / (sqrt(v) + eps)"""
+    one = p.dtype.type(1)
+    s["m"] = beta1 * s["m"] + (one - beta1) * g
+    s["v"] = s["v"] - (one - beta2) * np.sign(s["v"] - g**2) * g**2
+    return p - learning_rate * s["m"] / (np.sqrt(s["v"]) + epsilon)
+
+
+@_rule("m", learning_rate=1e-4, beta1=0.9, beta2=0.99, weight_decay=0.0)
+def lion(p, g, s, t, learning_rate, beta1, beta2, weight_decay):
+    """c = b1 m + (1 - b1) g; p <- p - lr (sign(c) + wd p); m <- b2 m + (1 - b2) g"""
+    one = p.dtype.type(1)
+    c = beta1 * s["m"] + (one - beta1) * g
+    s["m"] = beta2 * s["m"] + (one - beta2) * g
+    return p - learning_rate * (np.sign(c) + weight_decay * p)
+
+
+@_rule("prev", learning_rate=1e-2, eta_minus=0.5, eta_plus=1.2, min_step=1e-6, max_step=50.0)
+def rprop(p, g, s, t, learning_rate, eta_minus, eta_plus, min_step, max_step):
+    """iRprop-: step sizes start at lr; x eta_plus where g * prev > 0, x eta_minus (and g := 0)
+    where < 0; clipped to [min_step, max_step]; p <- p - sign(g) step; prev <- g"""
+    if "step" not in s:
+        s["step"] = np.full_like(p, learning_rate)
+    agreement = g * s["prev"]
+    factor = np.where(agreement > 0, eta_plus, np.where(agreement < 0, eta_minus, p.dtype.type(1)))
+    s["step"] = np.clip(s["step"] * factor, min_step, max_step).astype(p.dtype)
+    g = np.where(agreement < 0, p.dtype.type(0), g)
+    s["prev"] = g
+    return p - np.sign(g) * s["step"]
+
+
+def _ratio(numerator, denominator):
+    return numerator / denominator if numerator > 0 and denominator > 0 else 1
+
+
+@_rule("m", "v", **{**ADAM_DEFAULTS, "epsilon": 1e-6}, weight_decay=0.0)
+def lamb(p, g, s, t, learning_rate, beta1, beta2, epsilon, weight_decay):
+    """u = mhat / (sqrt(vhat) + eps) + wd p; p <- p - lr (|p| / |u|) u (ratio 1 if a norm is 0)"""
+    one = p.dtype.type(1)
+    s["m"] = beta1 * s["m"] + (one - beta1) * g
+    s["v"] = beta2 * s["v"] + (one - beta2) * g**2
+    u = (s["m"] / (one - beta1**t)) / (np.sqrt(s["v"] / (one - beta2**t)) + epsilon) + weight_decay * p
+    return p - learning_rate * _ratio(np.linalg.norm(p), np.linalg.norm(u)) * u
+
+
+@_rule("velocity", learning_rate=0.1, momentum=0.9, weight_decay=0.0, trust_coefficient=1e-3, epsilon=0.0)
+def lars(p, g, s, t, learning_rate, momentum, weight_decay, trust_coefficient, epsilon):
+    """local = k |p| / (|g| + wd |p| + eps) (1 if a norm is 0); v <- mu v + lr local (g + wd p);
+    p <- p - v"""
+    p_norm, g_norm = np.linalg.norm(p), np.linalg.norm(g)
+    local = _ratio(trust_coefficient * p_norm, g_norm + weight_decay * p_norm + epsilon)
+    s["velocity"] = momentum * s["velocity"] + learning_rate * local * (g + weight_decay * p)
+    return p - s["velocity"]
+
+
+@_rule(learning_rate=1e-3, epsilon=0.1, n_win=10)
+def adagrad_window(p, g, s, t, learning_rate, epsilon, n_win):
+    """the squares of the last n_win gradients (zeros before): w[(t - 1) % n_win] <- g**2;
+    p <- p - lr g / sqrt(sum(w) + eps)"""
+    n_win = int(n_win)
+    window = s.setdefault("window", np.zeros((n_win, *p.shape), p.dtype))
+    window[(int(t) - 1) % n_win] = g**2
+    return p - learning_rate * g / np.sqrt(window.sum(axis=0) + epsilon)
 
 
 def _float(x):

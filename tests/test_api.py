@@ -1,5 +1,6 @@
 """The public API is what the README documents, and every rule's docstring carries its equations."""
 
+import ast
 import inspect
 import re
 from pathlib import Path
@@ -45,7 +46,7 @@ def test_readme_states_each_rules_defaults(case):
         if name not in ("loss_or_grads", "params", "clear_nan")
     }
     stated = dict(pair.split("=") for pair in row.split("|")[2].strip().split(", "))
-    assert {k: float(v) for k, v in stated.items()} == defaults
+    assert {k: ast.literal_eval(v) for k, v in stated.items()} == defaults
 
 
 def test_readme_python_examples_run():

@@ -4,7 +4,10 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from registry import RULES
+from registry import GRADIENT_RULES
+
+# The rules that run on the multi-tensor path (the per-tensor ones are built per parameter).
+RULES = [case for case in GRADIENT_RULES if not case.rule.per_tensor]
 
 import updates
 from updates.fused import FusedStep
@@ -23,7 +26,7 @@ def test_graph_size_does_not_grow_with_the_number_of_params(case):
     assert sizes[2] == sizes[40]
 
 
-@pytest.mark.parametrize("case", [RULES[0], RULES[-3]], ids=str)
+@pytest.mark.parametrize("case", [c for c in RULES if c.name in ("sgd", "adam")], ids=str)
 def test_numba_step_runs_in_place(case):
     pytest.importorskip("numba")
     step, params = compiled(case, 3, mode="NUMBA")

@@ -52,7 +52,7 @@ def _scheduled(loss, params):
 # Every rule of the registry, the momentum wrappers around a rule without state and one with, and
 # schedules.
 CASES = {
-    **{case.name: _rule(case) for case in RULES},
+    **{str(case): _rule(case) for case in RULES},
     **{
         f"{wrapper.__name__}({rule.__name__})": _wrapped(wrapper, rule)
         for wrapper in (updates.apply_momentum, updates.apply_nesterov_momentum)

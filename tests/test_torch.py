@@ -78,6 +78,36 @@ CASES = [
         "Adamax",
         {**TORCH_ADAM, "eps": 0.0},
     ),
+    (
+        "rmsprop_centered_momentum-eps_0",
+        "rmsprop",
+        {"learning_rate": 0.01, "rho": 0.9, "epsilon": 0.0, "momentum": 0.7, "centered": True},
+        "RMSprop",
+        {"lr": 0.01, "alpha": 0.9, "eps": 0.0, "momentum": 0.7, "centered": True},
+    ),
+    # The rules beyond Lasagne follow torch's formulation: no conversion.
+    (
+        "adamw-exact",
+        "adamw",
+        {**ADAM, "weight_decay": 0.1},
+        "AdamW",
+        {**TORCH_ADAM, "weight_decay": 0.1},
+    ),
+    (
+        "nadam-exact",
+        "nadam",
+        {**ADAM, "momentum_decay": 4e-3},
+        "NAdam",
+        {**TORCH_ADAM, "momentum_decay": 4e-3},
+    ),
+    ("radam-exact", "radam", ADAM, "RAdam", TORCH_ADAM),
+    (
+        "rprop-exact",
+        "rprop",
+        {"learning_rate": 0.01, "eta_minus": 0.5, "eta_plus": 1.2, "min_step": 1e-6, "max_step": 50.0},
+        "Rprop",
+        {"lr": 0.01, "etas": (0.5, 1.2), "step_sizes": (1e-6, 50.0)},
+    ),
 ]
 
 
@@ -92,13 +122,18 @@ def _problem():
 
 def _run_torch(p0, grad, cls, kwargs):
     params = [torch.tensor(p, dtype=torch.float64) for p in p0]
-    opt = getattr(torch.optim, cls)(params, **kwargs)
-    out = []
-    for _ in range(STEPS):
-        for p, g in zip(params, grad([p.numpy() for p in params])):
-            p.grad = torch.from_numpy(np.array(g))
-        opt.step()
-        out.append([p.detach().numpy().copy() for p in params])
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # torch keeps NAdam's running product in this dtype
+    try:
+        opt = getattr(torch.optim, cls)(params, **kwargs)
+        out = []
+        for _ in range(STEPS):
+            for p, g in zip(params, grad([p.numpy() for p in params])):
+                p.grad = torch.from_numpy(np.array(g))
+            opt.step()
+            out.append([p.detach().numpy().copy() for p in params])
+    finally:
+        torch.set_default_dtype(default)
     return out
 
 

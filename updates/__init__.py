@@ -7,6 +7,19 @@ ordered dictionary ``{shared variable: new value}`` to pass to ``pytensor.functi
 from updates.constraints import norm_constraint, total_norm_constraint
 from updates.core import Updates, per_parameter
 from updates.grads import get_or_compute_grads
+from updates.modern import (
+    adabelief,
+    adagrad_window,
+    adamw,
+    esgd,
+    lamb,
+    lars,
+    lion,
+    nadam,
+    radam,
+    rprop,
+    yogi,
+)
 from updates.momentum import apply_momentum, apply_nesterov_momentum, momentum, nesterov_momentum
 from updates.rules import adadelta, adagrad, adam, adamax, amsgrad, rmsprop, sgd
 from updates.schedules import (
@@ -48,6 +61,17 @@ __all__ = [
     "adam",
     "adamax",
     "amsgrad",
+    "adamw",
+    "nadam",
+    "radam",
+    "adabelief",
+    "yogi",
+    "lion",
+    "rprop",
+    "lamb",
+    "lars",
+    "adagrad_window",
+    "esgd",
     "norm_constraint",
     "total_norm_constraint",
     "inspect_state",

@@ -212,15 +212,30 @@ class Rule:
     slots : tuple of str
         The per-parameter state, each created as zeros like the parameter.
     per_step : callable, optional
-        ``per_step(h, t) -> dict`` of scalars computed once per step from the step count ``t``
-        (1 on the first step, a scalar of the param's dtype). A rule with ``per_step`` keeps an
-        integer step counter.
+        ``per_step(h, t, step) -> dict`` of scalars computed once per step from the step count:
+        ``t`` as a scalar of the param's dtype, ``step`` as the exact int64 (both 1 on the first
+        step). A rule with ``per_step`` keeps an integer step counter.
+    carry : tuple of (str, float)
+        Scalars the rule carries from step to step (name and initial value), e.g. a running
+        product: ``h.<name>`` holds the current value, and ``per_step`` returns the new one under
+        the same name (the kernel then sees the new value). One shared scalar per dtype.
+    per_tensor : bool
+        The kernel needs whole tensors (norms, trust ratios), not single elements: the rule is
+        always applied per parameter, never fused.
+    extra : callable, optional
+        ``extra(loss_or_grads, params, grads, step) -> list`` of more per-parameter inputs, one
+        list per input, given to the kernel after the gradient: ``kernel(h, param, grad, *extra,
+        *slots)`` (e.g. ESGD's Hessian-vector products); ``step`` is the int64 step count, 1 on
+        the first step (the rule needs ``per_step``). Only with ``per_tensor``.
     """
 
     name: str
     kernel: Callable[..., tuple[Variable, ...]]
     slots: tuple[str, ...] = ()
-    per_step: Callable[[SimpleNamespace, Variable], dict[str, Variable]] | None = None
+    per_step: Callable[[SimpleNamespace, Variable, Variable], dict[str, Variable]] | None = None
+    carry: tuple[tuple[str, float], ...] = ()
+    per_tensor: bool = False
+    extra: Callable[[Any, list, list, Variable], list[list[Variable]]] | None = None
 
 
 @dataclass(frozen=True)
@@ -234,8 +249,8 @@ class Kernel:
     def name(self) -> str:
         return self.rule.name
 
-    def __call__(self, h: SimpleNamespace, param: Variable, grad: Variable, *slots: Variable):
-        return self.rule.kernel(h, param, clear_nan(grad) if self.clear_nan else grad, *slots)
+    def __call__(self, h: SimpleNamespace, param: Variable, grad: Variable, *rest: Variable):
+        return self.rule.kernel(h, param, clear_nan(grad) if self.clear_nan else grad, *rest)
 
 
 _PER_PARAMETER: ContextVar[bool] = ContextVar("per_parameter", default=False)
@@ -273,24 +288,37 @@ def step_counter(name: str) -> SharedVariable:
 
 
 def apply_rule(
-    rule: Rule, loss_or_grads: Any, params: Any, hyper: dict[str, Any], clear_nan: bool
+    rule: Rule,
+    loss_or_grads: Any,
+    params: Any,
+    hyper: dict[str, Any],
+    clear_nan: bool,
+    options: Mapping[str, Any] | None = None,
 ) -> Updates:
-    """Build the updates of ``rule`` for ``params``: per parameter, or one node per dtype."""
+    """Build the updates of ``rule`` for ``params``: per parameter, or one node per dtype.
+
+    ``options`` (the structural choices that selected ``rule``) are recorded in the config.
+    """
     params, grads = prepare_grads(rule.name, loss_or_grads, params)
     kernel = Kernel(rule, clear_nan)
     scheduled = any(is_schedule(value) for value in hyper.values())
     counter = step_counter(f"{rule.name}.t") if rule.per_step or scheduled else None
+    extra = [()] * len(params)
+    if rule.extra is not None:
+        extra = list(zip(*rule.extra(loss_or_grads, params, grads, counter + 1)))
     config = {"rule": rule.name, **{name: describe_hyperparameter(v) for name, v in hyper.items()}}
+    config.update(options or {})
     schedules = schedule_state(hyper.values())
     hyper = {name: evaluate(value, counter) for name, value in hyper.items()}
     current = {name: pt.as_tensor_variable(value) for name, value in hyper.items()}
     updates = Updates(params=params, config=[config], hyperparameters=current)
-    apply = _apply_per_parameter if _PER_PARAMETER.get() else _apply_fused
+    apply = _apply_per_parameter if _PER_PARAMETER.get() or rule.per_tensor else _apply_fused
     dtypes = list(dict.fromkeys(p.dtype for p in params))
     for dtype in dtypes:
-        group = [(i, p, g) for i, (p, g) in enumerate(zip(params, grads)) if p.dtype == dtype]
+        group = [(i, p, g, e) for i, (p, g, e) in enumerate(zip(params, grads, extra)) if p.dtype == dtype]
         suffix = f"[{dtype}]" if len(dtypes) > 1 else ""
-        apply(kernel, group, _scalars(rule, hyper, dtype, counter), updates, suffix)
+        h = _scalars(rule, hyper, dtype, counter, suffix, updates)
+        apply(kernel, group, h, updates, suffix)
     updates.update(schedules)
     if counter is not None:
         updates[counter] = counter + 1
@@ -298,16 +326,16 @@ def apply_rule(
 
 
 def _apply_per_parameter(kernel: Kernel, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:
-    for i, param, grad in group:
+    for i, param, grad, extra in group:
         slots = [state_like(param, f"{label(param, i)}.{kernel.name}.{s}") for s in kernel.rule.slots]
-        new_param, *new_slots = kernel(h, param, grad, *slots)
+        new_param, *new_slots = kernel(h, param, grad, *extra, *slots)
         updates[param] = new_param
         for slot, new_slot in zip(slots, new_slots):
             updates[slot] = new_slot
 
 
 def _apply_fused(kernel: Kernel, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:
-    indices, params, grads = zip(*group)
+    indices, params, grads, _ = zip(*group)
     buffers = [flat_state(params, indices, f"{kernel.name}.{slot}", suffix) for slot in kernel.rule.slots]
     names = tuple(vars(h))
     shapes = [p.get_value(borrow=True).shape for p in params]
@@ -317,11 +345,25 @@ def _apply_fused(kernel: Kernel, group, h: SimpleNamespace, updates: Updates, su
         updates[variable] = value
 
 
-def _scalars(rule: Rule, hyper: dict[str, Any], dtype: str, counter: Variable | None) -> SimpleNamespace:
-    """The hyperparameters cast to ``dtype``, plus the rule's per-step scalars."""
+def _scalars(
+    rule: Rule, hyper: dict[str, Any], dtype: str, counter: Variable | None, suffix: str, updates: Updates
+) -> SimpleNamespace:
+    """The hyperparameters cast to ``dtype``, plus the rule's per-step and carried scalars.
+
+    Each carried scalar is a new shared variable of ``dtype`` (``nadam.mu_product``), put in
+    ``updates`` with its new value.
+    """
     h = SimpleNamespace(**{name: as_dtype(value, dtype) for name, value in hyper.items()})
+    carried = {}
+    for name, initial in rule.carry:
+        carried[name] = pytensor.shared(np.asarray(initial, dtype=dtype), name=f"{rule.name}.{name}{suffix}")
+        carried[name].tag.initial = initial
+        setattr(h, name, carried[name])
     if rule.per_step is not None:
-        h.__dict__.update(rule.per_step(h, pt.cast(counter + 1, dtype)))
+        step = counter + 1
+        h.__dict__.update(rule.per_step(h, pt.cast(step, dtype), step))
+    for name, variable in carried.items():
+        updates[variable] = getattr(h, name)
     return h
 
 
@@ -356,7 +398,9 @@ Updates
 """
 
 
-def update_rule(rule: Rule, **ranges: Interval) -> Callable[[Callable], Callable]:
+def update_rule(
+    rule: Rule | Callable[..., Rule], options: tuple[str, ...] = (), **ranges: Interval
+) -> Callable[[Callable], Callable]:
     """Make a rule's public function from its signature and docstring.
 
     The decorated function's body is not run: its signature gives the hyperparameters and their
@@ -365,36 +409,48 @@ def update_rule(rule: Rule, **ranges: Interval) -> Callable[[Callable], Callable
     against its interval in ``ranges``, symbolic ones for being scalars) and applies ``rule``;
     called without ``loss_or_grads`` and ``params``, it returns itself with the hyperparameters
     bound, as a ``functools.partial`` awaiting ``(loss_or_grads, params)``.
+
+    A rule whose equations depend on structural choices (``rmsprop(centered=True)``) gives a
+    factory ``rule(hyper, **options) -> Rule`` instead of a :class:`Rule`, and names the
+    arguments in ``options``: they select the equations and are not scalars of the step. The
+    function's ``rule_for(**arguments)`` returns the :class:`Rule` those arguments select.
     """
 
     def decorate(function: Callable) -> Callable:
         signature = inspect.signature(function)
+        name = rule.name if isinstance(rule, Rule) else function.__name__
 
-        @functools.wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
+        def resolve(args: tuple, kwargs: dict) -> tuple[Rule, dict, dict, bool, Any, Any]:
             try:
                 bound = signature.bind(*args, **kwargs)
             except TypeError as err:
-                raise TypeError(f"{rule.name}: {err}") from None
+                raise TypeError(f"{name}: {err}") from None
             bound.apply_defaults()
             hyper = dict(bound.arguments)
             loss_or_grads, params = hyper.pop("loss_or_grads"), hyper.pop("params")
             clear_nan = hyper.pop("clear_nan")
-            for name, interval in ranges.items():
-                check_hyperparameter(rule.name, name, hyper[name], interval)
+            chosen = {option: hyper.pop(option) for option in options}
+            for hyper_name, interval in ranges.items():
+                check_hyperparameter(name, hyper_name, hyper[hyper_name], interval)
             if not isinstance(clear_nan, (bool, np.bool_)):
-                raise TypeError(f"{rule.name}: clear_nan must be True or False, got {clear_nan!r}")
+                raise TypeError(f"{name}: clear_nan must be True or False, got {clear_nan!r}")
+            selected = rule if isinstance(rule, Rule) else rule(hyper, **chosen)
+            return selected, hyper, chosen, clear_nan, loss_or_grads, params
+
+        @functools.wraps(function)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            selected, hyper, chosen, clear_nan, loss_or_grads, params = resolve(args, kwargs)
             if loss_or_grads is None and params is None:
-                return functools.partial(wrapper, **hyper, clear_nan=clear_nan)
+                return functools.partial(wrapper, **hyper, **chosen, clear_nan=clear_nan)
             if loss_or_grads is None or params is None:
                 missing = "loss_or_grads" if loss_or_grads is None else "params"
                 raise TypeError(
-                    f"{rule.name}: {missing} is missing; give both loss_or_grads and params, or "
+                    f"{name}: {missing} is missing; give both loss_or_grads and params, or "
                     "neither to get the rule back awaiting them"
                 )
-            return apply_rule(rule, loss_or_grads, params, hyper, clear_nan)
+            return apply_rule(selected, loss_or_grads, params, hyper, clear_nan, chosen)
 
-        wrapper.rule = rule
+        wrapper.rule_for = lambda **arguments: resolve((), arguments)[0]
         wrapper.__doc__ = string.Template(function.__doc__ or "").safe_substitute(
             parameters=COMMON_PARAMETERS, clear_nan=CLEAR_NAN, returns=RETURNS
         )

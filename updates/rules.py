@@ -8,9 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pytensor.tensor as pt
 
 from updates.core import NON_NEGATIVE, UNIT, Rule, Updates, update_rule
+from updates.grads import is_concrete
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamax", "amsgrad"]
 
@@ -106,22 +108,62 @@ def adagrad(
     """
 
 
-def _rmsprop(h, param, grad, accu):
-    accu = h.rho * accu + (1 - h.rho) * pt.sqr(grad)
-    return param - h.learning_rate * grad / pt.sqrt(accu + h.epsilon), accu
+def _rmsprop_kernel(centered: bool, with_momentum: bool):
+    """RMSProp's equations: plain, centered (Graves), with momentum, or both."""
+
+    def kernel(h, param, grad, accu, *rest):
+        accu = h.rho * accu + (1 - h.rho) * pt.sqr(grad)
+        new_slots = [accu]
+        variance = accu
+        if centered:
+            grad_avg = h.rho * rest[0] + (1 - h.rho) * grad
+            variance = accu - pt.sqr(grad_avg)
+            new_slots.append(grad_avg)
+        step = h.learning_rate * grad / pt.sqrt(variance + h.epsilon)
+        if with_momentum:
+            step = h.momentum * rest[-1] + step
+            new_slots.append(step)
+        return (param - step, *new_slots)
+
+    return kernel
 
 
-RMSPROP = Rule("rmsprop", _rmsprop, slots=("accu",))
+RMSPROP = {
+    (centered, with_momentum): Rule(
+        "rmsprop",
+        _rmsprop_kernel(centered, with_momentum),
+        slots=("accu", *(("grad_avg",) if centered else ()), *(("velocity",) if with_momentum else ())),
+    )
+    for centered in (False, True)
+    for with_momentum in (False, True)
+}
 
 
-@update_rule(RMSPROP, learning_rate=NON_NEGATIVE, rho=UNIT, epsilon=NON_NEGATIVE)
+def _rmsprop_rule(hyper: dict, centered: bool) -> Rule:
+    if not isinstance(centered, (bool, np.bool_)):
+        raise TypeError(f"rmsprop: centered must be True or False, got {centered!r}")
+    momentum = hyper["momentum"]
+    without = is_concrete(momentum) and float(momentum) == 0.0
+    return RMSPROP[bool(centered), not without]
+
+
+@update_rule(
+    _rmsprop_rule,
+    options=("centered",),
+    learning_rate=NON_NEGATIVE,
+    rho=UNIT,
+    epsilon=NON_NEGATIVE,
+    momentum=UNIT,
+)
 def rmsprop(
     loss_or_grads=None,
     params=None,
     learning_rate: Any = 1.0,
     rho: Any = 0.9,
     epsilon: Any = 1e-6,
+    momentum: Any = 0.0,
     *,
+    centered: bool = False,
     clear_nan: bool = False,
 ) -> Updates:
     r"""RMSProp: steps scaled by a moving average of squared gradients.
@@ -130,6 +172,15 @@ def rmsprop(
 
         a &\leftarrow \rho\, a + (1 - \rho)\, g^2 \\
         p &\leftarrow p - \eta\, g / \sqrt{a + \epsilon}
+
+    The centered form (Graves, 2013) divides by an estimate of the variance instead, and
+    momentum keeps a velocity :math:`b` of the steps:
+
+    .. math::
+
+        \bar g &\leftarrow \rho\, \bar g + (1 - \rho)\, g \\
+        b &\leftarrow \mu\, b + \eta\, g / \sqrt{a - \bar g^2 + \epsilon} \\
+        p &\leftarrow p - b
 
     Parameters
     ----------
@@ -140,6 +191,11 @@ def rmsprop(
         :math:`\rho`, the decay of the moving average, in [0, 1), default 0.9.
     epsilon : float or scalar tensor
         :math:`\epsilon`, added inside the square root, default 1e-6.
+    momentum : float or scalar tensor
+        :math:`\mu`, in [0, 1), default 0 (no velocity is kept when it is a concrete 0).
+    centered : bool
+        Divide by the centered second moment :math:`a - \bar g^2` (keeps :math:`\bar g`),
+        default False.
     $clear_nan
 
     Returns
@@ -149,12 +205,16 @@ def rmsprop(
     Notes
     -----
     torch.optim.RMSprop (``alpha`` is :math:`\rho`) adds ``eps`` outside the root and defaults to
-    ``lr=1e-2, alpha=0.99, eps=1e-8``; with ``eps=0`` on both sides they agree.
+    ``lr=1e-2, alpha=0.99, eps=1e-8``; with ``eps=0`` on both sides they agree, also with
+    ``centered`` and ``momentum`` (torch's buffer holds the steps without :math:`\eta`, the same
+    while the learning rate is constant).
     ``optax.rmsprop(..., eps_in_sqrt=True)`` is this rule.
 
     References
     ----------
     Tieleman and Hinton (2012). Neural Networks for Machine Learning, lecture 6.5 (Coursera).
+    Graves (2013). Generating sequences with recurrent neural networks, eq. 38-41.
+    arXiv:1308.0850.
 
     Examples
     --------
@@ -162,6 +222,8 @@ def rmsprop(
     >>> w = pytensor.shared(np.zeros(2), name="w")
     >>> list(updates.rmsprop((w**2).sum(), [w]).named_state())
     ['w.rmsprop.accu']
+    >>> list(updates.rmsprop((w**2).sum(), [w], momentum=0.9, centered=True).named_state())
+    ['w.rmsprop.accu', 'w.rmsprop.grad_avg', 'w.rmsprop.velocity']
     """
 
 
@@ -227,7 +289,7 @@ def adadelta(
     """
 
 
-def _adam_step_size(h, t):
+def _adam_step_size(h, t, step):
     return dict(alpha=h.learning_rate * pt.sqrt(1 - h.beta2**t) / (1 - h.beta1**t))
 
 
@@ -307,9 +369,11 @@ def _adamax(h, param, grad, m, u):
     return param - h.alpha * m / (u + h.epsilon), m, u
 
 
-ADAMAX = Rule(
-    "adamax", _adamax, slots=("m", "u"), per_step=lambda h, t: dict(alpha=h.learning_rate / (1 - h.beta1**t))
-)
+def _adamax_step_size(h, t, step):
+    return dict(alpha=h.learning_rate / (1 - h.beta1**t))
+
+
+ADAMAX = Rule("adamax", _adamax, slots=("m", "u"), per_step=_adamax_step_size)
 
 
 @update_rule(ADAMAX, **ADAM_RANGES)

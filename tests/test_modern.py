@@ -1,0 +1,106 @@
+"""ESGD, the rule that needs the loss itself: its trajectory against a NumPy reference built from
+the exact Hessian, its random signs, its errors. (Every other rule of updates.modern runs through
+the registry tests of test_rules.py, and those torch has through test_torch.py.)"""
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+import updates
+from updates.modern import _random_signs
+
+STEPS = 60
+
+
+def signs(seed, index, shape, steps):
+    """The library's random signs at each step, evaluated on their own."""
+    like = pytensor.shared(np.zeros(shape))
+    step = pt.lscalar()
+    draw = pytensor.function([step], _random_signs(seed, index, step, like), mode="FAST_COMPILE")
+    return [draw(t) for t in range(1, steps + 1)]
+
+
+def test_random_signs_look_independent():
+    draws = np.array([v.ravel() for v in signs(0, 3, (40, 25), 400)])
+    assert set(np.unique(draws)) == {-1.0, 1.0}
+    assert abs(draws.mean()) < 0.01
+    correlation = draws.T @ draws / len(draws)
+    off_diagonal = correlation[~np.eye(len(correlation), dtype=bool)]
+    # independent signs: off-diagonal entries have mean 0 and standard deviation 1/sqrt(400)
+    assert abs(off_diagonal.mean()) < 0.002
+    assert abs(off_diagonal.std() - 0.05) < 0.005
+    other = np.array([v.ravel() for v in signs(0, 4, (40, 25), 400)])
+    assert abs((draws * other).mean()) < 0.01, "two params must draw different signs"
+    assert not np.array_equal(draws, np.array([v.ravel() for v in signs(1, 3, (40, 25), 400)]))
+
+
+def reference_esgd(p0, gradient, hessian, vectors, learning_rate, epsilon):
+    """D <- D + (H v)**2; p <- p - lr g / (sqrt(D / t) + eps), H the exact Hessian at p."""
+    params, d, trajectory = [p.copy() for p in p0], [np.zeros_like(p) for p in p0], []
+    for t, v in enumerate(vectors, start=1):
+        g, hv = gradient(params), hessian(params, v)
+        for i, p in enumerate(params):
+            cast = p.dtype.type
+            d[i] = d[i] + hv[i] ** 2
+            params[i] = p - cast(learning_rate) * g[i] / (np.sqrt(d[i] / cast(t)) + cast(epsilon))
+        trajectory.append([p.copy() for p in params])
+    return trajectory
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_esgd_matches_the_reference_with_the_exact_hessian(dtype):
+    """A coupled quadratic in w (Hessian A) and a quartic in b (Hessian diagonal)."""
+    rng = np.random.default_rng(0)
+    root = rng.normal(size=(4, 4))
+    a = (root @ root.T / 4 + np.eye(4)).astype(dtype)
+    w0, b0 = rng.normal(size=4).astype(dtype), rng.normal(size=3).astype(dtype)
+    w, b = pytensor.shared(w0, name="w"), pytensor.shared(b0, name="b")
+    loss = 0.5 * w @ pt.constant(a) @ w + pt.sum(b**4) / 4
+    step = pytensor.function([], [], updates=updates.esgd(loss, [w, b], learning_rate=0.05, seed=7))
+
+    def gradient(ps):
+        return [a @ ps[0], ps[1] ** 3]
+
+    def hessian(ps, v):
+        return [a @ v[0], np.asarray(3 * ps[1] ** 2 * v[1], dtype=dtype)]
+
+    vectors = list(zip(signs(7, 0, (4,), STEPS), signs(7, 1, (3,), STEPS)))
+    vectors = [[x.astype(dtype) for x in pair] for pair in vectors]
+    expected = reference_esgd([w0, b0], gradient, hessian, vectors, 0.05, 1e-4)
+    tolerance = {"float64": dict(rtol=1e-11, atol=1e-13), "float32": dict(rtol=2e-4, atol=1e-6)}[dtype]
+    for t, want in enumerate(expected, start=1):
+        step()
+        for p, value in zip((w, b), want):
+            np.testing.assert_allclose(p.get_value(), value, **tolerance, err_msg=f"step {t}")
+            p.set_value(value)  # the next step starts from the reference's params
+        assert w.get_value().dtype == dtype
+    assert np.linalg.norm(w.get_value()) < 0.5 * np.linalg.norm(w0), "ESGD should descend"
+
+
+def test_esgd_state_is_named_and_typed():
+    with pytensor.config.change_flags(floatX="float64"):
+        w = pytensor.shared(np.ones(3, "float32"), name="w")
+        result = updates.esgd(pt.sum(w**4), [w])
+    assert list(result.named_state()) == ["w.esgd.d", "esgd.t"]
+    assert all(value.type == variable.type for variable, value in result.items())
+
+
+def test_esgd_needs_the_loss():
+    w = pytensor.shared(np.ones(3), name="w")
+    with pytest.raises(TypeError, match=r"^esgd: needs the scalar loss .* got a list of gradients"):
+        updates.esgd([pt.vector()], [w])
+
+
+@pytest.mark.parametrize("seed", [-1, 2**31, 1.5, True])
+def test_esgd_rejects_bad_seeds(seed):
+    with pytest.raises(ValueError, match=r"^esgd: seed must be an integer in \[0, 2\*\*31 - 1\)"):
+        updates.esgd(seed=seed)
+
+
+def test_esgd_partial_application_and_ranges():
+    w = pytensor.shared(np.ones(3), name="w")
+    rule = updates.esgd(learning_rate=0.1, seed=3)
+    assert [v.name for v in rule(pt.sum(w**4), [w])] == ["w", "w.esgd.d", "esgd.t"]
+    with pytest.raises(ValueError, match=r"^esgd: epsilon must be in \[0, inf\), got -1"):
+        updates.esgd(epsilon=-1)

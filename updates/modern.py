@@ -1,0 +1,931 @@
+r"""Rules beyond Lasagne: the optimizers torch.optim and optax users take for granted.
+
+Same conventions as :mod:`updates.rules`: :math:`g` the gradient, :math:`\eta` the learning rate,
+:math:`t` the step count (1 on the first step), elementwise operations, state starting at zero.
+Where torch.optim has the algorithm, the rule follows torch's formulation (epsilon placement and
+bias corrections), and the tests compare trajectories with torch live. :func:`lamb`, :func:`lars`
+and :func:`esgd` need whole tensors (norms, Hessian-vector products), so they are built per
+parameter; every other rule runs on the multi-tensor path.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+
+from updates.core import NON_NEGATIVE, POSITIVE, UNIT, Interval, Rule, Updates, update_rule
+
+__all__ = [
+    "adamw",
+    "nadam",
+    "radam",
+    "adabelief",
+    "yogi",
+    "lion",
+    "rprop",
+    "lamb",
+    "lars",
+    "adagrad_window",
+    "esgd",
+]
+
+ADAM_RANGES = dict(learning_rate=NON_NEGATIVE, beta1=UNIT, beta2=UNIT, epsilon=NON_NEGATIVE)
+
+
+def _moments(h, grad, m, v):
+    return h.beta1 * m + (1 - h.beta1) * grad, h.beta2 * v + (1 - h.beta2) * pt.sqr(grad)
+
+
+def _bias_corrections(h, t, step):
+    return dict(bc1=1 - h.beta1**t, sqrt_bc2=pt.sqrt(1 - h.beta2**t))
+
+
+def _norm(x):
+    return pt.sqrt(pt.sum(pt.sqr(x)))
+
+
+# -- AdamW ---------------------------------------------------------------------------------------
+
+
+def _adamw(h, param, grad, m, v):
+    m, v = _moments(h, grad, m, v)
+    param = param * (1 - h.learning_rate * h.weight_decay)
+    return param - (h.learning_rate / h.bc1) * m / (pt.sqrt(v) / h.sqrt_bc2 + h.epsilon), m, v
+
+
+ADAMW = Rule("adamw", _adamw, slots=("m", "v"), per_step=_bias_corrections)
+
+
+@update_rule(ADAMW, **ADAM_RANGES, weight_decay=NON_NEGATIVE)
+def adamw(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    beta1: Any = 0.9,
+    beta2: Any = 0.999,
+    epsilon: Any = 1e-8,
+    weight_decay: Any = 1e-2,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""AdamW: Adam with weight decay decoupled from the gradient.
+
+    .. math::
+
+        p &\leftarrow p\, (1 - \eta \lambda) \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g \\
+        v &\leftarrow \beta_2 v + (1 - \beta_2)\, g^2 \\
+        p &\leftarrow p - \eta\, \frac{m / (1 - \beta_1^t)}{\sqrt{v / (1 - \beta_2^t)} + \epsilon}
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3.
+    beta1, beta2 : float or scalar tensor
+        The decays of the first and second moment, in [0, 1), defaults 0.9 and 0.999.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, added to the root of the bias-corrected :math:`v`, default 1e-8.
+    weight_decay : float or scalar tensor
+        :math:`\lambda`, default 1e-2.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    torch.optim.AdamW with the same defaults, step for step. Unlike :func:`adam` (Lasagne's
+    form), :math:`\epsilon` is added after bias correction, as in torch and optax, so
+    ``adamw(weight_decay=0)`` equals torch's Adam rather than this library's ``adam``.
+    optax.adamw multiplies the decay by the learning rate the same way; its default
+    ``weight_decay`` is 1e-4.
+
+    References
+    ----------
+    Loshchilov and Hutter (2019). Decoupled weight decay regularization. ICLR. arXiv:1711.05101.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.adamw((w**2).sum(), [w]).named_state())
+    ['w.adamw.m', 'w.adamw.v', 'adamw.t']
+    """
+
+
+# -- NAdam ---------------------------------------------------------------------------------------
+
+
+def _nadam_schedule(h, t, step):
+    half, base = (np.asarray(c, dtype=t.dtype) for c in (0.5, 0.96))
+
+    def mu(at):
+        return h.beta1 * (1 - half * base ** (at * h.momentum_decay))
+
+    mu_t, mu_next = mu(t), mu(t + 1)
+    product = h.mu_product * mu_t
+    return dict(
+        mu_product=product,
+        grad_scale=h.learning_rate * (1 - mu_t) / (1 - product),
+        m_scale=h.learning_rate * mu_next / (1 - product * mu_next),
+        sqrt_bc2=pt.sqrt(1 - h.beta2**t),
+    )
+
+
+def _nadam(h, param, grad, m, v):
+    m, v = _moments(h, grad, m, v)
+    denominator = pt.sqrt(v) / h.sqrt_bc2 + h.epsilon
+    return param - h.grad_scale * grad / denominator - h.m_scale * m / denominator, m, v
+
+
+NADAM = Rule("nadam", _nadam, slots=("m", "v"), per_step=_nadam_schedule, carry=(("mu_product", 1.0),))
+
+
+@update_rule(NADAM, **ADAM_RANGES, momentum_decay=NON_NEGATIVE)
+def nadam(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 2e-3,
+    beta1: Any = 0.9,
+    beta2: Any = 0.999,
+    epsilon: Any = 1e-8,
+    momentum_decay: Any = 4e-3,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""NAdam: Adam with Nesterov momentum and Dozat's momentum schedule.
+
+    .. math::
+
+        \mu_t &= \beta_1 \left(1 - \tfrac12\, 0.96^{t \psi}\right), \qquad
+        \Pi_t = \textstyle\prod_{i \le t} \mu_i \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g, \qquad
+        v \leftarrow \beta_2 v + (1 - \beta_2)\, g^2 \\
+        d &= \sqrt{v / (1 - \beta_2^t)} + \epsilon \\
+        p &\leftarrow p - \eta\, \frac{1 - \mu_t}{1 - \Pi_t}\, \frac{g}{d}
+            - \eta\, \frac{\mu_{t+1}}{1 - \Pi_t \mu_{t+1}}\, \frac{m}{d}
+
+    The running product :math:`\Pi_t` is state (``nadam.mu_product``).
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 2e-3.
+    beta1, beta2 : float or scalar tensor
+        In [0, 1), defaults 0.9 and 0.999.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, default 1e-8.
+    momentum_decay : float or scalar tensor
+        :math:`\psi`, default 4e-3.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    torch.optim.NAdam with the same defaults, step for step. optax.nadam has no momentum
+    schedule (a constant :math:`\mu = \beta_1`), a different algorithm.
+
+    References
+    ----------
+    Dozat (2016). Incorporating Nesterov momentum into Adam. ICLR workshop.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.nadam((w**2).sum(), [w]).named_state())
+    ['nadam.mu_product', 'w.nadam.m', 'w.nadam.v', 'nadam.t']
+    """
+
+
+# -- RAdam ---------------------------------------------------------------------------------------
+
+
+def _radam_schedule(h, t, step):
+    rho_inf = 2 / (1 - h.beta2) - 1
+    rho_t = rho_inf - 2 * t * h.beta2**t / (1 - h.beta2**t)
+    ratio = (rho_t - 4) * (rho_t - 2) * rho_inf / ((rho_inf - 4) * (rho_inf - 2) * rho_t)
+    rectified = pt.gt(rho_t, 5)
+    return dict(
+        step_size=h.learning_rate / (1 - h.beta1**t),
+        rectifier=pt.switch(rectified, pt.sqrt(pt.maximum(ratio, 0)) * pt.sqrt(1 - h.beta2**t), 0),
+        rectified=pt.cast(rectified, t.dtype),
+    )
+
+
+def _radam(h, param, grad, m, v):
+    m, v = _moments(h, grad, m, v)
+    adaptive = pt.switch(h.rectified > 0, h.rectifier / (pt.sqrt(v) + h.epsilon), 1)
+    return param - h.step_size * m * adaptive, m, v
+
+
+RADAM = Rule("radam", _radam, slots=("m", "v"), per_step=_radam_schedule)
+
+
+@update_rule(RADAM, **ADAM_RANGES)
+def radam(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    beta1: Any = 0.9,
+    beta2: Any = 0.999,
+    epsilon: Any = 1e-8,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""RAdam: Adam whose adaptive step is switched on as the variance of :math:`v` allows.
+
+    .. math::
+
+        \rho_\infty &= 2 / (1 - \beta_2) - 1, \qquad
+        \rho_t = \rho_\infty - 2 t \beta_2^t / (1 - \beta_2^t) \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g, \qquad
+        v \leftarrow \beta_2 v + (1 - \beta_2)\, g^2 \\
+        p &\leftarrow p - \frac{\eta}{1 - \beta_1^t}\, m \cdot
+            \begin{cases}
+            r_t \sqrt{1 - \beta_2^t} / (\sqrt{v} + \epsilon) & \rho_t > 5 \\
+            1 & \text{otherwise}
+            \end{cases} \\
+        r_t &= \sqrt{\frac{(\rho_t - 4)(\rho_t - 2)\, \rho_\infty}
+            {(\rho_\infty - 4)(\rho_\infty - 2)\, \rho_t}}
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3.
+    beta1, beta2 : float or scalar tensor
+        In [0, 1), defaults 0.9 and 0.999.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, added to :math:`\sqrt{v}` (before bias correction, as torch does),
+        default 1e-8.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    torch.optim.RAdam with the same defaults, step for step; optax.radam uses the threshold
+    :math:`\rho_t \ge 5` and adds :math:`\epsilon` after bias correction.
+
+    References
+    ----------
+    Liu et al. (2020). On the variance of the adaptive learning rate and beyond. ICLR.
+    arXiv:1908.03265.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.radam((w**2).sum(), [w]).named_state())
+    ['w.radam.m', 'w.radam.v', 'radam.t']
+    """
+
+
+# -- AdaBelief -----------------------------------------------------------------------------------
+
+
+def _adabelief(h, param, grad, m, s):
+    m = h.beta1 * m + (1 - h.beta1) * grad
+    s = h.beta2 * s + (1 - h.beta2) * pt.sqr(grad - m) + h.epsilon
+    return param - (h.learning_rate / h.bc1) * m / (pt.sqrt(s) / h.sqrt_bc2 + h.epsilon), m, s
+
+
+ADABELIEF = Rule("adabelief", _adabelief, slots=("m", "s"), per_step=_bias_corrections)
+
+
+@update_rule(ADABELIEF, **ADAM_RANGES)
+def adabelief(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    beta1: Any = 0.9,
+    beta2: Any = 0.999,
+    epsilon: Any = 1e-16,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""AdaBelief: Adam scaled by the variance of the gradient around its moving average.
+
+    .. math::
+
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g \\
+        s &\leftarrow \beta_2 s + (1 - \beta_2)\, (g - m)^2 + \epsilon \\
+        p &\leftarrow p - \eta\, \frac{m / (1 - \beta_1^t)}{\sqrt{s / (1 - \beta_2^t)} + \epsilon}
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3.
+    beta1, beta2 : float or scalar tensor
+        In [0, 1), defaults 0.9 and 0.999.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, default 1e-16 (the paper's).
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    The algorithm of the paper (its Algorithm 2) and of ``optax.adabelief`` (whose ``eps`` and
+    ``eps_root`` are both this :math:`\epsilon`). torch.optim has no AdaBelief.
+
+    References
+    ----------
+    Zhuang et al. (2020). AdaBelief optimizer: adapting stepsizes by the belief in observed
+    gradients. NeurIPS. arXiv:2010.07468.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.adabelief((w**2).sum(), [w]).named_state())
+    ['w.adabelief.m', 'w.adabelief.s', 'adabelief.t']
+    """
+
+
+# -- Yogi ----------------------------------------------------------------------------------------
+
+
+def _yogi(h, param, grad, m, v):
+    m = h.beta1 * m + (1 - h.beta1) * grad
+    g2 = pt.sqr(grad)
+    v = v - (1 - h.beta2) * pt.sign(v - g2) * g2
+    return param - h.learning_rate * m / (pt.sqrt(v) + h.epsilon), m, v
+
+
+YOGI = Rule("yogi", _yogi, slots=("m", "v"))
+
+
+@update_rule(YOGI, **ADAM_RANGES)
+def yogi(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-2,
+    beta1: Any = 0.9,
+    beta2: Any = 0.999,
+    epsilon: Any = 1e-3,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""Yogi: Adam whose second moment grows additively, by the sign of :math:`g^2 - v`.
+
+    .. math::
+
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g \\
+        v &\leftarrow v - (1 - \beta_2)\, \operatorname{sign}(v - g^2)\, g^2 \\
+        p &\leftarrow p - \eta\, m / (\sqrt{v} + \epsilon)
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-2 (the paper's).
+    beta1, beta2 : float or scalar tensor
+        In [0, 1), defaults 0.9 and 0.999.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, default 1e-3 (the paper's).
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    The paper's Algorithm 2, without bias correction. ``optax.yogi`` is the same but starts
+    :math:`v` at 1e-6 instead of 0. torch.optim has no Yogi.
+
+    References
+    ----------
+    Zaheer et al. (2018). Adaptive methods for nonconvex optimization. NeurIPS.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.yogi((w**2).sum(), [w]).named_state())
+    ['w.yogi.m', 'w.yogi.v']
+    """
+
+
+# -- Lion ----------------------------------------------------------------------------------------
+
+
+def _lion(h, param, grad, m):
+    direction = pt.sign(h.beta1 * m + (1 - h.beta1) * grad)
+    new_param = param - h.learning_rate * (direction + h.weight_decay * param)
+    return new_param, h.beta2 * m + (1 - h.beta2) * grad
+
+
+LION = Rule("lion", _lion, slots=("m",))
+
+
+@update_rule(LION, learning_rate=NON_NEGATIVE, beta1=UNIT, beta2=UNIT, weight_decay=NON_NEGATIVE)
+def lion(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-4,
+    beta1: Any = 0.9,
+    beta2: Any = 0.99,
+    weight_decay: Any = 0.0,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""Lion: steps of fixed size in the sign of an interpolated momentum.
+
+    .. math::
+
+        c &= \beta_1 m + (1 - \beta_1)\, g \\
+        p &\leftarrow p - \eta\, (\operatorname{sign}(c) + \lambda p) \\
+        m &\leftarrow \beta_2 m + (1 - \beta_2)\, g
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-4 (3-10x smaller than AdamW's, as the paper advises).
+    beta1, beta2 : float or scalar tensor
+        In [0, 1), defaults 0.9 and 0.99.
+    weight_decay : float or scalar tensor
+        :math:`\lambda`, decoupled, default 0.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    As ``optax.lion`` (whose default ``weight_decay`` is 1e-3). torch.optim has no Lion.
+
+    References
+    ----------
+    Chen et al. (2023). Symbolic discovery of optimization algorithms. NeurIPS.
+    arXiv:2302.06675.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> step = pytensor.function([], [], updates=updates.lion((w**2).sum(), [w], learning_rate=0.1))
+    >>> _ = step()
+    >>> w.get_value()
+    array([0.9, 0.9])
+    """
+
+
+# -- Rprop ---------------------------------------------------------------------------------------
+
+
+def _rprop(h, param, grad, prev, step_size):
+    step_size = pt.switch(h.first > 0, h.learning_rate, step_size)
+    agreement = grad * prev
+    factor = pt.switch(pt.gt(agreement, 0), h.eta_plus, pt.switch(pt.lt(agreement, 0), h.eta_minus, 1))
+    step_size = pt.clip(step_size * factor, h.min_step, h.max_step)
+    grad = pt.switch(pt.lt(agreement, 0), 0, grad)
+    return param - pt.sign(grad) * step_size, grad, step_size
+
+
+def _first_step(h, t, step):
+    return dict(first=pt.cast(pt.eq(step, 1), t.dtype))
+
+
+RPROP = Rule("rprop", _rprop, slots=("prev", "step_size"), per_step=_first_step)
+OPEN_UNIT = Interval(0.0, 1.0, low_closed=False)
+
+
+@update_rule(
+    RPROP,
+    learning_rate=NON_NEGATIVE,
+    eta_minus=OPEN_UNIT,
+    eta_plus=Interval(1.0, low_closed=False),
+    min_step=NON_NEGATIVE,
+    max_step=NON_NEGATIVE,
+)
+def rprop(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-2,
+    eta_minus: Any = 0.5,
+    eta_plus: Any = 1.2,
+    min_step: Any = 1e-6,
+    max_step: Any = 50.0,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""Rprop (iRprop-): per-element step sizes adapted by the sign agreement of gradients.
+
+    With :math:`\Delta` the step sizes (:math:`\eta` at first) and :math:`g'` the previous
+    gradient as kept:
+
+    .. math::
+
+        \Delta &\leftarrow \operatorname{clip}\left(\Delta \cdot
+            \begin{cases} \eta_+ & g g' > 0 \\ \eta_- & g g' < 0 \\ 1 & \text{otherwise}
+            \end{cases},\ \Delta_{\min}, \Delta_{\max}\right) \\
+        g &\leftarrow 0 \quad \text{where } g g' < 0 \\
+        p &\leftarrow p - \operatorname{sign}(g)\, \Delta, \qquad g' \leftarrow g
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        The initial step size, default 1e-2. Later steps use the adapted sizes only.
+    eta_minus, eta_plus : float or scalar tensor
+        The decrease factor in (0, 1) and the increase factor above 1, defaults 0.5 and 1.2.
+    min_step, max_step : float or scalar tensor
+        The bounds of the step sizes, defaults 1e-6 and 50.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    torch.optim.Rprop with ``etas=(eta_minus, eta_plus)`` and
+    ``step_sizes=(min_step, max_step)``, step for step. Rprop is meant for full-batch
+    gradients.
+
+    References
+    ----------
+    Riedmiller and Braun (1993). A direct adaptive method for faster backpropagation learning:
+    the RPROP algorithm. IEEE ICNN. Igel and Hüsken (2000). Improving the Rprop learning
+    algorithm. NC 2000.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.rprop((w**2).sum(), [w]).named_state())
+    ['w.rprop.prev', 'w.rprop.step_size', 'rprop.t']
+    """
+
+
+# -- LAMB and LARS (per-tensor trust ratios) ----------------------------------------------------
+
+
+def _trust_ratio(numerator, denominator):
+    """``numerator / denominator`` where both norms are positive, else 1."""
+    positive = pt.and_(pt.gt(numerator, 0), pt.gt(denominator, 0))
+    return pt.switch(positive, numerator / pt.switch(positive, denominator, 1), 1)
+
+
+def _lamb(h, param, grad, m, v):
+    m, v = _moments(h, grad, m, v)
+    direction = (m / h.bc1) / (pt.sqrt(v) / h.sqrt_bc2 + h.epsilon) + h.weight_decay * param
+    trust = _trust_ratio(_norm(param), _norm(direction))
+    return param - h.learning_rate * trust * direction, m, v
+
+
+LAMB = Rule("lamb", _lamb, slots=("m", "v"), per_step=_bias_corrections, per_tensor=True)
+
+
+@update_rule(LAMB, **ADAM_RANGES, weight_decay=NON_NEGATIVE)
+def lamb(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    beta1: Any = 0.9,
+    beta2: Any = 0.999,
+    epsilon: Any = 1e-6,
+    weight_decay: Any = 0.0,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""LAMB: Adam's direction scaled per tensor by a trust ratio, for large batches.
+
+    .. math::
+
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g, \qquad
+        v \leftarrow \beta_2 v + (1 - \beta_2)\, g^2 \\
+        u &= \frac{m / (1 - \beta_1^t)}{\sqrt{v / (1 - \beta_2^t)} + \epsilon} + \lambda p \\
+        p &\leftarrow p - \eta\, \frac{\lVert p \rVert}{\lVert u \rVert}\, u
+
+    with the ratio taken as 1 when either norm is 0; norms over each whole tensor.
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3.
+    beta1, beta2 : float or scalar tensor
+        In [0, 1), defaults 0.9 and 0.999.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, default 1e-6.
+    weight_decay : float or scalar tensor
+        :math:`\lambda`, default 0.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    As ``optax.lamb`` (identity scaling function). Built per parameter (the norms need each
+    whole tensor). torch.optim has no LAMB.
+
+    References
+    ----------
+    You et al. (2020). Large batch optimization for deep learning: training BERT in 76 minutes.
+    ICLR. arXiv:1904.00962.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.lamb((w**2).sum(), [w]).named_state())
+    ['w.lamb.m', 'w.lamb.v', 'lamb.t']
+    """
+
+
+def _lars(h, param, grad, velocity):
+    param_norm = _norm(param)
+    local = _trust_ratio(
+        h.trust_coefficient * param_norm, _norm(grad) + h.weight_decay * param_norm + h.epsilon
+    )
+    velocity = h.momentum * velocity + h.learning_rate * local * (grad + h.weight_decay * param)
+    return param - velocity, velocity
+
+
+LARS = Rule("lars", _lars, slots=("velocity",), per_tensor=True)
+
+
+@update_rule(
+    LARS,
+    learning_rate=NON_NEGATIVE,
+    momentum=UNIT,
+    weight_decay=NON_NEGATIVE,
+    trust_coefficient=POSITIVE,
+    epsilon=NON_NEGATIVE,
+)
+def lars(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 0.1,
+    momentum: Any = 0.9,
+    weight_decay: Any = 0.0,
+    trust_coefficient: Any = 1e-3,
+    epsilon: Any = 0.0,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""LARS: momentum SGD with a per-tensor learning rate from the ratio of norms.
+
+    .. math::
+
+        \ell &= \kappa\, \frac{\lVert p \rVert}{\lVert g \rVert + \lambda \lVert p \rVert
+            + \epsilon} \\
+        v &\leftarrow \mu v + \eta\, \ell\, (g + \lambda p) \\
+        p &\leftarrow p - v
+
+    with :math:`\ell = 1` when either norm is 0; norms over each whole tensor.
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, the global learning rate, default 0.1.
+    momentum : float or scalar tensor
+        :math:`\mu`, in [0, 1), default 0.9.
+    weight_decay : float or scalar tensor
+        :math:`\lambda`, default 0.
+    trust_coefficient : float or scalar tensor
+        :math:`\kappa`, default 1e-3 (the paper's).
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, default 0.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    The velocity holds steps scaled by the learning rate, as in :func:`momentum`. Built per
+    parameter (the norms need each whole tensor). torch.optim has no LARS.
+
+    References
+    ----------
+    You, Gitman and Ginsburg (2017). Large batch training of convolutional networks.
+    arXiv:1708.03888.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.lars((w**2).sum(), [w]).named_state())
+    ['w.lars.velocity']
+    """
+
+
+# -- Adagrad over a window (PyMC) ---------------------------------------------------------------
+
+
+@functools.cache
+def _window_rule(n_win: int) -> Rule:
+    def kernel(h, param, grad, *window):
+        squared = pt.sqr(grad)
+        window = [pt.switch(pt.eq(h.slot, k), squared, old) for k, old in enumerate(window)]
+        total = functools.reduce(lambda a, b: a + b, window)
+        return (param - h.learning_rate * grad / pt.sqrt(total + h.epsilon), *window)
+
+    def schedule(h, t, step):
+        return dict(slot=pt.cast((step - 1) % n_win, t.dtype))
+
+    slots = tuple(f"window{k}" for k in range(n_win))
+    return Rule("adagrad_window", kernel, slots=slots, per_step=schedule)
+
+
+def _adagrad_window_rule(hyper: dict, n_win: int) -> Rule:
+    if isinstance(n_win, bool) or not isinstance(n_win, (int, np.integer)) or n_win < 1:
+        raise ValueError(f"adagrad_window: n_win must be a positive integer, got {n_win!r}")
+    return _window_rule(int(n_win))
+
+
+@update_rule(_adagrad_window_rule, options=("n_win",), learning_rate=NON_NEGATIVE, epsilon=NON_NEGATIVE)
+def adagrad_window(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    epsilon: Any = 0.1,
+    n_win: int = 10,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""Adagrad over a window: steps scaled by the squared gradients of the last ``n_win`` steps.
+
+    .. math::
+
+        w_{(t - 1) \bmod n} &\leftarrow g^2 \\
+        p &\leftarrow p - \eta\, g / \sqrt{\textstyle\sum_{k < n} w_k + \epsilon}
+
+    (the window starts at zero, so the first steps sum fewer squares).
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, inside the root, default 0.1.
+    n_win : int
+        :math:`n`, the number of steps in the window, default 10.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    PyMC's default optimizer for variational inference (``pm.adagrad_window``), same
+    signature, defaults and numbers. PyMC keeps the window as one array of shape
+    ``param.shape + (n_win,)`` and a float index; here it is ``n_win`` slots
+    (``W.adagrad_window.window0``, ...) and the integer step counter, so the window runs on the
+    multi-tensor path.
+
+    References
+    ----------
+    Duchi, Hazan and Singer (2011). Adaptive subgradient methods for online learning and
+    stochastic optimization. JMLR 12: 2121-2159 (the windowed form is PyMC's).
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.adagrad_window((w**2).sum(), [w], n_win=2).named_state())
+    ['w.adagrad_window.window0', 'w.adagrad_window.window1', 'adagrad_window.t']
+    """
+
+
+# -- ESGD ----------------------------------------------------------------------------------------
+
+
+_MODULUS = 2**31 - 1  # a prime: products of two residues fit in int64
+
+
+def _random_signs(seed: int, index: int, step, like):
+    """Signs (+1 or -1) of ``like``'s shape and dtype, a hash of (seed, param index, step, element).
+
+    A counter-based generator: the same step gives the same vector, so a run resumed from a
+    checkpoint draws exactly what the uninterrupted run drew, and there is no generator state.
+    Four rounds of ``x <- (x**2 + k) mod (2**31 - 1)`` mix the counters nonlinearly.
+    """
+    element = pt.arange(like.size, dtype="int64").reshape(like.shape)
+    x = (seed + 1_000_003 * index + 7_919 * (step % _MODULUS)) % _MODULUS
+    x = (x + 65_537 * element) % _MODULUS
+    for k in (12_345, 678_901, 2_345_678, 90_123_457):
+        x = (x * x + k) % _MODULUS
+    return pt.cast(1 - 2 * (x % 2), like.dtype)
+
+
+def _hessian_vector_products(seed, loss_or_grads, params, grads, step):
+    """``H v`` for each param, with ``v`` random signs drawn anew at every step."""
+    if isinstance(loss_or_grads, (list, tuple)):
+        raise TypeError(
+            "esgd: needs the scalar loss (it differentiates the gradients again for "
+            "Hessian-vector products); got a list of gradients"
+        )
+    vectors = [_random_signs(seed, i, step, param) for i, param in enumerate(params)]
+    projection = pt.add(*(pt.sum(g * v) for g, v in zip(grads, vectors)))
+    products = pytensor.grad(projection, params, disconnected_inputs="ignore")
+    return [[pt.cast(hv, param.dtype) for hv, param in zip(products, params)]]
+
+
+def _esgd(h, param, grad, hv, d):
+    d = d + pt.sqr(hv)
+    return param - h.learning_rate * grad / (pt.sqrt(d / h.t) + h.epsilon), d
+
+
+def _esgd_rule(hyper: dict, seed: int) -> Rule:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < _MODULUS:
+        raise ValueError(f"esgd: seed must be an integer in [0, 2**31 - 1), got {seed!r}")
+    return Rule(
+        "esgd",
+        _esgd,
+        slots=("d",),
+        per_step=lambda h, t, step: dict(t=t),
+        per_tensor=True,
+        extra=functools.partial(_hessian_vector_products, int(seed)),
+    )
+
+
+@update_rule(_esgd_rule, options=("seed",), learning_rate=NON_NEGATIVE, epsilon=NON_NEGATIVE)
+def esgd(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-2,
+    epsilon: Any = 1e-4,
+    seed: int = 0,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""Equilibrated SGD: a diagonal preconditioner from random Hessian-vector products.
+
+    With :math:`v` a random vector of independent signs (:math:`\pm 1`) drawn at every step and
+    :math:`H` the Hessian of the loss:
+
+    .. math::
+
+        D &\leftarrow D + (H v)^2 \\
+        p &\leftarrow p - \eta\, g / (\sqrt{D / t} + \epsilon)
+
+    :math:`D / t` estimates the squared row norms of :math:`H` (the equilibration
+    preconditioner), which stays meaningful where the Hessian is indefinite.
+
+    Parameters
+    ----------
+    $parameters
+        ESGD needs the scalar loss: given a list of gradients it raises ``TypeError``.
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-2.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, the damping, default 1e-4.
+    seed : int
+        Seed of the random vectors, in [0, 2**31 - 1), default 0.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    The paper's Algorithm 1 with :math:`D` updated at every step, and random signs in place of
+    its Gaussian :math:`v` (both have :math:`E[v v^\top] = I`, which is all the estimate
+    :math:`E[(Hv)^2] = \operatorname{diag}(H^2)` needs; signs have less variance). The signs
+    are a hash of the seed, the step count and the element, computed in the graph: no
+    generator state, and a resumed run draws what the uninterrupted run drew. :math:`H v` is
+    computed by differentiating :math:`\sum g \cdot v` again (an L-op), so a step costs about
+    two gradient evaluations. Built per parameter. torch.optim and optax have no ESGD.
+
+    References
+    ----------
+    Dauphin, de Vries and Bengio (2015). Equilibrated adaptive learning rates for non-convex
+    optimization. NeurIPS. arXiv:1502.04390.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.esgd((w**4).sum(), [w], seed=0).named_state())
+    ['w.esgd.d', 'esgd.t']
+    """
