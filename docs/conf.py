@@ -21,6 +21,7 @@ FAMILIES = {
     "updates.core": "The updates dictionary",
     "updates.grads": "Gradients",
     "updates.rules": "Update rules",
+    "updates.modern": "Rules beyond Lasagne",
     "updates.momentum": "Momentum",
     "updates.constraints": "Gradient transforms and constraints",
     "updates.schedules": "Schedules",

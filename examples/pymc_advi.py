@@ -98,14 +98,17 @@ class Comparison:
         return float(np.max(np.abs(self.ours.std - self.theirs.std)))
 
 
-def compare(names=tuple(PAIRS), iterations: int = 3000, seed: int = 20) -> list[Comparison]:
+def compare(
+    names=tuple(PAIRS), iterations: int = 3000, seed: int = 20, per_parameter: bool = False
+) -> list[Comparison]:
     """Fit the model with each named pair of optimizers from the same seed."""
     model = regression_model()
     results = []
     for name in names:
         ours, theirs = PAIRS[name]
-        first, second = fit(model, ours, iterations, seed), fit(model, theirs, iterations, seed)
-        results.append(Comparison(name, first, second))
+        with updates.per_parameter(per_parameter):
+            first = fit(model, ours, iterations, seed)
+        results.append(Comparison(name, first, fit(model, theirs, iterations, seed)))
     return results
 
 
@@ -129,9 +132,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--iterations", type=int, default=3000, help="ADVI iterations per fit")
     parser.add_argument("--seed", type=int, default=20, help="the random seed of every fit")
+    parser.add_argument("--per-parameter", action="store_true", help="build updates' per-parameter graph")
     parser.add_argument("--tolerance", type=float, default=1e-9, help="largest trace difference accepted")
     args = parser.parse_args()
-    results = compare(iterations=args.iterations, seed=args.seed)
+    results = compare(iterations=args.iterations, seed=args.seed, per_parameter=args.per_parameter)
     print(report(results))
     for r in results:
         print(f"{r.name}: fitted mean {np.round(r.ours.mean, 3)}, std {np.round(r.ours.std, 3)} (updates)")

@@ -32,8 +32,10 @@ import pymc_advi
 
 ITERATIONS = 300
 SEED = 20
-# Equal algorithms from the same seed: the traces agree to rounding. Observed: bit for bit (0.0)
-# for adam (PyTensor 2.38.3, C VM); the bound leaves room for a compiler's reassociation.
+# Equal algorithms from the same seed: the traces agree to rounding. Observed (PyTensor 2.38.3,
+# C VM, 300 iterations): bit for bit (0.0) for adam on both paths and adagrad_window on the
+# multi-tensor path, 8e-17 for adagrad_window per parameter; the bound leaves room for another
+# compiler's reassociation.
 TOLERANCE = 1e-9
 # The model's true values: intercept 1, slope 2, log(noise scale 0.5).
 TRUTH = np.array([1.0, 2.0, np.log(0.5)])
@@ -44,12 +46,13 @@ def model():
     return pymc_advi.regression_model()
 
 
+@pytest.mark.parametrize("per_parameter", [False, True], ids=["multi-tensor", "per-parameter"])
 @pytest.mark.parametrize("name", list(pymc_advi.PAIRS))
-def test_advi_traces_the_same_elbo_as_pymcs_optimizer(model, name):
+def test_advi_traces_the_same_elbo_as_pymcs_optimizer(model, name, per_parameter):
     ours, theirs = pymc_advi.PAIRS[name]
-    result = pymc_advi.Comparison(
-        name, pymc_advi.fit(model, ours, ITERATIONS, SEED), pymc_advi.fit(model, theirs, ITERATIONS, SEED)
-    )
+    with updates.per_parameter(per_parameter):
+        with_ours = pymc_advi.fit(model, ours, ITERATIONS, SEED)
+    result = pymc_advi.Comparison(name, with_ours, pymc_advi.fit(model, theirs, ITERATIONS, SEED))
     assert result.ours.loss.shape == (ITERATIONS,)
     assert result.trace_difference <= TOLERANCE, pymc_advi.report([result])
     assert result.mean_difference <= TOLERANCE and result.std_difference <= TOLERANCE
@@ -85,8 +88,9 @@ def test_the_docs_map_every_pymc_optimizer():
 
 @pytest.mark.parametrize("row", PYMC_ROWS, ids=[row["PyMC"] for row in PYMC_ROWS])
 def test_pymc_names_take_the_same_arguments_and_defaults(row):
-    """Each of PyMC's optimizers has its namesake here, with the same arguments and defaults, as
-    the docs' table says."""
+    """Each of PyMC's optimizers has its namesake here, taking PyMC's arguments in PyMC's order
+    with PyMC's defaults (as the docs' table says), then possibly more keyword arguments (whose
+    defaults give PyMC's rule: rmsprop's momentum and centered)."""
     theirs = getattr(pm, names_in(row["PyMC"])[0].removeprefix("pm."))
     ours = getattr(updates, names_in(row["here"])[0])
 
@@ -94,6 +98,6 @@ def test_pymc_names_take_the_same_arguments_and_defaults(row):
         parameters = inspect.signature(function).parameters.values()
         return [(p.name, p.default) for p in parameters if p.name != "clear_nan"]
 
-    assert defaults(ours) == defaults(theirs)
+    assert defaults(ours)[: len(defaults(theirs))] == defaults(theirs)
     stated = stated_defaults(row["PyMC's defaults"])
     assert stated and stated.items() <= dict(defaults(theirs)).items()
