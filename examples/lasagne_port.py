@@ -6,7 +6,7 @@ changes the imports (Theano to PyTensor, ``lasagne.updates`` to ``updates``) and
 :func:`train` is the same with `updates`, line for line, and this script runs it on a tiny
 two-class problem:
 
-    python examples/lasagne_port.py [--epochs 30] [--show]
+    python examples/lasagne_port.py [--epochs 30] [--show] [--quick]
 """
 
 from __future__ import annotations
@@ -100,15 +100,17 @@ def train(x_data, y_data, epochs, rng, mode=None):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--quick", action="store_true", help="a small budget (5 epochs), for CI")
     parser.add_argument("--mode", default=None, help="PyTensor mode (default: PyTensor's default)")
     parser.add_argument("--show", action="store_true", help="print the old and the new code first")
     args = parser.parse_args()
     if args.show:
         print("# Lasagne" + LASAGNE + "\n# updates\n" + inspect.getsource(train))
 
+    epochs = 5 if args.quick else args.epochs
     x_data, y_data = two_moons()
-    history, params = train(x_data, y_data, args.epochs, np.random.default_rng(0), args.mode)
-    every = max(1, args.epochs // 6)
+    history, params = train(x_data, y_data, epochs, np.random.default_rng(0), args.mode)
+    every = max(1, epochs // 6)
     print("loss after epoch", ", ".join(f"{i}: {history[i]:.3f}" for i in range(0, len(history), every)))
     print("dtypes kept:", sorted({p.get_value().dtype.name for p in params}))
     if not history[-1] < 0.5 * history[0]:

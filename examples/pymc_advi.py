@@ -132,10 +132,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
     parser.add_argument("--iterations", type=int, default=3000, help="ADVI iterations per fit")
     parser.add_argument("--seed", type=int, default=20, help="the random seed of every fit")
+    parser.add_argument("--quick", action="store_true", help="a small budget (300 iterations), for CI")
     parser.add_argument("--per-parameter", action="store_true", help="build updates' per-parameter graph")
     parser.add_argument("--tolerance", type=float, default=1e-9, help="largest trace difference accepted")
     args = parser.parse_args()
-    results = compare(iterations=args.iterations, seed=args.seed, per_parameter=args.per_parameter)
+    iterations = 300 if args.quick else args.iterations
+    results = compare(iterations=iterations, seed=args.seed, per_parameter=args.per_parameter)
     print(report(results))
     for r in results:
         print(f"{r.name}: fitted mean {np.round(r.ours.mean, 3)}, std {np.round(r.ours.std, 3)} (updates)")
