@@ -100,6 +100,7 @@ def _index() -> str:
     )
     pages = "\n".join(f"   reference/{module.removeprefix('updates.')}" for module in FAMILIES)
     return (
+        ".. currentmodule:: updates\n\n"  # the summaries' references name what users import
         f".. list-table::\n   :header-rows: 0\n   :widths: 25 75\n\n{rows}\n\n"
         f".. toctree::\n   :hidden:\n\n{pages}\n"
     )
