@@ -19,9 +19,13 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-import pymc as pm
 
 import updates
+
+try:
+    import pymc as pm
+except ImportError as err:  # a clear message instead of a traceback
+    raise SystemExit(f"examples/pymc_advi.py needs PyMC ({err}): pip install -e '.[pymc]'") from err
 
 # Each optimizer from `updates` and PyMC's own, with the same hyperparameters.
 PAIRS = {
