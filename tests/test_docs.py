@@ -43,13 +43,19 @@ def python_blocks(path):
 
 
 def test_getting_started_examples_run():
-    """Every Python block of the getting-started page runs, in order (all but PyMC's)."""
+    """Every Python block of the getting-started page runs, in order (all but PyMC's), and each
+    ``print(expression)  # value`` line prints that value."""
     blocks = [block for block in python_blocks(DOCS / "getting_started.rst") if "pm." not in block]
     assert len(blocks) >= 5
     namespace = {}
+    claims = 0
     with pytensor.config.change_flags(mode="FAST_COMPILE"):
         for block in blocks:
             exec(block, namespace)
+            for expression, shown in re.findall(r"^print\((.*)\)\s+# (.*)$", block, flags=re.MULTILINE):
+                assert repr(eval(expression, namespace)) == shown
+                claims += 1
+    assert claims >= 1
     assert isinstance(namespace["step_updates"], updates.Updates)
 
 
