@@ -26,6 +26,7 @@ FAMILIES = {
     "updates.constraints": "Gradient transforms and constraints",
     "updates.schedules": "Schedules",
     "updates.state": "Optimizer state",
+    "updates.train": "Training loop",
 }
 
 project = "updates"

@@ -3,7 +3,10 @@
 The data are made here (no download). Each rule trains the same network from the same start and
 the script prints the training loss as it goes down, then a table of final loss and accuracy.
 
-    python examples/train_mlp.py [--steps 300] [--mode FAST_RUN]
+The step is compiled by hand here (`pytensor.function(..., updates=rule(loss, params))`), with no
+training loop around it; examples/digits.py shows the same with `updates.minimize`.
+
+    python examples/train_mlp.py [--steps 300] [--mode FAST_RUN] [--quick]
 """
 
 from __future__ import annotations
@@ -72,7 +75,12 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=300, help="full-batch steps per rule")
     parser.add_argument("--mode", default=None, help="PyTensor mode (default: PyTensor's default)")
     parser.add_argument("--rules", nargs="*", default=list(RULES), choices=list(RULES))
+    parser.add_argument(
+        "--quick", action="store_true", help="a small budget for CI: 20 steps of sgd and adam"
+    )
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.rules = 20, ["sgd", "adam"]
 
     x_data, y_data = spirals()
     x, y = pt.matrix("x", dtype="float32"), pt.ivector("y")

@@ -43,6 +43,7 @@ from updates.schedules import (
     warmup_cosine,
 )
 from updates.state import inspect_state, load_state, reset_state, save_state
+from updates.train import History, NonFiniteLossError, Record, iterate, minimize
 
 __version__ = "0.1.0"
 
@@ -96,4 +97,9 @@ __all__ = [
     "scale",
     "reduce_on_plateau",
     "live",
+    "iterate",
+    "minimize",
+    "History",
+    "Record",
+    "NonFiniteLossError",
 ]

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import operator
 from functools import cached_property
 from types import SimpleNamespace
 
@@ -60,6 +61,12 @@ def flat_state(params, indices, role: str, suffix: str = "") -> pytensor.compile
         (f"{label(p, i)}.{role}", start, shape) for p, i, start, shape in zip(params, indices, starts, shapes)
     )
     return buffer
+
+
+#: From this many elements on, ``perform`` runs the kernel as a Numba loop (vectorized, in place)
+#: rather than PyTensor's C elementwise loop (about 3-4x the memory-bandwidth bound); below it, the
+#: one-time Numba compilation (seconds) would not pay off.
+NUMBA_LOOP_MIN_SIZE = 2**20
 
 
 class FusedStep(Op):
@@ -109,11 +116,35 @@ class FusedStep(Op):
 
     @cached_property
     def vector_function(self):
-        """The kernel compiled on 1-d arrays, for ``perform``."""
+        """The kernel compiled on 1-d arrays, for ``perform``; it overwrites the param and slots."""
         inputs, outputs = self._symbolic(lambda: pt.vector(dtype=self.dtype))
         linker = "cvm" if pytensor.config.cxx else "py"
         mode = Mode(linker=linker, optimizer="fast_run")
-        return pytensor.function(inputs, outputs, mode=mode, on_unused_input="ignore")
+        mutable = [pytensor.In(x, mutable=i == 0 or 2 <= i < 2 + self.n_slots) for i, x in enumerate(inputs)]
+        function = pytensor.function(mutable, outputs, mode=mode, on_unused_input="ignore")
+        function.trust_input = True
+        return function
+
+    @cached_property
+    def numba_loop(self):
+        """The kernel as a Numba loop over 1-d arrays, in place (None without Numba's dispatch)."""
+        try:
+            import numba
+
+            namespace, _ = _numba_namespace(self, _loop_source(self))
+        except ImportError:  # pragma: no cover - PyTensor 2.38 without numba
+            return None
+        # PyTensor's numba_njit leaves out the wrapper that lets Python call the function
+        return numba.njit(namespace["loop"].py_func)
+
+    @cached_property
+    def sizes(self) -> list[int]:
+        return [math.prod(shape) for shape in self.shapes]
+
+    @cached_property
+    def starts(self) -> list[int]:
+        """Where each param begins in the flat arrays, and the total size last."""
+        return np.cumsum([0, *self.sizes]).tolist()
 
     def split(self, inputs):
         p = self.n_params
@@ -121,20 +152,49 @@ class FusedStep(Op):
         return inputs[:p], inputs[p : 2 * p], inputs[2 * p : s], inputs[s:]
 
     def perform(self, node, inputs, output_storage):
+        """The kernel over all the params, as one elementwise call or (large) a Numba loop per param.
+
+        In place, the params are moved into one flat array on the first call and handed back as
+        views of it, so the next calls (which get those views back) neither gather nor scatter
+        them; a param replaced in between (``set_value``) makes the step gather them again.
+        """
         params, grads, buffers, scalars = self.split(inputs)
-        flat_param = _concatenate(params, self.dtype)
-        flat_grad = _concatenate(grads, self.dtype)
-        if any(g.size != p.size for p, g in zip(params, grads)):
-            raise ValueError(f"{self}: a gradient and its param differ in size")
-        if buffers and flat_param.size != buffers[0].size:
+        if [p.size for p in params] != self.sizes:
             raise ValueError(f"{self}: the params changed size after the updates were built")
-        new_param, *new_buffers = self.vector_function(flat_param, flat_grad, *buffers, *scalars)
-        offset = 0
-        for storage, param in zip(output_storage, params):
-            storage[0] = new_param[offset : offset + param.size].reshape(param.shape)
-            offset += param.size
-        for storage, buffer in zip(output_storage[self.n_params :], new_buffers):
+        if [g.size for g in grads] != self.sizes:
+            raise ValueError(f"{self}: a gradient and its param differ in size")
+        flat_param, views = self._gathered(node, params)
+        if not self.inplace:
+            buffers = [np.array(b, dtype=self.dtype) for b in buffers]
+        loop = self.numba_loop if flat_param.size >= NUMBA_LOOP_MIN_SIZE else None
+        if loop is None:
+            flat_grad = np.concatenate(grads, axis=None, dtype=self.dtype, casting="same_kind")
+            scalars = [np.asarray(x, dtype=self.dtype) for x in scalars]
+            new_param, *buffers = self.vector_function(flat_param, flat_grad, *buffers, *scalars)
+            if new_param is not flat_param:
+                flat_param[...] = new_param
+        else:
+            h = [np.asarray(x, dtype=self.dtype)[()] for x in scalars]
+            starts = self.starts
+            for start, stop, grad in zip(starts, starts[1:], grads):
+                segment = [buffer[start:stop] for buffer in buffers]
+                loop(flat_param[start:stop], np.ravel(grad), *segment, *h)
+        for storage, view in zip(output_storage, views):
+            storage[0] = view
+        for storage, buffer in zip(output_storage[self.n_params :], buffers):
             storage[0] = buffer
+
+    def _gathered(self, node, params):
+        """The params end to end in one array this step may overwrite, and a view of it per param."""
+        packed = getattr(node.tag, "packed", None)
+        if self.inplace and packed is not None and all(map(operator.is_, params, packed[1])):
+            return packed
+        flat = np.concatenate(params, axis=None, dtype=self.dtype, casting="same_kind")
+        starts = self.starts
+        views = [flat[a:b].reshape(shape) for a, b, shape in zip(starts, starts[1:], self.shapes)]
+        if self.inplace:
+            node.tag.packed = (flat, views)
+        return flat, views
 
     def expand(self, inputs):
         """The same step as a graph of ordinary ops: concatenate, apply the kernel, split."""
@@ -153,12 +213,6 @@ class FusedStep(Op):
         params = shapes[: self.n_params]
         buffers = shapes[2 * self.n_params : 2 * self.n_params + self.n_slots]
         return [*params, *buffers]
-
-
-def _concatenate(arrays, dtype):
-    if len(arrays) == 1:
-        return np.ascontiguousarray(arrays[0], dtype=dtype).reshape(-1)
-    return np.concatenate([np.asarray(a, dtype=dtype).reshape(-1) for a in arrays])
 
 
 def _as_composite(inputs: list[Variable], outputs: list[Variable]) -> ps.Composite:
@@ -221,12 +275,8 @@ def _numba_source(op: FusedStep) -> str:
     slots, scalars = [f"s{j}" for j in range(k)], [f"h{j}" for j in range(len(op.scalar_names))]
     copy = "" if op.inplace else ".copy()"
     views = "".join(f", {s}[o : o + size]" for s in slots)
-    elements = ", ".join(["p[i]", *(f"{s}[i]" for s in slots)])
-    kernel_args = ", ".join(["p[i]", "g[i]", *(f"{s}[i]" for s in slots), *scalars])
     lines = [
-        f"def loop({', '.join(['p', 'g', *slots, *scalars])}):",
-        "    for i in range(p.size):",
-        f"        ({elements},) = wrap(kernel({kernel_args}))",
+        _loop_source(op),
         "",
         f"def fused_step({', '.join([*params, *grads, *slots, *scalars])}):",
         *(f"    {x} = {x}{copy}" for x in [*params, *slots]),
@@ -254,6 +304,34 @@ def _numba_source(op: FusedStep) -> str:
     return "\n".join(lines)
 
 
+def _loop_source(op: FusedStep) -> str:
+    """``loop(p, g, *slots, *scalars)``: the kernel over 1-d arrays, in place."""
+    slots, scalars = [f"s{j}" for j in range(op.n_slots)], [f"h{j}" for j in range(len(op.scalar_names))]
+    elements = ", ".join(["p[i]", *(f"{s}[i]" for s in slots)])
+    kernel_args = ", ".join(["p[i]", "g[i]", *(f"{s}[i]" for s in slots), *scalars])
+    return "\n".join(
+        [
+            f"def loop({', '.join(['p', 'g', *slots, *scalars])}):",
+            "    for i in range(p.size):",
+            f"        ({elements},) = wrap(kernel({kernel_args}))",
+        ]
+    )
+
+
+def _numba_namespace(op: FusedStep, source: str) -> tuple[dict, str | None]:
+    """Execute generated ``source`` with the kernel compiled by Numba; also its cache key."""
+    from pytensor.link.numba.dispatch.basic import numba_funcify_and_cache_key, numba_njit
+
+    kernel, kernel_key = numba_funcify_and_cache_key(op.composite, node=None)
+    single = len(op.composite.outputs) == 1
+    namespace = {"np": np, "kernel": kernel, "wrap": numba_njit(_as_tuple if single else _identity)}
+    exec(compile(source, "<updates.fused>", "exec"), namespace)
+    namespace["loop"] = numba_njit(namespace["loop"])
+    # The generated code is a function of the kernel and of the source text alone.
+    key = None if kernel_key is None else hashlib.sha256(f"{kernel_key}\n{source}".encode()).hexdigest()
+    return namespace, key
+
+
 def _as_tuple(x):
     return (x,)
 
@@ -264,24 +342,13 @@ def _identity(x):
 
 def _register_numba():
     try:
-        from pytensor.link.numba.dispatch.basic import (
-            numba_funcify_and_cache_key,
-            numba_njit,
-            register_funcify_and_cache_key,
-        )
+        from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_and_cache_key
     except ImportError:  # pragma: no cover - numba is optional for PyTensor 2.38
         return
 
     @register_funcify_and_cache_key(FusedStep)
     def numba_funcify_fused_step(op, node=None, **kwargs):
-        kernel, kernel_key = numba_funcify_and_cache_key(op.composite, node=None)
-        single = len(op.composite.outputs) == 1
-        namespace = {"np": np, "kernel": kernel, "wrap": numba_njit(_as_tuple if single else _identity)}
-        source = _numba_source(op)
-        exec(compile(source, "<updates.fused>", "exec"), namespace)
-        namespace["loop"] = numba_njit(namespace["loop"])
-        # The generated code is a function of the kernel and of the source text alone.
-        key = None if kernel_key is None else hashlib.sha256(f"{kernel_key}\n{source}".encode()).hexdigest()
+        namespace, key = _numba_namespace(op, _numba_source(op))
         return numba_njit(namespace["fused_step"]), key
 
 

@@ -1,0 +1,900 @@
+"""A small training loop around one compiled step: :func:`iterate` and :func:`minimize`.
+
+The loop compiles one training function (loss, monitors, the optimizer's updates) and one
+validation function (loss and monitors, no updates), feeds them mini-batches, and after every
+``validate_every`` epochs yields a :class:`Record` of the training monitors (averaged over the
+steps since the last record) and the validation monitors (averaged over the validation set).
+
+Data are either a sequence of arrays, one per input variable, cut into mini-batches along their
+first axis (reshuffled at every pass with a seeded generator; the last, shorter batch is used),
+or any iterable of batches (each a sequence of arrays, one per input), iterated once per pass; a
+callable returning such an iterable is called at every pass.
+
+Every step is guarded inside the compiled function: when the loss or a gradient is not finite,
+the step changes nothing (params, optimizer state and step counters keep their values), so a
+non-finite step never corrupts the model. The loop then raises :class:`NonFiniteLossError`
+(default), stops, or skips the step and goes on (``on_nonfinite``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+import warnings
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.basic import Constant, Variable
+
+from updates.core import Updates
+from updates.grads import describe, prepare_grads
+
+__all__ = ["History", "NonFiniteLossError", "Record", "iterate", "minimize"]
+
+_RESERVED = ("loss", "grad_norm", "learning_rate", "update_norm")
+_NONFINITE = ("raise", "stop", "skip")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The loss or a gradient was not finite at a training step (``on_nonfinite='raise'``).
+
+    That step was not applied: the params and the optimizer state keep the values they had
+    after the last finite step. ``step`` is the 1-based number of the step, ``epoch`` its epoch,
+    ``loss`` the loss it computed and ``history`` the :class:`History` up to that step.
+    """
+
+    def __init__(self, message: str, step: int, epoch: int, loss: float, history: History) -> None:
+        super().__init__(message)
+        self.step, self.epoch, self.loss, self.history = step, epoch, loss, history
+
+
+@dataclass(frozen=True)
+class Record:
+    """What the loop reports at one validation.
+
+    Attributes
+    ----------
+    step : int
+        Training steps taken so far (skipped non-finite steps included).
+    epoch : int
+        The epoch this validation ends (1 for the first); for a last validation in the middle of
+        an epoch (``max_updates``), that unfinished epoch.
+    seconds : float
+        Wall time since training started (compilation excluded, first calls included).
+    train : dict of str to float
+        The training monitors averaged over the finite steps since the previous record:
+        ``loss``, each named monitor, ``grad_norm`` if asked for; ``learning_rate`` is the rate
+        the last of those steps used (when the optimizer's rate is not a constant);
+        ``update_norm`` (with ``tolerance``) is the size of that last step.
+    valid : dict of str to float
+        ``loss`` and each named monitor over the whole validation set (batch means weighted
+        by batch length); empty without validation data.
+    best : bool
+        True if this validation is the best so far (the one restored at the end).
+    skipped : int
+        Non-finite steps skipped since the previous record (``on_nonfinite='skip'``).
+    step_seconds : float
+        Mean wall time of one training call since the previous record, excluding the very first
+        call (which compiles the function under Numba); NaN if no call qualifies.
+    """
+
+    step: int
+    epoch: int
+    seconds: float
+    train: dict[str, float]
+    valid: dict[str, float]
+    best: bool
+    skipped: int = 0
+    step_seconds: float = math.nan
+
+
+@dataclass
+class History:
+    """The records of a training run, with their values as arrays.
+
+    ``history.train["loss"]`` and ``history.valid["loss"]`` are arrays with one entry per record;
+    ``history.step``, ``history.epoch`` and ``history.seconds`` give the matching x axes.
+
+    Attributes
+    ----------
+    records : list of Record
+        One per validation, in order.
+    stop_reason : str
+        Why training stopped, in words.
+    best : Record or None
+        The record with the best validation score (validation loss, or the training loss without
+        validation data).
+    restored : bool
+        True if the params and optimizer state were set back to their values at ``best``.
+    compile_seconds : float
+        Time spent in ``pytensor.function`` building the training and validation functions.
+    first_call_seconds : float
+        Time of the first training call (under Numba, mostly the just-in-time compilation).
+    """
+
+    records: list[Record] = field(default_factory=list)
+    stop_reason: str = ""
+    best: Record | None = None
+    restored: bool = False
+    compile_seconds: float = 0.0
+    first_call_seconds: float = math.nan
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __iter__(self) -> Iterator[Record]:
+        return iter(self.records)
+
+    def __getitem__(self, index: int) -> Record:
+        return self.records[index]
+
+    @property
+    def step(self) -> np.ndarray:
+        return np.array([r.step for r in self.records], dtype=np.int64)
+
+    @property
+    def epoch(self) -> np.ndarray:
+        return np.array([r.epoch for r in self.records], dtype=np.int64)
+
+    @property
+    def seconds(self) -> np.ndarray:
+        return np.array([r.seconds for r in self.records])
+
+    @property
+    def train(self) -> dict[str, np.ndarray]:
+        return self._column("train")
+
+    @property
+    def valid(self) -> dict[str, np.ndarray]:
+        return self._column("valid")
+
+    def _column(self, part: str) -> dict[str, np.ndarray]:
+        names = dict.fromkeys(name for r in self.records for name in getattr(r, part))
+        return {n: np.array([getattr(r, part).get(n, math.nan) for r in self.records]) for n in names}
+
+
+# -- data --------------------------------------------------------------------------------------------
+
+
+def _cast(who: str, what: str, value: Any, variable: Variable) -> np.ndarray:
+    """``value`` as an array of ``variable``'s dtype (a same-kind cast, e.g. float64 -> float32)."""
+    array = np.asarray(value)
+    dtype = np.dtype(variable.dtype)
+    if array.dtype != dtype:
+        if not np.can_cast(array.dtype, dtype, casting="same_kind"):
+            raise TypeError(
+                f"{who}: {what} has dtype {array.dtype}, which cannot be cast to the dtype of input "
+                f"{variable.name or variable} ({dtype})"
+            )
+        array = array.astype(dtype)
+    if array.ndim != variable.ndim:
+        raise ValueError(
+            f"{who}: {what} has {array.ndim} dimensions, expected {variable.ndim} for input "
+            f"{variable.name or variable} ({variable.type})"
+        )
+    return array
+
+
+def _is_arrays(data: Any) -> bool:
+    return isinstance(data, np.ndarray) or (
+        isinstance(data, (list, tuple)) and len(data) > 0 and all(isinstance(a, np.ndarray) for a in data)
+    )
+
+
+class _Data:
+    """A source of mini-batches: ``passes()`` yields one iterator of batches per pass."""
+
+    def __init__(self, who: str, name: str, data: Any, inputs: list[Variable], batch_size, shuffle, seed):
+        self.who, self.name, self.inputs = who, name, inputs
+        self.arrays: list[np.ndarray] | None = None
+        if _is_arrays(data):
+            arrays = [data] if isinstance(data, np.ndarray) else list(data)
+            if len(arrays) != len(inputs):
+                raise ValueError(
+                    f"{who}: {name} has {len(arrays)} arrays for {len(inputs)} inputs; give one array "
+                    "per input variable, in the order of inputs"
+                )
+            self.arrays = [_cast(who, f"{name}[{i}]", a, v) for i, (a, v) in enumerate(zip(arrays, inputs))]
+            lengths = {len(a) for a in self.arrays}
+            if len(lengths) > 1:
+                raise ValueError(f"{who}: the arrays of {name} differ in length ({sorted(lengths)})")
+            self.size = lengths.pop()
+            if self.size == 0:
+                raise ValueError(f"{who}: {name} is empty (its arrays have length 0)")
+            self.batch_size = self.size if batch_size is None else batch_size
+            self.rng = np.random.default_rng(seed) if shuffle else None
+        elif callable(data) or isinstance(data, Iterable):
+            if isinstance(data, (str, bytes, Mapping)):
+                raise TypeError(
+                    f"{who}: {name} must be arrays or an iterable of batches, got {describe(data)}"
+                )
+            self.source = data
+        else:
+            raise TypeError(
+                f"{who}: {name} must be a sequence of arrays (one per input), an iterable of batches "
+                f"or a callable returning one, got {describe(data)}"
+            )
+
+    @property
+    def batches_per_pass(self) -> int | None:
+        if self.arrays is not None:
+            return -(-self.size // self.batch_size)
+        return len(self.source) if hasattr(self.source, "__len__") else None
+
+    def passes(self) -> Iterator[Iterator[list[np.ndarray]]]:
+        while True:
+            yield self._one_pass()
+
+    def _one_pass(self) -> Iterator[list[np.ndarray]]:
+        if self.arrays is not None:
+            order = self.rng.permutation(self.size) if self.rng is not None else None
+            for start in range(0, self.size, self.batch_size):
+                if order is None:
+                    yield [a[start : start + self.batch_size] for a in self.arrays]
+                else:
+                    index = order[start : start + self.batch_size]
+                    yield [a[index] for a in self.arrays]
+            return
+        source = self.source() if callable(self.source) else self.source
+        for number, batch in enumerate(source):
+            yield self._check_batch(number, batch)
+
+    def _check_batch(self, number: int, batch: Any) -> list[np.ndarray]:
+        parts = [batch] if isinstance(batch, np.ndarray) and len(self.inputs) == 1 else batch
+        if not isinstance(parts, (list, tuple)) or len(parts) != len(self.inputs):
+            got = f"{len(parts)} arrays" if isinstance(parts, (list, tuple)) else describe(batch)
+            raise ValueError(
+                f"{self.who}: batch {number} of {self.name} has {got}, expected a sequence of "
+                f"{len(self.inputs)} arrays (one per input)"
+            )
+        what = f"batch {number} of {self.name}"
+        return [_cast(self.who, f"{what}[{i}]", a, v) for i, (a, v) in enumerate(zip(parts, self.inputs))]
+
+
+def _batch_length(batch: list[np.ndarray]) -> int:
+    return len(batch[0]) if batch and batch[0].ndim > 0 else 1
+
+
+# -- the compiled functions ----------------------------------------------------------------------------
+
+
+def _check_inputs(who: str, inputs: Any) -> list[Variable]:
+    if isinstance(inputs, Variable):
+        inputs = [inputs]
+    if not isinstance(inputs, (list, tuple)):
+        raise TypeError(f"{who}: inputs must be a list of symbolic input variables, got {describe(inputs)}")
+    for i, variable in enumerate(inputs):
+        if not isinstance(variable, Variable) or isinstance(variable, (SharedVariable, Constant)):
+            raise TypeError(
+                f"{who}: inputs[{i}] is a {describe(variable)}, expected a symbolic input variable "
+                "such as pt.matrix('x')"
+            )
+    return list(inputs)
+
+
+def _check_monitors(who: str, monitors: Any) -> dict[str, Variable]:
+    if monitors is None:
+        return {}
+    if not isinstance(monitors, Mapping):
+        raise TypeError(
+            f"{who}: monitors must be a dict of name -> scalar expression, got {describe(monitors)}"
+        )
+    checked = {}
+    for name, expression in monitors.items():
+        if name in _RESERVED:
+            raise ValueError(f"{who}: monitor name {name!r} is reserved ({', '.join(_RESERVED)})")
+        expression = pt.as_tensor_variable(expression)
+        if expression.ndim != 0:
+            raise ValueError(f"{who}: monitor {name!r} must be a scalar, got a {expression.ndim}-d tensor")
+        checked[name] = expression
+    return checked
+
+
+def _build_updates(who: str, optimizer: Any, params: list[SharedVariable], grads: list[Variable]):
+    """The optimizer's updates: a rule awaiting ``(loss_or_grads, params)`` is applied to ``grads``."""
+    if isinstance(optimizer, Mapping):
+        return optimizer
+    if callable(optimizer):
+        built = optimizer(grads, params)
+        if not isinstance(built, Mapping):
+            raise TypeError(f"{who}: optimizer returned {describe(built)}, expected a dictionary of updates")
+        return built
+    raise TypeError(
+        f"{who}: optimizer must be a rule awaiting (loss_or_grads, params), such as "
+        f"updates.adam(learning_rate=1e-3), or a dictionary of updates; got {describe(optimizer)}"
+    )
+
+
+def _scheduled_rate(built: Mapping) -> Variable | None:
+    """The optimizer's current learning rate, if it is not a constant."""
+    rate = getattr(built, "hyperparameters", {}).get("learning_rate")
+    if rate is None or isinstance(rate, Constant):
+        return None
+    return rate
+
+
+@dataclass
+class _Step:
+    """The compiled functions and what their outputs are."""
+
+    train: Callable
+    train_names: list[str]
+    valid: Callable | None
+    valid_names: list[str]
+    variables: list[SharedVariable]
+    compile_seconds: float
+
+
+def _finite(x: Variable) -> Variable:
+    """Elementwise: not NaN and not infinite (``pt.isfinite`` is missing from PyTensor 2.38)."""
+    return ~(pt.isnan(x) | pt.isinf(x))
+
+
+def _norm(tensors: list[Variable]) -> Variable:
+    """The joint Euclidean norm, in float64. (The ``abs`` keeps PyTensor 2.38 from rewriting the
+    ``sqrt(sqr(x))`` of a single scalar into ``x``, NaN when negative.)"""
+    return pt.sqrt(sum(pt.sum(pt.square(pt.abs(t.astype("float64")))) for t in tensors))
+
+
+def _compile(who, loss, params, inputs, optimizer, monitors, gradient_norm, tolerance, valid, mode) -> _Step:
+    if params is None and isinstance(optimizer, Updates):
+        params = list(optimizer.params)
+    elif params is None:
+        raise TypeError(
+            f"{who}: params is None; give the params, or updates built by a rule (an Updates knows them)"
+        )
+    params, grads = prepare_grads(who, loss, params)
+    built = _build_updates(who, optimizer, params, grads)
+    missing = [p.name or str(p) for p in params if p not in built]
+    if missing:
+        raise ValueError(f"{who}: the optimizer's updates have no entry for params {missing}")
+    loss = pt.as_tensor_variable(loss)
+    ok = _finite(loss)
+    for grad in grads:
+        ok = ok & pt.all(_finite(grad))
+    outputs = OrderedDict(loss=loss, **monitors)
+    if gradient_norm:
+        outputs["grad_norm"] = _norm(grads)
+    rate = _scheduled_rate(built)
+    if rate is not None:
+        outputs["learning_rate"] = rate
+    if tolerance is not None:
+        outputs["update_norm"] = _norm([built[p] - p for p in params])
+    guarded = OrderedDict((var, pt.switch(ok, new, var)) for var, new in built.items())
+    start = time.perf_counter()
+    train = pytensor.function(inputs, [*outputs.values(), ok], updates=guarded, mode=mode)
+    valid_function = None
+    if valid:
+        valid_function = pytensor.function(inputs, [loss, *monitors.values()], mode=mode)
+    return _Step(
+        train,
+        list(outputs),
+        valid_function,
+        ["loss", *monitors],
+        list(built),
+        time.perf_counter() - start,
+    )
+
+
+# -- the loop ------------------------------------------------------------------------------------------
+
+
+def _check_count(who: str, name: str, value: Any, allow_none: bool = True) -> None:
+    if value is None and allow_none:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(
+            f"{who}: {name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}"
+        )
+
+
+def _check_options(who: str, options: dict) -> None:
+    for name in ("batch_size", "epoch_size", "max_epochs", "max_updates", "patience"):
+        _check_count(who, name, options[name])
+    _check_count(who, "validate_every", options["validate_every"], allow_none=False)
+    if options["max_epochs"] is None and options["max_updates"] is None:
+        raise ValueError(f"{who}: give max_epochs or max_updates (or both); both are None")
+    improvement = options["min_improvement"]
+    if not isinstance(improvement, (int, float, np.floating)) or not 0 <= improvement < 1:
+        raise ValueError(f"{who}: min_improvement must be a number in [0, 1), got {improvement!r}")
+    tolerance = options["tolerance"]
+    if tolerance is not None and (not isinstance(tolerance, (int, float, np.floating)) or tolerance < 0):
+        raise ValueError(f"{who}: tolerance must be a non-negative number or None, got {tolerance!r}")
+    if options["on_nonfinite"] not in _NONFINITE:
+        raise ValueError(f"{who}: on_nonfinite must be one of {_NONFINITE}, got {options['on_nonfinite']!r}")
+    if options["callback"] is not None and not callable(options["callback"]):
+        raise TypeError(f"{who}: callback must be callable, got {describe(options['callback'])}")
+
+
+def _progress_bar(who: str, progress: bool | None, total: int | None):
+    if progress is False:
+        return None
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:
+        if progress:
+            raise ImportError(
+                f"{who}: progress=True needs tqdm; install it with pip install 'pytensor-updates[progress]'"
+            ) from None
+        return None
+    if progress is None and not sys.stderr.isatty():
+        return None
+    return tqdm(total=total, unit="step", leave=False)
+
+
+class _Interval:
+    """Sums over the steps since the last record."""
+
+    def __init__(self, names: list[str]) -> None:
+        self.names = names
+        self.sums = dict.fromkeys(names, 0.0)
+        self.last: dict[str, float] = {}
+        self.finite = self.skipped = self.timed = 0
+        self.seconds = 0.0
+
+    def add(self, values: list[Any], ok: bool, seconds: float | None) -> None:
+        if seconds is not None:
+            self.timed += 1
+            self.seconds += seconds
+        if not ok:
+            self.skipped += 1
+            return
+        self.finite += 1
+        self.last = {n: float(v) for n, v in zip(self.names, values)}
+        for name in self.names:
+            self.sums[name] += self.last[name]
+
+    @property
+    def steps(self) -> int:
+        return self.finite + self.skipped
+
+    def means(self) -> dict[str, float]:
+        means = {n: (s / self.finite if self.finite else math.nan) for n, s in self.sums.items()}
+        for name in ("learning_rate", "update_norm"):
+            if name in means:
+                means[name] = self.last.get(name, math.nan)
+        return means
+
+
+class _Loop:
+    """The state of one training run; :meth:`run` is the generator :func:`iterate` returns."""
+
+    def __init__(self, who: str, step: _Step, train: _Data, valid: _Data | None, options: dict) -> None:
+        self.who, self.step, self.train, self.valid, self.o = who, step, train, valid, options
+        self.history = History(compile_seconds=step.compile_seconds)
+        self.best_score = math.inf
+        self.best_values: list[np.ndarray] | None = None
+        self.since_best = 0
+        self.steps = 0
+
+    def _validate(self) -> dict[str, float]:
+        if self.valid is None:
+            return {}
+        sums, total = np.zeros(len(self.step.valid_names)), 0
+        for batch in next(self.valid.passes()):
+            n = _batch_length(batch)
+            sums += n * np.array([float(v) for v in self.step.valid(*batch)])
+            total += n
+        if total == 0:
+            raise ValueError(f"{self.who}: valid is empty (it gave no batches)")
+        return dict(zip(self.step.valid_names, (sums / total).tolist()))
+
+    def _record(self, epoch: int, interval: _Interval, start: float) -> Record:
+        train = interval.means()
+        valid = self._validate()
+        score = (valid or train)["loss"]
+        margin = self.o["min_improvement"] * abs(self.best_score)
+        best = math.isfinite(score) and (self.best_values is None or score < self.best_score - margin)
+        if best:
+            self.best_score, self.since_best = score, 0
+            self.best_values = [v.get_value(borrow=False) for v in self.step.variables]
+        else:
+            self.since_best += 1
+        step_seconds = interval.seconds / interval.timed if interval.timed else math.nan
+        record = Record(
+            self.steps, epoch, time.perf_counter() - start, train, valid, best, interval.skipped, step_seconds
+        )
+        self.history.records.append(record)
+        if best:
+            self.history.best = record
+        return record
+
+    def _stop_after(self, record: Record, interval: _Interval) -> str:
+        """Why to stop after this record (patience, callback, nothing but skipped steps), or ''."""
+        o = self.o
+        asked = o["callback"] is not None and o["callback"](record) is True
+        if interval.steps and interval.skipped == interval.steps:
+            return f"every step since step {self.steps - interval.steps} had a non-finite loss or gradient"
+        if o["patience"] is not None and self.since_best >= o["patience"]:
+            return (
+                f"no relative improvement of {o['min_improvement']:g} in the last {o['patience']} "
+                f"validations (best at step {self.history.best.step if self.history.best else 0})"
+            )
+        if asked:
+            return f"the callback asked to stop at step {self.steps}"
+        return ""
+
+    def _restore(self) -> None:
+        if self.o["restore_best"] and self.best_values is not None:
+            for variable, value in zip(self.step.variables, self.best_values):
+                variable.set_value(value, borrow=False)
+            self.history.restored = True
+
+    def _epoch(self, epoch: int) -> Iterator[list[np.ndarray]]:
+        """The batches of one epoch: the rest of a pass, or ``epoch_size`` batches of the stream."""
+        size = self.o["epoch_size"]
+        taken = 0
+        while size is None or taken < size:
+            batch = next(self.batches, None)
+            if batch is None:
+                if taken > 0 and size is None:
+                    return
+                self.batches = next(self.passes)
+                batch = next(self.batches, None)
+                if batch is None:
+                    self.ran_out = self._ran_out(epoch)
+                    return
+            taken += 1
+            yield batch
+
+    def _step(self, batch: list[np.ndarray], epoch: int, number: int, interval: _Interval) -> str:
+        """Run one training step; return why to stop now (or '')."""
+        o = self.o
+        self.steps += 1
+        tick = time.perf_counter()
+        *values, ok = self.step.train(*batch)
+        seconds = time.perf_counter() - tick
+        if self.steps == 1:
+            self.history.first_call_seconds, seconds = seconds, None
+        interval.add(values, bool(ok), seconds)
+        if not ok and o["on_nonfinite"] != "skip":
+            return self._nonfinite(float(values[0]), epoch, number)
+        if ok and o["tolerance"] is not None and float(values[-1]) <= o["tolerance"]:
+            size, tolerance = float(values[-1]), o["tolerance"]
+            return f"converged: step {self.steps} changed the params by {size:.3g} <= tolerance {tolerance:g}"
+        if o["max_updates"] is not None and self.steps >= o["max_updates"]:
+            return f"reached max_updates={o['max_updates']}"
+        return ""
+
+    def _nonfinite(self, loss: float, epoch: int, number: int) -> str:
+        """Raise, or warn and return the reason to stop, for a non-finite step."""
+        what = f"the loss was {loss}" if not math.isfinite(loss) else "a gradient was not finite"
+        reason = f"{what} at step {self.steps} (epoch {epoch}, batch {number})"
+        message = (
+            f"{self.who}: {reason}; that step was not applied, the params and optimizer state keep "
+            "their values from the step before. Lower the learning rate, check the data, or pass "
+            "on_nonfinite='skip' to skip such steps"
+        )
+        self.history.stop_reason = reason
+        if self.o["on_nonfinite"] == "raise":
+            raise NonFiniteLossError(message, self.steps, epoch, loss, self.history)
+        warnings.warn(message, RuntimeWarning, stacklevel=4)
+        return reason
+
+    def run(self) -> Iterator[Record]:
+        o = self.o
+        bar = _progress_bar(self.who, o["progress"], self._total_steps())
+        start = time.perf_counter()
+        interval, epoch, stop = _Interval(self.step.train_names), 0, ""
+        self.passes, self.batches, self.ran_out = self.train.passes(), iter(()), ""
+        try:
+            while not stop:
+                epoch += 1
+                for number, batch in enumerate(self._epoch(epoch), 1):
+                    stop = self._step(batch, epoch, number, interval)
+                    if bar is not None:
+                        bar.update(1)
+                    if stop:
+                        break
+                stop = stop or self.ran_out
+                if not stop and o["max_epochs"] is not None and epoch >= o["max_epochs"]:
+                    stop = f"reached max_epochs={o['max_epochs']}"
+                if interval.steps and (stop or epoch % o["validate_every"] == 0):
+                    record = self._record(epoch, interval, start)
+                    stop = stop or self._stop_after(record, interval)
+                    interval = _Interval(self.step.train_names)
+                    if bar is not None:
+                        bar.set_postfix(self._summary(record), refresh=False)
+                    yield record
+        except GeneratorExit:
+            self.history.stop_reason = f"the caller stopped iterating at step {self.steps}"
+            self._restore()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+        self.history.stop_reason = stop
+        self._restore()
+        return self.history
+
+    def _ran_out(self, epoch: int) -> str:
+        if self.steps == 0:
+            raise ValueError(f"{self.who}: train is empty (it gave no batches)")
+        return f"the training data ran out in epoch {epoch} (a pass gave no batches)"
+
+    def _total_steps(self) -> int | None:
+        per_epoch = self.o["epoch_size"] or self.train.batches_per_pass
+        totals = [self.o["max_updates"]]
+        if per_epoch is not None and self.o["max_epochs"] is not None:
+            totals.append(per_epoch * self.o["max_epochs"])
+        totals = [t for t in totals if t is not None]
+        return min(totals) if totals else None
+
+    @staticmethod
+    def _summary(record: Record) -> dict[str, str]:
+        summary = {f"train_{k}": f"{v:.4g}" for k, v in record.train.items() if k == "loss"}
+        summary.update({f"valid_{k}": f"{v:.4g}" for k, v in record.valid.items() if k == "loss"})
+        return summary
+
+
+# -- the public functions ------------------------------------------------------------------------------
+
+_DATA_DOC = """\
+loss : scalar TensorVariable
+        The training objective, a function of ``params`` and ``inputs``.
+    params : list of shared variables
+        The parameters to train. May be None when ``optimizer`` is an :class:`Updates` (its
+        ``.params`` are used).
+    inputs : list of TensorVariable
+        The symbolic inputs of ``loss``, in the order of the arrays in each batch.
+    train : sequence of arrays, iterable of batches, or callable
+        The training data. A sequence of arrays (one per input, a single array for a single
+        input) is cut into batches of ``batch_size`` rows along the first axis, reshuffled at
+        every pass when ``shuffle`` is true; the last, shorter batch is used. Otherwise, an
+        iterable of batches (each a sequence of arrays, one per input) iterated once per pass,
+        or a callable returning such an iterable, called at every pass. Arrays are cast to the
+        inputs' dtypes (same kind only: float64 to float32, int64 to int32).
+    optimizer : rule awaiting (loss_or_grads, params), or dict of updates
+        A rule called with its hyperparameters only, e.g. ``updates.adam(learning_rate=1e-3)``
+        (it is applied to the gradients of ``loss``), or updates already built, e.g. by
+        ``updates.adam(loss, params)`` (an ``Updates``: keep it to inspect or save the optimizer
+        state). The gradients are computed once: the rule, the gradient norm and the guard
+        against non-finite steps share them (PyTensor merges identical graphs).
+    valid : same forms as ``train``, optional
+        Validation data, evaluated whole (in batches of ``batch_size``, never shuffled) at every
+        validation. Without it, best and patience follow the mean training loss since the last
+        validation.
+    batch_size : int or None
+        Rows per mini-batch for array data; None for the whole data set in one batch. Default 32.
+    shuffle : bool
+        Reshuffle array data at every pass. Default True.
+    seed : int or numpy.random.Generator
+        Seeds the shuffling: the same seed gives the same batches. Default 0.
+    epoch_size : int or None
+        Batches that make one epoch; None for one pass over the data (default). With a number,
+        epochs cut a continuous stream of batches (a new pass starts when one ends), which lets
+        an endless iterable of batches be validated regularly.
+    max_epochs : int or None
+        Stop after this many epochs. Default 100.
+    max_updates : int or None
+        Stop after this many training steps (possibly mid-epoch). Default None.
+    validate_every : int
+        Validate (and yield a record) every this many epochs, and always at the end. Default 1.
+    patience : int or None
+        Stop after this many validations in a row without a relative improvement of
+        ``min_improvement`` over the best score; None never stops early (default).
+    min_improvement : float
+        A validation improves when ``score < best - min_improvement * |best|``. Default 0.
+    tolerance : float or None
+        Stop when one finite step changes the params by at most this much (the Euclidean norm
+        of the change over all params, reported as ``update_norm``). Default None.
+    monitors : dict of str to scalar TensorVariable, optional
+        More expressions evaluated with the loss on every batch (e.g. an accuracy), reported in
+        the training and validation monitors under their names.
+    gradient_norm : bool
+        Report the gradients' joint Euclidean norm as the training monitor ``grad_norm``. Default
+        False.
+    restore_best : bool
+        At the end, set the params and the optimizer state back to their values at the best
+        validation (so training can resume consistently from there). Default True.
+    on_nonfinite : {'raise', 'stop', 'skip'}
+        When a step's loss or gradient is not finite (the step is then never applied): raise
+        :class:`NonFiniteLossError` naming the step ('raise', default, params left at the last
+        finite step, best not restored); warn and stop as any other stop ('stop'); or skip the
+        step and go on ('skip', counted in ``Record.skipped``; training stops if every step
+        between two validations is skipped).
+    callback : callable, optional
+        Called with each :class:`Record`; returning True stops training.
+    progress : bool or None
+        A tqdm progress bar (the ``progress`` extra): True to require one, False for none (quiet,
+        for scripts and tests), None (default) for one when tqdm is installed and stderr is a
+        terminal.
+    mode : str or Mode, optional
+        The PyTensor mode both functions are compiled with (default: PyTensor's default).\
+"""
+
+_NOTES = """\
+    The training function returns the loss and the monitors and applies the updates in one
+    call; every update is guarded by ``switch(finite, new, old)`` on the loss and the gradients,
+    so a non-finite step changes no params, no optimizer state and no step counter. The guard
+    reads the old values after the step is computed, so the optimizer's in-place rewrite does
+    not apply to this function (one copy of the params and state per step).
+
+    Compilation happens when this function is called; under PyTensor's Numba linker the first
+    call of each compiled function also compiles (``History.first_call_seconds``).\
+"""
+
+
+def iterate(
+    loss: Variable,
+    params: Sequence[SharedVariable] | None,
+    inputs: Sequence[Variable],
+    train: Any,
+    optimizer: Any,
+    valid: Any = None,
+    *,
+    batch_size: int | None = 32,
+    shuffle: bool = True,
+    seed: Any = 0,
+    epoch_size: int | None = None,
+    max_epochs: int | None = 100,
+    max_updates: int | None = None,
+    validate_every: int = 1,
+    patience: int | None = None,
+    min_improvement: float = 0.0,
+    tolerance: float | None = None,
+    monitors: Mapping[str, Variable] | None = None,
+    gradient_norm: bool = False,
+    restore_best: bool = True,
+    on_nonfinite: str = "raise",
+    callback: Callable[[Record], Any] | None = None,
+    progress: bool | None = None,
+    mode: Any = None,
+) -> Iterator[Record]:
+    """Train step by step, yielding a :class:`Record` at every validation.
+
+    Everything is checked and both functions are compiled when ``iterate`` is called; the
+    returned generator trains as it is iterated. Breaking out of the loop (or closing the
+    generator) ends training like a stopping rule: the best params are restored if
+    ``restore_best``. When the generator finishes, its return value (``StopIteration.value``)
+    is the :class:`History`.
+
+    Parameters
+    ----------
+    $data
+
+    Yields
+    ------
+    Record
+        The training and validation monitors at each validation.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For bad arguments or data (empty data included), when called or at the first batch.
+    NonFiniteLossError
+        With ``on_nonfinite='raise'``, at the first non-finite step.
+
+    Notes
+    -----
+    $notes
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, pytensor.tensor as pt, updates
+    >>> w = pytensor.shared(np.zeros(2), name="w")
+    >>> x = pt.matrix("x")
+    >>> loss = ((x @ w - 1.0) ** 2).mean()
+    >>> data = np.random.default_rng(0).normal(size=(40, 2))
+    >>> run = updates.iterate(loss, [w], [x], [data], updates.sgd(learning_rate=0.1),
+    ...                       batch_size=10, max_epochs=3, progress=False, mode="FAST_COMPILE")
+    >>> [(record.step, record.epoch) for record in run]
+    [(4, 1), (8, 2), (12, 3)]
+    """
+    who = "iterate"
+    options = dict(
+        batch_size=batch_size,
+        epoch_size=epoch_size,
+        max_epochs=max_epochs,
+        max_updates=max_updates,
+        validate_every=validate_every,
+        patience=patience,
+        min_improvement=min_improvement,
+        tolerance=tolerance,
+        on_nonfinite=on_nonfinite,
+        callback=callback,
+        progress=progress,
+        restore_best=restore_best,
+    )
+    _check_options(who, options)
+    inputs = _check_inputs(who, inputs)
+    train_data = _Data(who, "train", train, inputs, batch_size, shuffle, seed)
+    valid_data = None if valid is None else _Data(who, "valid", valid, inputs, batch_size, False, None)
+    monitors = _check_monitors(who, monitors)
+    step = _compile(
+        who, loss, params, inputs, optimizer, monitors, gradient_norm, tolerance, valid_data, mode
+    )
+    return _Loop(who, step, train_data, valid_data, options).run()
+
+
+def minimize(
+    loss: Variable,
+    params: Sequence[SharedVariable] | None,
+    inputs: Sequence[Variable],
+    train: Any,
+    optimizer: Any,
+    valid: Any = None,
+    *,
+    batch_size: int | None = 32,
+    shuffle: bool = True,
+    seed: Any = 0,
+    epoch_size: int | None = None,
+    max_epochs: int | None = 100,
+    max_updates: int | None = None,
+    validate_every: int = 1,
+    patience: int | None = None,
+    min_improvement: float = 0.0,
+    tolerance: float | None = None,
+    monitors: Mapping[str, Variable] | None = None,
+    gradient_norm: bool = False,
+    restore_best: bool = True,
+    on_nonfinite: str = "raise",
+    callback: Callable[[Record], Any] | None = None,
+    progress: bool | None = None,
+    mode: Any = None,
+) -> History:
+    """Train until a stopping rule says stop, and return the :class:`History`.
+
+    Runs :func:`iterate` to the end, with the same arguments. Training stops at
+    ``max_epochs`` or ``max_updates``, after ``patience`` validations without improvement,
+    when a step is smaller than ``tolerance``, when ``callback`` returns True, or at a
+    non-finite step (see ``on_nonfinite``). Then, unless ``restore_best=False``, the params and
+    optimizer state are set back to the best validation's.
+
+    Parameters
+    ----------
+    $data
+
+    Returns
+    -------
+    History
+        The records (``history.train["loss"]``, ``history.valid["loss"]`` as arrays), the best
+        record, whether it was restored, and why training stopped.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For bad arguments or data (empty data included).
+    NonFiniteLossError
+        With ``on_nonfinite='raise'``, at the first non-finite step; its ``history`` attribute
+        holds the records so far, and the params keep their last finite values.
+
+    Notes
+    -----
+    $notes
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, pytensor.tensor as pt, updates
+    >>> w = pytensor.shared(np.zeros(2), name="w")
+    >>> x, y = pt.matrix("x"), pt.vector("y")
+    >>> loss = ((x @ w - y) ** 2).mean()
+    >>> data = np.random.default_rng(0).normal(size=(80, 2))
+    >>> target = data @ [2.0, -1.0]
+    >>> history = updates.minimize(
+    ...     loss, [w], [x, y], [data[:64], target[:64]], updates.sgd(learning_rate=0.1),
+    ...     valid=[data[64:], target[64:]], batch_size=16, max_epochs=30, progress=False,
+    ...     mode="FAST_COMPILE")
+    >>> history.stop_reason, len(history), bool(history.valid["loss"][-1] < 1e-8)
+    ('reached max_epochs=30', 30, True)
+    >>> np.round(w.get_value(), 6)
+    array([ 2., -1.])
+    """
+    arguments = dict(locals())
+    run = iterate(**arguments)
+    while True:
+        try:
+            next(run)
+        except StopIteration as done:
+            return done.value
+
+
+for _function in (iterate, minimize):
+    _function.__doc__ = _function.__doc__.replace("$data", _DATA_DOC).replace("    $notes", _NOTES)
