@@ -192,6 +192,12 @@ def step_rule(args, env, spec: dict, results: dict, torch_available: bool, given
 def compile_benchmark(args, results: dict) -> None:
     """Compile and first-call time of Adam and SGD on the model of P params, cold then warm."""
     counts = (1, 10) if args.quick else COMPILE_PARAMS
+    if args.compile_params:
+        counts = tuple(int(n) for n in args.compile_params.split(","))
+    jax = importlib.util.find_spec("jax") is not None
+    modes = (
+        args.compile_modes.split(",") if args.compile_modes else ["numba", "cvm", *(["jax"] if jax else [])]
+    )
     per_param_counts = (1,) if args.quick else (*PER_PARAM_COMPILE_PARAMS, *((100,) if args.slow else ()))
     settings = {"timeout_s": args.compile_timeout, "params": counts, "per_param_params": per_param_counts}
     section = {"started": now(), "commit": git_commit(), "settings": settings, "runs": []}
@@ -201,7 +207,9 @@ def compile_benchmark(args, results: dict) -> None:
         for path in ("fused", "per-param"):
             if path == "per-param" and n_params not in per_param_counts:
                 continue
-            for mode in ("numba", "cvm"):
+            for mode in modes:
+                if path == "per-param" and mode == "jax":
+                    continue
                 for rule in ("sgd", "adam"):
                     key = (path, mode, rule)
                     run = {"n_params": n_params, "path": path, "mode": mode, "rule": rule}
@@ -518,6 +526,11 @@ def parse_args(argv=None):
     )
     parser.add_argument("--slow", action="store_true", help="also compile the per-parameter graph at P=100")
     parser.add_argument("--workloads", help="comma-separated step workloads to run (default: all)")
+    parser.add_argument("--compile-params", help="compile curve P values, e.g. 1,10 (default 1,10,100,1000)")
+    parser.add_argument(
+        "--compile-modes",
+        help="compile curve modes: numba,cvm,jax (default all installed)",
+    )
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 3 if args.quick else STEP_SETTINGS["repeats"]

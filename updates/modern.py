@@ -45,7 +45,9 @@ def _bias_corrections(h, t, step):
 
 
 def _norm(x):
-    return pt.sqrt(pt.sum(pt.sqr(x)))
+    """The 2-norm of a whole tensor (of a scalar, its absolute value: PyTensor 2.38 rewrites the
+    root of a lone square to the value itself, sign included)."""
+    return abs(x) if x.type.ndim == 0 else pt.sqrt(pt.sum(pt.sqr(x)))
 
 
 # -- AdamW ---------------------------------------------------------------------------------------
