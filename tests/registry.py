@@ -94,3 +94,91 @@ RULES = [
 ]
 #: The rules that take a list of gradients: most tests feed gradients as inputs.
 GRADIENT_RULES = [case for case in RULES if not case.needs_loss]
+
+
+# -- update wrappers -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class WrapperCase:
+    """A wrapper, how to apply it around a rule, and bad arguments with the message they raise.
+
+    ``build(rule, grads, params)`` returns the wrapped updates, ``rule`` being a rule with its
+    hyperparameters bound (``rule(grads, params) -> Updates``). ``bad`` maps a keyword argument
+    to (bad value, exception type, regular expression of the message). ``wraps_rule``: the
+    wrapper takes the rule itself (not its updates) as its first argument. ``keeps_state``: it
+    creates state of its own (with the arguments of ``build``).
+    """
+
+    name: str
+    build: Callable
+    bad: dict = field(default_factory=dict)
+    wraps_rule: bool = False
+    keeps_state: bool = True
+
+    @property
+    def function(self) -> Callable:
+        return getattr(updates, self.name)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+WRAPPERS = [
+    WrapperCase(
+        "apply_weight_decay",
+        lambda rule, grads, params: updates.apply_weight_decay(
+            rule(grads, params), weight_decay=0.1, learning_rate=0.5
+        ),
+        {
+            "weight_decay": (
+                -0.1,
+                ValueError,
+                r"^apply_weight_decay: weight_decay must be in \[0, inf\), got -0.1",
+            ),
+            "learning_rate": (
+                "fast",
+                TypeError,
+                r"^apply_weight_decay: learning_rate must be a number or a scalar",
+            ),
+        },
+        keeps_state=False,
+    ),
+    WrapperCase(
+        "apply_if_finite",
+        lambda rule, grads, params: updates.apply_if_finite(rule(grads, params), grads=grads),
+        {"grads": ([object()], TypeError, r"^apply_if_finite: grads\[0\] must be a tensor, got object")},
+    ),
+    WrapperCase(
+        "apply_lookahead",
+        lambda rule, grads, params: updates.apply_lookahead(rule(grads, params), k=3, alpha=0.4),
+        {
+            "k": (0, ValueError, r"^apply_lookahead: k must be an int >= 1, got 0"),
+            "alpha": (1.5, ValueError, r"^apply_lookahead: alpha must be in \[0, 1\], got 1.5"),
+        },
+    ),
+    WrapperCase(
+        "apply_ema",
+        lambda rule, grads, params: updates.apply_ema(rule(grads, params), decay=0.8),
+        {"decay": (-0.2, ValueError, r"^apply_ema: decay must be in \[0, 1\], got -0.2")},
+    ),
+    WrapperCase(
+        "accumulate_gradients",
+        lambda rule, grads, params: updates.accumulate_gradients(rule, steps=3)(grads, params),
+        {
+            "steps": (2.0, TypeError, r"^accumulate_gradients: steps must be an int, got float"),
+            "rule": ("adam", TypeError, r"^accumulate_gradients: rule must be a callable"),
+        },
+        wraps_rule=True,
+    ),
+    WrapperCase(
+        "apply_momentum",
+        lambda rule, grads, params: updates.apply_momentum(rule(grads, params), momentum=0.7),
+        {"momentum": (1.0, ValueError, r"^apply_momentum: momentum must be in \[0, 1\), got 1.0")},
+    ),
+    WrapperCase(
+        "apply_nesterov_momentum",
+        lambda rule, grads, params: updates.apply_nesterov_momentum(rule(grads, params), momentum=0.7),
+        {"momentum": (-0.5, ValueError, r"^apply_nesterov_momentum: momentum must be in \[0, 1\), got -0.5")},
+    ),
+]

@@ -25,7 +25,7 @@ def test_all_is_the_readme_api_table():
 
 
 def test_every_rule_is_in_the_registry():
-    rules = {name for name in updates.__all__ if "clear_nan" in (getattr(updates, name).__doc__ or "")}
+    rules = {name for name in updates.__all__ if hasattr(getattr(updates, name), "rule_for")}
     assert rules == {case.name for case in RULES}
 
 
@@ -47,6 +47,25 @@ def test_readme_states_each_rules_defaults(case):
     }
     stated = dict(pair.split("=") for pair in row.split("|")[2].strip().split(", "))
     assert {k: ast.literal_eval(v) for k, v in stated.items()} == defaults
+
+
+TRANSFORMS_AND_WRAPPERS = [*updates.transforms.__all__, *updates.wrappers.__all__]
+
+
+@pytest.mark.parametrize("name", TRANSFORMS_AND_WRAPPERS)
+def test_readme_states_each_transforms_and_wrappers_signature(name):
+    """Their rows list every argument: required ones bare, the others with their defaults."""
+    row = next(line for line in README.read_text().splitlines() if line.startswith(f"| `{name}` |"))
+    stated = row.split("|")[2].strip().split(", ")
+    expected = []
+    for argument, p in inspect.signature(getattr(updates, name)).parameters.items():
+        if p.kind is p.VAR_POSITIONAL:
+            expected.append(f"*{argument}")
+        elif p.default is p.empty:
+            expected.append(argument)
+        else:
+            expected.append(f"{argument}={p.default!r}")
+    assert [s.replace("1e-4", "0.0001").replace("1e-2", "0.01") for s in stated] == expected
 
 
 def test_readme_python_examples_run():

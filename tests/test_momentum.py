@@ -1,6 +1,7 @@
 """apply_momentum and apply_nesterov_momentum: equal to the momentum rules, wrap params only,
 never mutate their input."""
 
+import contextlib
 from collections import OrderedDict
 
 import numpy as np
@@ -38,9 +39,8 @@ def test_wrapper_of_sgd_equals_rule(wrapper, rule, dtype):
     with updates.per_parameter():
         direct_updates = rule(loss(direct), direct, **hyper)
         sgd_updates = updates.sgd(loss(wrapped), wrapped, hyper["learning_rate"])
-    step_wrapped = pytensor.function(
-        [], [], updates=wrapper(sgd_updates, wrapped, hyper["momentum"]), mode="FAST_COMPILE"
-    )
+        wrapped_updates = wrapper(sgd_updates, wrapped, hyper["momentum"])
+    step_wrapped = pytensor.function([], [], updates=wrapped_updates, mode="FAST_COMPILE")
     step_direct = pytensor.function([], [], updates=direct_updates, mode="FAST_COMPILE")
     tol = {"rtol": 1e-4, "atol": 1e-6} if dtype == "float32" else {"rtol": 1e-10, "atol": 1e-14}
     reference = REFERENCES[rule.__name__]([p.get_value() for p in direct], **hyper)
@@ -67,7 +67,8 @@ def test_updates_params_only(wrapper, _):
     assert result.params == adam.params
     keys = list(result)
     assert keys[: len(adam)] == list(adam)
-    assert [v.name for v in keys[len(adam) :]] == [f"w.{name}.velocity", f"b.{name}.velocity"]
+    assert [v.name for v in keys[len(adam) :]] == [f"{name}.velocity"]  # one flat buffer
+    assert list(result.named_state())[-2:] == [f"w.{name}.velocity", f"b.{name}.velocity"]
     for key in adam.state:
         assert result[key] is adam[key]
     for key in adam.params:
@@ -81,7 +82,8 @@ def test_plain_dict_every_key(wrapper, _):
     plain = OrderedDict(updates.adagrad(loss(params), params))
     result = wrapper(plain)
     name = wrapper.__name__
-    assert [k.name for k in result] == [k.name for k in plain] + [f"{k.name}.{name}.velocity" for k in plain]
+    assert [k.name for k in result] == [k.name for k in plain] + [f"{name}.velocity"]
+    assert list(result.named_state()) == [f"{k.name}.{name}.velocity" for k in plain]
     for key in plain:
         assert result[key] is not plain[key]
 
@@ -118,3 +120,23 @@ def test_momentum_out_of_range(wrapper, _, mu):
     params = make_params()
     with pytest.raises(ValueError, match=rf"^{wrapper.__name__}: momentum must be in \[0, 1\), got {mu}"):
         wrapper(updates.sgd(loss(params), params), params, momentum=mu)
+
+
+@pytest.mark.parametrize(("wrapper", "_"), WRAPPERS, ids=WRAPPER_IDS)
+def test_wrapper_multi_tensor_path_equals_per_parameter_path(wrapper, _):
+    """One node per dtype for the velocities, the same trajectory and state as per parameter."""
+    runs = []
+    for context in (contextlib.nullcontext, updates.per_parameter):
+        params = make_params("float64")
+        with context():
+            wrapped = wrapper(updates.adam(loss(params), params, learning_rate=0.05), momentum=0.8)
+        step = pytensor.function([], [], updates=wrapped, mode="FAST_COMPILE")
+        for _ in range(40):
+            step()
+        runs.append(([p.get_value() for p in params], wrapped.named_state()))
+    (fused, fused_state), (reference, reference_state) = runs
+    for a, b in zip(fused, reference):
+        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+    assert fused_state.keys() == reference_state.keys()
+    for name, value in fused_state.items():
+        np.testing.assert_allclose(value, reference_state[name], rtol=1e-13, atol=1e-15, err_msg=name)

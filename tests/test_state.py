@@ -21,7 +21,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
-from registry import RULES
+from registry import RULES, WRAPPERS
 
 import updates
 from updates.state import FORMAT_VERSION
@@ -49,8 +49,20 @@ def _scheduled(loss, params):
     return updates.apply_momentum(adam, momentum=updates.momentum_ramp(0.5, 0.9, 6))
 
 
-# Every rule of the registry, the momentum wrappers around a rule without state and one with, and
-# schedules.
+def _around_adam(wrapper_case):
+    return lambda loss, params: wrapper_case.build(updates.adam(learning_rate=0.05), loss, params)
+
+
+def _groups(grads, params):
+    """Two parameter groups, each with its own Adam (and step counter), merged."""
+    return updates.merge_updates(
+        updates.adam(grads[:2], params[:2], learning_rate=0.05),
+        updates.adam(grads[2:], params[2:], learning_rate=0.01),
+    )
+
+
+# Every rule of the registry, the momentum wrappers around a rule without state and one with,
+# schedules, every other wrapper of the registry around Adam, and two parameter groups.
 CASES = {
     **{str(case): _rule(case) for case in RULES},
     **{
@@ -59,6 +71,12 @@ CASES = {
         for rule in (updates.sgd, updates.adam)
     },
     "scheduled": _scheduled,
+    **{
+        f"{case.name}(adam)": _around_adam(case)
+        for case in WRAPPERS
+        if case.name not in ("apply_momentum", "apply_nesterov_momentum")
+    },
+    "groups": lambda loss, params: _groups(updates.get_or_compute_grads(loss, params), params),
 }
 
 
@@ -592,9 +610,9 @@ def test_inspect_lists_the_flat_buffers_by_param():
         ("h.adam.m", (1, 3), "float32", h, "adam.m[float32]", 0),
         ("h.adam.v", (1, 3), "float32", h, "adam.v[float32]", 0),
         ("adam.t", (), "int64", None, "adam.t", 0),
-        ("w.apply_momentum.velocity", (3,), "float64", w, "w.apply_momentum.velocity", 0),
-        ("b.apply_momentum.velocity", (2, 2), "float64", b, "b.apply_momentum.velocity", 0),
-        ("h.apply_momentum.velocity", (1, 3), "float32", h, "h.apply_momentum.velocity", 0),
+        ("w.apply_momentum.velocity", (3,), "float64", w, "apply_momentum.velocity[float64]", 0),
+        ("b.apply_momentum.velocity", (2, 2), "float64", b, "apply_momentum.velocity[float64]", 3),
+        ("h.apply_momentum.velocity", (1, 3), "float32", h, "apply_momentum.velocity[float32]", 0),
     ]
     named = result.named_state()
     for entry in summary:

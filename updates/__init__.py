@@ -44,6 +44,23 @@ from updates.schedules import (
 )
 from updates.state import inspect_state, load_state, reset_state, save_state
 from updates.train import History, NonFiniteLossError, Record, iterate, minimize
+from updates.transforms import (
+    add_gradient_noise,
+    add_weight_decay,
+    clip_by_global_norm,
+    clip_by_norm,
+    clip_by_value,
+    zero_nans,
+)
+from updates.wrappers import (
+    accumulate_gradients,
+    apply_ema,
+    apply_if_finite,
+    apply_lookahead,
+    apply_weight_decay,
+    merge_updates,
+    swap_averages,
+)
 
 __version__ = "0.1.0"
 
@@ -75,6 +92,19 @@ __all__ = [
     "esgd",
     "norm_constraint",
     "total_norm_constraint",
+    "clip_by_value",
+    "clip_by_norm",
+    "clip_by_global_norm",
+    "add_weight_decay",
+    "zero_nans",
+    "add_gradient_noise",
+    "apply_weight_decay",
+    "apply_if_finite",
+    "apply_lookahead",
+    "apply_ema",
+    "swap_averages",
+    "accumulate_gradients",
+    "merge_updates",
     "inspect_state",
     "save_state",
     "load_state",

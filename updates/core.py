@@ -312,17 +312,38 @@ def apply_rule(
     hyper = {name: evaluate(value, counter) for name, value in hyper.items()}
     current = {name: pt.as_tensor_variable(value) for name, value in hyper.items()}
     updates = Updates(params=params, config=[config], hyperparameters=current)
-    apply = _apply_per_parameter if _PER_PARAMETER.get() or rule.per_tensor else _apply_fused
-    dtypes = list(dict.fromkeys(p.dtype for p in params))
-    for dtype in dtypes:
-        group = [(i, p, g, e) for i, (p, g, e) in enumerate(zip(params, grads, extra)) if p.dtype == dtype]
-        suffix = f"[{dtype}]" if len(dtypes) > 1 else ""
+    for dtype, group, suffix in dtype_groups(params, grads, extra):
         h = _scalars(rule, hyper, dtype, counter, suffix, updates)
-        apply(kernel, group, h, updates, suffix)
+        apply_kernel(kernel, group, h, updates, suffix)
     updates.update(schedules)
     if counter is not None:
         updates[counter] = counter + 1
     return _in_param_order(updates, params)
+
+
+def dtype_groups(params: list[Variable], *per_param: list) -> Iterator[tuple[str, list[tuple], str]]:
+    """The params by dtype: ``(dtype, [(index, param, *its entries of per_param)], suffix)``.
+
+    ``suffix`` (``[float32]``) tells apart the flat buffers of several dtypes, and is empty when
+    all params share one dtype.
+    """
+    dtypes = list(dict.fromkeys(p.dtype for p in params))
+    for dtype in dtypes:
+        group = [(i, p, *rest) for i, (p, *rest) in enumerate(zip(params, *per_param)) if p.dtype == dtype]
+        yield dtype, group, f"[{dtype}]" if len(dtypes) > 1 else ""
+
+
+def apply_kernel(
+    kernel: Kernel, group: list[tuple], h: SimpleNamespace, updates: Updates, suffix: str
+) -> None:
+    """Write into ``updates`` the kernel's new params and state for ``group`` (one dtype).
+
+    ``group`` holds ``(index, param, grad, extra inputs)``; the "gradient" is whatever the
+    kernel's second input means (a momentum wrapper passes the wrapped new value). One
+    multi-tensor node, or per parameter under :func:`per_parameter` or for a per-tensor rule.
+    """
+    per_param = _PER_PARAMETER.get() or kernel.rule.per_tensor
+    (_apply_per_parameter if per_param else _apply_fused)(kernel, group, h, updates, suffix)
 
 
 def _apply_per_parameter(kernel: Kernel, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:

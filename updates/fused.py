@@ -116,12 +116,12 @@ class FusedStep(Op):
 
     @cached_property
     def vector_function(self):
-        """The kernel compiled on 1-d arrays, for ``perform``; it overwrites the param and slots."""
+        """The kernel compiled on 1-d arrays, for ``perform`` (new arrays out: in place, the
+        rewritten graph may write one output over another's input)."""
         inputs, outputs = self._symbolic(lambda: pt.vector(dtype=self.dtype))
         linker = "cvm" if pytensor.config.cxx else "py"
         mode = Mode(linker=linker, optimizer="fast_run")
-        mutable = [pytensor.In(x, mutable=i == 0 or 2 <= i < 2 + self.n_slots) for i, x in enumerate(inputs)]
-        function = pytensor.function(mutable, outputs, mode=mode, on_unused_input="ignore")
+        function = pytensor.function(inputs, outputs, mode=mode, on_unused_input="ignore")
         function.trust_input = True
         return function
 
@@ -171,8 +171,7 @@ class FusedStep(Op):
             flat_grad = np.concatenate(grads, axis=None, dtype=self.dtype, casting="same_kind")
             scalars = [np.asarray(x, dtype=self.dtype) for x in scalars]
             new_param, *buffers = self.vector_function(flat_param, flat_grad, *buffers, *scalars)
-            if new_param is not flat_param:
-                flat_param[...] = new_param
+            flat_param[...] = new_param
         else:
             h = [np.asarray(x, dtype=self.dtype)[()] for x in scalars]
             starts = self.starts

@@ -11,6 +11,7 @@ wrapped updates give a parameter :math:`p`:
 from __future__ import annotations
 
 from collections.abc import Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import pytensor.tensor as pt
@@ -19,17 +20,20 @@ from pytensor.graph.basic import Variable
 from updates.core import (
     NON_NEGATIVE,
     UNIT,
+    Kernel,
     Rule,
     Updates,
+    apply_kernel,
     check_hyperparameter,
     describe_hyperparameter,
+    dtype_groups,
     evaluate,
     is_schedule,
     schedule_state,
     step_counter,
     update_rule,
 )
-from updates.grads import as_dtype, check_params, describe, label, state_like, which
+from updates.grads import as_dtype, check_params, describe, which
 
 __all__ = ["apply_momentum", "apply_nesterov_momentum", "momentum", "nesterov_momentum"]
 
@@ -44,8 +48,22 @@ def _nesterov(mu, param, target, velocity):
     return mu * x + target, x
 
 
-def _wrap(who: str, step, updates: Mapping, params: Any, momentum: Any) -> Updates:
-    """Add a velocity to each parameter of ``updates``; ``step`` gives (new param, new velocity)."""
+# The wrappers as rules whose "gradient" is the new value u the wrapped updates give a param: the
+# velocities then live in flat buffers and the step is one multi-tensor node per dtype.
+WRAPPERS = {
+    "apply_momentum": Rule(
+        "apply_momentum", lambda h, p, u, velocity: _heavy_ball(h.momentum, p, u, velocity), ("velocity",)
+    ),
+    "apply_nesterov_momentum": Rule(
+        "apply_nesterov_momentum",
+        lambda h, p, u, velocity: _nesterov(h.momentum, p, u, velocity),
+        ("velocity",),
+    ),
+}
+
+
+def _wrap(who: str, updates: Mapping, params: Any, momentum: Any) -> Updates:
+    """Add a velocity to each parameter of ``updates``, with the equations of ``WRAPPERS[who]``."""
     if not isinstance(updates, Mapping):
         raise TypeError(f"{who}: updates must be a dictionary of updates, got {describe(updates)}")
     check_hyperparameter(who, "momentum", momentum, UNIT)
@@ -67,10 +85,9 @@ def _wrap(who: str, step, updates: Mapping, params: Any, momentum: Any) -> Updat
         [*base.config, {"wrapper": who, "momentum": describe_hyperparameter(original)}],
         {**base.hyperparameters, f"{who}.momentum": pt.as_tensor_variable(momentum)},
     )
-    for i, param in enumerate(params):
-        velocity = state_like(param, f"{label(param, i)}.{who}.velocity")
-        mu = as_dtype(momentum, param.dtype)
-        wrapped[param], wrapped[velocity] = step(mu, param, updates[param], velocity)
+    kernel = Kernel(WRAPPERS[who])
+    for dtype, group, suffix in dtype_groups(params, [updates[p] for p in params], [()] * len(params)):
+        apply_kernel(kernel, group, SimpleNamespace(momentum=as_dtype(momentum, dtype)), wrapped, suffix)
     wrapped.update(schedule_state([original]))
     if counter is not None:
         wrapped[counter] = counter + 1
@@ -103,8 +120,11 @@ def apply_momentum(updates: Mapping, params: list[Variable] | None = None, momen
     Returns
     -------
     Updates
-        A new dictionary: the entries of ``updates`` (parameters replaced) followed by one
-        velocity per parameter, named ``<param>.apply_momentum.velocity``.
+        A new dictionary: the entries of ``updates`` (parameters replaced) followed by the
+        velocities, one flat buffer per dtype (``apply_momentum.velocity``) updated by one
+        multi-tensor node, shown per parameter by ``named_state()`` as
+        ``<param>.apply_momentum.velocity`` (under :func:`per_parameter`, one shared variable
+        per parameter under that name).
 
     Examples
     --------
@@ -113,7 +133,7 @@ def apply_momentum(updates: Mapping, params: list[Variable] | None = None, momen
     >>> list(updates.apply_momentum(updates.adam((w**2).sum(), [w])).named_state())
     ['w.adam.m', 'w.adam.v', 'adam.t', 'w.apply_momentum.velocity']
     """
-    return _wrap("apply_momentum", _heavy_ball, updates, params, momentum)
+    return _wrap("apply_momentum", updates, params, momentum)
 
 
 def apply_nesterov_momentum(
@@ -142,17 +162,17 @@ def apply_nesterov_momentum(
     Returns
     -------
     Updates
-        A new dictionary: the entries of ``updates`` (parameters replaced) followed by one
-        velocity per parameter, named ``<param>.apply_nesterov_momentum.velocity``.
+        A new dictionary: the entries of ``updates`` (parameters replaced) followed by the
+        velocities, as in :func:`apply_momentum` (``apply_nesterov_momentum.velocity``).
 
     Examples
     --------
     >>> import numpy as np, pytensor, updates
     >>> w = pytensor.shared(np.zeros(2), name="w")
-    >>> [v.name for v in updates.apply_nesterov_momentum(updates.sgd((w**2).sum(), [w]))]
-    ['w', 'w.apply_nesterov_momentum.velocity']
+    >>> list(updates.apply_nesterov_momentum(updates.sgd((w**2).sum(), [w])).named_state())
+    ['w.apply_nesterov_momentum.velocity']
     """
-    return _wrap("apply_nesterov_momentum", _nesterov, updates, params, momentum)
+    return _wrap("apply_nesterov_momentum", updates, params, momentum)
 
 
 MOMENTUM = Rule(

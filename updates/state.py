@@ -261,6 +261,9 @@ def _is_step_counter(variable: Variable, update: Variable) -> bool:
     node = update.owner
     if variable.type.ndim != 0 or not variable.dtype.startswith(("int", "uint")) or node is None:
         return False
+    held_back = isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ps.Switch)
+    if held_back and node.inputs[2] is variable:  # a counter that a wrapper may hold back
+        return _is_step_counter(variable, node.inputs[1])
     if not (isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ps.Add)) or len(node.inputs) != 2:
         return False
     other = (

@@ -1,0 +1,259 @@
+"""Gradient transforms: NumPy references, torch's clip_grad_norm_ and SGD weight decay live,
+exactness under the limit, kept types, clear errors, and the statistics of gradient noise."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+import updates
+
+SHAPES = [(3,), (2, 4), ()]
+
+
+def arrays(dtype="float64", seed=0, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return [(scale * rng.normal(size=s)).astype(dtype) for s in SHAPES]
+
+
+def run(transform, values, *args, **kwargs):
+    """Apply ``transform`` to symbolic inputs and evaluate it on ``values``."""
+    inputs = [pt.tensor(dtype=v.dtype, shape=(None,) * v.ndim) for v in values]
+    outputs = transform(inputs, *args, **kwargs)
+    extra = []
+    if isinstance(outputs, tuple):
+        outputs, norm = outputs
+        extra = [norm]
+    for x, out in zip(inputs, outputs):
+        assert out.type == x.type
+    return pytensor.function(inputs, [*outputs, *extra], mode="FAST_COMPILE")(*values)
+
+
+def assert_bitwise(a, b):
+    assert a.dtype == b.dtype and a.tobytes() == b.tobytes(), (a, b)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_clip_by_value(dtype):
+    values = arrays(dtype, scale=2.0)
+    for got, x in zip(run(updates.clip_by_value, values, -0.5, 1.0), values):
+        assert_bitwise(got, np.clip(x, x.dtype.type(-0.5), x.dtype.type(1.0)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("scale", [0.01, 10.0], ids=["under", "over"])
+def test_clip_by_norm_per_tensor(dtype, scale):
+    values = arrays(dtype, scale=scale)
+    for got, x in zip(run(updates.clip_by_norm, values, 1.5), values):
+        norm = np.sqrt(np.sum(x.astype("float64") ** 2))
+        if norm <= 1.5:
+            assert_bitwise(got, x)  # exactly unchanged
+        else:
+            np.testing.assert_allclose(got, x * (1.5 / norm), rtol=1e-6 if dtype == "float32" else 1e-14)
+            np.testing.assert_allclose(np.sqrt(np.sum(got.astype("float64") ** 2)), 1.5, rtol=1e-6)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "mixed"])
+@pytest.mark.parametrize("max_norm", [0.3, 2.0, 1e3])
+def test_clip_by_global_norm_is_torch_clip_grad_norm(dtype, max_norm):
+    """Live against torch.nn.utils.clip_grad_norm_: identical (and unchanged) under the limit;
+    over it torch divides by n + 1e-6 instead of n, a relative 1e-6/n apart."""
+    torch = pytest.importorskip("torch")
+    values = arrays("float64" if dtype == "mixed" else dtype, scale=0.7)
+    if dtype == "mixed":
+        values[0] = values[0].astype("float32")
+    *clipped, norm = run(updates.clip_by_global_norm, values, max_norm, return_norm=True)
+    tensors = [torch.tensor(x) for x in values]
+    for t in tensors:
+        t.grad = t.clone()
+    torch_norm = torch.nn.utils.clip_grad_norm_(tensors, max_norm)
+    wide = np.float32 if dtype == "float32" else np.float64
+    assert norm.dtype == wide
+    np.testing.assert_allclose(norm, torch_norm.item(), rtol=1e-6 if dtype != "float64" else 1e-13)
+    for got, x, t in zip(clipped, values, tensors):
+        assert got.dtype == x.dtype
+        if norm <= max_norm:
+            assert_bitwise(got, x)
+            assert_bitwise(got, t.grad.numpy())
+        else:
+            np.testing.assert_allclose(
+                got, t.grad.numpy(), rtol=1e-5 / norm + (1e-6 if x.dtype == np.float32 else 0)
+            )
+            np.testing.assert_allclose(
+                got, x * (max_norm / norm), rtol=1e-6 if x.dtype == np.float32 else 1e-13
+            )
+    if norm > max_norm:
+        total = np.sqrt(sum(np.sum(g.astype("float64") ** 2) for g in clipped))
+        np.testing.assert_allclose(total, max_norm, rtol=1e-6)
+
+
+def test_lasagne_total_norm_constraint_is_unchanged_and_not_exact():
+    """The Lasagne variant still shrinks a gradient under the limit by n/(n + eps)."""
+    values = [np.array([1e-6])]
+    lasagne = run(updates.total_norm_constraint, values, 1.0)[0]
+    exact = run(updates.clip_by_global_norm, values, 1.0)[0]
+    np.testing.assert_allclose(lasagne, values[0] * 1e-6 / (1e-6 + 1e-7))
+    assert_bitwise(exact, values[0])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_add_weight_decay_is_torch_sgd_weight_decay(dtype):
+    """sgd on g + wd p, 30 steps, against torch.optim.SGD(weight_decay=wd)."""
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(3)
+    params = [pytensor.shared(rng.normal(size=s).astype(dtype), name=f"p{i}") for i, s in enumerate(SHAPES)]
+    grads = [pt.tensor(dtype=p.dtype, shape=p.type.shape) for p in params]
+    decayed = updates.add_weight_decay(grads, params, weight_decay=0.2)
+    step = pytensor.function(
+        grads, [], updates=updates.sgd(decayed, params, learning_rate=0.1), mode="FAST_COMPILE"
+    )
+    tensors = [torch.tensor(p.get_value(), requires_grad=True) for p in params]
+    optimizer = torch.optim.SGD(tensors, lr=0.1, weight_decay=0.2)
+    for _ in range(30):
+        g = [rng.normal(size=s).astype(dtype) for s in SHAPES]
+        step(*g)
+        for t, gi in zip(tensors, g):
+            t.grad = torch.tensor(gi)
+        optimizer.step()
+    for p, t in zip(params, tensors):
+        np.testing.assert_allclose(
+            p.get_value(), t.detach().numpy(), rtol=1e-5 if dtype == "float32" else 1e-13
+        )
+
+
+def test_zero_nans():
+    values = [np.array([1.0, np.nan, np.inf, -np.inf]), np.array(np.nan, dtype="float32")]
+    got = run(updates.zero_nans, values)
+    assert_bitwise(got[0], np.array([1.0, 0.0, np.inf, -np.inf]))
+    assert_bitwise(got[1], np.array(0.0, dtype="float32"))
+
+
+@pytest.mark.parametrize("floatx", ["float32", "float64"])
+def test_types_are_kept(floatx):
+    with pytensor.config.change_flags(floatX=floatx):
+        params = [pytensor.shared(np.ones((1, 3), "float32"), shape=(1, None)), pytensor.shared(np.ones(2))]
+        grads = [pt.tensor(dtype=p.dtype, shape=p.type.shape) for p in params]
+        for transformed in (
+            updates.clip_by_value(grads, -0.1, 0.1),
+            updates.clip_by_norm(grads, 0.1),
+            updates.clip_by_global_norm(grads, 0.1),
+            updates.add_weight_decay(grads, params, 0.1),
+            updates.zero_nans(grads),
+            updates.add_gradient_noise(grads, seed=0),
+        ):
+            assert [g.type for g in transformed] == [g.type for g in grads]
+
+
+BAD = [
+    (
+        lambda g: updates.clip_by_value(g, 1.0, -1.0),
+        ValueError,
+        r"^clip_by_value: min_value must be <= max_value, got 1.0 > -1.0",
+    ),
+    (
+        lambda g: updates.clip_by_value(g, "a", 1.0),
+        TypeError,
+        r"^clip_by_value: min_value must be a number or a scalar",
+    ),
+    (
+        lambda g: updates.clip_by_norm(g, 0.0),
+        ValueError,
+        r"^clip_by_norm: max_norm must be in \(0, inf\), got 0.0",
+    ),
+    (
+        lambda g: updates.clip_by_global_norm(g, -1),
+        ValueError,
+        r"^clip_by_global_norm: max_norm must be in \(0, inf\)",
+    ),
+    (
+        lambda g: updates.clip_by_global_norm(g, 1.0, return_norm=1),
+        TypeError,
+        r"^clip_by_global_norm: return_norm must be True or False",
+    ),
+    (
+        lambda g: updates.clip_by_global_norm(g[0], 1.0),
+        TypeError,
+        r"^clip_by_global_norm: grads must be a list of tensors, got TensorVariable",
+    ),
+    (lambda g: updates.clip_by_norm([], 1.0), ValueError, r"^clip_by_norm: grads is empty"),
+    (
+        lambda g: updates.zero_nans([pt.ivector()]),
+        TypeError,
+        r"^zero_nans: grads\[0\] must be floating-point, got dtype int32",
+    ),
+    (lambda g: updates.zero_nans(["x"]), TypeError, r"^zero_nans: grads\[0\] must be a tensor, got str"),
+    (lambda g: updates.add_weight_decay(g, [], 0.1), ValueError, r"^add_weight_decay: params is empty"),
+    (
+        lambda g: updates.add_weight_decay(g, [pytensor.shared(np.ones(3))] * 2, -0.1),
+        ValueError,
+        r"^add_weight_decay: weight_decay must be in \[0, inf\), got -0.1",
+    ),
+    (
+        lambda g: updates.add_gradient_noise(g, eta=0.0),
+        ValueError,
+        r"^add_gradient_noise: eta must be in \(0, inf\), got 0.0",
+    ),
+    (
+        lambda g: updates.add_gradient_noise(g, gamma=-1.0),
+        ValueError,
+        r"^add_gradient_noise: gamma must be in \[0, inf\)",
+    ),
+    (
+        lambda g: updates.add_gradient_noise(g, seed=1.5),
+        TypeError,
+        r"^add_gradient_noise: seed must be an int or None, got float",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"), BAD, ids=[m.split(":")[0][1:] + str(i) for i, (_, _, m) in enumerate(BAD)]
+)
+def test_bad_arguments_are_rejected(call, error, message):
+    with pytest.raises(error, match=message):
+        call([pt.vector(), pt.vector()])
+
+
+# -- gradient noise --------------------------------------------------------------------------------
+
+N = 40_000
+
+
+def test_gradient_noise_has_the_annealed_variance():
+    """Zero gradients + noise: per call t, mean 0 and variance eta / (1 + t)**gamma (sample
+    variance within 5 standard errors: sqrt(2/N) relative), independent across tensors and calls."""
+    eta, gamma = 0.5, 0.55
+    g = [pt.vector(), pt.matrix(dtype="float32")]
+    noisy = updates.add_gradient_noise(g, eta=eta, gamma=gamma, seed=42)
+    f = pytensor.function(g, noisy, mode="FAST_COMPILE")
+    zeros = [np.zeros(N), np.zeros((N // 4, 4), "float32")]
+    previous = None
+    for t in range(25):
+        a, b = f(*zeros)
+        assert a.dtype == np.float64 and b.dtype == np.float32
+        variance = eta / (1 + t) ** gamma
+        for x in (a, b.ravel()):
+            assert abs(x.mean()) < 5 * np.sqrt(variance / N)
+            assert abs(x.var() / variance - 1) < 5 * np.sqrt(2 / N), (t, x.var(), variance)
+        assert abs(np.corrcoef(a, b.ravel().astype("float64"))[0, 1]) < 5 / np.sqrt(N)
+        if previous is not None:
+            assert abs(np.corrcoef(a, previous)[0, 1]) < 5 / np.sqrt(N)
+        previous = a
+    counter, _ = noisy[0].tag.noise_state
+    assert int(counter.get_value()) == 25
+
+
+def test_gradient_noise_is_reproducible_from_its_seed():
+    def draws(seed):
+        g = pt.vector()
+        f = pytensor.function([g], updates.add_gradient_noise([g], seed=seed), mode="FAST_COMPILE")
+        return [f(np.ones(5))[0] for _ in range(3)]
+
+    first, again, other = draws(7), draws(7), draws(8)
+    for a, b in zip(first, again):
+        assert_bitwise(a, b)
+    assert not np.array_equal(first[0], other[0])
+    assert not np.array_equal(first[0], first[1])
+    assert np.all(first[0] != 1.0)

@@ -1,0 +1,345 @@
+r"""Gradient transforms: a list of gradients in, a list of gradients out, used before a rule.
+
+    grads = updates.get_or_compute_grads(loss, params)
+    grads = updates.clip_by_global_norm(grads, max_norm=1.0)
+    step = updates.adam(grads, params)
+
+Unlike Lasagne's :func:`~updates.total_norm_constraint` (kept as it was, for compatibility), the
+clipping transforms here leave a gradient under the limit exactly unchanged, as torch's
+``clip_grad_norm_`` and optax's ``clip_by_global_norm`` do. Every transform keeps each gradient's
+type (dtype and static shape): hyperparameters are cast to the gradient's dtype.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+from pytensor.graph.basic import Variable
+
+from updates.core import NON_NEGATIVE, POSITIVE, Interval, check_hyperparameter
+from updates.grads import as_dtype, clear_nan, describe, is_concrete, prepare_grads
+
+__all__ = [
+    "add_gradient_noise",
+    "add_weight_decay",
+    "clip_by_global_norm",
+    "clip_by_norm",
+    "clip_by_value",
+    "zero_nans",
+]
+
+
+def _tensors(who: str, grads: Any) -> list[Variable]:
+    """``grads`` as a non-empty list of floating-point tensors, or a clear error."""
+    if not isinstance(grads, (list, tuple)):
+        raise TypeError(f"{who}: grads must be a list of tensors, got {describe(grads)}")
+    if not grads:
+        raise ValueError(f"{who}: grads is empty; give at least one tensor")
+    tensors = []
+    for i, grad in enumerate(grads):
+        try:
+            grad = pt.as_tensor_variable(grad)
+        except (TypeError, ValueError, NotImplementedError) as err:
+            raise TypeError(f"{who}: grads[{i}] must be a tensor, got {describe(grad)}") from err
+        if not grad.dtype.startswith("float"):
+            raise TypeError(f"{who}: grads[{i}] must be floating-point, got dtype {grad.dtype}")
+        tensors.append(grad)
+    return tensors
+
+
+def clip_by_value(grads: Sequence[Any], min_value: Any, max_value: Any) -> list[Variable]:
+    r"""Clip every gradient element into ``[min_value, max_value]``.
+
+    .. math::
+
+        g \leftarrow \min(\max(g, a), b)
+
+    Parameters
+    ----------
+    grads : list of TensorVariable
+        The gradients, e.g. from :func:`get_or_compute_grads`.
+    min_value, max_value : float or scalar tensor
+        :math:`a \le b`, the bounds (torch's ``clip_grad_value_(clip_value=c)`` is
+        ``a = -c, b = c``).
+
+    Returns
+    -------
+    list of TensorVariable
+        The clipped gradients, each of its input's type. NaN stays NaN.
+
+    Examples
+    --------
+    >>> import numpy as np, updates
+    >>> [g.eval() for g in updates.clip_by_value([np.array([-3.0, 0.5, 2.0])], -1.0, 1.0)]
+    [array([-1. ,  0.5,  1. ])]
+    """
+    who = "clip_by_value"
+    anything = Interval(-np.inf)
+    check_hyperparameter(who, "min_value", min_value, anything)
+    check_hyperparameter(who, "max_value", max_value, anything)
+    if is_concrete(min_value) and is_concrete(max_value) and float(min_value) > float(max_value):
+        raise ValueError(f"{who}: min_value must be <= max_value, got {min_value!r} > {max_value!r}")
+    return [
+        pt.clip(g, as_dtype(min_value, g.dtype), as_dtype(max_value, g.dtype)) for g in _tensors(who, grads)
+    ]
+
+
+def _exact_scale(grad: Variable, norm: Variable, max_norm: Any) -> Variable:
+    """``grad`` unchanged where ``norm <= max_norm``, else ``grad * max_norm / norm``."""
+    limit = as_dtype(max_norm, norm.dtype)
+    factor = pt.cast(limit / norm, grad.dtype)
+    return pt.switch(norm > limit, grad * factor, grad)
+
+
+def clip_by_norm(grads: Sequence[Any], max_norm: Any) -> list[Variable]:
+    r"""Rescale each gradient whose norm exceeds ``max_norm`` to norm ``max_norm``; leave the rest.
+
+    .. math::
+
+        n_i = \lVert g_i \rVert_2, \qquad
+        g_i \leftarrow \begin{cases} g_i & n_i \le c \\ g_i\, c / n_i & n_i > c \end{cases}
+
+    Each tensor is clipped on its own (its norm over all its elements). A gradient under the limit
+    comes back bit for bit unchanged (Lasagne's :func:`norm_constraint` shrinks it by
+    :math:`n/(n + \epsilon)` and takes norms per column or filter).
+
+    Parameters
+    ----------
+    grads : list of TensorVariable
+        The gradients.
+    max_norm : float or scalar tensor
+        :math:`c > 0`.
+
+    Returns
+    -------
+    list of TensorVariable
+        The clipped gradients, each of its input's type.
+
+    Notes
+    -----
+    optax's ``clip_by_block_rms`` clips by the root mean square instead of the norm.
+
+    Examples
+    --------
+    >>> import numpy as np, updates
+    >>> [g.eval() for g in updates.clip_by_norm([np.array([3.0, 4.0]), np.array([0.3, 0.4])], 1.0)]
+    [array([0.6, 0.8]), array([0.3, 0.4])]
+    """
+    who = "clip_by_norm"
+    check_hyperparameter(who, "max_norm", max_norm, POSITIVE)
+    return [_exact_scale(g, pt.sqrt(pt.sum(pt.sqr(g))), max_norm) for g in _tensors(who, grads)]
+
+
+def clip_by_global_norm(
+    grads: Sequence[Any], max_norm: Any, return_norm: bool = False
+) -> list[Variable] | tuple[list[Variable], Variable]:
+    r"""Rescale all gradients together when their joint norm exceeds ``max_norm``.
+
+    .. math::
+
+        n = \sqrt{\textstyle\sum_i \lVert g_i \rVert_2^2}, \qquad
+        g_i \leftarrow \begin{cases} g_i & n \le c \\ g_i\, c / n & n > c \end{cases}
+
+    Parameters
+    ----------
+    grads : list of TensorVariable
+        The gradients.
+    max_norm : float or scalar tensor
+        :math:`c > 0`.
+    return_norm : bool
+        Also return :math:`n` (before clipping), e.g. to log it. Default False.
+
+    Returns
+    -------
+    list of TensorVariable, or (list of TensorVariable, TensorVariable)
+        The clipped gradients, each of its input's type; with ``return_norm`` also the norm,
+        computed in the widest dtype of the gradients.
+
+    Notes
+    -----
+    optax's ``clip_by_global_norm`` computes the same. torch's ``clip_grad_norm_`` multiplies by
+    :math:`\min(1, c/(n + 10^{-6}))`: the same below the limit (unchanged), and a factor smaller by
+    a relative :math:`10^{-6}/n` above it. Lasagne's :func:`total_norm_constraint` also shrinks
+    gradients under the limit, by :math:`n/(n + \epsilon)`. A non-finite norm (an inf or NaN in
+    some gradient) turns every gradient non-finite, as in optax: see :func:`apply_if_finite`.
+
+    References
+    ----------
+    Pascanu, Mikolov and Bengio (2013). On the difficulty of training recurrent neural networks.
+    ICML.
+
+    Examples
+    --------
+    >>> import numpy as np, updates
+    >>> clipped, norm = updates.clip_by_global_norm(
+    ...     [np.array([3.0]), np.array([4.0])], max_norm=1.0, return_norm=True)
+    >>> [g.eval() for g in clipped], norm.eval()
+    ([array([0.6]), array([0.8])], array(5.))
+    """
+    who = "clip_by_global_norm"
+    check_hyperparameter(who, "max_norm", max_norm, POSITIVE)
+    if not isinstance(return_norm, (bool, np.bool_)):
+        raise TypeError(f"{who}: return_norm must be True or False, got {return_norm!r}")
+    tensors = _tensors(who, grads)
+    wide = pytensor.scalar.upcast(*(g.dtype for g in tensors))
+    norm = pt.sqrt(pt.add(*(pt.cast(pt.sum(pt.sqr(g)), wide) for g in tensors)))
+    clipped = [_exact_scale(g, norm, max_norm) for g in tensors]
+    return (clipped, norm) if return_norm else clipped
+
+
+def add_weight_decay(grads: Sequence[Any], params: Sequence[Any], weight_decay: Any = 1e-4) -> list[Variable]:
+    r"""Add L2 (coupled) weight decay to the gradients: the gradient of :math:`\lambda \lVert p\rVert^2 / 2`.
+
+    .. math::
+
+        g \leftarrow g + \lambda\, p
+
+    The rule then sees the decay as part of the gradient (Adam divides it by :math:`\sqrt{v}`).
+    For decoupled weight decay (AdamW), wrap the rule's updates with :func:`apply_weight_decay`.
+
+    Parameters
+    ----------
+    grads : list of TensorVariable
+        One gradient per parameter.
+    params : list of shared variables
+        The parameters, in the order of ``grads``; leave out the ones not to decay (give them and
+        their gradients to the rule separately, or pass ``weight_decay=0`` through a group).
+    weight_decay : float or scalar tensor
+        :math:`\lambda \ge 0`, default 1e-4.
+
+    Returns
+    -------
+    list of TensorVariable
+        The gradients with the decay added, each of its parameter's dtype.
+
+    Notes
+    -----
+    torch.optim's ``weight_decay=`` argument of SGD, Adam, RMSprop, Adagrad (not AdamW) and optax's
+    ``add_decayed_weights`` placed before the rule compute the same.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.array([1.0, -2.0]), name="w")
+    >>> [g.eval() for g in updates.add_weight_decay([np.zeros(2)], [w], weight_decay=0.5)]
+    [array([ 0.5, -1. ])]
+    """
+    who = "add_weight_decay"
+    check_hyperparameter(who, "weight_decay", weight_decay, NON_NEGATIVE)
+    if not isinstance(grads, (list, tuple)):
+        raise TypeError(f"{who}: grads must be a list of tensors, got {describe(grads)}")
+    params, grads = prepare_grads(who, list(grads), params)
+    return [g + as_dtype(weight_decay, p.dtype) * p for p, g in zip(params, grads)]
+
+
+def zero_nans(grads: Sequence[Any]) -> list[Variable]:
+    """Replace the NaN entries of every gradient by 0 (infinities are left alone).
+
+    The list form of every rule's ``clear_nan=True`` (optax's ``zero_nans``): a NaN element then
+    acts exactly as a zero gradient.
+
+    Parameters
+    ----------
+    grads : list of TensorVariable
+        The gradients.
+
+    Returns
+    -------
+    list of TensorVariable
+        The gradients without NaN, each of its input's type.
+
+    Examples
+    --------
+    >>> import numpy as np, updates
+    >>> [g.eval() for g in updates.zero_nans([np.array([1.0, np.nan, np.inf])])]
+    [array([ 1.,  0., inf])]
+    """
+    return [clear_nan(g) for g in _tensors("zero_nans", grads)]
+
+
+def _normal(rng: Variable, like: Variable) -> tuple[Variable, Variable]:
+    """Standard normal draws shaped and typed like ``like``, and the generator's next state."""
+    try:  # PyTensor 3: the next state is returned on request
+        return pt.random.normal(0, 1, size=like.shape, rng=rng, dtype=like.dtype, return_next_rng=True)
+    except TypeError:  # PyTensor 2.38
+        draw = pt.random.normal(0, 1, size=like.shape, rng=rng, dtype=like.dtype)
+        return draw.owner.outputs[0], draw
+
+
+def add_gradient_noise(
+    grads: Sequence[Any], eta: Any = 0.01, gamma: Any = 0.55, seed: int | None = None
+) -> list[Variable]:
+    r"""Add annealed Gaussian noise to the gradients (Neelakantan et al. 2015).
+
+    .. math::
+
+        \sigma_t^2 = \frac{\eta}{(1 + t)^{\gamma}}, \qquad g \leftarrow g + \mathcal{N}(0, \sigma_t^2)
+
+    with :math:`t` the number of calls of the compiled function so far (0 on the first), drawn
+    independently for every element.
+
+    Parameters
+    ----------
+    grads : list of TensorVariable
+        The gradients.
+    eta : float
+        :math:`\eta > 0`, the initial variance, default 0.01 (the paper tries 0.01, 0.3 and 1.0).
+    gamma : float
+        :math:`\gamma \ge 0`, the annealing exponent, default 0.55 (the paper's value).
+    seed : int, optional
+        Seed of the random generator, for reproducible noise. Default: fresh entropy.
+
+    Returns
+    -------
+    list of TensorVariable
+        The noisy gradients, each of its input's type.
+
+    Notes
+    -----
+    The step count and the random generator are shared variables with a ``default_update``
+    (``pytensor.function`` advances them at every call without being told): they are reachable as
+    ``noisy[0].tag.noise_state``, a list ``[counter, generator]``, but are not part of any
+    :class:`Updates`, so :func:`save_state` does not save them. Compile each noisy gradient into one
+    function only (two functions would advance the same counter twice). They advance on every
+    call, also on one that :func:`apply_if_finite` skips. optax's ``add_noise`` computes the same
+    variance.
+
+    References
+    ----------
+    Neelakantan, Vilnis, Le, Sutskever, Kaiser, Kurach and Martens (2015). Adding gradient noise
+    improves learning for very deep networks. arXiv:1511.06807.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> noisy = updates.add_gradient_noise([np.zeros(1000)], eta=1.0, seed=0)
+    >>> f = pytensor.function([], noisy[0])
+    >>> float(np.round(f().var(), 1)), int(noisy[0].tag.noise_state[0].get_value())
+    (1.0, 1)
+    """
+    who = "add_gradient_noise"
+    check_hyperparameter(who, "eta", eta, POSITIVE)
+    check_hyperparameter(who, "gamma", gamma, NON_NEGATIVE)
+    if seed is not None and not isinstance(seed, (int, np.integer)):
+        raise TypeError(f"{who}: seed must be an int or None, got {describe(seed)}")
+    tensors = _tensors(who, grads)
+    counter = pytensor.shared(np.int64(0), name=f"{who}.t")
+    generator = pytensor.shared(np.random.default_rng(seed), name=f"{who}.rng")
+    noisy, rng = [], generator
+    for g in tensors:
+        t = pt.cast(counter, g.dtype)
+        std = pt.sqrt(as_dtype(eta, g.dtype) / (1 + t) ** as_dtype(gamma, g.dtype))
+        rng, draw = _normal(rng, g)
+        noisy.append(g + std * draw)
+    with warnings.catch_warnings():  # PyTensor 3 deprecates default_update, but still applies it
+        warnings.simplefilter("ignore", DeprecationWarning)
+        counter.default_update = counter + 1
+        generator.default_update = rng
+    for x in noisy:
+        x.tag.noise_state = [counter, generator]
+    return noisy

@@ -1,0 +1,674 @@
+r"""Update wrappers beyond momentum: an updates dictionary in, a new one out.
+
+Each wrapper takes the :class:`~updates.Updates` of a rule (or of another wrapper) and returns a
+new one; the input is never modified. The result keeps the order of its input's keys and appends
+the state the wrapper creates, named ``<param>.<wrapper>.<slot>`` (``W.apply_ema.shadow``) and its
+counters (``apply_ema.t``) last, so :func:`inspect_state`, :func:`save_state`, :func:`load_state`
+and :func:`reset_state` work on it as on a rule's state.
+
+- :func:`apply_weight_decay`: decoupled weight decay for any rule (AdamW from Adam);
+- :func:`apply_if_finite`: skip the whole step when anything is not finite, and count the skips;
+- :func:`apply_lookahead`: Lookahead's slow weights;
+- :func:`apply_ema`: an exponential (or uniform, Polyak) average of the params, to evaluate with;
+- :func:`accumulate_gradients`: a rule that sees the mean of ``steps`` gradients (wraps the rule);
+- :func:`merge_updates`: one dictionary from rules applied to groups of params.
+
+Graph size (PyTensor's Numba linker compiles in time that grows faster than the node count):
+around Adam's one multi-tensor node over 100 params, the optimized graph has about one node per
+param with :func:`apply_weight_decay`, :func:`apply_lookahead` or :func:`apply_ema` (each param's
+expression fuses into one elementwise node), two with :func:`accumulate_gradients`, and five
+with :func:`apply_if_finite` given the gradients (a finiteness check of each gradient and each
+new value, and the switch), three without them. The state they create is one shared variable
+per param (not flat buffers), named after it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+import pytensor.tensor as pt
+from pytensor.compile.sharedvalue import SharedVariable
+from pytensor.graph.basic import Variable
+
+from updates.core import (
+    NON_NEGATIVE,
+    Interval,
+    Updates,
+    check_hyperparameter,
+    describe_hyperparameter,
+    evaluate,
+    is_schedule,
+    schedule_state,
+    step_counter,
+)
+from updates.grads import as_dtype, check_params, describe, label, prepare_grads, state_like, which
+
+__all__ = [
+    "accumulate_gradients",
+    "apply_ema",
+    "apply_if_finite",
+    "apply_lookahead",
+    "apply_weight_decay",
+    "merge_updates",
+    "swap_averages",
+]
+
+
+# -- shared by the wrappers ------------------------------------------------------------------------
+
+
+def _check_mapping(who: str, updates: Any) -> None:
+    if not isinstance(updates, Mapping):
+        raise TypeError(f"{who}: updates must be a dictionary of updates, got {describe(updates)}")
+
+
+def _params_of(who: str, updates: Mapping, params: Any) -> list[SharedVariable]:
+    """The params to wrap: given, or the ``.params`` of an Updates, or a plain dict's float keys."""
+    if params is None and isinstance(updates, Updates):
+        params = list(updates.params)
+    elif params is None:
+        params = [key for key in updates if key.dtype.startswith("float")]
+    params = check_params(who, params)
+    for i, param in enumerate(params):
+        if param not in updates:
+            raise ValueError(f"{who}: {which(param, i)} has no entry in updates")
+    return params
+
+
+def _hyperparameters(
+    who: str, values: dict[str, Any], ranges: dict[str, Interval]
+) -> tuple[dict[str, Any], Variable | None, dict]:
+    """Check the hyperparameters; evaluate schedules at a new counter ``<who>.t`` if there are any.
+
+    Returns the values for the next call, the counter (None without schedules) and the updates
+    of the schedules' own state.
+    """
+    for name, interval in ranges.items():
+        check_hyperparameter(who, name, values[name], interval)
+    scheduled = any(is_schedule(v) for v in values.values())
+    counter = step_counter(f"{who}.t") if scheduled else None
+    state = schedule_state(values.values())
+    return {name: evaluate(v, counter) for name, v in values.items()}, counter, state
+
+
+def _begin(who: str, updates: Mapping, params: list, config: dict, hyper: dict[str, Any]) -> Updates:
+    """A new Updates with the entries of ``updates``, its params, config and hyperparameters."""
+    base = updates if isinstance(updates, Updates) else Updates(params=params)
+    described = {name: describe_hyperparameter(v) for name, v in config.items()}
+    return Updates(
+        updates,
+        base.params or params,
+        [*base.config, {"wrapper": who, **described}],
+        {**base.hyperparameters, **{f"{who}.{k}": pt.as_tensor_variable(v) for k, v in hyper.items()}},
+    )
+
+
+def _finish(wrapped: Updates, schedules: dict, counter: Variable | None) -> Updates:
+    wrapped.update(schedules)
+    if counter is not None:
+        wrapped[counter] = counter + 1
+    return wrapped
+
+
+def _check_int(who: str, name: str, value: Any, low: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{who}: {name} must be an int, got {describe(value)}")
+    if value < low:
+        raise ValueError(f"{who}: {name} must be an int >= {low}, got {value}")
+    return int(value)
+
+
+def _every(counter: Variable, period: int) -> Variable:
+    """True on the calls ``period``, ``2 period``, ... (the counter holds the calls before this one)."""
+    return pt.eq((counter + 1) % period, 0)
+
+
+# -- weight decay ----------------------------------------------------------------------------------
+
+
+def _rule_learning_rate(who: str, updates: Mapping) -> Any:
+    """The learning rate of the rule that built ``updates``: as given if it was a number."""
+    hyper = getattr(updates, "hyperparameters", {})
+    if "learning_rate" not in hyper:
+        raise ValueError(
+            f"{who}: learning_rate=None takes the rule's learning rate, but these updates have none "
+            f"(known: {sorted(hyper) or 'none'}); pass learning_rate explicitly"
+        )
+    rules = [c for c in getattr(updates, "config", []) if "rule" in c]
+    given = rules[-1].get("learning_rate") if rules else None
+    return given if isinstance(given, float) else hyper["learning_rate"]
+
+
+def apply_weight_decay(
+    updates: Mapping,
+    params: list[Variable] | None = None,
+    weight_decay: Any = 1e-2,
+    learning_rate: Any = None,
+) -> Updates:
+    r"""Add decoupled weight decay to any rule: Adam becomes AdamW.
+
+    .. math::
+
+        p \leftarrow u - \eta\, \lambda\, p
+
+    where :math:`u` is the new value ``updates`` gives parameter :math:`p` and :math:`p` its value
+    before the step: the decay does not pass through the rule's preconditioning (unlike
+    :func:`add_weight_decay`, which adds :math:`\lambda p` to the gradient).
+
+    Parameters
+    ----------
+    updates : mapping
+        ``{shared variable: new value}``, e.g. the result of :func:`adam`. Not modified.
+    params : list of shared variables, optional
+        The params to decay. Default: all params of an :class:`Updates` (every floating-point key
+        of a plain dict). Leave biases and norms out by listing the others.
+    weight_decay : float or scalar tensor or schedule
+        :math:`\lambda \ge 0`, default 1e-2 (torch.optim.AdamW's default).
+    learning_rate : float or scalar tensor or schedule, optional
+        :math:`\eta \ge 0`. Default None: the learning rate of the rule that built ``updates``
+        (its value at each step, if it is a schedule), as in torch.optim.AdamW; give 1.0 to
+        decay by :math:`\lambda` alone.
+
+    Returns
+    -------
+    Updates
+        The entries of ``updates`` with the decayed params (no new state, unless a hyperparameter
+        is a schedule: then a step counter ``apply_weight_decay.t``).
+
+    Notes
+    -----
+    ``apply_weight_decay(adam(..., learning_rate=lr), weight_decay=wd)`` computes
+    torch.optim.AdamW(lr=lr, weight_decay=wd) with this library's Adam epsilon placement (see
+    :func:`adam`); the :func:`adamw` rule places epsilon as torch does, in one fused kernel.
+    Wrapping works for every rule (decoupled decay for Lion, Adagrad, ...).
+    Loshchilov and Hutter's schedule multiplier :math:`\eta_t` is the ``learning_rate`` schedule.
+
+    References
+    ----------
+    Loshchilov and Hutter (2019). Decoupled weight decay regularization. ICLR.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> adamw = updates.apply_weight_decay(updates.adam((w**2).sum(), [w], learning_rate=0.1))
+    >>> step = pytensor.function([], [], updates=adamw)
+    >>> _ = step()
+    >>> w.get_value()  # 1 - 0.1 (Adam's first step) - 0.1 * 0.01 * 1
+    array([0.899, 0.899])
+    """
+    who = "apply_weight_decay"
+    _check_mapping(who, updates)
+    if learning_rate is None:
+        learning_rate = _rule_learning_rate(who, updates)
+    given = {"weight_decay": weight_decay, "learning_rate": learning_rate}
+    hyper, counter, schedules = _hyperparameters(
+        who, given, {"weight_decay": NON_NEGATIVE, "learning_rate": NON_NEGATIVE}
+    )
+    params = _params_of(who, updates, params)
+    wrapped = _begin(who, updates, params, given, hyper)
+    for param in params:
+        decay = as_dtype(hyper["learning_rate"], param.dtype) * as_dtype(hyper["weight_decay"], param.dtype)
+        wrapped[param] = updates[param] - decay * param
+    return _finish(wrapped, schedules, counter)
+
+
+# -- skip non-finite steps -------------------------------------------------------------------------
+
+
+def _isfinite(x: Variable) -> Variable:
+    if hasattr(pt, "isfinite"):
+        return pt.isfinite(x)
+    return pt.invert(pt.or_(pt.isnan(x), pt.isinf(x)))  # PyTensor 2.38 has no isfinite
+
+
+def _all_finite(tensors: list[Variable]) -> Variable:
+    checks = [pt.all(_isfinite(x)) for x in tensors if x.dtype.startswith(("float", "complex"))]
+    return pt.all(pt.stack(checks)) if checks else pt.constant(True)  # one node, not a chain of ands
+
+
+def apply_if_finite(updates: Mapping, grads: Any = None) -> Updates:
+    r"""Skip the whole step when a gradient or a new value is not finite.
+
+    .. math::
+
+        \text{ok} &= \text{every element of every } g_i \text{ and every new value } u_k
+        \text{ is finite} \\
+        x_k &\leftarrow \begin{cases} u_k & \text{ok} \\ x_k & \text{otherwise} \end{cases}
+        \quad\text{for every key } x_k \text{ of updates} \\
+        s &\leftarrow s + [\lnot \text{ok}]
+
+    Every variable the updates change stays as it was on a skipped call: the params and all the
+    state, including step counters, the flat buffers of the multi-tensor path and the state of
+    schedules. The next finite call proceeds exactly as if the skipped one never happened.
+
+    Parameters
+    ----------
+    updates : mapping
+        ``{shared variable: new value}``, the result of a rule or of other wrappers (wrap last,
+        so that their state is restored too). Not modified.
+    grads : tensor or list of tensors, optional
+        Tensors that must be finite too: the gradients given to the rule (needed when the rule
+        is built with ``clear_nan=True`` or may map a non-finite gradient to a finite value), the
+        loss, anything. Default: only the new values are checked.
+
+    Returns
+    -------
+    Updates
+        Every entry of ``updates`` guarded by the check, then the number of skipped calls,
+        ``apply_if_finite.skipped`` (an int64 shared variable, part of the state).
+
+    Notes
+    -----
+    optax's ``apply_if_finite`` checks the updates only and can give up after a number of
+    consecutive errors; torch's ``GradScaler`` skips the optimizer step when the scaled gradients
+    hold inf or NaN.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, pytensor.tensor as pt, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> g = pt.vector("g")
+    >>> safe = updates.apply_if_finite(updates.adam([g], [w], learning_rate=0.1), grads=[g])
+    >>> step = pytensor.function([g], [], updates=safe)
+    >>> _ = step(np.array([np.nan, 1.0]))
+    >>> w.get_value(), updates.inspect_state(safe).steps, safe.named_state()["apply_if_finite.skipped"]
+    (array([1., 1.]), {'adam.t': 0}, array(1))
+    """
+    who = "apply_if_finite"
+    _check_mapping(who, updates)
+    if grads is None:
+        checked = []
+    else:
+        listed = list(grads) if isinstance(grads, (list, tuple)) else [grads]
+        checked = []
+        for i, x in enumerate(listed):
+            try:
+                checked.append(pt.as_tensor_variable(x))
+            except (TypeError, ValueError, NotImplementedError) as err:
+                raise TypeError(f"{who}: grads[{i}] must be a tensor, got {describe(x)}") from err
+    if not updates:
+        raise ValueError(f"{who}: updates is empty; wrap the result of a rule")
+    ok = _all_finite([*checked, *updates.values()])
+    params = _params_of(who, updates, None)
+    wrapped = _begin(who, updates, params, {}, {})
+    for key, value in updates.items():
+        wrapped[key] = pt.switch(ok, value, key)
+    skipped = step_counter(f"{who}.skipped")
+    wrapped[skipped] = skipped + pt.cast(pt.invert(ok), "int64")
+    return wrapped
+
+
+# -- lookahead -------------------------------------------------------------------------------------
+
+
+def apply_lookahead(
+    updates: Mapping, params: list[Variable] | None = None, k: int = 5, alpha: Any = 0.5
+) -> Updates:
+    r"""Lookahead: every ``k`` steps, move slow weights towards the fast ones and restart from them.
+
+    With :math:`u` the new value ``updates`` gives parameter :math:`p` (the fast weights) and
+    :math:`\phi` the slow weights (the params' values before the first call):
+
+    .. math::
+
+        p &\leftarrow u \quad\text{on most calls; on every } k\text{-th call:} \\
+        \phi &\leftarrow \phi + \alpha (u - \phi), \quad p \leftarrow \phi
+
+    The rule's own state (moments) carries on across synchronizations.
+
+    Parameters
+    ----------
+    updates : mapping
+        ``{shared variable: new value}`` of the inner rule. Not modified.
+    params : list of shared variables, optional
+        As in :func:`apply_weight_decay`.
+    k : int
+        Synchronize every ``k`` calls, ``k >= 1``; default 5 (the paper uses 5 and 10).
+    alpha : float or scalar tensor or schedule
+        :math:`\alpha \in [0, 1]`, the slow weights' step, default 0.5 (the paper's value).
+
+    Returns
+    -------
+    Updates
+        The entries of ``updates`` (params replaced), then the slow weights
+        ``<param>.apply_lookahead.slow`` and the counter ``apply_lookahead.t``.
+
+    Notes
+    -----
+    The slow weights start at the params' values on the first call (after :func:`reset_state`,
+    at their values then). optax's ``lookahead`` keeps fast and slow weights in the params
+    themselves.
+
+    References
+    ----------
+    Zhang, Lucas, Hinton and Ba (2019). Lookahead optimizer: k steps forward, 1 step back.
+    NeurIPS.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.zeros(1), name="w")
+    >>> step = pytensor.function([], [], updates=updates.apply_lookahead(
+    ...     updates.sgd([np.ones(1)], [w], learning_rate=1.0), k=2, alpha=0.5))
+    >>> [(step(), float(w.get_value()[0]))[1] for _ in range(4)]
+    [-1.0, -1.0, -2.0, -2.0]
+    """
+    who = "apply_lookahead"
+    _check_mapping(who, updates)
+    k = _check_int(who, "k", k, 1)
+    check_hyperparameter(who, "alpha", alpha, Interval(0.0, 1.0, high_closed=True))
+    params = _params_of(who, updates, params)
+    counter = step_counter(f"{who}.t")
+    schedules = schedule_state([alpha])
+    given, alpha = alpha, evaluate(alpha, counter)
+    wrapped = _begin(who, updates, params, {"k": k, "alpha": given}, {"alpha": alpha})
+    first, sync = pt.eq(counter, 0), _every(counter, k)
+    slows = {}
+    for i, param in enumerate(params):
+        slow = state_like(param, f"{label(param, i)}.{who}.slow")
+        fast = updates[param]
+        start = pt.switch(first, param, slow)
+        moved = start + as_dtype(alpha, param.dtype) * (fast - start)
+        slows[slow] = pt.switch(sync, moved, start)
+        wrapped[param] = pt.switch(sync, moved, fast)
+    wrapped.update(slows)
+    return _finish(wrapped, schedules, counter)
+
+
+# -- parameter averaging ---------------------------------------------------------------------------
+
+
+def apply_ema(updates: Mapping, params: list[Variable] | None = None, decay: Any = 0.999) -> Updates:
+    r"""Keep a running average of the params in shadow variables, to evaluate or deploy with.
+
+    With :math:`u` the new value ``updates`` gives parameter :math:`p` and :math:`t` the number
+    of calls before this one:
+
+    .. math::
+
+        a &\leftarrow u \quad\text{on the first call } (t = 0), \text{ then} \\
+        a &\leftarrow a + w\,(u - a), \qquad
+        w = \begin{cases} 1 - \beta & \text{exponential (``decay`` } = \beta) \\
+        1/(t + 1) & \text{uniform, Polyak-Ruppert (``decay=None``)} \end{cases}
+
+    The params themselves are updated as ``updates`` says; read the averages with
+    ``named_state()["W.apply_ema.shadow"]`` or evaluate with them through :func:`swap_averages`.
+
+    Parameters
+    ----------
+    updates : mapping
+        ``{shared variable: new value}``. Not modified.
+    params : list of shared variables, optional
+        The params to average. As in :func:`apply_weight_decay`.
+    decay : float or scalar tensor or schedule or None
+        :math:`\beta \in [0, 1]`, default 0.999; None for the uniform average of all the params
+        seen so far.
+
+    Returns
+    -------
+    Updates
+        The entries of ``updates``, then the averages ``<param>.apply_ema.shadow`` and the counter
+        ``apply_ema.t`` (the number of params averaged).
+
+    Notes
+    -----
+    torch.optim.swa_utils.AveragedModel, updated after each optimizer step, computes the same:
+    ``multi_avg_fn=get_ema_multi_avg_fn(decay)`` for the exponential average, its default for the
+    uniform one. optax's ``ema`` starts its average at zero and may debias it instead.
+
+    References
+    ----------
+    Polyak and Juditsky (1992). Acceleration of stochastic approximation by averaging. SIAM J.
+    Control Optim.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.zeros(1), name="w")
+    >>> averaged = updates.apply_ema(updates.sgd([np.ones(1)], [w], learning_rate=1.0), decay=None)
+    >>> step = pytensor.function([], [], updates=averaged)
+    >>> for _ in range(3):
+    ...     _ = step()
+    >>> w.get_value(), averaged.named_state()["w.apply_ema.shadow"]  # the mean of -1, -2, -3
+    (array([-3.]), array([-2.]))
+    >>> with updates.swap_averages(averaged):
+    ...     w.get_value()
+    array([-2.])
+    """
+    who = "apply_ema"
+    _check_mapping(who, updates)
+    uniform = decay is None
+    if not uniform:
+        check_hyperparameter(who, "decay", decay, Interval(0.0, 1.0, high_closed=True))
+    params = _params_of(who, updates, params)
+    counter = step_counter(f"{who}.t")
+    schedules = schedule_state([decay])
+    hyper = {} if uniform else {"decay": evaluate(decay, counter)}
+    wrapped = _begin(who, updates, params, {} if uniform else {"decay": decay}, hyper)
+    wrapped.config[-1]["decay"] = "uniform" if uniform else wrapped.config[-1]["decay"]
+    first = pt.eq(counter, 0)
+    shadows = {}
+    for i, param in enumerate(params):
+        shadow = state_like(param, f"{label(param, i)}.{who}.shadow")
+        shadow.tag.averages = param
+        dtype = param.dtype
+        weight = 1 / pt.cast(counter + 1, dtype) if uniform else 1 - as_dtype(hyper["decay"], dtype)
+        new = updates[param]
+        shadows[shadow] = pt.switch(first, new, shadow + weight * (new - shadow))
+    wrapped.update(shadows)
+    return _finish(wrapped, schedules, counter)
+
+
+@contextmanager
+def swap_averages(updates: Updates) -> Iterator[dict]:
+    """Within this block, each averaged param holds its average (and the average its value).
+
+    The values are swapped on entry and swapped back on exit, even on an error, so nothing is
+    lost: evaluate, validate or save the averaged model inside the block, and do not train there.
+
+    Parameters
+    ----------
+    updates : Updates
+        A result of :func:`apply_ema` (possibly wrapped further).
+
+    Yields
+    ------
+    dict
+        ``{param: shadow variable}``.
+
+    Examples
+    --------
+    See :func:`apply_ema`.
+    """
+    who = "swap_averages"
+    if not isinstance(updates, Updates):
+        raise TypeError(f"{who}: updates must be an Updates built by apply_ema, got {describe(updates)}")
+    pairs = {v.tag.averages: v for v in updates.state if getattr(v.tag, "averages", None) is not None}
+    if not pairs:
+        raise ValueError(f"{who}: these updates keep no averages; build them with apply_ema")
+
+    def swap():
+        for param, shadow in pairs.items():
+            value = param.get_value()
+            param.set_value(shadow.get_value())
+            shadow.set_value(value)
+
+    swap()
+    try:
+        yield dict(pairs)
+    finally:
+        swap()
+
+
+# -- gradient accumulation -------------------------------------------------------------------------
+
+
+def accumulate_gradients(rule: Callable, steps: int = 4) -> Callable:
+    r"""Make a rule that sees the mean of ``steps`` consecutive gradients and moves every ``steps`` calls.
+
+    .. math::
+
+        s &\leftarrow s + g \\
+        \text{on every } k\text{-th call:}\quad & \text{the rule's step with gradient } s/k,
+        \text{ then } s \leftarrow 0
+
+    On the other calls the params and all the rule's state (moments, step counter) stay as they
+    are. This wraps the rule, not its updates: the rule is applied to the mean gradient.
+
+    Parameters
+    ----------
+    rule : callable
+        ``rule(loss_or_grads, params) -> updates``, e.g. ``updates.adam(learning_rate=1e-3)`` (a
+        rule called with its hyperparameters only), ``updates.sgd``, or a function applying
+        wrappers too.
+    steps : int
+        :math:`k \ge 1`, the number of gradients averaged per step. Default 4.
+
+    Returns
+    -------
+    callable
+        ``(loss_or_grads, params) -> Updates``: the rule's updates, each applied on every ``k``-th
+        call only, then the sums ``<param>.accumulate_gradients.sum`` and the counter
+        ``accumulate_gradients.t``.
+
+    Notes
+    -----
+    optax's ``MultiSteps`` keeps the running mean instead of the sum; torch users accumulate
+    ``.grad`` over backward passes and call ``step()`` every k batches, which equals this for a
+    loss that is a mean over each batch when the accumulated gradient is divided by k.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, pytensor.tensor as pt, updates
+    >>> w = pytensor.shared(np.zeros(1), name="w")
+    >>> g = pt.vector("g")
+    >>> sgd4 = updates.accumulate_gradients(updates.sgd(learning_rate=1.0), steps=2)
+    >>> step = pytensor.function([g], [], updates=sgd4([g], [w]))
+    >>> [(step(np.array([x])), float(w.get_value()[0]))[1] for x in (1.0, 3.0, 5.0, 7.0)]
+    [0.0, -2.0, -2.0, -8.0]
+    """
+    who = "accumulate_gradients"
+    if not callable(rule) or isinstance(rule, Variable):
+        raise TypeError(
+            f"{who}: rule must be a callable (loss_or_grads, params) -> updates, got {describe(rule)}"
+        )
+    steps = _check_int(who, "steps", steps, 1)
+
+    def accumulated(loss_or_grads: Any, params: Any) -> Updates:
+        params, grads = prepare_grads(who, loss_or_grads, params)
+        counter = step_counter(f"{who}.t")
+        sums = [state_like(p, f"{label(p, i)}.{who}.sum") for i, p in enumerate(params)]
+        totals = [s + g for s, g in zip(sums, grads)]
+        means = [total / as_dtype(steps, p.dtype) for total, p in zip(totals, params)]
+        inner = rule(means, params)
+        _check_mapping(f"{who}: rule", inner)
+        apply = _every(counter, steps)
+        base = inner if isinstance(inner, Updates) else Updates(params=params)
+        result = Updates(
+            params=base.params or params,
+            config=[*base.config, {"wrapper": who, "steps": float(steps)}],
+            hyperparameters=base.hyperparameters,
+        )
+        for key, value in inner.items():
+            result[key] = pt.switch(apply, value, key)
+        for s, total in zip(sums, totals):
+            result[s] = pt.switch(apply, pt.zeros_like(total), total)
+        result[counter] = counter + 1
+        return result
+
+    accumulated.__name__ = f"accumulate_gradients({getattr(rule, '__name__', 'rule')})"
+    return accumulated
+
+
+# -- parameter groups ------------------------------------------------------------------------------
+
+
+def merge_updates(*updates: Mapping) -> Updates:
+    """Merge the updates of rules applied to separate groups of params into one dictionary.
+
+    Give each group its own rule or hyperparameters (a larger learning rate for the last layer,
+    no weight decay for biases); leave a param out of every group to freeze it. Compute the
+    gradients once with :func:`get_or_compute_grads` and hand each group its share of them.
+
+    Parameters
+    ----------
+    *updates : mappings
+        The updates of each group, e.g. ``adam(grads[:2], params[:2])`` and
+        ``sgd(grads[2:], params[2:])``. None is modified. A variable updated by two of them is an
+        error.
+
+    Returns
+    -------
+    Updates
+        The params of every group in order, then the state of each group in order. Its config
+        lists every group's rules and wrappers, its hyperparameters are prefixed with the group's
+        index (``"1.learning_rate"``).
+
+    Raises
+    ------
+    ValueError
+        If two dictionaries update the same variable (the message names both and the variable).
+
+    Notes
+    -----
+    When two groups use the same rule, each has its own step counter of the same name
+    (``adam.t``): those are renamed ``adam.t[0]``, ``adam.t[1]`` (the variables' names are
+    changed in place, the dictionaries are not), so that :func:`save_state` can tell them apart.
+    This is torch.optim's parameter groups and optax's ``multi_transform``.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w, b = pytensor.shared(np.ones(2), name="w"), pytensor.shared(np.ones(2), name="b")
+    >>> grads = updates.get_or_compute_grads((w**2).sum() + (b**2).sum(), [w, b])
+    >>> merged = updates.merge_updates(
+    ...     updates.adam(grads[:1], [w], learning_rate=0.1), updates.adam(grads[1:], [b], learning_rate=0.01))
+    >>> [v.name for v in merged]
+    ['w', 'b', 'adam.m', 'adam.v', 'adam.t[0]', 'adam.m', 'adam.v', 'adam.t[1]']
+    """
+    who = "merge_updates"
+    if not updates:
+        raise ValueError(f"{who}: give at least one updates dictionary")
+    owner: dict[Variable, int] = {}
+    for i, group in enumerate(updates):
+        if not isinstance(group, Mapping):
+            raise TypeError(f"{who}: updates[{i}] must be a dictionary of updates, got {describe(group)}")
+        for key in group:
+            if key in owner:
+                raise ValueError(
+                    f"{who}: updates[{owner[key]}] and updates[{i}] both update {key.name or key!r}; "
+                    "give each variable to one rule only"
+                )
+            owner[key] = i
+    params = [
+        list(g.params) if isinstance(g, Updates) else [k for k in g if k.dtype.startswith("float")]
+        for g in updates
+    ]
+    merged = Updates(
+        params=[p for group in params for p in group],
+        config=[c for g in updates for c in getattr(g, "config", [])],
+        hyperparameters={
+            f"{i}.{name}": v
+            for i, g in enumerate(updates)
+            for name, v in getattr(g, "hyperparameters", {}).items()
+        },
+    )
+    for group, group_params in zip(updates, params):
+        merged.update((p, group[p]) for p in group_params)
+    for group, group_params in zip(updates, params):
+        merged.update((k, v) for k, v in group.items() if k not in set(group_params))
+    _name_apart(merged.state, owner)
+    return merged
+
+
+def _name_apart(state: list[Variable], owner: dict[Variable, int]) -> None:
+    """Rename the whole-variable state whose names collide across groups: ``adam.t[<group>]``."""
+    whole = [v for v in state if not hasattr(v.tag, "slices")]
+    names = [v.name for v in whole]
+    for variable in whole:
+        if variable.name is not None and names.count(variable.name) > 1:
+            variable.name = f"{variable.name}[{owner[variable]}]"
