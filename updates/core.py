@@ -1,7 +1,7 @@
 """The machinery shared by every rule: the updates dictionary, hyperparameter checks, and the one
 mechanism that turns a rule's elementwise equations into updates for every parameter.
 
-A rule is declared as a :class:`Rule`: its name, the state slots it keeps per parameter, an
+A rule is declared as a ``Rule``: its name, the state slots it keeps per parameter, an
 optional function of the step count computed once per step (e.g. Adam's bias-corrected step size),
 and its *kernel*, the elementwise equations ``(h, param, grad, *slots) -> (new_param, *new_slots)``
 with ``h`` the hyperparameters cast to the parameter's dtype. Because the kernel is elementwise, the
@@ -118,6 +118,7 @@ class Updates(OrderedDict):
         return layout
 
     def copy(self) -> Updates:
+        """A shallow copy that keeps the params, config and hyperparameters."""
         return Updates(self, self.params, self.config, self.hyperparameters)
 
     def __reduce__(self):

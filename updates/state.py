@@ -91,7 +91,7 @@ class StateEntry:
 
 
 class StateSummary(list):
-    """The :class:`StateEntry` of every piece of state, in order, and what the next step will use.
+    """Every :class:`~updates.state.StateEntry` of the state, in order, and what the next step will use.
 
     Attributes
     ----------
@@ -230,7 +230,7 @@ def inspect_state(updates: Updates) -> StateSummary:
     Returns
     -------
     StateSummary
-        A list of :class:`StateEntry` (name, shape, dtype, param, variable, offset), one per
+        A list of :class:`~updates.state.StateEntry` (name, shape, dtype, param, variable, offset), one per
         piece of state in the order of the updates, with ``.steps`` (each step counter's value)
         and ``.hyperparameters`` (each hyperparameter's value at the next step, evaluated now).
         ``str()`` of it is a small table.

@@ -1,0 +1,103 @@
+"""PyMC integration: ADVI fitted with optimizers from `updates` retraces PyMC's own optimizers.
+
+Runs ``examples/pymc_advi.py`` on a small budget. PyMC pins its own PyTensor (2.38.x), so CI runs
+this file in its second environment with ``UPDATES_REQUIRE_PYMC=1``: there a missing PyMC is an
+error, not a skip. Elsewhere the file is skipped when PyMC is not installed.
+"""
+
+import inspect
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+if "UPDATES_REQUIRE_PYMC" in os.environ:
+    try:
+        import pymc as pm
+    except ImportError as err:
+        raise ImportError(
+            f"UPDATES_REQUIRE_PYMC is set but PyMC cannot be imported ({err}); install the pymc extra"
+        ) from err
+else:
+    pm = pytest.importorskip("pymc")
+
+from test_docs import mapping_rows, names_in, stated_defaults
+
+import updates
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "examples"))
+import pymc_advi
+
+ITERATIONS = 300
+SEED = 20
+# Equal algorithms from the same seed: the traces agree to rounding. Observed (PyTensor 2.38.3,
+# C VM, 300 iterations): bit for bit (0.0) for adam on both paths and adagrad_window on the
+# multi-tensor path, 8e-17 for adagrad_window per parameter; the bound leaves room for another
+# compiler's reassociation.
+TOLERANCE = 1e-9
+# The model's true values: intercept 1, slope 2, log(noise scale 0.5).
+TRUTH = np.array([1.0, 2.0, np.log(0.5)])
+
+
+@pytest.fixture(scope="module")
+def model():
+    return pymc_advi.regression_model()
+
+
+@pytest.mark.parametrize("per_parameter", [False, True], ids=["multi-tensor", "per-parameter"])
+@pytest.mark.parametrize("name", list(pymc_advi.PAIRS))
+def test_advi_traces_the_same_elbo_as_pymcs_optimizer(model, name, per_parameter):
+    ours, theirs = pymc_advi.PAIRS[name]
+    with updates.per_parameter(per_parameter):
+        with_ours = pymc_advi.fit(model, ours, ITERATIONS, SEED)
+    result = pymc_advi.Comparison(name, with_ours, pymc_advi.fit(model, theirs, ITERATIONS, SEED))
+    assert result.ours.loss.shape == (ITERATIONS,)
+    assert result.trace_difference <= TOLERANCE, pymc_advi.report([result])
+    assert result.mean_difference <= TOLERANCE and result.std_difference <= TOLERANCE
+    # The fit did something: the negative ELBO fell and the posterior mean found the truth.
+    assert result.ours.loss[-50:].mean() < 0.5 * result.ours.loss[:10].mean()
+    np.testing.assert_allclose(result.ours.mean, TRUTH, atol=0.2)
+
+
+def test_a_different_learning_rate_gives_a_different_trace(model):
+    """The comparison can fail: a 1% change of the learning rate shows in the trace."""
+    ours = pymc_advi.fit(model, updates.adam(learning_rate=0.0505), ITERATIONS, SEED)
+    theirs = pymc_advi.fit(model, pm.adam(learning_rate=0.05), ITERATIONS, SEED)
+    assert pymc_advi.Comparison("adam", ours, theirs).trace_difference > 1e3 * TOLERANCE
+
+
+def test_the_pymc_optimizer_is_deterministic_given_the_seed(model):
+    """Two runs of PyMC's own optimizer from one seed agree, so the seed is what makes them equal."""
+    first = pymc_advi.fit(model, pm.adam(learning_rate=0.05), 50, SEED)
+    second = pymc_advi.fit(model, pm.adam(learning_rate=0.05), 50, SEED)
+    other_seed = pymc_advi.fit(model, pm.adam(learning_rate=0.05), 50, SEED + 1)
+    np.testing.assert_array_equal(first.loss, second.loss)
+    assert not np.array_equal(first.loss, other_seed.loss)
+
+
+PYMC_ROWS = list(mapping_rows("PyMC's defaults"))
+
+
+def test_the_docs_map_every_pymc_optimizer():
+    documented = {names_in(row["PyMC"])[0].removeprefix("pm.") for row in PYMC_ROWS}
+    pymc_optimizers = {name for name in pm.variational.updates.__all__ if name != "get_or_compute_grads"}
+    assert documented == pymc_optimizers
+
+
+@pytest.mark.parametrize("row", PYMC_ROWS, ids=[row["PyMC"] for row in PYMC_ROWS])
+def test_pymc_names_take_the_same_arguments_and_defaults(row):
+    """Each of PyMC's optimizers has its namesake here, taking PyMC's arguments in PyMC's order
+    with PyMC's defaults (as the docs' table says), then possibly more keyword arguments (whose
+    defaults give PyMC's rule: rmsprop's momentum and centered)."""
+    theirs = getattr(pm, names_in(row["PyMC"])[0].removeprefix("pm."))
+    ours = getattr(updates, names_in(row["here"])[0])
+
+    def defaults(function):
+        parameters = inspect.signature(function).parameters.values()
+        return [(p.name, p.default) for p in parameters if p.name != "clear_nan"]
+
+    assert defaults(ours)[: len(defaults(theirs))] == defaults(theirs)
+    stated = stated_defaults(row["PyMC's defaults"])
+    assert stated and stated.items() <= dict(defaults(theirs)).items()
