@@ -31,7 +31,7 @@ NEEDS_PYMC = {"pymc_advi.py"}
 
 
 def test_there_are_examples():
-    expected = {"digits.py", "train_mlp.py", "lasagne_port.py", *NEEDS_PYMC}
+    expected = {"digits.py", "train_mlp.py", "lasagne_port.py", "resume.py", *NEEDS_PYMC}
     assert expected <= {script.name for script in EXAMPLES}
 
 
@@ -40,6 +40,12 @@ def test_example_runs(script):
     if script.name in NEEDS_PYMC and "UPDATES_REQUIRE_PYMC" not in os.environ:
         pytest.importorskip("pymc")
     assert run_example(script).strip()
+
+
+def test_resume_lands_where_the_uninterrupted_run_lands():
+    output = run_example(ROOT / "examples" / "resume.py")
+    assert "params bit for bit equal after resuming in a new process: True" in output
+    assert "w.adam.m" in output and "w.apply_nesterov_momentum.velocity" in output
 
 
 def test_digits_prints_the_table_and_writes_the_plot(tmp_path):
