@@ -20,7 +20,7 @@ import pytensor.tensor as pt
 
 import updates as lu
 
-LASAGNE = '''
+LASAGNE = """
 import theano
 import theano.tensor as T
 import lasagne
@@ -44,7 +44,7 @@ for epoch in range(epochs):
     for xb, yb in batches(x_data, y_data, 32, rng):
         train_fn(xb, yb)
     learning_rate.set_value(lasagne.utils.floatX(learning_rate.get_value() * 0.95))
-'''
+"""
 
 
 def glorot(n_in: int, n_out: int, seed: int = 0) -> np.ndarray:
