@@ -26,8 +26,10 @@ def test_graph_size_does_not_grow_with_the_number_of_params(case):
     assert sizes[2] == sizes[40]
 
 
-@pytest.mark.parametrize("wrapper", [updates.apply_momentum, updates.apply_nesterov_momentum])
-def test_momentum_wrappers_add_one_node_whatever_the_number_of_params(wrapper):
+@pytest.mark.parametrize(
+    "wrapper", [updates.apply_momentum, updates.apply_nesterov_momentum, updates.apply_weight_decay]
+)
+def test_multi_tensor_wrappers_add_one_node_whatever_the_number_of_params(wrapper):
     def size(n_params):
         params = [pytensor.shared(np.ones(3), name=f"w{i}") for i in range(n_params)]
         grads = [pt.vector(f"g{i}", shape=(3,)) for i in range(n_params)]

@@ -254,7 +254,7 @@ def _installed(module):
     return True
 
 
-# PyTensor's own PyTorch backend cannot run these yet: it converts Pow and Mod to `torch.power` and
+# PyTensor's own PyTorch backend cannot run most rules yet: it converts Pow and Mod to `torch.power` and
 # `torch.mod`, which do not exist (the step counter's powers, adagrad_window's slot index), and
 # torch.compile fails on the constants of the expanded multi-tensor graph ("module
 # 'pytensor.link.utils' has no attribute 'tensor_constant_N'"). Rules without constants in their

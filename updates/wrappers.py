@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -35,10 +36,14 @@ from pytensor.graph.basic import Variable
 from updates.core import (
     NON_NEGATIVE,
     Interval,
+    Kernel,
+    Rule,
     Updates,
+    apply_kernel,
     begin_wrapper,
     check_hyperparameter,
     check_mapping,
+    dtype_groups,
     evaluate,
     finish_wrapper,
     params_to_wrap,
@@ -166,10 +171,15 @@ def apply_weight_decay(
     )
     params = params_to_wrap(who, updates, params)
     wrapped = begin_wrapper(who, updates, params, given, hyper)
-    for param in params:
-        decay = as_dtype(hyper["learning_rate"], param.dtype) * as_dtype(hyper["weight_decay"], param.dtype)
-        wrapped[param] = updates[param] - decay * param
+    targets = [updates[p] for p in params]
+    for dtype, group, suffix in dtype_groups(params, targets, [()] * len(params)):
+        decay = as_dtype(hyper["learning_rate"], dtype) * as_dtype(hyper["weight_decay"], dtype)
+        apply_kernel(_DECAY, group, SimpleNamespace(decay=decay), wrapped, suffix)
     return finish_wrapper(wrapped, schedules, counter)
+
+
+# The decay as a rule whose "gradient" is the wrapped new value u: one multi-tensor node per dtype.
+_DECAY = Kernel(Rule("apply_weight_decay", lambda h, p, u: (u - h.decay * p,)))
 
 
 # -- skip non-finite steps -------------------------------------------------------------------------
