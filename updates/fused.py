@@ -225,7 +225,9 @@ def _as_composite(inputs: list[Variable], outputs: list[Variable]) -> ps.Composi
             for x in node.inputs
         ]
         scalar_of.update(zip(node.outputs, node.op.scalar_op.make_node(*args).outputs))
-    return ps.Composite([scalar_of[x] for x in inputs], [scalar_of[x] for x in outputs])
+    # an output that is an input as it is (a wrapper passing a value through) needs an identity
+    results = [ps.identity(scalar_of[x]) if x in inputs else scalar_of[x] for x in outputs]
+    return ps.Composite([scalar_of[x] for x in inputs], results)
 
 
 # -- in place ------------------------------------------------------------------------------------

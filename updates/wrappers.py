@@ -4,7 +4,9 @@ Each wrapper takes the :class:`~updates.Updates` of a rule (or of another wrappe
 new one; the input is never modified. The result keeps the order of its input's keys and appends
 the state the wrapper creates, named ``<param>.<wrapper>.<slot>`` (``W.apply_ema.shadow``) and its
 counters (``apply_ema.t``) last, so :func:`inspect_state`, :func:`save_state`, :func:`load_state`
-and :func:`reset_state` work on it as on a rule's state.
+and :func:`reset_state` work on it as on a rule's state. Weight decay, lookahead and averaging are
+elementwise and take the multi-tensor path of the rules (``core.apply_kernel``): their state lives
+in one flat buffer per dtype and they add one node per dtype, whatever the number of params.
 
 - :func:`apply_weight_decay`: decoupled weight decay for any rule (AdamW from Adam);
 - :func:`apply_if_finite`: skip the whole step when anything is not finite, and count the skips;
@@ -24,6 +26,7 @@ per param (not flat buffers), named after it.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import SimpleNamespace
@@ -171,14 +174,19 @@ def apply_weight_decay(
     )
     params = params_to_wrap(who, updates, params)
     wrapped = begin_wrapper(who, updates, params, given, hyper)
-    targets = [updates[p] for p in params]
-    for dtype, group, suffix in dtype_groups(params, targets, [()] * len(params)):
+    for dtype, group, suffix in _targets_by_dtype(updates, params):
         decay = as_dtype(hyper["learning_rate"], dtype) * as_dtype(hyper["weight_decay"], dtype)
         apply_kernel(_DECAY, group, SimpleNamespace(decay=decay), wrapped, suffix)
     return finish_wrapper(wrapped, schedules, counter)
 
 
-# The decay as a rule whose "gradient" is the wrapped new value u: one multi-tensor node per dtype.
+def _targets_by_dtype(updates: Mapping, params: list) -> Iterator[tuple[str, list[tuple], str]]:
+    """The params by dtype with the new values ``updates`` gives them, for ``apply_kernel``."""
+    return dtype_groups(params, [updates[p] for p in params], [()] * len(params))
+
+
+# The wrappers as rules whose "gradient" is the wrapped new value u: one multi-tensor node per
+# dtype (see core.apply_kernel).
 _DECAY = Kernel(Rule("apply_weight_decay", lambda h, p, u: (u - h.decay * p,)))
 
 
@@ -289,8 +297,9 @@ def apply_lookahead(
     Returns
     -------
     Updates
-        The entries of ``updates`` (params replaced), then the slow weights
-        ``<param>.apply_lookahead.slow`` and the counter ``apply_lookahead.t``.
+        The entries of ``updates`` (params replaced), then the slow weights (one flat buffer per
+        dtype, ``apply_lookahead.slow``, shown per param by ``named_state()`` as
+        ``<param>.apply_lookahead.slow``) and the counter ``apply_lookahead.t``.
 
     Notes
     -----
@@ -322,16 +331,21 @@ def apply_lookahead(
     given, alpha = alpha, evaluate(alpha, counter)
     wrapped = begin_wrapper(who, updates, params, {"k": k, "alpha": given}, {"alpha": alpha})
     first, sync = pt.eq(counter, 0), _every(counter, k)
-    slows = {}
-    for i, param in enumerate(params):
-        slow = state_like(param, f"{label(param, i)}.{who}.slow")
-        fast = updates[param]
-        start = pt.switch(first, param, slow)
-        moved = start + as_dtype(alpha, param.dtype) * (fast - start)
-        slows[slow] = pt.switch(sync, moved, start)
-        wrapped[param] = pt.switch(sync, moved, fast)
-    wrapped.update(slows)
+    for dtype, group, suffix in _targets_by_dtype(updates, params):
+        flags = SimpleNamespace(first=pt.cast(first, dtype), sync=pt.cast(sync, dtype))
+        apply_kernel(
+            _LOOKAHEAD, group, SimpleNamespace(**vars(flags), alpha=as_dtype(alpha, dtype)), wrapped, suffix
+        )
     return finish_wrapper(wrapped, schedules, counter)
+
+
+def _lookahead(h, param, fast, slow):
+    start = pt.switch(h.first > 0, param, slow)
+    moved = start + h.alpha * (fast - start)
+    return pt.switch(h.sync > 0, moved, fast), pt.switch(h.sync > 0, moved, start)
+
+
+_LOOKAHEAD = Kernel(Rule("apply_lookahead", _lookahead, ("slow",)))
 
 
 # -- parameter averaging ---------------------------------------------------------------------------
@@ -366,8 +380,10 @@ def apply_ema(updates: Mapping, params: list[Variable] | None = None, decay: Any
     Returns
     -------
     Updates
-        The entries of ``updates``, then the averages ``<param>.apply_ema.shadow`` and the counter
-        ``apply_ema.t`` (the number of params averaged).
+        The entries of ``updates``, then the averages (one flat buffer per dtype,
+        ``apply_ema.shadow``, shown per param by ``named_state()`` as
+        ``<param>.apply_ema.shadow``) and the counter ``apply_ema.t`` (the number of params
+        averaged).
 
     Notes
     -----
@@ -406,16 +422,24 @@ def apply_ema(updates: Mapping, params: list[Variable] | None = None, decay: Any
     wrapped = begin_wrapper(who, updates, params, {} if uniform else {"decay": decay}, hyper)
     wrapped.config[-1]["decay"] = "uniform" if uniform else wrapped.config[-1]["decay"]
     first = pt.eq(counter, 0)
-    shadows = {}
-    for i, param in enumerate(params):
-        shadow = state_like(param, f"{label(param, i)}.{who}.shadow")
-        shadow.tag.averages = param
-        dtype = param.dtype
+    for dtype, group, suffix in _targets_by_dtype(updates, params):
         weight = 1 / pt.cast(counter + 1, dtype) if uniform else 1 - as_dtype(hyper["decay"], dtype)
-        new = updates[param]
-        shadows[shadow] = pt.switch(first, new, shadow + weight * (new - shadow))
-    wrapped.update(shadows)
+        before = set(wrapped)
+        apply_kernel(
+            _EMA, group, SimpleNamespace(first=pt.cast(first, dtype), weight=weight), wrapped, suffix
+        )
+        shadows = [key for key in wrapped if key not in before]
+        averaged = [param for _, param, *_ in group]
+        for shadow in shadows:  # one flat buffer, or one shadow per param (per_parameter())
+            shadow.tag.averages = tuple(averaged) if len(shadows) == 1 else (averaged[shadows.index(shadow)],)
     return finish_wrapper(wrapped, schedules, counter)
+
+
+def _ema(h, param, new, shadow):
+    return new, pt.switch(h.first > 0, new, shadow + h.weight * (new - shadow))
+
+
+_EMA = Kernel(Rule("apply_ema", _ema, ("shadow",)))
 
 
 @contextmanager
@@ -433,7 +457,8 @@ def swap_averages(updates: Updates) -> Iterator[dict]:
     Yields
     ------
     dict
-        ``{param: shadow variable}``.
+        ``{param: the shared variable holding its average}`` (on the multi-tensor path, one
+        flat buffer per dtype holds the averages of all its params).
 
     Examples
     --------
@@ -442,19 +467,25 @@ def swap_averages(updates: Updates) -> Iterator[dict]:
     who = "swap_averages"
     if not isinstance(updates, Updates):
         raise TypeError(f"{who}: updates must be an Updates built by apply_ema, got {describe(updates)}")
-    pairs = {v.tag.averages: v for v in updates.state if getattr(v.tag, "averages", None) is not None}
-    if not pairs:
+    holders = [v for v in updates.state if getattr(v.tag, "averages", None) is not None]
+    if not holders:
         raise ValueError(f"{who}: these updates keep no averages; build them with apply_ema")
 
     def swap():
-        for param, shadow in pairs.items():
-            value = param.get_value()
-            param.set_value(shadow.get_value())
-            shadow.set_value(value)
+        for holder in holders:
+            averages = holder.get_value()
+            flat = averages.reshape(-1)
+            slices = getattr(holder.tag, "slices", [(holder.name, 0, averages.shape)])
+            for param, (_, start, shape) in zip(holder.tag.averages, slices):
+                stop = start + math.prod(shape)
+                value = param.get_value()
+                param.set_value(flat[start:stop].reshape(shape).copy())
+                flat[start:stop] = value.reshape(-1)
+            holder.set_value(averages)
 
     swap()
     try:
-        yield dict(pairs)
+        yield {param: holder for holder in holders for param in holder.tag.averages}
     finally:
         swap()
 
