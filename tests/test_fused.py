@@ -48,3 +48,55 @@ def test_multi_tensor_wrappers_add_nodes_independent_of_the_number_of_params(wra
         return wrapped - bare
 
     assert size(2) == size(40) <= 8
+
+
+@pytest.mark.parametrize("case", [c for c in RULES if c.name in ("sgd", "adam")], ids=str)
+def test_numba_step_runs_in_place(case):
+    pytest.importorskip("numba")
+    step, params = compiled(case, 3, mode="NUMBA")
+    (node,) = [n for n in step.maker.fgraph.apply_nodes if isinstance(n.op, FusedStep)]
+    assert node.op.inplace
+    storage = params[0].get_value(borrow=True)
+    step(*[np.ones(3)] * 3)
+    assert params[0].get_value(borrow=True) is storage
+    assert not np.allclose(storage, 1.0)
+
+
+@pytest.mark.parametrize("mode", ["FAST_COMPILE", "NUMBA"])
+def test_params_resized_after_building_are_refused(mode):
+    if mode == "NUMBA":
+        pytest.importorskip("numba")
+    case = next(c for c in RULES if c.name == "adam")
+    params = [pytensor.shared(np.ones(3), name="w")]
+    grads = [pt.vector("g")]
+    step = pytensor.function(grads, [], updates=case.function(grads, params), mode=mode)
+    params[0].set_value(np.ones(4))
+    with pytest.raises(ValueError, match="params changed size"):
+        step(np.ones(4))
+
+
+def test_mixed_dtypes_get_one_node_and_buffer_each():
+    params = [
+        pytensor.shared(np.ones(2, dtype), name=f"w{i}") for i, dtype in enumerate(["float32", "float64"])
+    ]
+    result = updates.adam([p * 2 for p in params], params)
+    nodes = {v.owner for v in result.values() if isinstance(getattr(v.owner, "op", None), FusedStep)}
+    assert len(nodes) == 2
+    assert sorted(v.name for v in result.state) == [
+        "adam.m[float32]",
+        "adam.m[float64]",
+        "adam.t",
+        "adam.v[float32]",
+        "adam.v[float64]",
+    ]
+
+
+@pytest.mark.parametrize("mode", ["FAST_COMPILE", "NUMBA"])
+def test_gradient_of_the_wrong_size_is_refused(mode):
+    if mode == "NUMBA":
+        pytest.importorskip("numba")
+    params = [pytensor.shared(np.ones(3), name="w")]
+    grads = [pt.vector("g")]
+    step = pytensor.function(grads, [], updates=updates.momentum(grads, params), mode=mode)
+    with pytest.raises(ValueError, match="a gradient and its param differ in size"):
+        step(np.ones(5))
