@@ -479,6 +479,11 @@ clear_nan : bool
         NaN element acts exactly as a zero gradient (the parameter keeps its value there, moments
         decay). Infinities are left alone. Default False.\
 """
+BETAS = """\
+beta1, beta2 : float or scalar tensor
+        The decays of the moving averages of the gradient and of its square (or of its
+        deviation, for AdaBelief), in [0, 1), defaults 0.9 and 0.999.\
+"""
 RETURNS = """\
 Updates
         An ``OrderedDict`` mapping the parameters, then the optimizer state, then the step
@@ -493,11 +498,11 @@ def update_rule(
     """Make a rule's public function from its signature and docstring.
 
     The decorated function's body is not run: its signature gives the hyperparameters and their
-    defaults, its docstring the documentation (``$parameters``, ``$clear_nan`` and ``$returns`` are
-    replaced by the text all rules share). Called, it checks each hyperparameter (concrete values
-    against its interval in ``ranges``, symbolic ones for being scalars) and applies ``rule``;
-    called without ``loss_or_grads`` and ``params``, it returns itself with the hyperparameters
-    bound, as a ``functools.partial`` awaiting ``(loss_or_grads, params)``.
+    defaults, its docstring the documentation (``$parameters``, ``$clear_nan``, ``$returns`` and
+    ``$betas`` are replaced by the text the rules share). Called, it checks each hyperparameter
+    (concrete values against its interval in ``ranges``, symbolic ones for being scalars) and
+    applies ``rule``; called without ``loss_or_grads`` and ``params``, it returns itself with the
+    hyperparameters bound, as a ``functools.partial`` awaiting ``(loss_or_grads, params)``.
 
     A rule whose equations depend on structural choices (``rmsprop(centered=True)``) gives a
     factory ``rule(hyper, **options) -> Rule`` instead of a :class:`Rule`, and names the
@@ -541,7 +546,7 @@ def update_rule(
 
         wrapper.rule_for = lambda **arguments: resolve((), arguments)[0]
         wrapper.__doc__ = string.Template(function.__doc__ or "").safe_substitute(
-            parameters=COMMON_PARAMETERS, clear_nan=CLEAR_NAN, returns=RETURNS
+            parameters=COMMON_PARAMETERS, clear_nan=CLEAR_NAN, returns=RETURNS, betas=BETAS
         )
         return wrapper
 

@@ -88,8 +88,7 @@ def adamw(
     $parameters
     learning_rate : float or scalar tensor
         :math:`\eta`, default 1e-3.
-    beta1, beta2 : float or scalar tensor
-        The decays of the first and second moment, in [0, 1), defaults 0.9 and 0.999.
+    $betas
     epsilon : float or scalar tensor
         :math:`\epsilon`, added to the root of the bias-corrected :math:`v`, default 1e-8.
     weight_decay : float or scalar tensor
@@ -180,8 +179,7 @@ def nadam(
     $parameters
     learning_rate : float or scalar tensor
         :math:`\eta`, default 2e-3.
-    beta1, beta2 : float or scalar tensor
-        In [0, 1), defaults 0.9 and 0.999.
+    $betas
     epsilon : float or scalar tensor
         :math:`\epsilon`, default 1e-8.
     momentum_decay : float or scalar tensor
@@ -266,8 +264,7 @@ def radam(
     $parameters
     learning_rate : float or scalar tensor
         :math:`\eta`, default 1e-3.
-    beta1, beta2 : float or scalar tensor
-        In [0, 1), defaults 0.9 and 0.999.
+    $betas
     epsilon : float or scalar tensor
         :math:`\epsilon`, added to :math:`\sqrt{v}` (before bias correction, as torch does),
         default 1e-8.
@@ -332,8 +329,7 @@ def adabelief(
     $parameters
     learning_rate : float or scalar tensor
         :math:`\eta`, default 1e-3.
-    beta1, beta2 : float or scalar tensor
-        In [0, 1), defaults 0.9 and 0.999.
+    $betas
     epsilon : float or scalar tensor
         :math:`\epsilon`, default 1e-16 (the paper's).
     $clear_nan
@@ -398,8 +394,7 @@ def yogi(
     $parameters
     learning_rate : float or scalar tensor
         :math:`\eta`, default 1e-2 (the paper's).
-    beta1, beta2 : float or scalar tensor
-        In [0, 1), defaults 0.9 and 0.999.
+    $betas
     epsilon : float or scalar tensor
         :math:`\epsilon`, default 1e-3 (the paper's).
     $clear_nan
@@ -627,8 +622,7 @@ def lamb(
     $parameters
     learning_rate : float or scalar tensor
         :math:`\eta`, default 1e-3.
-    beta1, beta2 : float or scalar tensor
-        In [0, 1), defaults 0.9 and 0.999.
+    $betas
     epsilon : float or scalar tensor
         :math:`\epsilon`, default 1e-6.
     weight_decay : float or scalar tensor

@@ -334,8 +334,7 @@ def adam(
     $parameters
     learning_rate : float or scalar tensor
         :math:`\eta`, default 1e-3.
-    beta1, beta2 : float or scalar tensor
-        The decays of the first and second moment, in [0, 1), defaults 0.9 and 0.999.
+    $betas
     epsilon : float or scalar tensor
         :math:`\epsilon`, added to :math:`\sqrt{v}`, default 1e-8.
     $clear_nan
@@ -465,8 +464,7 @@ def amsgrad(
     $parameters
     learning_rate : float or scalar tensor
         :math:`\eta`, default 1e-3.
-    beta1, beta2 : float or scalar tensor
-        The decays of the first and second moment, in [0, 1), defaults 0.9 and 0.999.
+    $betas
     epsilon : float or scalar tensor
         :math:`\epsilon`, added to :math:`\sqrt{\hat v}`, default 1e-8.
     $clear_nan
