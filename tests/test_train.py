@@ -714,3 +714,26 @@ def test_readme_row_states_the_signature(function):
     assert stated == expected
     assert inspect.signature(updates.minimize).parameters == inspect.signature(updates.iterate).parameters
     assert re.search(r"\$\w", function.__doc__) is None
+
+
+def test_the_guarded_step_still_updates_in_place():
+    """The guard against non-finite steps sits inside the multi-tensor node (``core.gated``), so
+    under Numba the step overwrites params and state in place instead of copying them."""
+    pytest.importorskip("numba")
+    from updates.fused import FusedStep
+    from updates.train import _compile
+
+    w = pytensor.shared(np.ones(3), name="w")
+    x = pt.vector("x")
+    loss = pt.sum((w - x) ** 2)
+    step = _compile(
+        "minimize", loss, [w], [x], updates.adam(learning_rate=0.1), {}, False, None, None, "NUMBA"
+    )
+    (node,) = [n for n in step.train.maker.fgraph.apply_nodes if isinstance(n.op, FusedStep)]
+    assert node.op.inplace and node.op.kernel.gated
+    storage = w.get_value(borrow=True)
+    step.train(np.zeros(3))
+    assert w.get_value(borrow=True) is storage and (storage < 1).all()
+    before = w.get_value().copy()
+    step.train(np.array([np.nan, 0.0, 0.0]))
+    np.testing.assert_array_equal(w.get_value(), before)

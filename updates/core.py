@@ -10,6 +10,7 @@ same code serves one parameter at a time (here) or all parameters at once (a mul
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -250,20 +251,48 @@ class Rule:
 
 @dataclass(frozen=True)
 class Kernel:
-    """A rule's kernel, optionally clearing NaN from the gradient first (hashable, for Ops)."""
+    """A rule's kernel, optionally clearing NaN from the gradient first (hashable, for Ops).
+
+    A gated kernel returns the param and slots as they were where the scalar ``h.gate`` is 0
+    (see :func:`gated`).
+    """
 
     rule: Rule
     clear_nan: bool = False
+    gated: bool = False
 
     @property
     def name(self) -> str:
         return self.rule.name
 
     def __call__(self, h: SimpleNamespace, param: Variable, grad: Variable, *rest: Variable):
-        return self.rule.kernel(h, param, clear_nan(grad) if self.clear_nan else grad, *rest)
+        outputs = self.rule.kernel(h, param, clear_nan(grad) if self.clear_nan else grad, *rest)
+        if not self.gated:
+            return outputs
+        old = (param, *rest[len(rest) - len(self.rule.slots) :])
+        return tuple(pt.switch(h.gate > 0, new, before) for new, before in zip(outputs, old))
 
 
 _PER_PARAMETER: ContextVar[bool] = ContextVar("per_parameter", default=False)
+_GATE: ContextVar[Variable | None] = ContextVar("gate", default=None)
+
+
+@contextmanager
+def gated(ok: Variable) -> Iterator[None]:
+    """Within this block, rules and elementwise wrappers leave params and state unchanged when
+    the boolean scalar ``ok`` is false, inside their own node.
+
+    A guard added afterwards, ``switch(ok, new, old)`` on every update, reads the old values
+    after the step and so keeps PyTensor from updating in place (a copy of every param and
+    state per step); the gate inside the multi-tensor node does not. The values built this way
+    carry ``tag.gated = True``; anything else (step counters, other wrappers) still needs the
+    outer switch. ``ok`` must not depend on the new values (it is an input of the step).
+    """
+    token = _GATE.set(ok)
+    try:
+        yield
+    finally:
+        _GATE.reset(token)
 
 
 @contextmanager
@@ -352,8 +381,17 @@ def apply_kernel(
     kernel's second input means (a momentum wrapper passes the wrapped new value). One
     multi-tensor node, or per parameter under :func:`per_parameter` or for a per-tensor rule.
     """
+    gate = _GATE.get()
+    if gate is not None:
+        kernel = dataclasses.replace(kernel, gated=True)
+        h = SimpleNamespace(**vars(h), gate=pt.cast(gate, group[0][1].dtype))
+    before = set(updates)
     per_param = _PER_PARAMETER.get() or kernel.rule.per_tensor
     (_apply_per_parameter if per_param else _apply_fused)(kernel, group, h, updates, suffix)
+    if gate is not None:
+        written = [param for _, param, *_ in group] + [key for key in updates if key not in before]
+        for key in written:
+            updates[key].tag.gated = True
 
 
 def _apply_per_parameter(kernel: Kernel, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:

@@ -33,7 +33,7 @@ import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 
-from updates.core import Updates
+from updates.core import Updates, gated
 from updates.grads import all_finite, describe, prepare_grads
 
 __all__ = ["History", "NonFiniteLossError", "Record", "iterate", "minimize"]
@@ -346,12 +346,13 @@ def _compile(who, loss, params, inputs, optimizer, monitors, gradient_norm, tole
             f"{who}: params is None; give the params, or updates built by a rule (an Updates knows them)"
         )
     params, grads = prepare_grads(who, loss, params)
-    built = _build_updates(who, optimizer, params, grads)
+    loss = pt.as_tensor_variable(loss)
+    ok = all_finite([loss, *grads])
+    with gated(ok):  # a rule built here keeps params and state itself on a bad step, in place
+        built = _build_updates(who, optimizer, params, grads)
     missing = [p.name or str(p) for p in params if p not in built]
     if missing:
         raise ValueError(f"{who}: the optimizer's updates have no entry for params {missing}")
-    loss = pt.as_tensor_variable(loss)
-    ok = all_finite([loss, *grads])
     outputs = OrderedDict(loss=loss, **monitors)
     if gradient_norm:
         outputs["grad_norm"] = _norm(grads)
@@ -360,7 +361,10 @@ def _compile(who, loss, params, inputs, optimizer, monitors, gradient_norm, tole
         outputs["learning_rate"] = rate
     if tolerance is not None:
         outputs["update_norm"] = _norm([built[p] - p for p in params])
-    guarded = OrderedDict((var, pt.switch(ok, new, var)) for var, new in built.items())
+    guarded = OrderedDict(
+        (var, new if getattr(new.tag, "gated", False) else pt.switch(ok, new, var))
+        for var, new in built.items()
+    )
     start = time.perf_counter()
     train = pytensor.function(inputs, [*outputs.values(), ok], updates=guarded, mode=mode)
     valid_function = None
@@ -705,10 +709,12 @@ loss : scalar TensorVariable
 
 _NOTES = """\
     The training function returns the loss and the monitors and applies the updates in one
-    call; every update is guarded by ``switch(finite, new, old)`` on the loss and the gradients,
-    so a non-finite step changes no params, no optimizer state and no step counter. The guard
-    reads the old values after the step is computed, so the optimizer's in-place rewrite does
-    not apply to this function (one copy of the params and state per step).
+    call; every update is guarded on the finiteness of the loss and the gradients, so a
+    non-finite step changes no params, no optimizer state and no step counter. A rule given as
+    ``updates.adam(...)`` (awaiting its gradients) is built with the guard inside its node
+    (``updates.core.gated``), which keeps the step in place; updates given ready-built, and
+    the step counters, are guarded by ``switch(finite, new, old)``, which reads the old values
+    after the step and so costs a copy of what it guards.
 
     Compilation happens when this function is called; under PyTensor's Numba linker the first
     call of each compiled function also compiles (``History.first_call_seconds``).\
