@@ -98,6 +98,18 @@ def test_lasagne_total_norm_constraint_is_unchanged_and_not_exact():
     assert_bitwise(exact, values[0])
 
 
+def test_norms_of_a_negative_scalar_gradient():
+    """One shared norm (grads.l2_norm) serves every clip: PyTensor 2.38 rewrote the root of a lone
+    scalar's square to the scalar itself, so a negative one escaped clipping."""
+    g = pt.dscalar("g")
+    _, norm = updates.total_norm_constraint([g], 1.0, return_norm=True)
+    f = pytensor.function(
+        [g], [*updates.clip_by_norm([g], 1.0), *updates.clip_by_global_norm([g], 1.0), norm], mode="FAST_RUN"
+    )
+    by_norm, by_global_norm, total = f(-3.0)
+    assert by_norm == by_global_norm == -1.0 and total == 3.0
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_add_weight_decay_is_torch_sgd_weight_decay(dtype):
     """sgd on g + wd p, 30 steps, against torch.optim.SGD(weight_decay=wd)."""

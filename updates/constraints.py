@@ -15,7 +15,7 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
 from updates.core import NON_NEGATIVE, POSITIVE, check_hyperparameter
-from updates.grads import as_dtype, describe
+from updates.grads import as_dtype, describe, l2_norm
 
 __all__ = ["norm_constraint", "total_norm_constraint"]
 
@@ -140,7 +140,7 @@ def total_norm_constraint(
     if not tensor_vars:
         raise ValueError(f"{who}: tensor_vars is empty; give at least one tensor")
     tensors = [_as_float_tensor(who, f"tensor_vars[{i}]", x) for i, x in enumerate(tensor_vars)]
-    norm = pt.sqrt(pt.add(*(pt.sum(x**2) for x in tensors)))
+    norm = l2_norm(tensors)
     scale = _scale(norm, max_norm, epsilon)
     scaled = [x * pt.cast(scale, x.dtype) for x in tensors]
     return (scaled, norm) if return_norm else scaled

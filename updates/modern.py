@@ -18,6 +18,7 @@ import pytensor
 import pytensor.tensor as pt
 
 from updates.core import NON_NEGATIVE, POSITIVE, UNIT, Interval, Rule, Updates, update_rule
+from updates.grads import l2_norm
 
 __all__ = [
     "adamw",
@@ -42,12 +43,6 @@ def _moments(h, grad, m, v):
 
 def _bias_corrections(h, t, step):
     return dict(bc1=1 - h.beta1**t, sqrt_bc2=pt.sqrt(1 - h.beta2**t))
-
-
-def _norm(x):
-    """The 2-norm of a whole tensor (of a scalar, its absolute value: PyTensor 2.38 rewrites the
-    root of a lone square to the value itself, sign included)."""
-    return abs(x) if x.type.ndim == 0 else pt.sqrt(pt.sum(pt.sqr(x)))
 
 
 # -- AdamW ---------------------------------------------------------------------------------------
@@ -587,7 +582,7 @@ def _trust_ratio(numerator, denominator):
 def _lamb(h, param, grad, m, v):
     m, v = _moments(h, grad, m, v)
     direction = (m / h.bc1) / (pt.sqrt(v) / h.sqrt_bc2 + h.epsilon) + h.weight_decay * param
-    trust = _trust_ratio(_norm(param), _norm(direction))
+    trust = _trust_ratio(l2_norm([param]), l2_norm([direction]))
     return param - h.learning_rate * trust * direction, m, v
 
 
@@ -653,9 +648,9 @@ def lamb(
 
 
 def _lars(h, param, grad, velocity):
-    param_norm = _norm(param)
+    param_norm = l2_norm([param])
     local = _trust_ratio(
-        h.trust_coefficient * param_norm, _norm(grad) + h.weight_decay * param_norm + h.epsilon
+        h.trust_coefficient * param_norm, l2_norm([grad]) + h.weight_decay * param_norm + h.epsilon
     )
     velocity = h.momentum * velocity + h.learning_rate * local * (grad + h.weight_decay * param)
     return param - velocity, velocity

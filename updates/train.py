@@ -34,7 +34,7 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 
 from updates.core import Updates, gated
-from updates.grads import all_finite, describe, prepare_grads
+from updates.grads import all_finite, describe, l2_norm, prepare_grads
 
 __all__ = ["History", "NonFiniteLossError", "Record", "iterate", "minimize"]
 
@@ -332,12 +332,6 @@ class _Step:
     compile_seconds: float
 
 
-def _norm(tensors: list[Variable]) -> Variable:
-    """The joint Euclidean norm, in float64. (The ``abs`` keeps PyTensor 2.38 from rewriting the
-    ``sqrt(sqr(x))`` of a single scalar into ``x``, NaN when negative.)"""
-    return pt.sqrt(sum(pt.sum(pt.square(pt.abs(t.astype("float64")))) for t in tensors))
-
-
 def _compile(who, loss, params, inputs, optimizer, monitors, gradient_norm, tolerance, valid, mode) -> _Step:
     if params is None and isinstance(optimizer, Updates):
         params = list(optimizer.params)
@@ -355,12 +349,12 @@ def _compile(who, loss, params, inputs, optimizer, monitors, gradient_norm, tole
         raise ValueError(f"{who}: the optimizer's updates have no entry for params {missing}")
     outputs = OrderedDict(loss=loss, **monitors)
     if gradient_norm:
-        outputs["grad_norm"] = _norm(grads)
+        outputs["grad_norm"] = l2_norm(grads, "float64")
     rate = _scheduled_rate(built)
     if rate is not None:
         outputs["learning_rate"] = rate
     if tolerance is not None:
-        outputs["update_norm"] = _norm([built[p] - p for p in params])
+        outputs["update_norm"] = l2_norm([built[p] - p for p in params], "float64")
     guarded = OrderedDict(
         (var, new if getattr(new.tag, "gated", False) else pt.switch(ok, new, var))
         for var, new in built.items()

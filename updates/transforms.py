@@ -22,7 +22,7 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
 from updates.core import NON_NEGATIVE, POSITIVE, Interval, check_hyperparameter
-from updates.grads import as_dtype, clear_nan, describe, is_concrete, prepare_grads
+from updates.grads import as_dtype, clear_nan, describe, is_concrete, l2_norm, prepare_grads
 
 __all__ = [
     "add_gradient_noise",
@@ -132,7 +132,7 @@ def clip_by_norm(grads: Sequence[Any], max_norm: Any) -> list[Variable]:
     """
     who = "clip_by_norm"
     check_hyperparameter(who, "max_norm", max_norm, POSITIVE)
-    return [_exact_scale(g, pt.sqrt(pt.sum(pt.sqr(g))), max_norm) for g in _tensors(who, grads)]
+    return [_exact_scale(g, l2_norm([g]), max_norm) for g in _tensors(who, grads)]
 
 
 def clip_by_global_norm(
@@ -186,8 +186,7 @@ def clip_by_global_norm(
     if not isinstance(return_norm, (bool, np.bool_)):
         raise TypeError(f"{who}: return_norm must be True or False, got {return_norm!r}")
     tensors = _tensors(who, grads)
-    wide = pytensor.scalar.upcast(*(g.dtype for g in tensors))
-    norm = pt.sqrt(pt.add(*(pt.cast(pt.sum(pt.sqr(g)), wide) for g in tensors)))
+    norm = l2_norm(tensors)
     clipped = [_exact_scale(g, norm, max_norm) for g in tensors]
     return (clipped, norm) if return_norm else clipped
 
