@@ -8,6 +8,7 @@ from registry import GRADIENT_RULES
 
 import updates
 from updates.fused import FusedStep
+from updates.numba_step import ParamStep
 
 # The rules that run on the multi-tensor path (the per-tensor ones are built per parameter).
 RULES = [case for case in GRADIENT_RULES if not case.rule.per_tensor]
@@ -50,16 +51,23 @@ def test_multi_tensor_wrappers_add_nodes_independent_of_the_number_of_params(wra
     assert size(2) == size(40) <= 8
 
 
+@pytest.mark.parametrize("n_params", [3, 20])
 @pytest.mark.parametrize("case", [c for c in RULES if c.name in ("sgd", "adam")], ids=str)
-def test_numba_step_runs_in_place(case):
+def test_numba_step_runs_in_place(case, n_params):
+    """Under Numba the step is a chain of ParamStep nodes (one per param up to 16 params, else
+    one per 8) that overwrite the params and the flat state in place."""
     pytest.importorskip("numba")
-    step, params = compiled(case, 3, mode="NUMBA")
-    (node,) = [n for n in step.maker.fgraph.apply_nodes if isinstance(n.op, FusedStep)]
-    assert node.op.inplace
-    storage = params[0].get_value(borrow=True)
-    step(*[np.ones(3)] * 3)
-    assert params[0].get_value(borrow=True) is storage
-    assert not np.allclose(storage, 1.0)
+    params = [pytensor.shared(np.ones(3), name=f"w{i}") for i in range(n_params)]
+    grads = [pt.vector(f"g{i}", shape=(3,)) for i in range(n_params)]
+    result = case.function(grads, params)
+    step = pytensor.function(grads, [], updates=result, mode="NUMBA")
+    widths = [n.op.n_params for n in step.maker.fgraph.apply_nodes if isinstance(n.op, ParamStep)]
+    assert sorted(widths) == ([1, 1, 1] if n_params == 3 else [4, 8, 8])
+    updated = [*params, *(s for s in result.state if s.ndim)]
+    storage = [v.get_value(borrow=True) for v in updated]
+    step(*[np.ones(3)] * n_params)
+    assert all(v.get_value(borrow=True) is s for v, s in zip(updated, storage))
+    assert not np.allclose(storage[n_params - 1], 1.0)
 
 
 @pytest.mark.parametrize("mode", ["FAST_COMPILE", "NUMBA"])

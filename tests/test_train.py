@@ -720,7 +720,7 @@ def test_the_guarded_step_still_updates_in_place():
     """The guard against non-finite steps sits inside the multi-tensor node (``core.gated``), so
     under Numba the step overwrites params and state in place instead of copying them."""
     pytest.importorskip("numba")
-    from updates.fused import FusedStep
+    from updates.numba_step import ParamStep
     from updates.train import _compile
 
     w = pytensor.shared(np.ones(3), name="w")
@@ -729,8 +729,8 @@ def test_the_guarded_step_still_updates_in_place():
     step = _compile(
         "minimize", loss, [w], [x], updates.adam(learning_rate=0.1), {}, False, None, None, "NUMBA"
     )
-    (node,) = [n for n in step.train.maker.fgraph.apply_nodes if isinstance(n.op, FusedStep)]
-    assert node.op.inplace and node.op.kernel.gated
+    (node,) = [n for n in step.train.maker.fgraph.apply_nodes if isinstance(n.op, ParamStep)]
+    assert node.op.destroy_map and node.op.kernel.gated
     storage = w.get_value(borrow=True)
     step.train(np.zeros(3))
     assert w.get_value(borrow=True) is storage and (storage < 1).all()

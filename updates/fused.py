@@ -252,7 +252,7 @@ def _register_rewrites():
         "fast_run",
         "inplace",
         "numba",
-        position=50.6,
+        position=50.4,
     )
 
 

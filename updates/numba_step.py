@@ -1,0 +1,435 @@
+"""The multi-tensor step under PyTensor's Numba linker: cheap to compile, whatever the number of params.
+
+Numba compiles the whole training function at its first call, and its cost grows faster than
+the number of arrays that cross a call inside it: a :class:`~updates.fused.FusedStep` called
+with its ``2P + slots`` arrays cost more to compile than the model itself (Adam over 100 params
+of shape (10,): 131 s cold where the model alone needs 48.5 s). So in Numba mode a rewrite
+(after PyTensor's in-place pass) replaces each ``FusedStep`` by a chain of :class:`ParamStep`
+nodes, one per param, that thread the flat state buffers from one to the next::
+
+    p_i', m', v' = ParamStep(p_i, g_i, m, v, offset_i, h)      (in place on p_i, m and v)
+
+All the nodes of a chain are the same Op (the offset is an input), so Numba compiles its code
+once; each call passes a handful of arrays; the scalars ``h`` travel as one vector. The rule's
+kernel itself is compiled once per (rule, dtype) as a C-callable function over raw pointers
+(``numba.cfunc``) and called through its address, which LLVM cannot inline: otherwise every call
+site would get its own copy of the vectorized loop to optimize. The address is fetched at the
+first call (``_call_cached_ptr``), so PyTensor's cache keeps working across processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import cache
+
+import numpy as np
+import pytensor.scalar as ps
+import pytensor.tensor as pt
+from pytensor.graph.basic import Apply
+from pytensor.graph.op import Op
+from pytensor.graph.rewriting.basic import in2out, node_rewriter
+from pytensor.tensor.basic import MakeVector
+from pytensor.tensor.elemwise import Elemwise
+
+from updates.fused import FusedStep
+
+
+class ParamStep(Op):
+    """A few params' share of a :class:`FusedStep`, in place (built by the Numba rewrite only).
+
+    Inputs: ``n_params`` params, their gradients, one flat buffer per slot, the params' offsets
+    in the buffers (an int64 vector) and the scalars ``h`` as one vector. Outputs: the new
+    params, then the new buffers.
+    """
+
+    __props__ = ("kernel", "dtype", "n_params", "n_slots", "scalar_names")
+
+    def __init__(self, kernel, dtype: str, n_params: int, n_slots: int, scalar_names: tuple[str, ...]):
+        self.kernel = kernel
+        self.dtype = dtype
+        self.n_params = n = n_params
+        self.n_slots = n_slots
+        self.scalar_names = tuple(scalar_names)
+        self.destroy_map = {out: [i] for out, i in enumerate([*range(n), *range(2 * n, 2 * n + n_slots)])}
+
+    def make_node(self, *inputs):
+        inputs = [pt.as_tensor_variable(x) for x in inputs]
+        n = self.n_params
+        params, buffers = inputs[:n], inputs[2 * n : 2 * n + self.n_slots]
+        return Apply(self, inputs, [x.type() for x in (*params, *buffers)])
+
+    def __str__(self):
+        return f"ParamStep{{{self.kernel.name}, {self.dtype}, {self.n_params} params}}"
+
+    @property
+    def fused(self) -> FusedStep:
+        """A one-param FusedStep with the same kernel: its compiled forms serve ``perform``."""
+        return _fused(self.kernel, self.dtype, self.n_slots, self.scalar_names)
+
+    def perform(self, node, inputs, output_storage):
+        n = self.n_params
+        params, grads, buffers, (offsets, h) = inputs[:n], inputs[n : 2 * n], inputs[2 * n : -2], inputs[-2:]
+        for param, grad, start in zip(params, grads, offsets.tolist()):
+            segments = [buffer[start : start + param.size] for buffer in buffers]
+            new_param, *new_segments = self.fused.vector_function(
+                param.ravel(), np.ravel(grad).astype(self.dtype), *segments, *h
+            )
+            param.reshape(-1)[...] = new_param
+            for segment, new in zip(segments, new_segments):
+                segment[...] = new
+        for storage, value in zip(output_storage, [*params, *buffers]):
+            storage[0] = value
+
+    def infer_shape(self, fgraph, node, shapes):
+        n = self.n_params
+        return [*shapes[:n], *shapes[2 * n : 2 * n + self.n_slots]]
+
+
+@cache
+def _fused(kernel, dtype, n_slots, scalar_names) -> FusedStep:
+    return FusedStep(kernel, dtype, [()], n_slots, scalar_names)
+
+
+class ScalarStep(Op):
+    """A 0-d elementwise node that feeds a step's scalars (e.g. Adam's bias-corrected step size,
+    the counter's increment), compiled by Numba as one plain function: PyTensor's Elemwise code
+    generation, made for arrays of any rank, costs several times more to compile."""
+
+    __props__ = ("composite",)
+
+    def __init__(self, composite: ps.Composite):
+        self.composite = composite
+
+    def make_node(self, *inputs):
+        inputs = [pt.as_tensor_variable(x) for x in inputs]
+        return Apply(self, inputs, [pt.tensor(dtype=x.dtype, shape=()) for x in self.composite.outputs])
+
+    def __str__(self):
+        return "ScalarStep"
+
+    def perform(self, node, inputs, output_storage):
+        results = self.composite.impl(*(x[()] for x in inputs))
+        for storage, value, variable in zip(output_storage, results, node.outputs):
+            storage[0] = np.asarray(value, dtype=variable.dtype)
+
+
+@node_rewriter([Elemwise])
+def _scalar_elemwise_as_scalar_step(fgraph, node):
+    """A 0-d Elemwise whose results reach a FusedStep's scalars through 0-d Elemwises only."""
+    if any(x.type.ndim for x in (*node.inputs, *node.outputs)) or not _feeds_a_step(fgraph, node):
+        return None
+    scalar_op = node.op.scalar_op
+    if not isinstance(scalar_op, ps.Composite):
+        inputs = [ps.get_scalar_type(x.dtype)() for x in node.inputs]
+        scalar_op = ps.Composite(inputs, scalar_op.make_node(*inputs).outputs)
+    return ScalarStep(scalar_op)(*node.inputs, return_list=True)
+
+
+def _feeds_a_step(fgraph, node) -> bool:
+    seen, todo = set(), [node]
+    while todo:
+        for output in todo.pop().outputs:
+            for client, _ in fgraph.clients[output]:
+                if isinstance(getattr(client, "op", None), FusedStep):
+                    return True
+                scalar = isinstance(getattr(client, "op", None), Elemwise | ScalarStep)
+                if scalar and not client.outputs[0].type.ndim and client not in seen:
+                    seen.add(client)
+                    todo.append(client)
+    return False
+
+
+# -- the rewrites ----------------------------------------------------------------------------------
+
+
+
+def chunk_size(n_params: int) -> int:
+    """How many params one ParamStep updates: one each up to 16 params (every other width is one
+    more function for Numba to compile), then 8 (measured: the outer function then grows less)."""
+    return 1 if n_params <= 16 else 8
+
+
+@node_rewriter([FusedStep])
+def _fused_step_as_chain(fgraph, node):
+    """Replace a FusedStep by a chain of ParamSteps over its params, threading the buffers through."""
+    op = node.op
+    params, grads, buffers, scalars = op.split(node.inputs)
+    if not op.inplace:  # the step may not overwrite its inputs: give it copies it may
+        params = [pt.tensor_copy(p) for p in params]
+        buffers = [pt.tensor_copy(b) for b in buffers]
+    h = MakeVector(op.dtype)(*scalars) if scalars else pt.constant(np.zeros(1, op.dtype))
+    new_params, width = [], chunk_size(op.n_params)
+    for first in range(0, op.n_params, width):
+        chunk = slice(first, first + width)
+        n = len(params[chunk])
+        step = ParamStep(op.kernel, op.dtype, n, op.n_slots, op.scalar_names)
+        offsets = pt.constant(np.array(op.starts[:-1][chunk], dtype=np.int64))
+        *new, = step(*params[chunk], *grads[chunk], *buffers, offsets, h, return_list=True)
+        new_params += new[:n]
+        buffers = new[n:]
+    return [*new_params, *buffers]
+
+
+def _register_rewrite():
+    from pytensor.compile import optdb
+
+    # after the in-place passes (FusedStep's at 50.4), in Numba mode only
+    optdb.register(
+        "updates_scalar_steps", in2out(_scalar_elemwise_as_scalar_step), "numba", position=50.65
+    )
+    optdb.register("updates_fused_step_as_chain", in2out(_fused_step_as_chain), "numba", position=50.7)
+
+
+# -- Numba -----------------------------------------------------------------------------------------
+
+_NODE_CALL = """\
+    p{i}_ = contiguous(p{i})
+    if status == 0:
+        status = kernel(data(p{i}_), data(contiguous(g{i})), {slot_pointers}data(h), offsets[{i}], p{i}.size, g{i}.size, {size})
+"""
+
+
+def _node_source(op: ParamStep) -> str:
+    """``param_step(*params, *grads, *slots, offsets, h)``: the kernel on each param, in place."""
+    n, slots = op.n_params, [f"s{j}" for j in range(op.n_slots)]
+    params, grads = [f"p{i}" for i in range(n)], [f"g{i}" for i in range(n)]
+    results = [f"{p}_" for p in params] + slots
+    return "\n".join(
+        [
+            f"def param_step({', '.join([*params, *grads, *slots, 'offsets', 'h'])}):",
+            "    status = 0",
+            *(
+                _NODE_CALL.format(
+                    i=i,
+                    slot_pointers="".join(f"data({s}), " for s in slots),
+                    size=f"{slots[0]}.size" if slots else f"offsets[{i}] + p{i}.size",
+                )
+                for i in range(n)
+            ),
+            "    if status == 1:",
+            '        raise ValueError("FusedStep: a gradient and its param differ in size")',
+            "    if status == 2:",
+            '        raise ValueError("FusedStep: the params changed size after the updates were built")',
+            f"    return {results[0]}" if len(results) == 1 else f"    return ({', '.join(results)},)",
+        ]
+    )
+
+
+_KERNEL_SOURCE = """\
+def kernel(p, g, {slots}h, offset, n, n_grad, size):
+    if n_grad != n:
+        return 1
+    if offset + n > size:
+        return 2
+{scalars}
+    for i in range(n):
+{body}
+    return 0
+"""
+
+#: The kernels compiled in this process, by key: the name LLVM knows each by, and its cfunc.
+_KERNELS: dict[str, tuple[str, object]] = {}
+
+
+def _kernel_symbol(op: ParamStep) -> tuple[str, bool]:
+    """Compile the kernel of ``op`` (or load it from Numba's cache) once per process, and make its
+    address known to LLVM under a name of its own, which cached code refers to; also whether it
+    can be cached.
+
+    The kernel is ``status = kernel(p, g, *slots, h, offset, n, n_grad, size)`` over raw pointers:
+    the rule applied in place to one param's ``n`` elements and its segment of each flat buffer,
+    its equations written out as one function (see :func:`_scalar_source`).
+    """
+    import numba
+    from llvmlite import binding
+    from pytensor.link.numba.cache import compile_numba_function_src
+
+    slots = [f"s{j}" for j in range(op.n_slots)]
+    items = ["p[i]", *(f"{s}[offset + i]" for s in slots)]
+    scalars = [f"h{j}" for j in range(len(op.scalar_names))]
+    composite = op.fused.composite
+    lines, namespace, keys = _scalar_source(composite, [items[0], "g[i]", *items[1:], *scalars], items)
+    source = _KERNEL_SOURCE.format(
+        slots="".join(f"{s}, " for s in slots),
+        scalars="\n".join(f"    {name} = h[{j}]" for j, name in enumerate(scalars)),
+        body="\n".join(f"        {line}" for line in lines),
+    )
+    cacheable = None not in keys
+    key = hashlib.sha256(f"{_VERSION}\n{source}\n{sorted(map(str, keys))}".encode()).hexdigest()[:40]
+    if key not in _KERNELS or not cacheable:
+        namespace["__name__"] = __name__  # Numba's cache rebuilds a function's environment from it
+        namespace["np"] = np
+        function = compile_numba_function_src(source, "kernel", namespace, cache_key=f"updates-{key}")
+        compiled = numba.cfunc(
+            _kernel_signature(op), cache=cacheable, error_model="numpy", fastmath=_fastmath()
+        )(function)
+        binding.add_symbol(f"updates_kernel_{key}", compiled.address)
+        _KERNELS[key] = (f"updates_kernel_{key}", compiled)
+    return _KERNELS[key][0], cacheable
+
+
+def _scalar_source(composite, arguments: list[str], targets: list[str]) -> tuple[list[str], dict, list]:
+    """The scalar graph of ``composite`` as lines of Python on the expressions ``arguments``.
+
+    The last line assigns the outputs to ``targets``. An integer constant in a floating-point
+    operation is written in the operation's dtype (the value PyTensor's upcast gives). Ops
+    with a NumPy ufunc are written as calls of it (``np.sqrt``), the rest by hand; an op without
+    either calls PyTensor's own Numba function for it. Returns the lines, the globals they
+    use (constants, typed as NumPy scalars, and such functions) and the cache keys of those
+    functions.
+    """
+    import pytensor.scalar as ps
+    from pytensor.graph.basic import Constant
+    from pytensor.link.numba.dispatch.basic import numba_funcify_and_cache_key
+
+    fgraph = composite.fgraph
+    names = dict(zip(fgraph.inputs, (f"x{j}" for j in range(len(fgraph.inputs)))))
+    lines = [f"{name} = {argument}" for name, argument in zip(names.values(), arguments)]
+    namespace, keys = {}, []
+
+    def name_of(variable, dtype=None):
+        if not isinstance(variable, Constant):
+            return names[variable]
+        if dtype is None or not dtype.startswith("float") or variable.dtype.startswith("float"):
+            dtype = variable.dtype
+        name = f"k{len(namespace)}"
+        namespace[name] = np.asarray(variable.data, dtype=dtype)[()]
+        return name
+
+    for index, node in enumerate(fgraph.toposort()):
+        dtype = node.outputs[0].dtype
+        op, args = node.op, [name_of(x, dtype) for x in node.inputs]
+        infix = _INFIX.get(type(op))
+        if isinstance(op, ps.Switch):
+            expression = f"({args[1]} if {args[0]} else {args[2]})"
+        elif isinstance(op, ps.Cast):
+            expression = f"np.{_numpy_name(dtype)}({args[0]})"
+        elif isinstance(op, ps.Identity):
+            expression = args[0]
+        elif isinstance(op, ps.Second):
+            expression = args[1]
+        elif infix is not None:
+            expression = "(" + f" {infix} ".join(args) + ")"
+        elif getattr(op, "nfunc_spec", None) and "." not in op.nfunc_spec[0] and len(args) == 1:
+            expression = f"np.{op.nfunc_spec[0]}({args[0]})"
+        elif getattr(op, "nfunc_spec", None) and "." not in op.nfunc_spec[0] and len(args) == 2:
+            expression = f"np.{op.nfunc_spec[0]}({args[0]}, {args[1]})"
+        else:
+            function, key = numba_funcify_and_cache_key(op, node=node)
+            namespace[f"f{index}"] = function
+            keys.append(key and f"{type(op)} {key}")
+            expression = f"f{index}({', '.join(args)})"
+        names[node.outputs[0]] = f"v{index}"
+        lines.append(f"v{index} = {expression}")
+    outputs = [name_of(x) for x in fgraph.outputs]
+    lines.append(f"{', '.join(targets)}, = {', '.join(outputs)},")
+    return lines, namespace, keys
+
+
+def _infix() -> dict:
+    import pytensor.scalar as ps
+
+    return {
+        type(ps.add): "+", type(ps.sub): "-", type(ps.mul): "*", type(ps.true_div): "/",
+        type(ps.pow): "**", type(ps.gt): ">", type(ps.ge): ">=", type(ps.lt): "<",
+        type(ps.le): "<=", type(ps.eq): "==", type(ps.neq): "!=",
+    }  # fmt: skip
+
+
+_INFIX = _infix()
+
+
+def _fastmath():
+    """The fast-math flags PyTensor compiles its own Numba code with."""
+    import pytensor
+    from pytensor.link.numba.dispatch.basic import numba_njit
+
+    if not pytensor.config.numba__fastmath:
+        return False
+    return numba_njit(lambda: None).targetoptions.get("fastmath", False)
+
+
+def _kernel_signature(op: ParamStep):
+    from numba import from_dtype, types
+
+    pointer = types.CPointer(from_dtype(np.dtype(op.dtype)))
+    return types.intp(*[pointer] * (3 + op.n_slots), *[types.intp] * 4)
+
+
+#: Changes the cache keys of everything compiled here when the generated code changes meaning.
+_VERSION = 1
+
+
+def _register_numba() -> bool:
+    try:
+        from numba import types
+        from numba.core.extending import intrinsic, overload
+        from pytensor.link.numba.cache import compile_numba_function_src
+        from pytensor.link.numba.dispatch.basic import (
+            numba_njit,
+            register_funcify_and_cache_key,
+        )
+    except ImportError:  # PyTensor 2.38 (its Numba backend has no cache keys) or no Numba
+        return False
+
+    @intrinsic
+    def data(typingctx, array):
+        """The data pointer of an array."""
+
+        def codegen(context, builder, signature, args):
+            return context.make_array(array)(context, builder, args[0]).data
+
+        return types.CPointer(array.dtype)(array), codegen
+
+    def contiguous(array):
+        """The array itself if C-contiguous (decided when typed), else a C-contiguous copy."""
+
+    @overload(contiguous)
+    def _contiguous(array):
+        if array.layout == "C":
+            return lambda array: array
+        return lambda array: np.ascontiguousarray(array)
+
+    @register_funcify_and_cache_key(ParamStep)
+    def numba_funcify_param_step(op, node=None, **kwargs):
+        symbol, cacheable = _kernel_symbol(op)
+        source = _node_source(op)
+        namespace = {
+            "__name__": __name__,
+            "kernel": types.ExternalFunction(symbol, _kernel_signature(op)),
+            "data": data,
+            "contiguous": contiguous,
+        }
+        key = "updates-param-step-" + hashlib.sha256(f"{symbol}\n{source}".encode()).hexdigest()[:40]
+        function = compile_numba_function_src(source, "param_step", namespace, cache_key=key)
+        return numba_njit(function), key if cacheable else None
+
+    @register_funcify_and_cache_key(ScalarStep)
+    def numba_funcify_scalar_step(op, node=None, **kwargs):
+        n_in, outputs = len(op.composite.inputs), op.composite.outputs
+        results = [f"r{j}" for j in range(len(outputs))]
+        lines, namespace, keys = _scalar_source(
+            op.composite, [f"a{j}[()]" for j in range(n_in)], [f"{r}[()]" for r in results]
+        )
+        source = "\n".join(
+            [
+                f"def scalar_step({', '.join(f'a{j}' for j in range(n_in))}):",
+                *(f"    {r} = np.empty((), np.{_numpy_name(x.dtype)})" for r, x in zip(results, outputs)),
+                *(f"    {line}" for line in lines),
+                f"    return {results[0]}" if len(results) == 1 else f"    return ({', '.join(results)},)",
+            ]
+        )
+        namespace.update(__name__=__name__, np=np)
+        key = hashlib.sha256(f"{_VERSION}\n{source}\n{sorted(map(str, keys))}".encode()).hexdigest()[:40]
+        function = compile_numba_function_src(source, "scalar_step", namespace, cache_key=f"updates-{key}")
+        return numba_njit(function), None if None in keys else f"updates-scalar-step-{key}"
+
+    return True
+
+
+def _numpy_name(dtype: str) -> str:
+    return "bool_" if dtype == "bool" else dtype
+
+
+if _register_numba():
+    _register_rewrite()
