@@ -344,7 +344,79 @@ def measure_compile(spec: dict) -> dict:
     }
 
 
-MEASUREMENTS = {"bandwidth": measure_bandwidth, "step": measure_step, "compile": measure_compile}
+# -- the optimizer's share of the start (issue 10) ------------------------------------------------
+
+#: The rules and wrappers of the share table: a rule of ``updates``, or ``wrapper(rule)``, or the
+#: stack apply_if_finite(apply_ema(apply_weight_decay(adam))).
+SHARE_RULES = (
+    "sgd", "momentum", "nesterov_momentum", "adagrad", "rmsprop", "adadelta", "adam", "adamax",
+    "amsgrad", "adamw", "nadam", "radam", "adabelief", "yogi", "lion", "rprop", "lamb", "lars",
+    "adagrad_window", "esgd", "apply_momentum(sgd)", "apply_nesterov_momentum(sgd)",
+    "apply_weight_decay(adam)", "apply_if_finite(adam)", "apply_lookahead(adam)", "apply_ema(adam)",
+    "accumulate_gradients(adam)",
+)  # fmt: skip
+STACK = "apply_if_finite(apply_ema(apply_weight_decay(adam)))"
+
+
+def share_updates(name: str, loss, grads: list, params: list):
+    """The updates that ``name`` (a rule, ``wrapper(rule)`` or :data:`STACK`) builds."""
+    import updates
+
+    if name == STACK:
+        wrapped = updates.apply_ema(updates.apply_weight_decay(updates.adam(grads, params)))
+        return updates.apply_if_finite(wrapped, grads=grads)
+    if name == "esgd":  # needs the loss (Hessian-vector products)
+        return updates.esgd(loss, params)
+    if "(" not in name:
+        return getattr(updates, name)(grads, params)
+    wrapper, rule = (getattr(updates, part) for part in name.rstrip(")").split("("))
+    if wrapper is updates.accumulate_gradients:
+        return wrapper(rule, steps=4)(grads, params)
+    if wrapper is updates.apply_if_finite:
+        return wrapper(rule(grads, params), grads=grads)
+    return wrapper(rule(grads, params))
+
+
+def measure_share(spec: dict) -> dict:
+    """Cold (or warm) start and step time of the probe model alone (``rule`` none: the loss and the
+    gradients as outputs) or trained by one rule: P float64 params of shape (10,),
+    loss = sum_i sum((p_i - x)**2), as ``../shared/bench/compile_probe.py``."""
+    import pytensor
+    import pytensor.tensor as pt
+
+    params = [pytensor.shared(np.ones(10), name=f"p{i}") for i in range(spec["n_params"])]
+    x = pt.dvector("x")
+    loss = pt.add(*[((p - x) ** 2).sum() for p in params])
+    mode = {"default": None, "cvm": "CVM", "jax": "JAX"}[spec["mode"]]
+    start = time.perf_counter()
+    grads = pytensor.grad(loss, params)
+    if spec["rule"] == "none":
+        function = pytensor.function([x], [loss, *grads], mode=mode)
+    else:
+        step_updates = share_updates(spec["rule"], loss, grads, params)
+        function = pytensor.function([x], loss, updates=step_updates, mode=mode)
+    compiled = time.perf_counter()
+    x_value = np.zeros(10)
+    function(x_value)
+    first_call = time.perf_counter()
+    timing = time_calls(lambda: function(x_value), 5, 0.05)
+    return {
+        "status": "ok",
+        "compile_s": compiled - start,
+        "first_call_s": first_call - compiled,
+        "total_s": first_call - start,
+        **timing,
+        "nodes": len(function.maker.fgraph.apply_nodes),
+        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+MEASUREMENTS = {
+    "bandwidth": measure_bandwidth,
+    "step": measure_step,
+    "compile": measure_compile,
+    "share": measure_share,
+}
 
 
 def main(argv: list[str]) -> None:

@@ -22,9 +22,10 @@ import sys
 import tempfile
 from pathlib import Path
 
-from cases import THREAD_VARIABLES, TRAFFIC  # importing cases sets one thread each for the workers
+from cases import SHARE_RULES, STACK, THREAD_VARIABLES, TRAFFIC  # sets one thread each for the workers
 
 HERE = Path(__file__).resolve().parent
+PARTS = ("step", "compile", "share")
 CASES = HERE / "cases.py"
 RULES = ("sgd", "momentum", "adam")
 ITEMSIZE = {"float32": 4, "float64": 8}
@@ -72,6 +73,13 @@ PER_PARAM_REASON = (
 STEP_SETTINGS = {"min_time_s": 0.2, "repeats": 5}
 QUICK_MIN_TIME_S = 0.05
 COMPILE_PARAMS = (1, 10, 100, 1000)
+# The optimizer's share of the start (issue 10): mode -> P values; every rule of SHARE_MAIN at
+# each, the model alone as the baseline; every rule and wrapper (SHARE_RULES) at SHARE_ALL_P.
+# The C VM's own rewriting of the model takes minutes from P = 100 on (250 s cold).
+SHARE_GRID = {"default": (10, 30, 100), "cvm": (10, 30), "jax": (10, 30, 100, 300)}
+SHARE_MAIN = ("sgd", "momentum", "adam", STACK)
+SHARE_ALL_P = 30
+SHARE_JAX_LARGE = 1000  # JAX: Adam and the model alone also at this P
 PER_PARAM_COMPILE_PARAMS = (1, 10)
 
 
@@ -242,6 +250,73 @@ def cold_and_warm(args, run: dict) -> None:
                 else ""
             )
             log(f"        {describe(result)}{timing}")
+
+
+# -- the optimizer's share of the start ------------------------------------------------------------
+
+
+def share_plan(args) -> list[dict]:
+    """The (mode, P, rule) cells to measure: the model alone first in each (mode, P)."""
+    grid = {"default": (10,)} if args.quick else SHARE_GRID
+    if args.share_modes:
+        grid = {mode: grid[mode] for mode in args.share_modes.split(",")}
+    if importlib.util.find_spec("jax") is None:
+        grid.pop("jax", None)
+    plan = []
+    for mode, counts in grid.items():
+        for n_params in counts:
+            rules = SHARE_MAIN
+            if mode == "default" and n_params == SHARE_ALL_P and not args.quick:
+                rules = (*dict.fromkeys((*SHARE_MAIN, *SHARE_RULES)),)
+            plan += [{"mode": mode, "n_params": n_params, "rule": rule} for rule in ("none", *rules)]
+        if mode == "jax" and not args.quick:
+            plan += [{"mode": mode, "n_params": SHARE_JAX_LARGE, "rule": r} for r in ("none", "adam")]
+    return plan
+
+
+def share_benchmark(args, results: dict) -> None:
+    """Cold and warm start, and the warm step, of each cell of :func:`share_plan`."""
+    section = {"started": now(), "commit": git_commit(), "runs": []}
+    results["share"] = section
+    for cell in share_plan(args):
+        run = dict(cell)
+        section["runs"].append(run)
+        spec = {"kind": "share", **cell}
+        with tempfile.TemporaryDirectory(prefix="updates-share-") as cache:
+            env = pytensor_env(cache)
+            for state in ("cold", "warm"):
+                log(f"[share] {cell['mode']} P={cell['n_params']} {cell['rule']} {state}")
+                run[state] = run_case(spec, args.compile_timeout, env)
+                args.save()
+                log(f"        {describe(run[state])}")
+                if run[state]["status"] != "ok":
+                    break
+    section["finished"] = now()
+
+
+def share_markdown(section: dict) -> str:
+    runs = {(r["mode"], r["n_params"], r["rule"]): r for r in section["runs"]}
+    rows = []
+    for (mode, n_params, rule), run in runs.items():
+        if rule == "none":
+            continue
+        alone = runs.get((mode, n_params, "none"), {})
+        cells = [mode, str(n_params), rule]
+        for state in ("cold", "warm"):
+            mine, base = result_of(run, state), result_of(alone, state)
+            cells += [total_cell(mine), ratio(mine.get("total_s"), base.get("total_s"))]
+        mine, base = result_of(run, "warm"), result_of(alone, "warm")
+        cells += [fmt_time(mine.get("median_s")), ratio(mine.get("median_s"), base.get("median_s"))]
+        cells.insert(3, total_cell(result_of(alone, "cold")))
+        rows.append(cells)
+    header = ["mode", "P", "rule", "model alone cold", "cold", "cold share", "warm", "warm share"]
+    return "\n\n".join(
+        [
+            "### The optimizer's share of the start (model: sum_i sum((p_i - x)²), P float64 params of"
+            " shape (10,); share = time with the optimizer / time of the model alone)",
+            table([*header, "step", "step share"], rows),
+        ]
+    )
 
 
 # -- machine, versions, output ---------------------------------------------------------------------
@@ -467,8 +542,8 @@ def all_results(results: dict):
             yield result_of(w, "bandwidth")
             for r in w.get("rules", {}).values():
                 yield from r["results"].values()
-    if results.get("compile"):
-        for run in results["compile"]["runs"]:
+    for name in ("compile", "share"):
+        for run in (results.get(name) or {}).get("runs", []):
             yield result_of(run, "cold")
             yield result_of(run, "warm")
 
@@ -485,7 +560,7 @@ def markdown(results: dict) -> str:
         "Versions: " + ", ".join(f"{k} {v[k]}" for k in shown if v.get(k)) + ".",
     ]
     parts = []
-    for name, render in (("step", step_markdown), ("compile", compile_markdown)):
+    for name, render in (("step", step_markdown), ("compile", compile_markdown), ("share", share_markdown)):
         if results.get(name):
             section = results[name]
             commit = f" at commit {section['commit']}" if section.get("commit") else ""
@@ -516,7 +591,7 @@ def parse_args(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats: a smoke run")
-    parser.add_argument("--only", choices=("step", "compile"), help="run one part only")
+    parser.add_argument("--only", choices=PARTS, help="run one part only")
     parser.add_argument("--repeats", type=int, help="timed repeats per step measurement (default 5; quick 3)")
     parser.add_argument(
         "--out", type=Path, help="JSON output (default benchmarks/results/latest.json; quick.json)"
@@ -531,6 +606,7 @@ def parse_args(argv=None):
         "--compile-modes",
         help="compile curve modes: numba,cvm,jax (default all installed)",
     )
+    parser.add_argument("--share-modes", help="share table modes: default,cvm,jax (default all installed)")
     args = parser.parse_args(argv)
     if args.repeats is None:
         args.repeats = 3 if args.quick else STEP_SETTINGS["repeats"]
@@ -553,11 +629,12 @@ def main(argv=None) -> int:
         "machine": machine(),
         "versions": versions(),
         "settings": settings,
-        "step": None,
-        "compile": None,
+        **dict.fromkeys(PARTS),
     }
-    if args.only:  # the part not run now stays as the last run left it
-        keep_previous(results, "compile" if args.only == "step" else "step", args.out)
+    if args.only:  # the parts not run now stay as the last run left them
+        for part in PARTS:
+            if part != args.only:
+                keep_previous(results, part, args.out)
     # Saved after every measurement, so that a stopped run keeps what it measured.
     args.save = lambda: write_results(results, args.out)
     if args.only in (None, "step"):
@@ -567,6 +644,8 @@ def main(argv=None) -> int:
         step_benchmark(args, workloads, results)
     if args.only in (None, "compile"):
         compile_benchmark(args, results)
+    if args.only in (None, "share"):
+        share_benchmark(args, results)
     tables = write_results(results, args.out)
     print(tables)
     if args.out.resolve() == (HERE / "results" / "latest.json").resolve():

@@ -9,20 +9,20 @@ Its state lives in flat buffers, one per slot and dtype (``adam.m`` holds the fi
 every float32 parameter, end to end, in the order of ``params``); ``Updates.named_state`` shows
 each parameter's part under its own name.
 
-The rule's kernel is turned once into a scalar :class:`~pytensor.scalar.Composite`, and the Op
-runs it
+The rule's kernel is turned once into a scalar :class:`~pytensor.scalar.Composite`, compiled
+once per (rule, dtype) by Numba as a function over raw pointers (``updates.numba_step``), and the
+Op runs it
 
-- under Numba, as one generated loop per parameter over the raveled arrays (in place when
-  PyTensor allows it: the params and buffers are updated variables of the function);
-- in ``perform`` (Python and C VM linkers), as one compiled elementwise function over all the
-  parameters concatenated;
+- under Numba, as a chain of small in-place nodes, a few params each, that call that function
+  (``updates.numba_step``: what keeps the first call cheap to compile);
+- in ``perform`` (Python and C VM linkers), on all the params and gradients end to end (in place
+  when PyTensor allows it), or with PyTensor's elementwise loop where Numba is missing;
 - under JAX and PyTorch, as the equivalent graph of ordinary ops (:meth:`FusedStep.expand`:
   concatenate, kernel, split), traced once by the backend.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import operator
 from functools import cached_property
@@ -63,10 +63,9 @@ def flat_state(params, indices, role: str, suffix: str = "") -> pytensor.compile
     return buffer
 
 
-#: From this many elements on, ``perform`` runs the kernel as a Numba loop (vectorized, in place)
-#: rather than PyTensor's C elementwise loop (about 3-4x the memory-bandwidth bound); below it, the
-#: one-time Numba compilation (seconds) would not pay off.
-NUMBA_LOOP_MIN_SIZE = 2**20
+#: Up to this many elements, ``perform`` copies the gradients end to end and calls the kernel once
+#: (many small params: one call instead of one each); beyond, once per param, copying nothing.
+ONE_CALL_MAX_SIZE = 2**20
 
 
 class FusedStep(Op):
@@ -126,16 +125,11 @@ class FusedStep(Op):
         return function
 
     @cached_property
-    def numba_loop(self):
-        """The kernel as a Numba loop over 1-d arrays, in place (None without Numba's dispatch)."""
-        try:
-            import numba
+    def host_kernel(self):
+        """The kernel compiled by Numba, callable from Python (None without PyTensor's Numba)."""
+        from updates.numba_step import host_kernel
 
-            namespace, _ = _numba_namespace(self, _loop_source(self))
-        except ImportError:  # pragma: no cover - PyTensor 2.38 without numba
-            return None
-        # PyTensor's numba_njit leaves out the wrapper that lets Python call the function
-        return numba.njit(namespace["loop"].py_func)
+        return host_kernel(self)
 
     @cached_property
     def sizes(self) -> list[int]:
@@ -152,7 +146,8 @@ class FusedStep(Op):
         return inputs[:p], inputs[p : 2 * p], inputs[2 * p : s], inputs[s:]
 
     def perform(self, node, inputs, output_storage):
-        """The kernel over all the params, as one elementwise call or (large) a Numba loop per param.
+        """The kernel over all the params: the rule's compiled kernel (Numba) on the params and
+        gradients end to end, or per param when large; without Numba, PyTensor's elementwise loop.
 
         In place, the params are moved into one flat array on the first call and handed back as
         views of it, so the next calls (which get those views back) neither gather nor scatter
@@ -166,18 +161,21 @@ class FusedStep(Op):
         flat_param, views = self._gathered(node, params)
         if not self.inplace:
             buffers = [np.array(b, dtype=self.dtype) for b in buffers]
-        loop = self.numba_loop if flat_param.size >= NUMBA_LOOP_MIN_SIZE else None
-        if loop is None:
+        kernel = self.host_kernel
+        if kernel is None:  # no Numba: PyTensor's C (or Python) elementwise loop
             flat_grad = np.concatenate(grads, axis=None, dtype=self.dtype, casting="same_kind")
             scalars = [np.asarray(x, dtype=self.dtype) for x in scalars]
             new_param, *buffers = self.vector_function(flat_param, flat_grad, *buffers, *scalars)
             flat_param[...] = new_param
         else:
-            h = [np.asarray(x, dtype=self.dtype)[()] for x in scalars]
-            starts = self.starts
-            for start, stop, grad in zip(starts, starts[1:], grads):
-                segment = [buffer[start:stop] for buffer in buffers]
-                loop(flat_param[start:stop], np.ravel(grad), *segment, *h)
+            h = np.array([np.asarray(x, dtype=self.dtype)[()] for x in scalars] or [0], dtype=self.dtype)
+            if flat_param.size < ONE_CALL_MAX_SIZE:  # gather the gradients: one call
+                flat_grad = np.concatenate(grads, axis=None, dtype=self.dtype, casting="same_kind")
+                kernel(flat_param, flat_grad, buffers, h, 0)
+            else:  # no copy of large gradients: one call per param
+                for start, stop, grad in zip(self.starts, self.starts[1:], grads):
+                    grad = np.ascontiguousarray(grad, dtype=self.dtype).reshape(-1)
+                    kernel(flat_param[start:stop], grad, buffers, h, start)
         for storage, view in zip(output_storage, views):
             storage[0] = view
         for storage, buffer in zip(output_storage[self.n_params :], buffers):
@@ -257,103 +255,6 @@ def _register_rewrites():
 
 
 _register_rewrites()
-
-
-# -- Numba ---------------------------------------------------------------------------------------
-
-
-def _numba_source(op: FusedStep) -> str:
-    """Python source of the step: one in-place loop over the raveled elements, run per param.
-
-    The raveled params and gradients are gathered in tuples of one type, so the loop is called
-    from a single site however many params there are (the compiled code does not grow with their
-    number). Each call sees contiguous views indexed from 0 and updates them in place, which
-    lets LLVM vectorize it. Out of place (before PyTensor's in-place rewrite allows otherwise),
-    the params and buffers are copied first.
-    """
-    n, k = op.n_params, op.n_slots
-    params, grads = [f"p{i}" for i in range(n)], [f"g{i}" for i in range(n)]
-    slots, scalars = [f"s{j}" for j in range(k)], [f"h{j}" for j in range(len(op.scalar_names))]
-    copy = "" if op.inplace else ".copy()"
-    views = "".join(f", {s}[o : o + size]" for s in slots)
-    lines = [
-        _loop_source(op),
-        "",
-        f"def fused_step({', '.join([*params, *grads, *slots, *scalars])}):",
-        *(f"    {x} = {x}{copy}" for x in [*params, *slots]),
-        *(f"    {h} = {h}.item()" for h in scalars),
-        f"    flat_params = ({''.join(f'{p}.reshape(-1), ' for p in params)})",
-        f"    flat_grads = ({''.join(f'np.ascontiguousarray({g}).reshape(-1), ' for g in grads)})",
-        "    total = 0",
-        f"    for j in range({n}):",
-        "        if flat_grads[j].size != flat_params[j].size:",
-        "            raise ValueError('FusedStep: a gradient and its param differ in size')",
-        "        total += flat_params[j].size",
-        *(
-            ["    if total != s0.size:", "        raise ValueError('FusedStep: the params changed size')"]
-            if k
-            else []
-        ),
-        "    o = 0",
-        f"    for j in range({n}):",
-        "        size = flat_params[j].size",
-        f"        loop(flat_params[j], flat_grads[j]{views}{''.join(f', {h}' for h in scalars)})",
-        "        o += size",
-    ]
-    results = [*params, *slots]
-    lines.append(f"    return {results[0]}" if len(results) == 1 else f"    return ({', '.join(results)},)")
-    return "\n".join(lines)
-
-
-def _loop_source(op: FusedStep) -> str:
-    """``loop(p, g, *slots, *scalars)``: the kernel over 1-d arrays, in place."""
-    slots, scalars = [f"s{j}" for j in range(op.n_slots)], [f"h{j}" for j in range(len(op.scalar_names))]
-    elements = ", ".join(["p[i]", *(f"{s}[i]" for s in slots)])
-    kernel_args = ", ".join(["p[i]", "g[i]", *(f"{s}[i]" for s in slots), *scalars])
-    return "\n".join(
-        [
-            f"def loop({', '.join(['p', 'g', *slots, *scalars])}):",
-            "    for i in range(p.size):",
-            f"        ({elements},) = wrap(kernel({kernel_args}))",
-        ]
-    )
-
-
-def _numba_namespace(op: FusedStep, source: str) -> tuple[dict, str | None]:
-    """Execute generated ``source`` with the kernel compiled by Numba; also its cache key."""
-    from pytensor.link.numba.dispatch.basic import numba_funcify_and_cache_key, numba_njit
-
-    kernel, kernel_key = numba_funcify_and_cache_key(op.composite, node=None)
-    single = len(op.composite.outputs) == 1
-    namespace = {"np": np, "kernel": kernel, "wrap": numba_njit(_as_tuple if single else _identity)}
-    exec(compile(source, "<updates.fused>", "exec"), namespace)
-    namespace["loop"] = numba_njit(namespace["loop"])
-    # The generated code is a function of the kernel and of the source text alone.
-    key = None if kernel_key is None else hashlib.sha256(f"{kernel_key}\n{source}".encode()).hexdigest()
-    return namespace, key
-
-
-def _as_tuple(x):
-    return (x,)
-
-
-def _identity(x):
-    return x
-
-
-def _register_numba():
-    try:
-        from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_and_cache_key
-    except ImportError:  # pragma: no cover - numba is optional for PyTensor 2.38
-        return
-
-    @register_funcify_and_cache_key(FusedStep)
-    def numba_funcify_fused_step(op, node=None, **kwargs):
-        namespace, key = _numba_namespace(op, _numba_source(op))
-        return numba_njit(namespace["fused_step"]), key
-
-
-_register_numba()
 
 
 # -- JAX and PyTorch: the expanded graph, traced once ------------------------------------------

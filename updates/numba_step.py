@@ -19,7 +19,9 @@ first call (``_call_cached_ptr``), so PyTensor's cache keeps working across proc
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
+from dataclasses import dataclass
 from functools import cache
 
 import numpy as np
@@ -207,9 +209,9 @@ def _node_source(op: ParamStep) -> str:
                 for i in range(n)
             ),
             "    if status == 1:",
-            '        raise ValueError("FusedStep: a gradient and its param differ in size")',
+            f'        raise ValueError("FusedStep: {STATUS[1]}")',
             "    if status == 2:",
-            '        raise ValueError("FusedStep: the params changed size after the updates were built")',
+            f'        raise ValueError("FusedStep: {STATUS[2]}")',
             f"    return {results[0]}" if len(results) == 1 else f"    return ({', '.join(results)},)",
         ]
     )
@@ -227,14 +229,22 @@ def kernel(p, g, {slots}h, offset, n, n_grad, size):
     return 0
 """
 
-#: The kernels compiled in this process, by key: the name LLVM knows each by, and its cfunc.
-_KERNELS: dict[str, tuple[str, object]] = {}
+@dataclass(frozen=True)
+class CompiledKernel:
+    """A rule's kernel compiled by Numba: the name LLVM knows it by, its cfunc, whether cached."""
+
+    symbol: str
+    cfunc: object
+    cacheable: bool
 
 
-def _kernel_symbol(op: ParamStep) -> tuple[str, bool]:
+#: The kernels compiled in this process, by key.
+_KERNELS: dict[str, CompiledKernel] = {}
+
+
+def compiled_kernel(op: FusedStep) -> CompiledKernel:
     """Compile the kernel of ``op`` (or load it from Numba's cache) once per process, and make its
-    address known to LLVM under a name of its own, which cached code refers to; also whether it
-    can be cached.
+    address known to LLVM under a name of its own, which cached code refers to.
 
     The kernel is ``status = kernel(p, g, *slots, h, offset, n, n_grad, size)`` over raw pointers:
     the rule applied in place to one param's ``n`` elements and its segment of each flat buffer,
@@ -247,8 +257,7 @@ def _kernel_symbol(op: ParamStep) -> tuple[str, bool]:
     slots = [f"s{j}" for j in range(op.n_slots)]
     items = ["p[i]", *(f"{s}[offset + i]" for s in slots)]
     scalars = [f"h{j}" for j in range(len(op.scalar_names))]
-    composite = op.fused.composite
-    lines, namespace, keys = _scalar_source(composite, [items[0], "g[i]", *items[1:], *scalars], items)
+    lines, namespace, keys = _scalar_source(op.composite, [items[0], "g[i]", *items[1:], *scalars], items)
     source = _KERNEL_SOURCE.format(
         slots="".join(f"{s}, " for s in slots),
         scalars="\n".join(f"    {name} = h[{j}]" for j, name in enumerate(scalars)),
@@ -264,8 +273,35 @@ def _kernel_symbol(op: ParamStep) -> tuple[str, bool]:
             _kernel_signature(op), cache=cacheable, error_model="numpy", fastmath=_fastmath()
         )(function)
         binding.add_symbol(f"updates_kernel_{key}", compiled.address)
-        _KERNELS[key] = (f"updates_kernel_{key}", compiled)
-    return _KERNELS[key][0], cacheable
+        _KERNELS[key] = CompiledKernel(f"updates_kernel_{key}", compiled, cacheable)
+    return _KERNELS[key]
+
+
+def host_kernel(op: FusedStep):
+    """The kernel of ``op`` callable from Python (``perform``), or None without PyTensor's Numba
+    backend: ``run(param, grad, buffers, h, offset)`` on contiguous 1-d arrays, in place."""
+    if not NUMBA:
+        return None
+    kernel = compiled_kernel(op)
+    arguments = [ctypes.c_void_p] * (3 + op.n_slots) + [ctypes.c_ssize_t] * 4
+    function = ctypes.CFUNCTYPE(ctypes.c_ssize_t, *arguments)(kernel.cfunc.address)
+
+    def run(param, grad, buffers, h, offset):
+        size = buffers[0].size if buffers else offset + param.size
+        pointers = [x.ctypes.data for x in (param, grad, *buffers, h)]
+        status = function(*pointers, offset, param.size, grad.size, size)
+        if status:
+            raise ValueError(f"{op}: {STATUS[status]}")
+
+    run.kernel = kernel  # kept alive with the function
+    return run
+
+
+#: What a kernel's non-zero status means.
+STATUS = {
+    1: "a gradient and its param differ in size",
+    2: "the params changed size after the updates were built",
+}
 
 
 def _scalar_source(composite, arguments: list[str], targets: list[str]) -> tuple[list[str], dict, list]:
@@ -349,7 +385,7 @@ def _fastmath():
     return numba_njit(lambda: None).targetoptions.get("fastmath", False)
 
 
-def _kernel_signature(op: ParamStep):
+def _kernel_signature(op: FusedStep | ParamStep):
     from numba import from_dtype, types
 
     pointer = types.CPointer(from_dtype(np.dtype(op.dtype)))
@@ -392,17 +428,17 @@ def _register_numba() -> bool:
 
     @register_funcify_and_cache_key(ParamStep)
     def numba_funcify_param_step(op, node=None, **kwargs):
-        symbol, cacheable = _kernel_symbol(op)
+        kernel = compiled_kernel(op.fused)
         source = _node_source(op)
         namespace = {
             "__name__": __name__,
-            "kernel": types.ExternalFunction(symbol, _kernel_signature(op)),
+            "kernel": types.ExternalFunction(kernel.symbol, _kernel_signature(op)),
             "data": data,
             "contiguous": contiguous,
         }
-        key = "updates-param-step-" + hashlib.sha256(f"{symbol}\n{source}".encode()).hexdigest()[:40]
+        key = "updates-param-step-" + hashlib.sha256(f"{kernel.symbol}\n{source}".encode()).hexdigest()[:40]
         function = compile_numba_function_src(source, "param_step", namespace, cache_key=key)
-        return numba_njit(function), key if cacheable else None
+        return numba_njit(function), key if kernel.cacheable else None
 
     @register_funcify_and_cache_key(ScalarStep)
     def numba_funcify_scalar_step(op, node=None, **kwargs):
@@ -431,5 +467,6 @@ def _numpy_name(dtype: str) -> str:
     return "bool_" if dtype == "bool" else dtype
 
 
-if _register_numba():
+NUMBA = _register_numba()
+if NUMBA:
     _register_rewrite()
