@@ -264,13 +264,15 @@ def compiled_kernel(op: FusedStep) -> CompiledKernel:
         body="\n".join(f"        {line}" for line in lines),
     )
     cacheable = None not in keys
-    key = hashlib.sha256(f"{_VERSION}\n{source}\n{sorted(map(str, keys))}".encode()).hexdigest()[:40]
+    signature = _kernel_signature(op)
+    key = f"{_VERSION}\n{signature}\n{source}\n{sorted(map(str, keys))}"
+    key = hashlib.sha256(key.encode()).hexdigest()[:40]
     if key not in _KERNELS or not cacheable:
         namespace["__name__"] = __name__  # Numba's cache rebuilds a function's environment from it
         namespace["np"] = np
         function = compile_numba_function_src(source, "kernel", namespace, cache_key=f"updates-{key}")
         compiled = numba.cfunc(
-            _kernel_signature(op), cache=cacheable, error_model="numpy", fastmath=_fastmath()
+            signature, cache=cacheable, error_model="numpy", fastmath=_fastmath()
         )(function)
         binding.add_symbol(f"updates_kernel_{key}", compiled.address)
         _KERNELS[key] = CompiledKernel(f"updates_kernel_{key}", compiled, cacheable)
@@ -311,8 +313,8 @@ def _scalar_source(composite, arguments: list[str], targets: list[str]) -> tuple
     operation is written in the operation's dtype (the value PyTensor's upcast gives). Ops
     with a NumPy ufunc are written as calls of it (``np.sqrt``), the rest by hand; an op without
     either calls PyTensor's own Numba function for it. Returns the lines, the globals they
-    use (constants, typed as NumPy scalars, and such functions) and the cache keys of those
-    functions.
+    use (constants, typed as NumPy scalars, and such functions) and what the cache key must hold
+    beyond the source (the constants' values, those functions' keys).
     """
     import pytensor.scalar as ps
     from pytensor.graph.basic import Constant
@@ -330,6 +332,7 @@ def _scalar_source(composite, arguments: list[str], targets: list[str]) -> tuple
             dtype = variable.dtype
         name = f"k{len(namespace)}"
         namespace[name] = np.asarray(variable.data, dtype=dtype)[()]
+        keys.append(f"{name} = {dtype} {namespace[name].tobytes().hex()}")  # Numba freezes it
         return name
 
     for index, node in enumerate(fgraph.toposort()):
@@ -393,7 +396,7 @@ def _kernel_signature(op: FusedStep | ParamStep):
 
 
 #: Changes the cache keys of everything compiled here when the generated code changes meaning.
-_VERSION = 1
+_VERSION = 2
 
 
 def _register_numba() -> bool:
