@@ -248,7 +248,8 @@ def compiled_kernel(op: FusedStep) -> CompiledKernel:
 
     The kernel is ``status = kernel(p, g, *slots, h, offset, n, n_grad, size)`` over raw pointers:
     the rule applied in place to one param's ``n`` elements and its segment of each flat buffer,
-    its equations written out as one function (see :func:`_scalar_source`).
+    its equations written out as one function (see :func:`_scalar_source`), compiled without
+    fast-math flags (the rules' numbers stay those of their equations, as torch computes them).
     """
     import numba
     from llvmlite import binding
@@ -272,7 +273,7 @@ def compiled_kernel(op: FusedStep) -> CompiledKernel:
         namespace["np"] = np
         function = compile_numba_function_src(source, "kernel", namespace, cache_key=f"updates-{key}")
         compiled = numba.cfunc(
-            signature, cache=cacheable, error_model="numpy", fastmath=_fastmath()
+            signature, cache=cacheable, error_model="numpy"
         )(function)
         binding.add_symbol(f"updates_kernel_{key}", compiled.address)
         _KERNELS[key] = CompiledKernel(f"updates_kernel_{key}", compiled, cacheable)
@@ -378,16 +379,6 @@ def _infix() -> dict:
 _INFIX = _infix()
 
 
-def _fastmath():
-    """The fast-math flags PyTensor compiles its own Numba code with."""
-    import pytensor
-    from pytensor.link.numba.dispatch.basic import numba_njit
-
-    if not pytensor.config.numba__fastmath:
-        return False
-    return numba_njit(lambda: None).targetoptions.get("fastmath", False)
-
-
 def _kernel_signature(op: FusedStep | ParamStep):
     from numba import from_dtype, types
 
@@ -396,7 +387,7 @@ def _kernel_signature(op: FusedStep | ParamStep):
 
 
 #: Changes the cache keys of everything compiled here when the generated code changes meaning.
-_VERSION = 2
+_VERSION = 3
 
 
 def _register_numba() -> bool:
