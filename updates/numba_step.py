@@ -187,7 +187,9 @@ def _register_rewrite():
 _NODE_CALL = """\
     p{i}_ = contiguous(p{i})
     if status == 0:
-        status = kernel(data(p{i}_), data(contiguous(g{i})), {slot_pointers}data(h), offsets[{i}], p{i}.size, g{i}.size, {size})
+        status = kernel(
+            data(p{i}_), data(contiguous(g{i})), {slot_pointers}data(h), offsets[{i}], p{i}.size, g{i}.size, {size}
+        )
 """
 
 
