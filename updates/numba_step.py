@@ -188,7 +188,8 @@ _NODE_CALL = """\
     p{i}_ = contiguous(p{i})
     if status == 0:
         status = kernel(
-            data(p{i}_), data(contiguous(g{i})), {slot_pointers}data(h), offsets[{i}], p{i}.size, g{i}.size, {size}
+            data(p{i}_), data(contiguous(g{i})), {slot_pointers}data(h),
+            offsets[{i}], p{i}.size, g{i}.size, {size},
         )
 """
 
