@@ -168,7 +168,7 @@ class FusedStep(Op):
             new_param, *buffers = self.vector_function(flat_param, flat_grad, *buffers, *scalars)
             flat_param[...] = new_param
         else:
-            h = np.array([np.asarray(x, dtype=self.dtype)[()] for x in scalars] or [0], dtype=self.dtype)
+            h = np.array(scalars or [0], dtype=self.dtype)
             if flat_param.size < ONE_CALL_MAX_SIZE:  # gather the gradients: one call
                 flat_grad = np.concatenate(grads, axis=None, dtype=self.dtype, casting="same_kind")
                 kernel(flat_param, flat_grad, buffers, h, 0)
