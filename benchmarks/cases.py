@@ -380,9 +380,12 @@ def share_updates(name: str, loss, grads: list, params: list):
 def measure_share(spec: dict) -> dict:
     """Cold (or warm) start and step time of the probe model alone (``rule`` none: the loss and the
     gradients as outputs) or trained by one rule: P float64 params of shape (10,),
-    loss = sum_i sum((p_i - x)**2), as ``../shared/bench/compile_probe.py``."""
+    loss = sum_i sum((p_i - x)**2), as ``../shared/bench/compile_probe.py`` (which also imports
+    ``updates`` before its clock starts)."""
     import pytensor
     import pytensor.tensor as pt
+
+    import updates  # noqa: F401
 
     params = [pytensor.shared(np.ones(10), name=f"p{i}") for i in range(spec["n_params"])]
     x = pt.dvector("x")

@@ -23,8 +23,11 @@ Op runs it
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import math
 import operator
+import sys
 from functools import cached_property
 from types import SimpleNamespace
 
@@ -273,15 +276,42 @@ def _funcify_expanded(funcify):
 
 
 def _register_array_backends():
+    """Register the expanded graph with PyTensor's JAX and PyTorch backends when PyTensor imports
+    them (importing them here would import jax and torch with every ``import updates``: 1 s)."""
     for module, name in [
         ("pytensor.link.jax.dispatch", "jax_funcify"),
         ("pytensor.link.pytorch.dispatch", "pytorch_funcify"),
     ]:
-        try:
-            funcify = getattr(__import__(module, fromlist=[name]), name)
-        except ImportError:  # the backend's array library is not installed
-            continue
-        funcify.register(FusedStep)(_funcify_expanded(funcify))
+        when_imported(module, lambda loaded, name=name: _register_expanded(getattr(loaded, name)))
+
+
+def _register_expanded(funcify) -> None:
+    funcify.register(FusedStep)(_funcify_expanded(funcify))
+
+
+def when_imported(name: str, callback) -> None:
+    """Call ``callback(module)`` once the module ``name`` is imported (now, if it already is)."""
+    if name in sys.modules:
+        callback(sys.modules[name])
+        return
+
+    class Hook(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path, target=None):
+            if fullname != name:
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(fullname)
+            if spec is not None and spec.loader is not None:
+                execute = spec.loader.exec_module
+
+                def exec_module(module):
+                    execute(module)
+                    callback(module)
+
+                spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, Hook())
 
 
 _register_array_backends()
