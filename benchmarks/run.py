@@ -1,6 +1,6 @@
 """Benchmark suite of ``updates``: optimizer step time and compile time, one command.
 
-    python benchmarks/run.py [--quick] [--only step|compile] [--repeats N] [--out PATH]
+    python benchmarks/run.py [--quick] [--only step|compile|share] [--repeats N] [--out PATH]
 
 Every measurement runs in a fresh process (``benchmarks/cases.py``) under a timeout; this script
 chooses what to measure, collects the results, prints the markdown tables and writes the JSON

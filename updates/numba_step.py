@@ -4,17 +4,25 @@ Numba compiles the whole training function at its first call, and its cost grows
 the number of arrays that cross a call inside it: a :class:`~updates.fused.FusedStep` called
 with its ``2P + slots`` arrays cost more to compile than the model itself (Adam over 100 params
 of shape (10,): 131 s cold where the model alone needs 48.5 s). So in Numba mode a rewrite
-(after PyTensor's in-place pass) replaces each ``FusedStep`` by a chain of :class:`ParamStep`
-nodes, one per param, that thread the flat state buffers from one to the next::
+(after the in-place passes) replaces each ``FusedStep`` by a chain of :class:`ParamStep` nodes
+that thread the flat state buffers from one to the next::
 
-    p_i', m', v' = ParamStep(p_i, g_i, m, v, offset_i, h)      (in place on p_i, m and v)
+    p_i', m', v' = ParamStep(p_i, g_i, m, v, offsets, h)      (in place on p_i, m and v)
 
-All the nodes of a chain are the same Op (the offset is an input), so Numba compiles its code
-once; each call passes a handful of arrays; the scalars ``h`` travel as one vector. The rule's
-kernel itself is compiled once per (rule, dtype) as a C-callable function over raw pointers
-(``numba.cfunc``) and called through its address, which LLVM cannot inline: otherwise every call
-site would get its own copy of the vectorized loop to optimize. The address is fetched at the
-first call (``_call_cached_ptr``), so PyTensor's cache keeps working across processes.
+one param per node, or 8 per node beyond 16 params (:func:`chunk_widths`). The nodes of a width
+are one Op (the offsets are an input), so Numba compiles each width once; each call passes a
+handful of arrays; the scalars ``h`` travel as one vector, and the 0-d elementwise nodes that
+compute them (Adam's bias correction, the counter's increment) become :class:`ScalarStep` nodes,
+plain Numba functions (PyTensor's elementwise code generation, made for arrays of any rank,
+costs several times more to compile).
+
+The rule's kernel is compiled once per (rule, dtype, slots) as a C-callable function over raw
+pointers (``numba.cfunc``), its equations written out as one function (:func:`_scalar_source`),
+without fast-math flags. The nodes call it by a symbol name that LLVM resolves to its address
+(``llvmlite.binding.add_symbol``), so LLVM cannot inline it at every call site, and the code that
+calls it, cached on disk by PyTensor, stays valid in a new process, which registers the symbol
+again when it builds the function. ``perform`` of the FusedStep (the C VM) calls the same
+function through ctypes (:func:`host_kernel`).
 """
 
 from __future__ import annotations
