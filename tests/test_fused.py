@@ -52,10 +52,11 @@ def test_multi_tensor_wrappers_add_nodes_independent_of_the_number_of_params(wra
 
 
 @pytest.mark.parametrize("n_params", [3, 20])
-@pytest.mark.parametrize("case", [c for c in RULES if c.name in ("sgd", "adam")], ids=str)
+@pytest.mark.parametrize("case", [c for c in RULES if c.name in ("momentum", "adam")], ids=str)
 def test_numba_step_runs_in_place(case, n_params):
-    """Under Numba the step is a chain of ParamStep nodes (one per param up to 16 params, else 8
-    per node and one each for the rest) that overwrite the params and the flat state in place."""
+    """Under Numba a step with state is a chain of ParamStep nodes (one per param up to 16
+    params, else 8 per node and one each for the rest) that overwrite the params and the flat
+    state in place (a step without state joins the gradient's own nodes: test_numba_step.py)."""
     pytest.importorskip("numba")
     params = [pytensor.shared(np.ones(3), name=f"w{i}") for i in range(n_params)]
     grads = [pt.vector(f"g{i}", shape=(3,)) for i in range(n_params)]

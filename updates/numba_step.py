@@ -31,6 +31,7 @@ import ctypes
 import hashlib
 from dataclasses import dataclass
 from functools import cache
+from types import SimpleNamespace
 
 import numpy as np
 import pytensor.scalar as ps
@@ -183,9 +184,29 @@ def _fused_step_as_chain(fgraph, node):
     return [*new_params, *buffers]
 
 
+@node_rewriter([FusedStep])
+def _stateless_step_per_param(fgraph, node):
+    """A step without state (sgd, decoupled weight decay) as its equations on each param, before
+    PyTensor simplifies and fuses the graph: they join the nodes that compute the gradients, as
+    SGD written by hand does, which costs nothing to compile."""
+    op = node.op
+    if op.n_slots:
+        return None
+    params, grads, _, scalars = op.split(node.inputs)
+    h = SimpleNamespace(**dict(zip(op.scalar_names, scalars)))
+    return [
+        out.type.filter_variable(op.kernel(h, param, grad)[0], allow_convert=True)
+        for out, param, grad in zip(node.outputs, params, grads)
+    ]
+
+
 def _register_rewrite():
     from pytensor.compile import optdb
 
+    # before PyTensor's canonicalization (1), in Numba mode only
+    optdb.register(
+        "updates_stateless_step_per_param", in2out(_stateless_step_per_param), "numba", position=0.5
+    )
     # after the in-place passes (FusedStep's at 50.4), in Numba mode only
     optdb.register(
         "updates_scalar_steps", in2out(_scalar_elemwise_as_scalar_step), "numba", position=50.65
@@ -358,6 +379,9 @@ def _scalar_source(composite, arguments: list[str], targets: list[str]) -> tuple
             expression = f"({args[1]} if {args[0]} else {args[2]})"
         elif isinstance(op, ps.Cast):
             expression = f"np.{_numpy_name(dtype)}({args[0]})"
+        elif isinstance(op, ps.Clip):
+            x, low, high = args
+            expression = f"({low} if {x} < {low} else ({high} if {x} > {high} else {x}))"
         elif isinstance(op, ps.Identity):
             expression = args[0]
         elif isinstance(op, ps.Second):
