@@ -41,7 +41,9 @@ def test_every_kernel_is_written_out_in_one_function(case, clear_nan):
     op = result[w].owner.op
     assert isinstance(op, FusedStep)
     arguments = [f"a{i}" for i in range(len(op.composite.inputs))]
-    lines, namespace, _ = numba_step._scalar_source(op.composite, arguments, ["p", *arguments[2:][: op.n_slots]])
+    lines, namespace, _ = numba_step._scalar_source(
+        op.composite, arguments, ["p", *arguments[2:][: op.n_slots]]
+    )
     assert not [name for name in namespace if name.startswith("f")], lines
 
 
@@ -50,7 +52,9 @@ def test_scalars_of_the_step_become_one_plain_function():
     g = pt.vector("g")
     step = pytensor.function([g], [], updates=updates.adam([g], [w]), mode="NUMBA")
     scalar_elemwise = [
-        n for n in step.maker.fgraph.apply_nodes if n.op.__class__.__name__ == "Elemwise" and not n.outputs[0].ndim
+        n
+        for n in step.maker.fgraph.apply_nodes
+        if n.op.__class__.__name__ == "Elemwise" and not n.outputs[0].ndim
     ]
     assert not scalar_elemwise
     assert len(nodes_of(step, numba_step.ScalarStep)) == 1
@@ -104,8 +108,12 @@ def test_a_new_process_loads_the_compiled_step_from_the_cache(tmp_path):
     env = {"PYTENSOR_FLAGS": f"base_compiledir={tmp_path}", "NUMBA_CACHE_DIR": str(tmp_path / "numba")}
     outputs = [
         subprocess.run(
-            [sys.executable, "-c", script], env={**__import__("os").environ, **env}, capture_output=True,
-            text=True, check=True, timeout=600,
+            [sys.executable, "-c", script],
+            env={**__import__("os").environ, **env},
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=600,
         ).stdout
         for _ in range(2)
     ]

@@ -153,7 +153,6 @@ def _feeds_a_step(fgraph, node) -> bool:
 # -- the rewrites ----------------------------------------------------------------------------------
 
 
-
 def chunk_widths(n_params: int) -> list[int]:
     """How many params each ParamStep of a chain updates: one each up to 16 params, else 8 each
     and one each for the rest. Each width is one more function for Numba to compile; wider nodes
@@ -178,7 +177,7 @@ def _fused_step_as_chain(fgraph, node):
         n = len(params[chunk])
         step = ParamStep(op.kernel, op.dtype, n, op.n_slots, op.scalar_names)
         offsets = pt.constant(np.array(op.starts[:-1][chunk], dtype=np.int64))
-        *new, = step(*params[chunk], *grads[chunk], *buffers, offsets, h, return_list=True)
+        (*new,) = step(*params[chunk], *grads[chunk], *buffers, offsets, h, return_list=True)
         new_params += new[:n]
         buffers = new[n:]
     return [*new_params, *buffers]
@@ -208,9 +207,7 @@ def _register_rewrite():
         "updates_stateless_step_per_param", in2out(_stateless_step_per_param), "numba", position=0.5
     )
     # after the in-place passes (FusedStep's at 50.4), in Numba mode only
-    optdb.register(
-        "updates_scalar_steps", in2out(_scalar_elemwise_as_scalar_step), "numba", position=50.65
-    )
+    optdb.register("updates_scalar_steps", in2out(_scalar_elemwise_as_scalar_step), "numba", position=50.65)
     optdb.register("updates_fused_step_as_chain", in2out(_fused_step_as_chain), "numba", position=50.7)
 
 
@@ -264,6 +261,7 @@ def kernel(p, g, {slots}h, offset, n, n_grad, size):
     return 0
 """
 
+
 @dataclass(frozen=True)
 class CompiledKernel:
     """A rule's kernel compiled by Numba: the name LLVM knows it by, its cfunc, whether cached."""
@@ -307,9 +305,7 @@ def compiled_kernel(op: FusedStep) -> CompiledKernel:
         namespace["__name__"] = __name__  # Numba's cache rebuilds a function's environment from it
         namespace["np"] = np
         function = compile_numba_function_src(source, "kernel", namespace, cache_key=f"updates-{key}")
-        compiled = numba.cfunc(
-            signature, cache=cacheable, error_model="numpy"
-        )(function)
+        compiled = numba.cfunc(signature, cache=cacheable, error_model="numpy")(function)
         binding.add_symbol(f"updates_kernel_{key}", compiled.address)
         _KERNELS[key] = CompiledKernel(f"updates_kernel_{key}", compiled, cacheable)
     return _KERNELS[key]
