@@ -6,7 +6,8 @@ its last line. A spec's ``kind`` is one of
 - ``bandwidth``: NumPy in-place add and triad on arrays of a workload's total size;
 - ``step``: one optimizer step implementation on one workload, checked against a NumPy
   reference, then timed;
-- ``compile``: ``pytensor.function`` and first-call time of a small model trained by one rule.
+- ``share``: ``pytensor.function``, first-call and step time of a small model, alone or trained
+  by one rule (the optimizer's share of the start).
 
 Each runs in its own process so that a compile that never ends can be killed (the caller's
 timeout), memory is returned between measurements, and the compile caches are what the caller
@@ -291,59 +292,6 @@ def measure_step(spec: dict) -> dict:
     return {"status": "ok", **timing, **info, "check_max_rel_error": max(errors), "check_rtol": rtol}
 
 
-def compile_model(n_params: int, dtype: str):
-    """The compile-curve model: loss = sum_i sum((p_i - x)**2) over params of shape (10,)."""
-    import pytensor
-    import pytensor.tensor as pt
-
-    rng = np.random.default_rng(0)
-    values = [rng.standard_normal(10).astype(dtype) for _ in range(n_params)]
-    params = [pytensor.shared(v.copy(), name=f"p{i}") for i, v in enumerate(values)]
-    x = pt.vector("x", dtype=dtype)
-    terms = [((p - x) ** 2).sum() for p in params]
-    # One n-ary add: the graph PyTensor makes of Python's sum() after canonicalization, without
-    # the chain of P nested adds that pytensor.grad recurses through (RecursionError at P=1000).
-    return params, values, x, pt.add(*terms) if len(terms) > 1 else terms[0]
-
-
-def measure_compile(spec: dict) -> dict:
-    """Time ``pytensor.function`` and the first call of one training step, then check the step."""
-    import pytensor
-
-    import updates
-
-    dtype = pytensor.config.floatX
-    params, values, x, loss = compile_model(spec["n_params"], dtype)
-    per_param = spec["path"] == "per-param"
-    build = time.perf_counter()
-    with updates.per_parameter(per_param):
-        step_updates = getattr(updates, spec["rule"])(loss, params, **HYPER[spec["rule"]])
-    mode = {"numba": None, "cvm": "CVM", "jax": "JAX"}[spec["mode"]]
-    start = time.perf_counter()
-    function = pytensor.function([x], loss, updates=step_updates, mode=mode)
-    compiled = time.perf_counter()
-    x_value = np.linspace(-1, 1, 10).astype(dtype)
-    function(x_value)
-    first_call = time.perf_counter()
-    grads = [2 * (v - x_value) for v in values]
-    (expected,) = reference_params(spec["rule"], values, grads, 1)
-    error = max_relative_error([p.get_value() for p in params], expected)
-    if error > RTOL[dtype]:
-        raise AssertionError(f"compile model {spec}: params after one step differ by {error:.3g}")
-    return {
-        "status": "ok",
-        "build_s": start - build,  # the rule's graph, gradients included (not in the tables)
-        "compile_s": compiled - start,
-        "first_call_s": first_call - compiled,
-        "total_s": first_call - start,
-        "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-        "linker": type(function.maker.linker).__name__,
-        "floatX": dtype,
-        "base_compiledir": str(pytensor.config.base_compiledir),
-        "check_max_rel_error": error,
-    }
-
-
 # -- the optimizer's share of the start (issue 10) ------------------------------------------------
 
 #: The rules and wrappers of the share table: a rule of ``updates``, or ``wrapper(rule)``, or the
@@ -414,12 +362,7 @@ def measure_share(spec: dict) -> dict:
     }
 
 
-MEASUREMENTS = {
-    "bandwidth": measure_bandwidth,
-    "step": measure_step,
-    "compile": measure_compile,
-    "share": measure_share,
-}
+MEASUREMENTS = {"bandwidth": measure_bandwidth, "step": measure_step, "share": measure_share}
 
 
 def main(argv: list[str]) -> None:

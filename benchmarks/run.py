@@ -1,6 +1,6 @@
-"""Benchmark suite of ``updates``: optimizer step time and compile time, one command.
+"""Benchmark suite of ``updates``: optimizer step time and the start's cost, one command.
 
-    python benchmarks/run.py [--quick] [--only step|compile|share] [--repeats N] [--out PATH]
+    python benchmarks/run.py [--quick] [--only step|share] [--repeats N] [--out PATH]
 
 Every measurement runs in a fresh process (``benchmarks/cases.py``) under a timeout; this script
 chooses what to measure, collects the results, prints the markdown tables and writes the JSON
@@ -25,7 +25,7 @@ from pathlib import Path
 from cases import SHARE_RULES, STACK, THREAD_VARIABLES, TRAFFIC  # sets one thread each for the workers
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("step", "compile", "share")
+PARTS = ("step", "share")
 CASES = HERE / "cases.py"
 RULES = ("sgd", "momentum", "adam")
 ITEMSIZE = {"float32": 4, "float64": 8}
@@ -57,7 +57,7 @@ IMPLEMENTATIONS = {  # name in cases.py: column title
 # hours (issue 3). Under Numba its first call JIT-compiles the whole graph in time growing faster
 # than the node count (Adam over 100 params of shape (10,): 394 s and 11 GiB; over 256 params of
 # 16k: past 6 GiB after minutes); the C VM rewrites the graph in time roughly quadratic in the
-# nodes and compiles C code for it. The compile curve measures that growth on small models.
+# nodes and compiles C code for it.
 PER_PARAM_MAX_PARAMS = 1
 # Numba's compile time grows faster than linearly with the number of arguments of a jitted
 # function, and PyTensor passes every input and shared variable as one (two per param here): a
@@ -68,11 +68,10 @@ NUMBA_REASON = "not run: Numba compile > 600 s for {n} params (2 arguments each;
 PER_PARAM_REASON = (
     "not run (compile): the per-parameter graph over {n} params takes minutes to hours to compile "
     "(Numba: first-call JIT growing faster than the node count; C VM: graph rewriting roughly "
-    "quadratic in the nodes); see the compile curve for its growth"
+    "quadratic in the nodes)"
 )
 STEP_SETTINGS = {"min_time_s": 0.2, "repeats": 5}
 QUICK_MIN_TIME_S = 0.05
-COMPILE_PARAMS = (1, 10, 100, 1000)
 # The optimizer's share of the start (issue 10): mode -> P values; every rule of SHARE_MAIN at
 # each, the model alone as the baseline; every rule and wrapper (SHARE_RULES) at SHARE_ALL_P.
 # The C VM's own rewriting of the model takes minutes from P = 100 on (250 s cold).
@@ -80,7 +79,6 @@ SHARE_GRID = {"default": (10, 30, 100), "cvm": (10, 30), "jax": (10, 30, 100, 30
 SHARE_MAIN = ("sgd", "momentum", "adam", STACK)
 SHARE_ALL_P = 30
 SHARE_JAX_LARGE = 1000  # JAX: Adam and the model alone also at this P
-PER_PARAM_COMPILE_PARAMS = (1, 10)
 
 
 # -- running one measurement -----------------------------------------------------------------------
@@ -194,64 +192,6 @@ def step_rule(args, env, spec: dict, results: dict, torch_available: bool, given
             given_up[impl] = f"not run: timed out (> {timeout:g} s) with {spec['rule']} on this workload"
 
 
-# -- compile curve ---------------------------------------------------------------------------------
-
-
-def compile_benchmark(args, results: dict) -> None:
-    """Compile and first-call time of Adam and SGD on the model of P params, cold then warm."""
-    counts = (1, 10) if args.quick else COMPILE_PARAMS
-    if args.compile_params:
-        counts = tuple(int(n) for n in args.compile_params.split(","))
-    jax = importlib.util.find_spec("jax") is not None
-    modes = (
-        args.compile_modes.split(",") if args.compile_modes else ["numba", "cvm", *(["jax"] if jax else [])]
-    )
-    per_param_counts = (1,) if args.quick else (*PER_PARAM_COMPILE_PARAMS, *((100,) if args.slow else ()))
-    settings = {"timeout_s": args.compile_timeout, "params": counts, "per_param_params": per_param_counts}
-    section = {"started": now(), "commit": git_commit(), "settings": settings, "runs": []}
-    results["compile"] = section
-    given_up = {}
-    for n_params in counts:
-        for path in ("fused", "per-param"):
-            if path == "per-param" and n_params not in per_param_counts:
-                continue
-            for mode in modes:
-                if path == "per-param" and mode == "jax":
-                    continue
-                for rule in ("sgd", "adam"):
-                    key = (path, mode, rule)
-                    run = {"n_params": n_params, "path": path, "mode": mode, "rule": rule}
-                    section["runs"].append(run)
-                    if key in given_up:
-                        run["cold"] = run["warm"] = {"status": given_up[key]}
-                        continue
-                    cold_and_warm(args, run)
-                    if run["cold"]["status"] == "timeout":
-                        given_up[key] = f"not run: timed out at P={n_params}"
-    section["finished"] = now()
-
-
-def cold_and_warm(args, run: dict) -> None:
-    """The same measurement twice with fresh compile caches, first cold then warm, into ``run``."""
-    spec = {"kind": "compile", **run}
-    with tempfile.TemporaryDirectory(prefix="updates-compile-") as cache:
-        env = pytensor_env(cache)
-        for state in ("cold", "warm"):
-            if state == "warm" and run["cold"]["status"] != "ok":
-                failed = "timed out" if run["cold"]["status"] == "timeout" else "failed"
-                run["warm"] = {"status": f"not run: the cold run {failed}"}
-                continue
-            log(f"[compile] P={run['n_params']} {run['path']} {run['mode']} {run['rule']} {state}")
-            result = run[state] = run_case(spec, args.compile_timeout, env)
-            args.save()
-            timing = (
-                f" {result['compile_s']:.2f} s + {result['first_call_s']:.2f} s"
-                if "compile_s" in result
-                else ""
-            )
-            log(f"        {describe(result)}{timing}")
-
-
 # -- the optimizer's share of the start ------------------------------------------------------------
 
 
@@ -294,11 +234,12 @@ def share_benchmark(args, results: dict) -> None:
     section["finished"] = now()
 
 
-def share_markdown(section: dict) -> str:
+def share_markdown(section: dict, rules: tuple[str, ...] | None = None) -> str:
+    """The share table; ``rules``: only these rows (e.g. SHARE_MAIN, for the project's README)."""
     runs = {(r["mode"], r["n_params"], r["rule"]): r for r in section["runs"]}
     rows = []
     for (mode, n_params, rule), run in runs.items():
-        if rule == "none":
+        if rule == "none" or (rules is not None and rule not in rules):
             continue
         alone = runs.get((mode, n_params, "none"), {})
         cells = [mode, str(n_params), rule]
@@ -469,59 +410,8 @@ def step_markdown(step: dict) -> str:
     )
 
 
-def compile_markdown(section: dict) -> str:
-    runs = {(r["path"], r["mode"], r["n_params"], r["rule"]): r for r in section["runs"]}
-    summary, detail = [], []
-    for path, mode, n_params in dict.fromkeys(key[:3] for key in runs):
-        sgd, adam = runs.get((path, mode, n_params, "sgd")), runs.get((path, mode, n_params, "adam"))
-        cells = []
-        for state in ("cold", "warm"):
-            totals = [total_cell(result_of(r, state)) if r else "-" for r in (sgd, adam)]
-            values = [result_of(r, state).get("total_s") if r else None for r in (sgd, adam)]
-            cells += [*totals, ratio(values[1], values[0])]
-        summary.append([path, mode, str(n_params), *cells])
-        for run in (sgd, adam):
-            if run:
-                detail.append([path, mode, str(n_params), run["rule"], *detail_cells(run)])
-    states = [f"{rule} {state}" for state in ("cold", "warm") for rule in ("SGD", "Adam", "Adam/SGD")]
-    return "\n\n".join(
-        [
-            "### Compile + first call, Adam vs SGD (model: sum_i sum((p_i - x)²), P params of shape (10,))",
-            table(["path", "mode", "P", *states], summary),
-            "### Compile details (`pytensor.function` time, first-call time, peak memory of the process)",
-            table(
-                [
-                    "path",
-                    "mode",
-                    "P",
-                    "rule",
-                    "cold function",
-                    "cold first call",
-                    "warm function",
-                    "warm first call",
-                    "peak RSS (cold)",
-                ],
-                detail,
-            ),
-        ]
-    )
-
-
 def total_cell(result: dict) -> str:
     return fmt_time(result["total_s"]) if result["status"] == "ok" else short_status(result)
-
-
-def detail_cells(run: dict) -> list[str]:
-    cells = []
-    for state in ("cold", "warm"):
-        result = result_of(run, state)
-        if result["status"] == "ok":
-            cells += [fmt_time(result["compile_s"]), fmt_time(result["first_call_s"])]
-        else:
-            cells += [short_status(result), ""]
-    cold = result_of(run, "cold")
-    cells.append(f"{cold['max_rss_mib'] / 1024:.2f} GiB" if "max_rss_mib" in cold else "-")
-    return cells
 
 
 def notes(results: dict) -> list[str]:
@@ -542,8 +432,8 @@ def all_results(results: dict):
             yield result_of(w, "bandwidth")
             for r in w.get("rules", {}).values():
                 yield from r["results"].values()
-    for name in ("compile", "share"):
-        for run in (results.get(name) or {}).get("runs", []):
+    if results.get("share"):
+        for run in results["share"]["runs"]:
             yield result_of(run, "cold")
             yield result_of(run, "warm")
 
@@ -560,7 +450,7 @@ def markdown(results: dict) -> str:
         "Versions: " + ", ".join(f"{k} {v[k]}" for k in shown if v.get(k)) + ".",
     ]
     parts = []
-    for name, render in (("step", step_markdown), ("compile", compile_markdown), ("share", share_markdown)):
+    for name, render in (("step", step_markdown), ("share", share_markdown)):
         if results.get(name):
             section = results[name]
             commit = f" at commit {section['commit']}" if section.get("commit") else ""
@@ -599,13 +489,7 @@ def parse_args(argv=None):
     parser.add_argument(
         "--compile-timeout", type=float, default=600.0, help="seconds per measurement process"
     )
-    parser.add_argument("--slow", action="store_true", help="also compile the per-parameter graph at P=100")
     parser.add_argument("--workloads", help="comma-separated step workloads to run (default: all)")
-    parser.add_argument("--compile-params", help="compile curve P values, e.g. 1,10 (default 1,10,100,1000)")
-    parser.add_argument(
-        "--compile-modes",
-        help="compile curve modes: numba,cvm,jax (default all installed)",
-    )
     parser.add_argument("--share-modes", help="share table modes: default,cvm,jax (default all installed)")
     args = parser.parse_args(argv)
     if args.repeats is None:
@@ -642,8 +526,6 @@ def main(argv=None) -> int:
         if args.workloads:
             workloads = {name: workloads[name] for name in args.workloads.split(",")}
         step_benchmark(args, workloads, results)
-    if args.only in (None, "compile"):
-        compile_benchmark(args, results)
     if args.only in (None, "share"):
         share_benchmark(args, results)
     tables = write_results(results, args.out)
