@@ -66,11 +66,6 @@ def flat_state(params, indices, role: str, suffix: str = "") -> pytensor.compile
     return buffer
 
 
-#: Up to this many elements, ``perform`` copies the gradients end to end and calls the kernel once
-#: (many small params: one call instead of one each); beyond, once per param, copying nothing.
-ONE_CALL_MAX_SIZE = 2**20
-
-
 class FusedStep(Op):
     """Apply ``kernel(h, param, grad, *slots)`` to many parameters of one dtype at once.
 
@@ -171,14 +166,7 @@ class FusedStep(Op):
             new_param, *buffers = self.vector_function(flat_param, flat_grad, *buffers, *scalars)
             flat_param[...] = new_param
         else:
-            h = np.array(scalars or [0], dtype=self.dtype)
-            if flat_param.size < ONE_CALL_MAX_SIZE:  # gather the gradients: one call
-                flat_grad = np.concatenate(grads, axis=None, dtype=self.dtype, casting="same_kind")
-                kernel(flat_param, flat_grad, buffers, h, 0)
-            else:  # no copy of large gradients: one call per param
-                for start, stop, grad in zip(self.starts, self.starts[1:], grads):
-                    grad = np.ascontiguousarray(grad, dtype=self.dtype).reshape(-1)
-                    kernel(flat_param[start:stop], grad, buffers, h, start)
+            kernel(flat_param, grads, buffers, np.array(scalars or [0], dtype=self.dtype), self.starts)
         for storage, view in zip(output_storage, views):
             storage[0] = view
         for storage, buffer in zip(output_storage[self.n_params :], buffers):

@@ -174,12 +174,11 @@ def _fused_step_as_chain(fgraph, node):
     new_params, first = [], 0
     for width in chunk_widths(op.n_params):
         chunk, first = slice(first, first + width), first + width
-        n = len(params[chunk])
-        step = ParamStep(op.kernel, op.dtype, n, op.n_slots, op.scalar_names)
-        offsets = pt.constant(np.array(op.starts[:-1][chunk], dtype=np.int64))
-        (*new,) = step(*params[chunk], *grads[chunk], *buffers, offsets, h, return_list=True)
-        new_params += new[:n]
-        buffers = new[n:]
+        step = ParamStep(op.kernel, op.dtype, width, op.n_slots, op.scalar_names)
+        offsets = pt.constant(np.array(op.starts[chunk], dtype=np.int64))
+        new = step(*params[chunk], *grads[chunk], *buffers, offsets, h, return_list=True)
+        new_params += new[:width]
+        buffers = new[width:]
     return [*new_params, *buffers]
 
 
@@ -313,22 +312,45 @@ def compiled_kernel(op: FusedStep) -> CompiledKernel:
 
 def host_kernel(op: FusedStep):
     """The kernel of ``op`` callable from Python (``perform``), or None without PyTensor's Numba
-    backend: ``run(param, grad, buffers, h, offset)`` on contiguous 1-d arrays, in place."""
+    backend: ``run(flat_param, grads, buffers, h, starts)`` updates ``flat_param`` (the params end
+    to end, contiguous) and the buffers in place.
+
+    Up to :data:`ONE_CALL_MAX_SIZE` elements the gradients are copied end to end and the kernel
+    runs once (many small params: one call instead of one each); beyond, once per param on its
+    own gradient (no copy), at the addresses of its segments.
+    """
     if not NUMBA:
         return None
     kernel = compiled_kernel(op)
     arguments = [ctypes.c_void_p] * (3 + op.n_slots) + [ctypes.c_ssize_t] * 4
     function = ctypes.CFUNCTYPE(ctypes.c_ssize_t, *arguments)(kernel.cfunc.address)
+    dtype = np.dtype(op.dtype)
 
-    def run(param, grad, buffers, h, offset):
-        size = buffers[0].size if buffers else offset + param.size
-        pointers = [x.ctypes.data for x in (param, grad, *buffers, h)]
-        status = function(*pointers, offset, param.size, grad.size, size)
-        if status:
-            raise ValueError(f"{op}: {STATUS[status]}")
+    def run(flat_param, grads, buffers, h, starts):
+        total = flat_param.size
+        size = buffers[0].size if buffers else total
+        state = [b.ctypes.data for b in buffers]
+        if total < ONE_CALL_MAX_SIZE:
+            grad = np.concatenate(grads, axis=None, dtype=dtype, casting="same_kind")
+            calls = [(flat_param.ctypes.data, grad, 0, total)]
+        else:
+            base = flat_param.ctypes.data
+            calls = [
+                (base + start * dtype.itemsize, np.ascontiguousarray(grad, dtype=dtype), start, stop - start)
+                for start, stop, grad in zip(starts, starts[1:], grads)
+            ]
+        h_pointer = h.ctypes.data
+        for pointer, grad, start, n in calls:
+            status = function(pointer, grad.ctypes.data, *state, h_pointer, start, n, grad.size, size)
+            if status:
+                raise ValueError(f"{op}: {STATUS[status]}")
 
     run.kernel = kernel  # kept alive with the function
     return run
+
+
+#: Up to this many elements, ``run`` copies the gradients end to end and calls the kernel once.
+ONE_CALL_MAX_SIZE = 2**20
 
 
 #: What a kernel's non-zero status means.
