@@ -78,3 +78,26 @@ def test_readme_python_examples_run():
         for block in runnable:
             exec(block, namespace)
     assert isinstance(namespace["step_updates"], updates.Updates)
+
+
+def _keyword_callables():
+    """Every public function and schedule that takes a keyword argument, with its longest one."""
+    for name in updates.__all__:
+        function = getattr(updates, name)
+        if not callable(function) or (
+            inspect.isclass(function) and not issubclass(function, updates.schedules.Schedule)
+        ):
+            continue
+        parameters = inspect.signature(function).parameters.values()
+        keywords = [p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+        if keywords:
+            yield name, max(keywords, key=len)
+
+
+@pytest.mark.parametrize(("name", "keyword"), list(_keyword_callables()))
+def test_a_misspelt_keyword_names_the_closest_one(name, keyword):
+    """Rules, wrappers, transforms, schedules, state and the loop: `momentun=` says `momentum`."""
+    misspelt = keyword[:-2] + keyword[-1] + keyword[-2]  # the last two letters swapped
+    message = rf"^{name}: got an unexpected keyword argument '{misspelt}'; did you mean '{keyword}'\?$"
+    with pytest.raises(TypeError, match=message):
+        getattr(updates, name)(**{misspelt: 1})

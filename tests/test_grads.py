@@ -7,6 +7,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from registry import RULES as ALL_RULES
 
 import updates
 
@@ -66,7 +67,7 @@ def test_params_must_be_distinct(rule, w):
         rule((w**2).sum() + b.sum(), [w, b, w])
 
 
-@pytest.mark.parametrize("rule", GATED)
+@pytest.mark.parametrize("rule", RULES)
 def test_param_must_be_floating_point(rule, w):
     n = shared("n", dtype="int64")
     with raises(TypeError, rule, r"params\[1\] \('n'\) has dtype int64, expected a floating-point dtype"):
@@ -114,11 +115,11 @@ def test_loss_must_depend_on_every_param(rule, w):
         rule((w**2).sum(), [w, b])
 
 
-@pytest.mark.parametrize("rule", RULES)
+@pytest.mark.parametrize("rule", GATED)
 @pytest.mark.parametrize("missing", ["loss_or_grads", "params"])
 def test_loss_and_params_given_together(rule, missing, w):
     given = {"loss_or_grads": (w**2).sum(), "params": [w]}
-    del given[missing]
+    given[missing] = None
     with raises(TypeError, rule, f"{missing} is missing; give both loss_or_grads and params"):
         rule(**given)
 
@@ -143,7 +144,40 @@ def test_unknown_keyword(rule, w):
         rule((w**2).sum(), [w], lr=0.1)
 
 
+@pytest.mark.parametrize(
+    ("misspelt", "meant"),
+    [("learnign_rate", "learning_rate"), ("lr", "learning_rate"), ("clearnan", "clear_nan")],
+)
+@pytest.mark.parametrize("rule", RULES)
+def test_misspelt_keyword_names_the_closest(rule, misspelt, meant, w):
+    with raises(
+        TypeError, rule, f"got an unexpected keyword argument '{misspelt}'; did you mean '{meant}'\\?$"
+    ):
+        rule((w**2).sum(), [w], **{misspelt: 0.1})
+    with raises(TypeError, rule, f"got an unexpected keyword argument '{misspelt}'; did you mean '{meant}'"):
+        rule(**{misspelt: 0.1})  # partial application too
+
+
+def test_keyword_far_from_any_gets_no_guess(w):
+    with raises(TypeError, updates.adam, "got an unexpected keyword argument 'colour'$"):
+        updates.adam((w**2).sum(), [w], colour=1)
+
+
 # -- what the gate returns -------------------------------------------------------------------------
+
+
+def test_a_list_of_gradients_comes_back_as_the_same_object(w):
+    grads = [2 * w]
+    assert updates.get_or_compute_grads(grads, [w]) is grads
+
+
+def test_integer_shared_variables_are_differentiated():
+    """Lasagne's own test: get_or_compute_grads(A + B, [A, B]) for integer A and B."""
+    a, b = pytensor.shared(1), pytensor.shared(1)
+    grads = updates.get_or_compute_grads(a + b, [a, b])
+    expected = pytensor.grad(a + b, [a, b])
+    assert [g.type for g in grads] == [e.type for e in expected]
+    assert [float(g.eval(mode="FAST_COMPILE")) for g in grads] == [0.0, 0.0]
 
 
 def test_one_grad_per_param_with_its_dtype():
@@ -187,3 +221,93 @@ def test_loss_is_differentiated_once(rule, monkeypatch):
     values = step()
     for a, b in zip(values[:2], values[2:]):
         np.testing.assert_array_equal(a, b)
+
+
+# -- drop-in for code written against Lasagne and PyMC, which catch ValueError ---------------------
+
+NOT_SHARED = {
+    "symbolic": lambda: pt.vector("x"),
+    "ndarray": lambda: np.ones(3),
+    "number": lambda: 1.0,
+}
+
+
+def _through_wrappers(x, w):
+    """Each entry point that takes params, called with ``x`` among them."""
+    base = updates.sgd([pt.vector("g")], [w])
+    return {
+        "get_or_compute_grads": lambda: updates.get_or_compute_grads([pt.vector("g")] * 2, [w, x]),
+        "apply_momentum": lambda: updates.apply_momentum(base, [w, x]),
+        "apply_nesterov_momentum": lambda: updates.apply_nesterov_momentum(base, [w, x]),
+        "apply_weight_decay": lambda: updates.apply_weight_decay(base, [w, x]),
+        "apply_lookahead": lambda: updates.apply_lookahead(base, [w, x]),
+        "apply_ema": lambda: updates.apply_ema(base, [w, x]),
+        "accumulate_gradients": lambda: updates.accumulate_gradients(updates.sgd())(
+            [pt.vector("g")] * 2, [w, x]
+        ),
+        "add_weight_decay": lambda: updates.add_weight_decay([pt.vector("g")] * 2, [w, x]),
+    }
+
+
+@pytest.mark.parametrize("kind", NOT_SHARED)
+@pytest.mark.parametrize("case", ALL_RULES, ids=str)
+def test_a_param_not_shared_is_a_value_error_too(case, kind, w):
+    for error in (ValueError, TypeError, updates.ArgumentError):
+        with pytest.raises(error, match=rf"^{case.name}: params\[1\] .* expected a shared variable"):
+            case.function([pt.vector("g")] * 2, [w, NOT_SHARED[kind]()], **case.options)
+
+
+@pytest.mark.parametrize("kind", NOT_SHARED)
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "get_or_compute_grads",
+        "apply_momentum",
+        "apply_nesterov_momentum",
+        "apply_weight_decay",
+        "apply_lookahead",
+        "apply_ema",
+        "accumulate_gradients",
+        "add_weight_decay",
+    ],
+)
+def test_wrappers_and_transforms_refuse_a_param_not_shared_with_a_value_error(entry, kind, w):
+    call = _through_wrappers(NOT_SHARED[kind](), w)[entry]
+    with pytest.raises(ValueError, match=rf"^{entry}: params\[1\] .* expected a shared variable"):
+        call()
+    assert issubclass(updates.ArgumentError, TypeError)
+
+
+# The structure of PyMC's own test of its optimizers (tests/variational/test_updates.py).
+_a = pytensor.shared(1.0)
+_b = _a * 2
+_m = pytensor.shared(np.empty((10,), pytensor.config.floatX))
+_m2 = pytensor.shared(np.empty((10, 10, 10), pytensor.config.floatX))
+LOSSES = {
+    "scalar": (_b, [_a]),
+    "vector": (_m.sum(), [_m]),
+    "mixed": (_b + _m.sum() + _m2.sum(), [_a, _m, _m2]),
+}
+GETTERS = {
+    "both": lambda t: t,
+    "no loss": lambda t: (None, t[1]),
+    "no params": lambda t: (t[0], None),
+    "neither": lambda t: (None, None),
+}
+
+
+@pytest.mark.parametrize("getter", GETTERS)
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("case", ALL_RULES, ids=str)
+def test_the_call_patterns_pymc_tests(case, loss, getter):
+    given, params = GETTERS[getter](LOSSES[loss])
+    kwargs = {**case.hyper, "loss_or_grads": given, "params": params}
+    if given is None and params is None:
+        rule = case.function(**kwargs)
+        assert callable(rule)
+        assert isinstance(rule(_b, [_a]), dict)
+    elif given is None or params is None:
+        with pytest.raises(ValueError):
+            case.function(**kwargs)
+    else:
+        assert isinstance(case.function(**kwargs), dict)

@@ -946,3 +946,26 @@ def test_live_values_are_accepted_by_every_hyperparameter():
     )
     assert step_updates.hyperparameters["beta1"].dtype == "float64"
     assert all(step_updates[key].dtype == "float32" for key in step_updates if key.name != "adam.t")
+
+
+def test_hyperparameter_values_are_the_numbers_the_next_call_uses(monkeypatch):
+    """Updates.hyperparameters are expressions; hyperparameter_values() evaluates them without
+    compiling the step (only PyTensor's Python linker runs), at every step as the step sees them."""
+    w = pytensor.shared(np.zeros(2), name="w")
+    rate, mu = updates.linear_warmup(1.0, 4), updates.live(0.5)
+    built = updates.momentum((w**2).sum(), [w], learning_rate=rate, momentum=mu)
+    step = pytensor.function([], [built.hyperparameters["learning_rate"]], updates=built)
+    compiled_linkers = []
+    function = pytensor.function
+
+    def recording(*args, **kwargs):
+        compiled_linkers.append(kwargs["mode"].linker)
+        return function(*args, **kwargs)
+
+    monkeypatch.setattr(pytensor, "function", recording)
+    for expected in (0.0, 0.25, 0.5, 0.75, 1.0):
+        values = built.hyperparameter_values()
+        assert values == {"learning_rate": expected, "momentum": mu.get_value()}
+        assert float(step()[0]) == values["learning_rate"]
+        mu.set_value(mu.get_value() / 2)
+    assert compiled_linkers and all(type(linker).__name__ == "PerformLinker" for linker in compiled_linkers)

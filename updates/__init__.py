@@ -6,7 +6,7 @@ ordered dictionary ``{shared variable: new value}`` to pass to ``pytensor.functi
 
 from updates.constraints import norm_constraint, total_norm_constraint
 from updates.core import Updates, per_parameter
-from updates.grads import get_or_compute_grads
+from updates.grads import ArgumentError, get_or_compute_grads
 from updates.modern import (
     adabelief,
     adagrad_window,
@@ -68,6 +68,7 @@ __all__ = [
     "Updates",
     "per_parameter",
     "get_or_compute_grads",
+    "ArgumentError",
     "sgd",
     "momentum",
     "nesterov_momentum",

@@ -15,7 +15,7 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
 from updates.core import NON_NEGATIVE, POSITIVE, check_hyperparameter
-from updates.grads import as_dtype, describe, l2_norm
+from updates.grads import as_dtype, checks_keywords, describe, l2_norm
 
 __all__ = ["norm_constraint", "total_norm_constraint"]
 
@@ -40,6 +40,7 @@ def _scale(norm: Variable, max_norm: Any, epsilon: Any) -> Variable:
     return pt.clip(norm, 0, as_dtype(max_norm, dtype)) / (as_dtype(epsilon, dtype) + norm)
 
 
+@checks_keywords
 def norm_constraint(
     tensor_var: Any, max_norm: Any, norm_axes: Sequence[int] | None = None, epsilon: Any = 1e-7
 ) -> Variable:
@@ -97,6 +98,7 @@ def norm_constraint(
     return tensor_var * _scale(norms, max_norm, epsilon)
 
 
+@checks_keywords
 def total_norm_constraint(
     tensor_vars: Sequence[Any], max_norm: Any, epsilon: Any = 1e-7, return_norm: bool = False
 ) -> list[Variable] | tuple[list[Variable], Variable]:

@@ -1,11 +1,17 @@
 """The machinery shared by every rule: the updates dictionary, hyperparameter checks, and the one
 mechanism that turns a rule's elementwise equations into updates for every parameter.
 
-A rule is declared as a ``Rule``: its name, the state slots it keeps per parameter, an
+A rule is declared as a :class:`~updates.core.Rule`: its name, the state slots it keeps per parameter, an
 optional function of the step count computed once per step (e.g. Adam's bias-corrected step size),
-and its *kernel*, the elementwise equations ``(h, param, grad, *slots) -> (new_param, *new_slots)``
-with ``h`` the hyperparameters cast to the parameter's dtype. Because the kernel is elementwise, the
-same code serves one parameter at a time (here) or all parameters at once (a multi-tensor path).
+the valid range of each hyperparameter, and its *kernel*, the elementwise equations
+``(h, param, grad, *slots) -> (new_param, *new_slots)`` with ``h`` the hyperparameters cast to the
+parameter's dtype. Its public function (in ``rules.py``, ``modern.py``, ``momentum.py``) hands the
+rule and its arguments to :func:`~updates.core.apply_rule`, which checks them, computes the gradients and applies
+the kernel as an :class:`~updates.core.Elementwise` step: one multi-tensor node per dtype
+(``updates.fused``), or per parameter under :func:`per_parameter`. The elementwise wrappers
+(momentum, weight decay, lookahead, averaging) are :class:`~updates.core.Elementwise` steps too, applied to the
+new values the wrapped updates give the params by :func:`~updates.core.wrap_elementwise`. So reading ``adam``
+end to end takes ``rules.py`` (its equations and its one-line body) and this module.
 """
 
 from __future__ import annotations
@@ -34,16 +40,40 @@ from updates.fused import FusedStep, flat_state
 from updates.grads import (
     as_dtype,
     check_params,
+    checks_keywords,
     clear_nan,
     describe,
     is_concrete,
     label,
     prepare_grads,
     state_like,
+    unknown_keyword,
     which,
 )
 
-__all__ = ["Updates", "per_parameter"]
+# The package's public API is ``updates.__all__``; these are the pieces the other modules build on
+# (rules, wrappers, transforms, schedules, the loop). Everything else here is private.
+__all__ = [
+    "NON_NEGATIVE",
+    "POSITIVE",
+    "UNIT",
+    "Elementwise",
+    "Interval",
+    "Rule",
+    "Updates",
+    "apply_rule",
+    "begin_wrapper",
+    "check_hyperparameter",
+    "check_mapping",
+    "gated",
+    "is_schedule",
+    "params_to_wrap",
+    "per_parameter",
+    "schedule_state",
+    "step_counter",
+    "update_rule",
+    "wrap_elementwise",
+]
 
 
 class Updates(OrderedDict):
@@ -74,8 +104,9 @@ class Updates(OrderedDict):
         #: What built these updates, outermost last: ``[{"rule": "adam", "learning_rate": 0.001,
         #: ...}, {"wrapper": "apply_momentum", "momentum": 0.9}]``.
         self.config: list[dict] = list(config)
-        #: The hyperparameters as symbolic scalars, by name: the value the next call will use
-        #: (for a schedule, its value at the current step), e.g. for logging.
+        #: The hyperparameters as graph expressions (0-d tensors), by name: what the next call
+        #: uses (for a schedule, its value at the current step). Add one to the outputs of the
+        #: step to log it; :meth:`hyperparameter_values` gives the current values as numbers.
         self.hyperparameters: dict[str, Variable] = dict(hyperparameters or {})
 
     @property
@@ -91,6 +122,26 @@ class Updates(OrderedDict):
         except TypeError as err:
             raise TypeError(f"the update of {key} has type {value.type}, expected {key.type}") from err
         super().__setitem__(key, value)
+
+    def hyperparameter_values(self) -> dict[str, float | int | None]:
+        """The value each hyperparameter takes at the next call, as a number, now.
+
+        :attr:`hyperparameters` holds graph expressions (a schedule's prints as ``Switch.0``);
+        this evaluates them from the current values of the shared variables they read (step
+        counters, ``live`` scalars) with PyTensor's Python linker: the training step is not
+        compiled. None for an expression that needs an input of the step.
+
+        Examples
+        --------
+        >>> import numpy as np, pytensor, updates
+        >>> w = pytensor.shared(np.zeros(2), name="w")
+        >>> warm = updates.sgd((w**2).sum(), [w], learning_rate=updates.linear_warmup(1.0, 4))
+        >>> warm.hyperparameters["learning_rate"].owner is not None, warm.hyperparameter_values()
+        (True, {'learning_rate': 0.0})
+        """
+        from updates.state import current_values
+
+        return current_values(self.hyperparameters)
 
     def named_state(self) -> dict[str, np.ndarray]:
         """The current value of every piece of state, by name, per parameter.
@@ -159,7 +210,7 @@ def is_schedule(value: Any) -> bool:
     return callable(value) and not isinstance(value, Variable)
 
 
-def evaluate(value: Any, counter: Variable | None) -> Any:
+def _evaluate(value: Any, counter: Variable | None) -> Any:
     """A hyperparameter's value for the next call: a schedule is evaluated at ``counter``."""
     return value(counter) if is_schedule(value) else value
 
@@ -177,7 +228,7 @@ def schedule_state(values: Iterable[Any]) -> dict[Variable, Variable]:
     return state
 
 
-def describe_hyperparameter(value: Any) -> Any:
+def _describe_hyperparameter(value: Any) -> Any:
     """A plain-data description of a hyperparameter, for ``Updates.config`` and checkpoints."""
     if is_concrete(value):
         return float(value)
@@ -188,7 +239,7 @@ def describe_hyperparameter(value: Any) -> Any:
     return "symbolic"
 
 
-def check_hyperparameter(who: str, name: str, value: Any, interval: Interval) -> None:
+def check_hyperparameter(who: str, name: str, value: Any, interval: Interval | None) -> None:
     """Reject a hyperparameter that is not a scalar, or a concrete one outside ``interval``.
 
     Schedules (callables of the step) are accepted as they are: each checks its own arguments.
@@ -198,7 +249,7 @@ def check_hyperparameter(who: str, name: str, value: Any, interval: Interval) ->
     if isinstance(value, Constant):
         value = value.data
     if is_concrete(value):
-        if float(value) not in interval:
+        if interval is not None and float(value) not in interval:
             raise ValueError(f"{who}: {name} must be in {interval}, got {value!r}")
         return
     if not isinstance(value, Variable) or getattr(value.type, "ndim", None) != 0:
@@ -239,6 +290,8 @@ class Rule:
         list per input, given to the kernel after the gradient: ``kernel(h, param, grad, *extra,
         *slots)`` (e.g. ESGD's Hessian-vector products); ``step`` is the int64 step count, 1 on
         the first step (the rule needs ``per_step``). Only with ``per_tensor``.
+    ranges : mapping of str to Interval
+        The valid concrete values of each hyperparameter, checked when the rule is applied.
     """
 
     name: str
@@ -248,29 +301,30 @@ class Rule:
     carry: tuple[tuple[str, float], ...] = ()
     per_tensor: bool = False
     extra: Callable[[Any, list, list, Variable], list[list[Variable]]] | None = None
+    ranges: Mapping[str, Interval] = dataclasses.field(default_factory=dict, compare=False)
 
 
 @dataclass(frozen=True)
-class Kernel:
-    """A rule's kernel, optionally clearing NaN from the gradient first (hashable, for Ops).
+class Elementwise:
+    """One elementwise step, the primitive of rules and elementwise wrappers (hashable, for Ops).
 
-    A gated kernel returns the param and slots as they were where the scalar ``h.gate`` is 0
-    (see :func:`gated`).
+    ``equations(h, param, x, *slots) -> (new_param, *new_slots)``, where ``x`` is a rule's
+    gradient or, for a wrapper, the new value the wrapped updates give the param. With
+    ``clear_nan``, NaN entries of ``x`` become 0 first; a ``gated`` step returns the param and
+    slots as they were where the scalar ``h.gate`` is 0 (see :func:`gated`).
     """
 
-    rule: Rule
+    name: str
+    equations: Callable[..., tuple[Variable, ...]]
+    slots: tuple[str, ...] = ()
     clear_nan: bool = False
     gated: bool = False
 
-    @property
-    def name(self) -> str:
-        return self.rule.name
-
-    def __call__(self, h: SimpleNamespace, param: Variable, grad: Variable, *rest: Variable):
-        outputs = self.rule.kernel(h, param, clear_nan(grad) if self.clear_nan else grad, *rest)
+    def __call__(self, h: SimpleNamespace, param: Variable, x: Variable, *rest: Variable):
+        outputs = self.equations(h, param, clear_nan(x) if self.clear_nan else x, *rest)
         if not self.gated:
             return outputs
-        old = (param, *rest[len(rest) - len(self.rule.slots) :])
+        old = (param, *rest[len(rest) - len(self.slots) :])
         return tuple(pt.switch(h.gate > 0, new, before) for new, before in zip(outputs, old))
 
 
@@ -296,6 +350,7 @@ def gated(ok: Variable) -> Iterator[None]:
         _GATE.reset(token)
 
 
+@checks_keywords
 @contextmanager
 def per_parameter(enabled: bool = True) -> Iterator[None]:
     """Within this block, rules build the readable per-parameter graph (the reference path).
@@ -329,39 +384,51 @@ def step_counter(name: str) -> SharedVariable:
 
 def apply_rule(
     rule: Rule,
-    loss_or_grads: Any,
-    params: Any,
-    hyper: dict[str, Any],
-    clear_nan: bool,
-    options: Mapping[str, Any] | None = None,
-) -> Updates:
-    """Build the updates of ``rule`` for ``params``: per parameter, or one node per dtype.
+    loss_or_grads: Any = None,
+    params: Any = None,
+    clear_nan: bool = False,
+    options: Iterable[str] = (),
+    **hyper: Any,
+) -> Updates | Rule:
+    """Build the updates of ``rule`` for ``params``: one multi-tensor node per dtype, or per param.
 
-    ``options`` (the structural choices that selected ``rule``) are recorded in the config.
+    A rule's public function hands it its arguments: ``apply_rule(ADAM, **locals())``. The
+    hyperparameters are checked against ``rule.ranges`` first; the arguments named in ``options``
+    are the structural choices that selected ``rule`` (e.g. ``centered``), recorded in the config
+    but not scalars of the step. Without ``loss_or_grads`` and ``params``, only the checks run
+    and ``rule`` is returned: the public function then returns itself awaiting them (see
+    :func:`update_rule`).
     """
+    chosen = {name: hyper.pop(name) for name in options}
+    for name, value in hyper.items():
+        check_hyperparameter(rule.name, name, value, rule.ranges.get(name))
+    if not isinstance(clear_nan, (bool, np.bool_)):
+        raise TypeError(f"{rule.name}: clear_nan must be True or False, got {clear_nan!r}")
+    if loss_or_grads is None and params is None:
+        return rule
     params, grads = prepare_grads(rule.name, loss_or_grads, params)
-    kernel = Kernel(rule, clear_nan)
+    step = Elementwise(rule.name, rule.kernel, rule.slots, bool(clear_nan))
     scheduled = any(is_schedule(value) for value in hyper.values())
     counter = step_counter(f"{rule.name}.t") if rule.per_step or scheduled else None
     extra = [()] * len(params)
     if rule.extra is not None:
         extra = list(zip(*rule.extra(loss_or_grads, params, grads, counter + 1)))
-    config = {"rule": rule.name, **{name: describe_hyperparameter(v) for name, v in hyper.items()}}
-    config.update(options or {})
+    config = {"rule": rule.name, **{name: _describe_hyperparameter(v) for name, v in hyper.items()}}
+    config.update(chosen)
     schedules = schedule_state(hyper.values())
-    hyper = {name: evaluate(value, counter) for name, value in hyper.items()}
+    hyper = {name: _evaluate(value, counter) for name, value in hyper.items()}
     current = {name: pt.as_tensor_variable(value) for name, value in hyper.items()}
     updates = Updates(params=params, config=[config], hyperparameters=current)
-    for dtype, group, suffix in dtype_groups(params, grads, extra):
+    for dtype, group, suffix in _dtype_groups(params, grads, extra):
         h = _scalars(rule, hyper, dtype, counter, suffix, updates)
-        apply_kernel(kernel, group, h, updates, suffix)
+        _apply_elementwise(step, group, h, updates, suffix, per_tensor=rule.per_tensor)
     updates.update(schedules)
     if counter is not None:
         updates[counter] = counter + 1
     return _in_param_order(updates, params)
 
 
-def dtype_groups(params: list[Variable], *per_param: list) -> Iterator[tuple[str, list[tuple], str]]:
+def _dtype_groups(params: list[Variable], *per_param: list) -> Iterator[tuple[str, list[tuple], str]]:
     """The params by dtype: ``(dtype, [(index, param, *its entries of per_param)], suffix)``.
 
     ``suffix`` (``[float32]``) tells apart the flat buffers of several dtypes, and is empty when
@@ -373,44 +440,49 @@ def dtype_groups(params: list[Variable], *per_param: list) -> Iterator[tuple[str
         yield dtype, group, f"[{dtype}]" if len(dtypes) > 1 else ""
 
 
-def apply_kernel(
-    kernel: Kernel, group: list[tuple], h: SimpleNamespace, updates: Updates, suffix: str
+def _apply_elementwise(
+    step: Elementwise,
+    group: list[tuple],
+    h: SimpleNamespace,
+    updates: Updates,
+    suffix: str,
+    per_tensor: bool = False,
 ) -> None:
-    """Write into ``updates`` the kernel's new params and state for ``group`` (one dtype).
+    """Write into ``updates`` the new params and state ``step`` gives ``group`` (one dtype).
 
-    ``group`` holds ``(index, param, grad, extra inputs)``; the "gradient" is whatever the
-    kernel's second input means (a momentum wrapper passes the wrapped new value). One
-    multi-tensor node, or per parameter under :func:`per_parameter` or for a per-tensor rule.
+    ``group`` holds ``(index, param, x, extra inputs)``, ``x`` the gradient of a rule or the
+    wrapped new value of a wrapper. One multi-tensor node, or per parameter under
+    :func:`per_parameter` or for a ``per_tensor`` rule.
     """
     gate = _GATE.get()
     if gate is not None:
-        kernel = dataclasses.replace(kernel, gated=True)
+        step = dataclasses.replace(step, gated=True)
         h = SimpleNamespace(**vars(h), gate=pt.cast(gate, group[0][1].dtype))
     before = set(updates)
-    per_param = _PER_PARAMETER.get() or kernel.rule.per_tensor
-    (_apply_per_parameter if per_param else _apply_fused)(kernel, group, h, updates, suffix)
+    per_param = _PER_PARAMETER.get() or per_tensor
+    (_apply_per_parameter if per_param else _apply_fused)(step, group, h, updates, suffix)
     if gate is not None:
         written = [param for _, param, *_ in group] + [key for key in updates if key not in before]
         for key in written:
             updates[key].tag.gated = True
 
 
-def _apply_per_parameter(kernel: Kernel, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:
-    for i, param, grad, extra in group:
-        slots = [state_like(param, f"{label(param, i)}.{kernel.name}.{s}") for s in kernel.rule.slots]
-        new_param, *new_slots = kernel(h, param, grad, *extra, *slots)
+def _apply_per_parameter(step: Elementwise, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:
+    for i, param, x, extra in group:
+        slots = [state_like(param, f"{label(param, i)}.{step.name}.{s}") for s in step.slots]
+        new_param, *new_slots = step(h, param, x, *extra, *slots)
         updates[param] = new_param
         for slot, new_slot in zip(slots, new_slots):
             updates[slot] = new_slot
 
 
-def _apply_fused(kernel: Kernel, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:
-    indices, params, grads, _ = zip(*group)
-    buffers = [flat_state(params, indices, f"{kernel.name}.{slot}", suffix) for slot in kernel.rule.slots]
+def _apply_fused(step: Elementwise, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:
+    indices, params, xs, _ = zip(*group)
+    buffers = [flat_state(params, indices, f"{step.name}.{slot}", suffix) for slot in step.slots]
     names = tuple(vars(h))
     shapes = [p.get_value(borrow=True).shape for p in params]
-    op = FusedStep(kernel, params[0].dtype, shapes, len(buffers), names)
-    outputs = op(*params, *grads, *buffers, *(getattr(h, n) for n in names), return_list=True)
+    op = FusedStep(step, params[0].dtype, shapes, len(buffers), names)
+    outputs = op(*params, *xs, *buffers, *(getattr(h, n) for n in names), return_list=True)
     for variable, value in zip((*params, *buffers), outputs):
         updates[variable] = value
 
@@ -466,26 +538,10 @@ def params_to_wrap(who: str, updates: Mapping, params: Any) -> list[SharedVariab
     return params
 
 
-def wrapper_hyperparameters(
-    who: str, values: dict[str, Any], ranges: dict[str, Interval]
-) -> tuple[dict[str, Any], Variable | None, dict]:
-    """Check the hyperparameters; evaluate schedules at a new counter ``<who>.t`` if there are any.
-
-    Returns the values for the next call, the counter (None without schedules) and the updates
-    of the schedules' own state.
-    """
-    for name, interval in ranges.items():
-        check_hyperparameter(who, name, values[name], interval)
-    scheduled = any(is_schedule(v) for v in values.values())
-    counter = step_counter(f"{who}.t") if scheduled else None
-    state = schedule_state(values.values())
-    return {name: evaluate(v, counter) for name, v in values.items()}, counter, state
-
-
 def begin_wrapper(who: str, updates: Mapping, params: list, config: dict, hyper: dict[str, Any]) -> Updates:
     """A new Updates with the entries of ``updates``, its params, config and hyperparameters."""
     base = updates if isinstance(updates, Updates) else Updates(params=params)
-    described = {name: describe_hyperparameter(v) for name, v in config.items()}
+    described = {name: _describe_hyperparameter(v) for name, v in config.items()}
     return Updates(
         updates,
         base.params or params,
@@ -494,8 +550,43 @@ def begin_wrapper(who: str, updates: Mapping, params: list, config: dict, hyper:
     )
 
 
-def finish_wrapper(wrapped: Updates, schedules: dict, counter: Variable | None) -> Updates:
-    """Append the schedules' state, then the wrapper's step counter (if any), last."""
+def wrap_elementwise(
+    who: str,
+    step: Elementwise,
+    updates: Any,
+    params: Any,
+    hyper: dict[str, Any],
+    ranges: Mapping[str, Interval | None],
+    scalars: Callable[[str, dict[str, Any], Variable | None], SimpleNamespace],
+    *,
+    counted: bool = False,
+    options: Mapping[str, Any] | None = None,
+    on_state: Callable[[list[Variable], list[Variable]], None] | None = None,
+) -> Updates:
+    """Apply an elementwise wrapper to the params of ``updates``: the skeleton of every such wrapper.
+
+    Checks ``updates`` and the hyperparameters, evaluates schedules at a new counter ``<who>.t``
+    (kept also without schedules if ``counted``), then applies ``step`` to each dtype's params
+    with ``x`` the new value ``updates`` gives them and ``h = scalars(dtype, values, counter)``.
+    The result has the entries of ``updates`` (params replaced), the wrapper's state, the
+    schedules' state and the counter last. ``options`` are structural choices for the config;
+    ``on_state(params, new_state)`` sees each dtype's params and the state created for them.
+    """
+    check_mapping(who, updates)
+    for name, interval in ranges.items():
+        check_hyperparameter(who, name, hyper[name], interval)
+    params = params_to_wrap(who, updates, params)
+    scheduled = any(is_schedule(value) for value in hyper.values())
+    counter = step_counter(f"{who}.t") if counted or scheduled else None
+    schedules = schedule_state(hyper.values())
+    values = {name: _evaluate(value, counter) for name, value in hyper.items()}
+    wrapped = begin_wrapper(who, updates, params, hyper, values)
+    wrapped.config[-1].update(options or {})
+    for dtype, group, suffix in _dtype_groups(params, [updates[p] for p in params], [()] * len(params)):
+        before = set(wrapped)
+        _apply_elementwise(step, group, scalars(dtype, values, counter), wrapped, suffix)
+        if on_state is not None:
+            on_state([param for _, param, *_ in group], [key for key in wrapped if key not in before])
     wrapped.update(schedules)
     if counter is not None:
         wrapped[counter] = counter + 1
@@ -504,7 +595,7 @@ def finish_wrapper(wrapped: Updates, schedules: dict, counter: Variable | None) 
 
 # -- the public face of a rule ---------------------------------------------------------------------
 
-COMMON_PARAMETERS = """\
+_COMMON_PARAMETERS = """\
 loss_or_grads : scalar TensorVariable or list of TensorVariable
         A scalar loss (differentiated once for all ``params``) or one gradient per parameter.
         Leave out both ``loss_or_grads`` and ``params`` to get the rule back as a callable
@@ -512,18 +603,18 @@ loss_or_grads : scalar TensorVariable or list of TensorVariable
     params : list of shared variables
         The floating-point parameters to update, each given once.\
 """
-CLEAR_NAN = """\
+_CLEAR_NAN = """\
 clear_nan : bool
         If true, NaN entries of the gradients are replaced by 0 before the rule sees them, so a
         NaN element acts exactly as a zero gradient (the parameter keeps its value there, moments
         decay). Infinities are left alone. Default False.\
 """
-BETAS = """\
+_BETAS = """\
 beta1, beta2 : float or scalar tensor
         The decays of the moving averages of the gradient and of its square (or of its
         deviation, for AdaBelief), in [0, 1), defaults 0.9 and 0.999.\
 """
-RETURNS = """\
+_RETURNS = """\
 Updates
         An ``OrderedDict`` mapping the parameters, then the optimizer state, then the step
         counter (if the rule has one) to their new values; ``.params`` and ``.state`` tell them
@@ -531,62 +622,34 @@ Updates
 """
 
 
-def update_rule(
-    rule: Rule | Callable[..., Rule], options: tuple[str, ...] = (), **ranges: Interval
-) -> Callable[[Callable], Callable]:
-    """Make a rule's public function from its signature and docstring.
+def update_rule(function: Callable) -> Callable:
+    """Give a rule's public function partial application and the docstring text rules share.
 
-    The decorated function's body is not run: its signature gives the hyperparameters and their
-    defaults, its docstring the documentation (``$parameters``, ``$clear_nan``, ``$returns`` and
-    ``$betas`` are replaced by the text the rules share). Called, it checks each hyperparameter
-    (concrete values against its interval in ``ranges``, symbolic ones for being scalars) and
-    applies ``rule``; called without ``loss_or_grads`` and ``params``, it returns itself with the
-    hyperparameters bound, as a ``functools.partial`` awaiting ``(loss_or_grads, params)``.
-
-    A rule whose equations depend on structural choices (``rmsprop(centered=True)``) gives a
-    factory ``rule(hyper, **options) -> Rule`` instead of a :class:`Rule`, and names the
-    arguments in ``options``: they select the equations and are not scalars of the step. The
-    function's ``rule_for(**arguments)`` returns the :class:`Rule` those arguments select.
+    The function's body hands its :class:`Rule` and hyperparameters to :func:`apply_rule`.
+    Called without ``loss_or_grads`` and ``params``, the decorated function checks the
+    hyperparameters and returns itself with them bound, as a ``functools.partial`` awaiting
+    ``(loss_or_grads, params)``; a misspelt keyword names the closest valid one. In the
+    docstring, ``$parameters``, ``$clear_nan``, ``$returns`` and ``$betas`` become the text the
+    rules share. ``rule_for(**arguments)`` returns the :class:`Rule` those arguments select.
     """
+    signature = inspect.signature(function)
+    name = function.__name__
 
-    def decorate(function: Callable) -> Callable:
-        signature = inspect.signature(function)
-        name = rule.name if isinstance(rule, Rule) else function.__name__
+    @functools.wraps(function)
+    def public(*args: Any, **kwargs: Any) -> Any:
+        try:
+            bound = signature.bind(*args, **kwargs)
+        except TypeError as err:
+            raise unknown_keyword(name, signature, kwargs) or TypeError(f"{name}: {err}") from None
+        result = function(*args, **kwargs)
+        if not isinstance(result, Rule):
+            return result
+        bound.apply_defaults()
+        hyper = {k: v for k, v in bound.arguments.items() if k not in ("loss_or_grads", "params")}
+        return functools.partial(public, **hyper)
 
-        def resolve(args: tuple, kwargs: dict) -> tuple[Rule, dict, dict, bool, Any, Any]:
-            try:
-                bound = signature.bind(*args, **kwargs)
-            except TypeError as err:
-                raise TypeError(f"{name}: {err}") from None
-            bound.apply_defaults()
-            hyper = dict(bound.arguments)
-            loss_or_grads, params = hyper.pop("loss_or_grads"), hyper.pop("params")
-            clear_nan = hyper.pop("clear_nan")
-            chosen = {option: hyper.pop(option) for option in options}
-            for hyper_name, interval in ranges.items():
-                check_hyperparameter(name, hyper_name, hyper[hyper_name], interval)
-            if not isinstance(clear_nan, (bool, np.bool_)):
-                raise TypeError(f"{name}: clear_nan must be True or False, got {clear_nan!r}")
-            selected = rule if isinstance(rule, Rule) else rule(hyper, **chosen)
-            return selected, hyper, chosen, clear_nan, loss_or_grads, params
-
-        @functools.wraps(function)
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            selected, hyper, chosen, clear_nan, loss_or_grads, params = resolve(args, kwargs)
-            if loss_or_grads is None and params is None:
-                return functools.partial(wrapper, **hyper, **chosen, clear_nan=clear_nan)
-            if loss_or_grads is None or params is None:
-                missing = "loss_or_grads" if loss_or_grads is None else "params"
-                raise TypeError(
-                    f"{name}: {missing} is missing; give both loss_or_grads and params, or "
-                    "neither to get the rule back awaiting them"
-                )
-            return apply_rule(selected, loss_or_grads, params, hyper, clear_nan, chosen)
-
-        wrapper.rule_for = lambda **arguments: resolve((), arguments)[0]
-        wrapper.__doc__ = string.Template(function.__doc__ or "").safe_substitute(
-            parameters=COMMON_PARAMETERS, clear_nan=CLEAR_NAN, returns=RETURNS, betas=BETAS
-        )
-        return wrapper
-
-    return decorate
+    public.rule_for = lambda **arguments: function(**arguments)
+    public.__doc__ = string.Template(function.__doc__ or "").safe_substitute(
+        parameters=_COMMON_PARAMETERS, clear_nan=_CLEAR_NAN, returns=_RETURNS, betas=_BETAS
+    )
+    return public

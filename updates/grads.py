@@ -6,9 +6,12 @@ creating optimizer state shaped like a parameter.
 
 from __future__ import annotations
 
+import difflib
+import functools
+import inspect
 import numbers
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
 import numpy as np
 import pytensor
@@ -22,7 +25,62 @@ try:  # PyTensor >= 2.32 (moved, the old place warns)
 except ImportError:  # pragma: no cover
     from pytensor.graph.basic import ancestors
 
-__all__ = ["get_or_compute_grads"]
+__all__ = ["ArgumentError", "get_or_compute_grads"]
+
+F = TypeVar("F", bound=Callable)
+
+
+class ArgumentError(TypeError, ValueError):
+    """A required argument is missing, or a param is not a shared variable.
+
+    It is both a ``TypeError`` (what Python raises for a wrong argument) and a ``ValueError``
+    (what Lasagne and PyMC raise, and what code ported from them catches).
+    """
+
+
+#: The names torch.optim and optax give some hyperparameters.
+ALIASES = {"lr": "learning_rate", "eps": "epsilon", "betas": "beta1", "b1": "beta1", "b2": "beta2"}
+
+
+def suggestion(name: str, valid: Sequence[str]) -> str:
+    """``"; did you mean 'learning_rate'?"`` for a misspelt keyword (or torch's ``lr``), or ``""``."""
+    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
+    if not close and ALIASES.get(name) in valid:
+        close = [ALIASES[name]]
+    if not close:
+        return ""
+    if name == "betas" and "beta2" in valid:
+        return "; did you mean 'beta1' and 'beta2'?"
+    return f"; did you mean {close[0]!r}?"
+
+
+def unknown_keyword(who: str, signature: inspect.Signature, kwargs: dict) -> TypeError | None:
+    """The error for the first keyword of ``kwargs`` that ``signature`` does not take, if any."""
+    parameters = signature.parameters
+    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
+        return None
+    keywords = [n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    for name in kwargs:
+        if name not in keywords:
+            guess = suggestion(name, keywords)
+            return TypeError(f"{who}: got an unexpected keyword argument {name!r}{guess}")
+    return None
+
+
+def checks_keywords(function: F) -> F:
+    """Make ``function`` name the closest valid argument when called with a misspelt keyword."""
+    signature = inspect.signature(function)
+    keywords = set(signature.parameters)
+
+    @functools.wraps(function)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if not keywords.issuperset(kwargs):
+            error = unknown_keyword(function.__name__, signature, kwargs)
+            if error is not None:
+                raise error
+        return function(*args, **kwargs)
+
+    return checked  # type: ignore[return-value]
 
 
 def label(param: Variable, index: int) -> str:
@@ -41,20 +99,20 @@ def describe(value: Any) -> str:
     return f"{kind} {value.type}" if isinstance(value, Variable) else kind
 
 
-def check_params(who: str, params: Any) -> list[SharedVariable]:
-    """Check that ``params`` is a non-empty list of distinct floating-point shared tensors."""
+def check_params(who: str, params: Any, floating: bool = True) -> list[SharedVariable]:
+    """Check that ``params`` is a non-empty list of distinct (floating-point) shared tensors."""
     if not isinstance(params, (list, tuple)):
-        raise TypeError(f"{who}: params must be a list of shared variables, got {describe(params)}")
+        raise ArgumentError(f"{who}: params must be a list of shared variables, got {describe(params)}")
     if not params:
         raise ValueError(f"{who}: params is empty; give at least one shared variable")
     seen: dict[int, int] = {}
     for i, param in enumerate(params):
         if not isinstance(param, SharedVariable) or not isinstance(param.type, TensorType):
-            raise TypeError(
+            raise ArgumentError(
                 f"{who}: {which(param, i)} is a "
                 f"{describe(param)}, expected a shared variable; wrap it with pytensor.shared(...)"
             )
-        if not param.dtype.startswith("float"):
+        if floating and not param.dtype.startswith("float"):
             raise TypeError(
                 f"{who}: {which(param, i)} has dtype {param.dtype}, expected a "
                 "floating-point dtype (float32 or float64)"
@@ -68,7 +126,9 @@ def check_params(who: str, params: Any) -> list[SharedVariable]:
     return list(params)
 
 
-def _compute_grads(who: str, loss: Any, params: list[SharedVariable]) -> list[Variable]:
+def _compute_grads(
+    who: str, loss: Any, params: list[SharedVariable], floating: bool = True
+) -> list[Variable]:
     try:
         loss = pt.as_tensor_variable(loss)
     except (TypeError, ValueError) as err:
@@ -80,7 +140,7 @@ def _compute_grads(who: str, loss: Any, params: list[SharedVariable]) -> list[Va
             f"{who}: the loss must be a scalar, got a {loss.ndim}-d tensor ({loss.type}); "
             "reduce it with .sum() or .mean(), or pass a list of gradients"
         )
-    if not loss.dtype.startswith("float"):
+    if floating and not loss.dtype.startswith("float"):
         raise TypeError(f"{who}: the loss must be floating-point, got dtype {loss.dtype}")
     connected = set(ancestors([loss]))
     for i, param in enumerate(params):
@@ -119,21 +179,36 @@ def clear_nan(grad: Variable) -> Variable:
     return pt.switch(pt.isnan(grad), np.zeros((), grad.dtype), grad)
 
 
+def _check_missing(who: str, loss_or_grads: Any, params: Any) -> None:
+    if loss_or_grads is None or params is None:
+        missing = "loss_or_grads" if loss_or_grads is None else "params"
+        raise ArgumentError(
+            f"{who}: {missing} is missing; give both loss_or_grads and params"
+            + ("" if who == "get_or_compute_grads" else ", or neither to get the rule back awaiting them")
+        )
+
+
+def _check_length(who: str, grads: Sequence, params: list) -> None:
+    if len(grads) != len(params):
+        raise ValueError(
+            f"{who}: got {len(grads)} gradients for {len(params)} params; "
+            "loss_or_grads and params must have the same length"
+        )
+
+
 def prepare_grads(who: str, loss_or_grads: Any, params: Any) -> tuple[list[SharedVariable], list[Variable]]:
     """Validate ``params`` and return them with one gradient each, of the parameter's dtype."""
+    _check_missing(who, loss_or_grads, params)
     params = check_params(who, params)
     if isinstance(loss_or_grads, (list, tuple)):
-        if len(loss_or_grads) != len(params):
-            raise ValueError(
-                f"{who}: got {len(loss_or_grads)} gradients for {len(params)} params; "
-                "loss_or_grads and params must have the same length"
-            )
+        _check_length(who, loss_or_grads, params)
         grads = loss_or_grads
     else:
         grads = _compute_grads(who, loss_or_grads, params)
     return params, [_check_grad(who, i, g, p) for i, (g, p) in enumerate(zip(grads, params))]
 
 
+@checks_keywords
 def get_or_compute_grads(loss_or_grads: Any, params: Sequence[SharedVariable]) -> list[Variable]:
     """Return the gradients of a scalar loss, or check and return a given list of gradients.
 
@@ -148,13 +223,22 @@ def get_or_compute_grads(loss_or_grads: Any, params: Sequence[SharedVariable]) -
     Returns
     -------
     list of TensorVariable
-        One gradient per parameter, with the parameter's dtype.
+        What ``pytensor.grad(loss, params)`` returns; or, given a list of gradients, that very
+        list object, once checked (as Lasagne does).
 
     Raises
     ------
+    ArgumentError
+        When a param is not a shared variable, or ``loss_or_grads`` or ``params`` is None
+        (both a ``TypeError`` and a ``ValueError``).
     TypeError, ValueError
-        When a param is not a shared variable, the loss is not a scalar or does not depend on a
-        param, or the gradients do not match the params in number, shape or dtype.
+        When the loss is not a scalar or does not depend on a param, or the gradients do not
+        match the params in number, shape or dtype.
+
+    Notes
+    -----
+    Unlike the rules, which refuse integer params, it differentiates a loss with respect to
+    integer shared variables too, as Lasagne's does (PyTensor gives them zero gradients).
 
     Examples
     --------
@@ -164,7 +248,15 @@ def get_or_compute_grads(loss_or_grads: Any, params: Sequence[SharedVariable]) -
     >>> [g.eval() for g in get_or_compute_grads((w**2).sum(), [w])]
     [array([2., 2., 2.])]
     """
-    return prepare_grads("get_or_compute_grads", loss_or_grads, params)[1]
+    who = "get_or_compute_grads"
+    _check_missing(who, loss_or_grads, params)
+    params = check_params(who, params, floating=False)
+    if not isinstance(loss_or_grads, (list, tuple)):
+        return _compute_grads(who, loss_or_grads, params, floating=False)
+    _check_length(who, loss_or_grads, params)
+    for i, (grad, param) in enumerate(zip(loss_or_grads, params)):
+        _check_grad(who, i, grad, param)
+    return loss_or_grads
 
 
 def is_concrete(value: Any) -> bool:

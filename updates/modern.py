@@ -17,8 +17,9 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from updates.core import NON_NEGATIVE, POSITIVE, UNIT, Interval, Rule, Updates, update_rule
+from updates.core import NON_NEGATIVE, POSITIVE, UNIT, Interval, Rule, Updates, apply_rule, update_rule
 from updates.grads import l2_norm
+from updates.rules import ADAM_RANGES, moments
 
 __all__ = [
     "adamw",
@@ -34,12 +35,6 @@ __all__ = [
     "esgd",
 ]
 
-ADAM_RANGES = dict(learning_rate=NON_NEGATIVE, beta1=UNIT, beta2=UNIT, epsilon=NON_NEGATIVE)
-
-
-def _moments(h, grad, m, v):
-    return h.beta1 * m + (1 - h.beta1) * grad, h.beta2 * v + (1 - h.beta2) * pt.sqr(grad)
-
 
 def _bias_corrections(h, t, step):
     return dict(bc1=1 - h.beta1**t, sqrt_bc2=pt.sqrt(1 - h.beta2**t))
@@ -49,15 +44,21 @@ def _bias_corrections(h, t, step):
 
 
 def _adamw(h, param, grad, m, v):
-    m, v = _moments(h, grad, m, v)
+    m, v = moments(h, grad, m, v)
     param = param * (1 - h.learning_rate * h.weight_decay)
     return param - (h.learning_rate / h.bc1) * m / (pt.sqrt(v) / h.sqrt_bc2 + h.epsilon), m, v
 
 
-ADAMW = Rule("adamw", _adamw, slots=("m", "v"), per_step=_bias_corrections)
+ADAMW = Rule(
+    "adamw",
+    _adamw,
+    slots=("m", "v"),
+    per_step=_bias_corrections,
+    ranges=dict(ADAM_RANGES, weight_decay=NON_NEGATIVE),
+)
 
 
-@update_rule(ADAMW, **ADAM_RANGES, weight_decay=NON_NEGATIVE)
+@update_rule
 def adamw(
     loss_or_grads=None,
     params=None,
@@ -113,6 +114,7 @@ def adamw(
     >>> list(updates.adamw((w**2).sum(), [w]).named_state())
     ['w.adamw.m', 'w.adamw.v', 'adamw.t']
     """
+    return apply_rule(ADAMW, **locals())
 
 
 # -- NAdam ---------------------------------------------------------------------------------------
@@ -135,15 +137,22 @@ def _nadam_schedule(h, t, step):
 
 
 def _nadam(h, param, grad, m, v):
-    m, v = _moments(h, grad, m, v)
+    m, v = moments(h, grad, m, v)
     denominator = pt.sqrt(v) / h.sqrt_bc2 + h.epsilon
     return param - h.grad_scale * grad / denominator - h.m_scale * m / denominator, m, v
 
 
-NADAM = Rule("nadam", _nadam, slots=("m", "v"), per_step=_nadam_schedule, carry=(("mu_product", 1.0),))
+NADAM = Rule(
+    "nadam",
+    _nadam,
+    slots=("m", "v"),
+    per_step=_nadam_schedule,
+    carry=(("mu_product", 1.0),),
+    ranges=dict(ADAM_RANGES, momentum_decay=NON_NEGATIVE),
+)
 
 
-@update_rule(NADAM, **ADAM_RANGES, momentum_decay=NON_NEGATIVE)
+@update_rule
 def nadam(
     loss_or_grads=None,
     params=None,
@@ -201,6 +210,7 @@ def nadam(
     >>> list(updates.nadam((w**2).sum(), [w]).named_state())
     ['nadam.mu_product', 'w.nadam.m', 'w.nadam.v', 'nadam.t']
     """
+    return apply_rule(NADAM, **locals())
 
 
 # -- RAdam ---------------------------------------------------------------------------------------
@@ -219,15 +229,15 @@ def _radam_schedule(h, t, step):
 
 
 def _radam(h, param, grad, m, v):
-    m, v = _moments(h, grad, m, v)
+    m, v = moments(h, grad, m, v)
     adaptive = pt.switch(h.rectified > 0, h.rectifier / (pt.sqrt(v) + h.epsilon), 1)
     return param - h.step_size * m * adaptive, m, v
 
 
-RADAM = Rule("radam", _radam, slots=("m", "v"), per_step=_radam_schedule)
+RADAM = Rule("radam", _radam, slots=("m", "v"), per_step=_radam_schedule, ranges=ADAM_RANGES)
 
 
-@update_rule(RADAM, **ADAM_RANGES)
+@update_rule
 def radam(
     loss_or_grads=None,
     params=None,
@@ -286,6 +296,7 @@ def radam(
     >>> list(updates.radam((w**2).sum(), [w]).named_state())
     ['w.radam.m', 'w.radam.v', 'radam.t']
     """
+    return apply_rule(RADAM, **locals())
 
 
 # -- AdaBelief -----------------------------------------------------------------------------------
@@ -297,10 +308,10 @@ def _adabelief(h, param, grad, m, s):
     return param - (h.learning_rate / h.bc1) * m / (pt.sqrt(s) / h.sqrt_bc2 + h.epsilon), m, s
 
 
-ADABELIEF = Rule("adabelief", _adabelief, slots=("m", "s"), per_step=_bias_corrections)
+ADABELIEF = Rule("adabelief", _adabelief, slots=("m", "s"), per_step=_bias_corrections, ranges=ADAM_RANGES)
 
 
-@update_rule(ADABELIEF, **ADAM_RANGES)
+@update_rule
 def adabelief(
     loss_or_grads=None,
     params=None,
@@ -350,6 +361,7 @@ def adabelief(
     >>> list(updates.adabelief((w**2).sum(), [w]).named_state())
     ['w.adabelief.m', 'w.adabelief.s', 'adabelief.t']
     """
+    return apply_rule(ADABELIEF, **locals())
 
 
 # -- Yogi ----------------------------------------------------------------------------------------
@@ -362,10 +374,10 @@ def _yogi(h, param, grad, m, v):
     return param - h.learning_rate * m / (pt.sqrt(v) + h.epsilon), m, v
 
 
-YOGI = Rule("yogi", _yogi, slots=("m", "v"))
+YOGI = Rule("yogi", _yogi, slots=("m", "v"), ranges=ADAM_RANGES)
 
 
-@update_rule(YOGI, **ADAM_RANGES)
+@update_rule
 def yogi(
     loss_or_grads=None,
     params=None,
@@ -414,6 +426,7 @@ def yogi(
     >>> list(updates.yogi((w**2).sum(), [w]).named_state())
     ['w.yogi.m', 'w.yogi.v']
     """
+    return apply_rule(YOGI, **locals())
 
 
 # -- Lion ----------------------------------------------------------------------------------------
@@ -425,10 +438,15 @@ def _lion(h, param, grad, m):
     return new_param, h.beta2 * m + (1 - h.beta2) * grad
 
 
-LION = Rule("lion", _lion, slots=("m",))
+LION = Rule(
+    "lion",
+    _lion,
+    slots=("m",),
+    ranges=dict(learning_rate=NON_NEGATIVE, beta1=UNIT, beta2=UNIT, weight_decay=NON_NEGATIVE),
+)
 
 
-@update_rule(LION, learning_rate=NON_NEGATIVE, beta1=UNIT, beta2=UNIT, weight_decay=NON_NEGATIVE)
+@update_rule
 def lion(
     loss_or_grads=None,
     params=None,
@@ -480,6 +498,7 @@ def lion(
     >>> w.get_value()
     array([0.9, 0.9])
     """
+    return apply_rule(LION, **locals())
 
 
 # -- Rprop ---------------------------------------------------------------------------------------
@@ -498,18 +517,23 @@ def _first_step(h, t, step):
     return dict(first=pt.cast(pt.eq(step, 1), t.dtype))
 
 
-RPROP = Rule("rprop", _rprop, slots=("prev", "step_size"), per_step=_first_step)
 OPEN_UNIT = Interval(0.0, 1.0, low_closed=False)
-
-
-@update_rule(
-    RPROP,
-    learning_rate=NON_NEGATIVE,
-    eta_minus=OPEN_UNIT,
-    eta_plus=Interval(1.0, low_closed=False),
-    min_step=NON_NEGATIVE,
-    max_step=NON_NEGATIVE,
+RPROP = Rule(
+    "rprop",
+    _rprop,
+    slots=("prev", "step_size"),
+    per_step=_first_step,
+    ranges=dict(
+        learning_rate=NON_NEGATIVE,
+        eta_minus=OPEN_UNIT,
+        eta_plus=Interval(1.0, low_closed=False),
+        min_step=NON_NEGATIVE,
+        max_step=NON_NEGATIVE,
+    ),
 )
+
+
+@update_rule
 def rprop(
     loss_or_grads=None,
     params=None,
@@ -568,6 +592,7 @@ def rprop(
     >>> list(updates.rprop((w**2).sum(), [w]).named_state())
     ['w.rprop.prev', 'w.rprop.step_size', 'rprop.t']
     """
+    return apply_rule(RPROP, **locals())
 
 
 # -- LAMB and LARS (per-tensor trust ratios) ----------------------------------------------------
@@ -580,16 +605,23 @@ def _trust_ratio(numerator, denominator):
 
 
 def _lamb(h, param, grad, m, v):
-    m, v = _moments(h, grad, m, v)
+    m, v = moments(h, grad, m, v)
     direction = (m / h.bc1) / (pt.sqrt(v) / h.sqrt_bc2 + h.epsilon) + h.weight_decay * param
     trust = _trust_ratio(l2_norm([param]), l2_norm([direction]))
     return param - h.learning_rate * trust * direction, m, v
 
 
-LAMB = Rule("lamb", _lamb, slots=("m", "v"), per_step=_bias_corrections, per_tensor=True)
+LAMB = Rule(
+    "lamb",
+    _lamb,
+    slots=("m", "v"),
+    per_step=_bias_corrections,
+    per_tensor=True,
+    ranges=dict(ADAM_RANGES, weight_decay=NON_NEGATIVE),
+)
 
 
-@update_rule(LAMB, **ADAM_RANGES, weight_decay=NON_NEGATIVE)
+@update_rule
 def lamb(
     loss_or_grads=None,
     params=None,
@@ -645,6 +677,7 @@ def lamb(
     >>> list(updates.lamb((w**2).sum(), [w]).named_state())
     ['w.lamb.m', 'w.lamb.v', 'lamb.t']
     """
+    return apply_rule(LAMB, **locals())
 
 
 def _lars(h, param, grad, velocity):
@@ -656,17 +689,22 @@ def _lars(h, param, grad, velocity):
     return param - velocity, velocity
 
 
-LARS = Rule("lars", _lars, slots=("velocity",), per_tensor=True)
-
-
-@update_rule(
-    LARS,
-    learning_rate=NON_NEGATIVE,
-    momentum=UNIT,
-    weight_decay=NON_NEGATIVE,
-    trust_coefficient=POSITIVE,
-    epsilon=NON_NEGATIVE,
+LARS = Rule(
+    "lars",
+    _lars,
+    slots=("velocity",),
+    per_tensor=True,
+    ranges=dict(
+        learning_rate=NON_NEGATIVE,
+        momentum=UNIT,
+        weight_decay=NON_NEGATIVE,
+        trust_coefficient=POSITIVE,
+        epsilon=NON_NEGATIVE,
+    ),
 )
+
+
+@update_rule
 def lars(
     loss_or_grads=None,
     params=None,
@@ -725,6 +763,7 @@ def lars(
     >>> list(updates.lars((w**2).sum(), [w]).named_state())
     ['w.lars.velocity']
     """
+    return apply_rule(LARS, **locals())
 
 
 # -- Adagrad over a window (PyMC) ---------------------------------------------------------------
@@ -742,16 +781,17 @@ def _window_rule(n_win: int) -> Rule:
         return dict(slot=pt.cast((step - 1) % n_win, t.dtype))
 
     slots = tuple(f"window{k}" for k in range(n_win))
-    return Rule("adagrad_window", kernel, slots=slots, per_step=schedule)
+    ranges = dict(learning_rate=NON_NEGATIVE, epsilon=NON_NEGATIVE)
+    return Rule("adagrad_window", kernel, slots=slots, per_step=schedule, ranges=ranges)
 
 
-def _adagrad_window_rule(hyper: dict, n_win: int) -> Rule:
+def _adagrad_window_rule(n_win: int) -> Rule:
     if isinstance(n_win, bool) or not isinstance(n_win, (int, np.integer)) or n_win < 1:
         raise ValueError(f"adagrad_window: n_win must be a positive integer, got {n_win!r}")
     return _window_rule(int(n_win))
 
 
-@update_rule(_adagrad_window_rule, options=("n_win",), learning_rate=NON_NEGATIVE, epsilon=NON_NEGATIVE)
+@update_rule
 def adagrad_window(
     loss_or_grads=None,
     params=None,
@@ -805,6 +845,7 @@ def adagrad_window(
     >>> list(updates.adagrad_window((w**2).sum(), [w], n_win=2).named_state())
     ['w.adagrad_window.window0', 'w.adagrad_window.window1', 'adagrad_window.t']
     """
+    return apply_rule(_adagrad_window_rule(n_win), options=("n_win",), **locals())
 
 
 # -- ESGD ----------------------------------------------------------------------------------------
@@ -846,7 +887,7 @@ def _esgd(h, param, grad, hv, d):
     return param - h.learning_rate * grad / (pt.sqrt(d / h.t) + h.epsilon), d
 
 
-def _esgd_rule(hyper: dict, seed: int) -> Rule:
+def _esgd_rule(seed: int) -> Rule:
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < _MODULUS:
         raise ValueError(f"esgd: seed must be an integer in [0, 2**31 - 1), got {seed!r}")
     return Rule(
@@ -856,10 +897,11 @@ def _esgd_rule(hyper: dict, seed: int) -> Rule:
         per_step=lambda h, t, step: dict(t=t),
         per_tensor=True,
         extra=functools.partial(_hessian_vector_products, int(seed)),
+        ranges=dict(learning_rate=NON_NEGATIVE, epsilon=NON_NEGATIVE),
     )
 
 
-@update_rule(_esgd_rule, options=("seed",), learning_rate=NON_NEGATIVE, epsilon=NON_NEGATIVE)
+@update_rule
 def esgd(
     loss_or_grads=None,
     params=None,
@@ -920,3 +962,4 @@ def esgd(
     >>> list(updates.esgd((w**4).sum(), [w], seed=0).named_state())
     ['w.esgd.d', 'esgd.t']
     """
+    return apply_rule(_esgd_rule(seed), options=("seed",), **locals())

@@ -19,19 +19,14 @@ from pytensor.graph.basic import Variable
 from updates.core import (
     NON_NEGATIVE,
     UNIT,
-    Kernel,
+    Elementwise,
     Rule,
     Updates,
-    apply_kernel,
-    begin_wrapper,
-    check_mapping,
-    dtype_groups,
-    finish_wrapper,
-    params_to_wrap,
+    apply_rule,
     update_rule,
-    wrapper_hyperparameters,
+    wrap_elementwise,
 )
-from updates.grads import as_dtype
+from updates.grads import as_dtype, checks_keywords
 
 __all__ = ["apply_momentum", "apply_nesterov_momentum", "momentum", "nesterov_momentum"]
 
@@ -46,34 +41,20 @@ def _nesterov(mu, param, target, velocity):
     return mu * x + target, x
 
 
-# The wrappers as rules whose "gradient" is the new value u the wrapped updates give a param: the
-# velocities then live in flat buffers and the step is one multi-tensor node per dtype.
-WRAPPERS = {
-    "apply_momentum": Rule(
-        "apply_momentum", lambda h, p, u, velocity: _heavy_ball(h.momentum, p, u, velocity), ("velocity",)
-    ),
-    "apply_nesterov_momentum": Rule(
-        "apply_nesterov_momentum",
-        lambda h, p, u, velocity: _nesterov(h.momentum, p, u, velocity),
-        ("velocity",),
-    ),
-}
+HEAVY_BALL = Elementwise(
+    "apply_momentum", lambda h, p, u, velocity: _heavy_ball(h.momentum, p, u, velocity), ("velocity",)
+)
+NESTEROV_STEP = Elementwise(
+    "apply_nesterov_momentum", lambda h, p, u, velocity: _nesterov(h.momentum, p, u, velocity), ("velocity",)
+)
+MOMENTUM_RANGES = dict(momentum=UNIT)
 
 
-def _wrap(who: str, updates: Mapping, params: Any, momentum: Any) -> Updates:
-    """Add a velocity to each parameter of ``updates``, with the equations of ``WRAPPERS[who]``."""
-    check_mapping(who, updates)
-    given = {"momentum": momentum}
-    hyper, counter, schedules = wrapper_hyperparameters(who, given, {"momentum": UNIT})
-    params = params_to_wrap(who, updates, params)
-    wrapped = begin_wrapper(who, updates, params, given, hyper)
-    kernel = Kernel(WRAPPERS[who])
-    for dtype, group, suffix in dtype_groups(params, [updates[p] for p in params], [()] * len(params)):
-        h = SimpleNamespace(momentum=as_dtype(hyper["momentum"], dtype))
-        apply_kernel(kernel, group, h, wrapped, suffix)
-    return finish_wrapper(wrapped, schedules, counter)
+def _momentum(dtype: str, values: dict, counter: Variable | None) -> SimpleNamespace:
+    return SimpleNamespace(momentum=as_dtype(values["momentum"], dtype))
 
 
+@checks_keywords
 def apply_momentum(updates: Mapping, params: list[Variable] | None = None, momentum: Any = 0.9) -> Updates:
     r"""Add heavy-ball momentum to the parameters of an updates dictionary.
 
@@ -113,9 +94,11 @@ def apply_momentum(updates: Mapping, params: list[Variable] | None = None, momen
     >>> list(updates.apply_momentum(updates.adam((w**2).sum(), [w])).named_state())
     ['w.adam.m', 'w.adam.v', 'adam.t', 'w.apply_momentum.velocity']
     """
-    return _wrap("apply_momentum", updates, params, momentum)
+    hyper = dict(momentum=momentum)
+    return wrap_elementwise("apply_momentum", HEAVY_BALL, updates, params, hyper, MOMENTUM_RANGES, _momentum)
 
 
+@checks_keywords
 def apply_nesterov_momentum(
     updates: Mapping, params: list[Variable] | None = None, momentum: Any = 0.9
 ) -> Updates:
@@ -152,22 +135,27 @@ def apply_nesterov_momentum(
     >>> list(updates.apply_nesterov_momentum(updates.sgd((w**2).sum(), [w])).named_state())
     ['w.apply_nesterov_momentum.velocity']
     """
-    return _wrap("apply_nesterov_momentum", updates, params, momentum)
+    hyper = dict(momentum=momentum)
+    return wrap_elementwise(
+        "apply_nesterov_momentum", NESTEROV_STEP, updates, params, hyper, MOMENTUM_RANGES, _momentum
+    )
 
 
 MOMENTUM = Rule(
     "momentum",
     lambda h, p, g, velocity: _heavy_ball(h.momentum, p, p - h.learning_rate * g, velocity),
     slots=("velocity",),
+    ranges=dict(learning_rate=NON_NEGATIVE, momentum=UNIT),
 )
 NESTEROV = Rule(
     "nesterov_momentum",
     lambda h, p, g, velocity: _nesterov(h.momentum, p, p - h.learning_rate * g, velocity),
     slots=("velocity",),
+    ranges=dict(learning_rate=NON_NEGATIVE, momentum=UNIT),
 )
 
 
-@update_rule(MOMENTUM, learning_rate=NON_NEGATIVE, momentum=UNIT)
+@update_rule
 def momentum(
     loss_or_grads=None,
     params=None,
@@ -216,9 +204,10 @@ def momentum(
     >>> list(updates.momentum((w**2).sum(), [w]).named_state())
     ['w.momentum.velocity']
     """
+    return apply_rule(MOMENTUM, **locals())
 
 
-@update_rule(NESTEROV, learning_rate=NON_NEGATIVE, momentum=UNIT)
+@update_rule
 def nesterov_momentum(
     loss_or_grads=None,
     params=None,
@@ -268,3 +257,4 @@ def nesterov_momentum(
     >>> list(updates.nesterov_momentum((w**2).sum(), [w]).named_state())
     ['w.nesterov_momentum.velocity']
     """
+    return apply_rule(NESTEROV, **locals())

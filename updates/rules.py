@@ -11,16 +11,16 @@ from typing import Any
 import numpy as np
 import pytensor.tensor as pt
 
-from updates.core import NON_NEGATIVE, UNIT, Rule, Updates, update_rule
+from updates.core import NON_NEGATIVE, UNIT, Rule, Updates, apply_rule, update_rule
 from updates.grads import is_concrete
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamax", "amsgrad"]
 
 
-SGD = Rule("sgd", lambda h, p, g: (p - h.learning_rate * g,))
+SGD = Rule("sgd", lambda h, p, g: (p - h.learning_rate * g,), ranges=dict(learning_rate=NON_NEGATIVE))
 
 
-@update_rule(SGD, learning_rate=NON_NEGATIVE)
+@update_rule
 def sgd(loss_or_grads=None, params=None, learning_rate: Any = 1e-3, *, clear_nan: bool = False) -> Updates:
     r"""Stochastic gradient descent.
 
@@ -54,6 +54,7 @@ def sgd(loss_or_grads=None, params=None, learning_rate: Any = 1e-3, *, clear_nan
     >>> w.get_value()
     array([ 0.5, -1. ])
     """
+    return apply_rule(SGD, **locals())
 
 
 def _adagrad(h, param, grad, accu):
@@ -61,10 +62,12 @@ def _adagrad(h, param, grad, accu):
     return param - h.learning_rate * grad / pt.sqrt(accu + h.epsilon), accu
 
 
-ADAGRAD = Rule("adagrad", _adagrad, slots=("accu",))
+ADAGRAD = Rule(
+    "adagrad", _adagrad, slots=("accu",), ranges=dict(learning_rate=NON_NEGATIVE, epsilon=NON_NEGATIVE)
+)
 
 
-@update_rule(ADAGRAD, learning_rate=NON_NEGATIVE, epsilon=NON_NEGATIVE)
+@update_rule
 def adagrad(
     loss_or_grads=None, params=None, learning_rate: Any = 1.0, epsilon: Any = 1e-6, *, clear_nan: bool = False
 ) -> Updates:
@@ -106,6 +109,7 @@ def adagrad(
     >>> list(updates.adagrad((w**2).sum(), [w]).named_state())
     ['w.adagrad.accu']
     """
+    return apply_rule(ADAGRAD, **locals())
 
 
 def _rmsprop_kernel(centered: bool, with_momentum: bool):
@@ -133,28 +137,22 @@ RMSPROP = {
         "rmsprop",
         _rmsprop_kernel(centered, with_momentum),
         slots=("accu", *(("grad_avg",) if centered else ()), *(("velocity",) if with_momentum else ())),
+        ranges=dict(learning_rate=NON_NEGATIVE, rho=UNIT, epsilon=NON_NEGATIVE, momentum=UNIT),
     )
     for centered in (False, True)
     for with_momentum in (False, True)
 }
 
 
-def _rmsprop_rule(hyper: dict, centered: bool) -> Rule:
+def _rmsprop_rule(centered: bool, momentum: Any) -> Rule:
+    """The variant of RMSProp: centered or not, and with a velocity unless momentum is a concrete 0."""
     if not isinstance(centered, (bool, np.bool_)):
         raise TypeError(f"rmsprop: centered must be True or False, got {centered!r}")
-    momentum = hyper["momentum"]
     without = is_concrete(momentum) and float(momentum) == 0.0
     return RMSPROP[bool(centered), not without]
 
 
-@update_rule(
-    _rmsprop_rule,
-    options=("centered",),
-    learning_rate=NON_NEGATIVE,
-    rho=UNIT,
-    epsilon=NON_NEGATIVE,
-    momentum=UNIT,
-)
+@update_rule
 def rmsprop(
     loss_or_grads=None,
     params=None,
@@ -225,6 +223,7 @@ def rmsprop(
     >>> list(updates.rmsprop((w**2).sum(), [w], momentum=0.9, centered=True).named_state())
     ['w.rmsprop.accu', 'w.rmsprop.grad_avg', 'w.rmsprop.velocity']
     """
+    return apply_rule(_rmsprop_rule(centered, momentum), options=("centered",), **locals())
 
 
 def _adadelta(h, param, grad, accu, delta_accu):
@@ -234,10 +233,15 @@ def _adadelta(h, param, grad, accu, delta_accu):
     return param - h.learning_rate * update, accu, delta_accu
 
 
-ADADELTA = Rule("adadelta", _adadelta, slots=("accu", "delta_accu"))
+ADADELTA = Rule(
+    "adadelta",
+    _adadelta,
+    slots=("accu", "delta_accu"),
+    ranges=dict(learning_rate=NON_NEGATIVE, rho=UNIT, epsilon=NON_NEGATIVE),
+)
 
 
-@update_rule(ADADELTA, learning_rate=NON_NEGATIVE, rho=UNIT, epsilon=NON_NEGATIVE)
+@update_rule
 def adadelta(
     loss_or_grads=None,
     params=None,
@@ -287,26 +291,30 @@ def adadelta(
     >>> list(updates.adadelta((w**2).sum(), [w]).named_state())
     ['w.adadelta.accu', 'w.adadelta.delta_accu']
     """
+    return apply_rule(ADADELTA, **locals())
 
 
 def _adam_step_size(h, t, step):
     return dict(alpha=h.learning_rate * pt.sqrt(1 - h.beta2**t) / (1 - h.beta1**t))
 
 
-def _moments(h, grad, m, v):
+ADAM_RANGES = dict(learning_rate=NON_NEGATIVE, beta1=UNIT, beta2=UNIT, epsilon=NON_NEGATIVE)
+
+
+def moments(h, grad, m, v):
+    """Adam's moving averages of the gradient and of its square (shared by the Adam family)."""
     return h.beta1 * m + (1 - h.beta1) * grad, h.beta2 * v + (1 - h.beta2) * pt.sqr(grad)
 
 
 def _adam(h, param, grad, m, v):
-    m, v = _moments(h, grad, m, v)
+    m, v = moments(h, grad, m, v)
     return param - h.alpha * m / (pt.sqrt(v) + h.epsilon), m, v
 
 
-ADAM = Rule("adam", _adam, slots=("m", "v"), per_step=_adam_step_size)
-ADAM_RANGES = dict(learning_rate=NON_NEGATIVE, beta1=UNIT, beta2=UNIT, epsilon=NON_NEGATIVE)
+ADAM = Rule("adam", _adam, slots=("m", "v"), per_step=_adam_step_size, ranges=ADAM_RANGES)
 
 
-@update_rule(ADAM, **ADAM_RANGES)
+@update_rule
 def adam(
     loss_or_grads=None,
     params=None,
@@ -360,6 +368,7 @@ def adam(
     >>> list(updates.adam((w**2).sum(), [w]).named_state())
     ['w.adam.m', 'w.adam.v', 'adam.t']
     """
+    return apply_rule(ADAM, **locals())
 
 
 def _adamax(h, param, grad, m, u):
@@ -372,10 +381,10 @@ def _adamax_step_size(h, t, step):
     return dict(alpha=h.learning_rate / (1 - h.beta1**t))
 
 
-ADAMAX = Rule("adamax", _adamax, slots=("m", "u"), per_step=_adamax_step_size)
+ADAMAX = Rule("adamax", _adamax, slots=("m", "u"), per_step=_adamax_step_size, ranges=ADAM_RANGES)
 
 
-@update_rule(ADAMAX, **ADAM_RANGES)
+@update_rule
 def adamax(
     loss_or_grads=None,
     params=None,
@@ -427,18 +436,19 @@ def adamax(
     >>> list(updates.adamax((w**2).sum(), [w]).named_state())
     ['w.adamax.m', 'w.adamax.u', 'adamax.t']
     """
+    return apply_rule(ADAMAX, **locals())
 
 
 def _amsgrad(h, param, grad, m, v, v_hat):
-    m, v = _moments(h, grad, m, v)
+    m, v = moments(h, grad, m, v)
     v_hat = pt.maximum(v_hat, v)
     return param - h.alpha * m / (pt.sqrt(v_hat) + h.epsilon), m, v, v_hat
 
 
-AMSGRAD = Rule("amsgrad", _amsgrad, slots=("m", "v", "v_hat"), per_step=_adam_step_size)
+AMSGRAD = Rule("amsgrad", _amsgrad, slots=("m", "v", "v_hat"), per_step=_adam_step_size, ranges=ADAM_RANGES)
 
 
-@update_rule(AMSGRAD, **ADAM_RANGES)
+@update_rule
 def amsgrad(
     loss_or_grads=None,
     params=None,
@@ -490,3 +500,4 @@ def amsgrad(
     >>> list(updates.amsgrad((w**2).sum(), [w]).named_state())
     ['w.amsgrad.m', 'w.amsgrad.v', 'w.amsgrad.v_hat', 'amsgrad.t']
     """
+    return apply_rule(AMSGRAD, **locals())

@@ -21,6 +21,7 @@ For a hyperparameter changed by hand between calls, without recompiling, see :fu
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable
@@ -33,7 +34,7 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
 from updates.core import is_schedule, schedule_state
-from updates.grads import describe, is_concrete
+from updates.grads import checks_keywords, describe, is_concrete, unknown_keyword
 
 __all__ = [
     "constant",
@@ -178,6 +179,16 @@ class Schedule:
     Subclasses are frozen dataclasses whose ``__post_init__`` checks and normalises the
     arguments, and whose ``at(step)`` builds the value from the int64 scalar ``step``.
     """
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Schedule:
+        if kwargs:
+            signature = inspect.signature(cls.__init__)
+            error = unknown_keyword(
+                cls.__name__, signature.replace(parameters=list(signature.parameters.values())[1:]), kwargs
+            )
+            if error is not None:
+                raise error
+        return super().__new__(cls)
 
     def __call__(self, step: Any) -> Variable:
         who = type(self).__name__
@@ -1254,6 +1265,7 @@ def _state(value: np.generic, name: str) -> Variable:
 # -- changed by hand -------------------------------------------------------------------------------
 
 
+@checks_keywords
 def live(value: float, name: str | None = None) -> Variable:
     r"""A hyperparameter you can change between calls without recompiling.
 

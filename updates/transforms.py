@@ -22,7 +22,7 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
 from updates.core import NON_NEGATIVE, POSITIVE, Interval, check_hyperparameter
-from updates.grads import as_dtype, clear_nan, describe, is_concrete, l2_norm, prepare_grads
+from updates.grads import as_dtype, checks_keywords, clear_nan, describe, is_concrete, l2_norm, prepare_grads
 
 __all__ = [
     "add_gradient_noise",
@@ -52,6 +52,7 @@ def _tensors(who: str, grads: Any) -> list[Variable]:
     return tensors
 
 
+@checks_keywords
 def clip_by_value(grads: Sequence[Any], min_value: Any, max_value: Any) -> list[Variable]:
     r"""Clip every gradient element into ``[min_value, max_value]``.
 
@@ -96,6 +97,7 @@ def _exact_scale(grad: Variable, norm: Variable, max_norm: Any) -> Variable:
     return pt.switch(norm > limit, grad * factor, grad)
 
 
+@checks_keywords
 def clip_by_norm(grads: Sequence[Any], max_norm: Any) -> list[Variable]:
     r"""Rescale each gradient whose norm exceeds ``max_norm`` to norm ``max_norm``; leave the rest.
 
@@ -135,6 +137,7 @@ def clip_by_norm(grads: Sequence[Any], max_norm: Any) -> list[Variable]:
     return [_exact_scale(g, l2_norm([g]), max_norm) for g in _tensors(who, grads)]
 
 
+@checks_keywords
 def clip_by_global_norm(
     grads: Sequence[Any], max_norm: Any, return_norm: bool = False
 ) -> list[Variable] | tuple[list[Variable], Variable]:
@@ -191,6 +194,7 @@ def clip_by_global_norm(
     return (clipped, norm) if return_norm else clipped
 
 
+@checks_keywords
 def add_weight_decay(grads: Sequence[Any], params: Sequence[Any], weight_decay: Any = 1e-4) -> list[Variable]:
     r"""Add L2 (coupled) weight decay to the gradients: the gradient of :math:`\lambda \lVert p\rVert^2 / 2`.
 
@@ -236,6 +240,7 @@ def add_weight_decay(grads: Sequence[Any], params: Sequence[Any], weight_decay: 
     return [g + as_dtype(weight_decay, p.dtype) * p for p, g in zip(params, grads)]
 
 
+@checks_keywords
 def zero_nans(grads: Sequence[Any]) -> list[Variable]:
     """Replace the NaN entries of every gradient by 0 (infinities are left alone).
 
@@ -270,6 +275,7 @@ def _normal(rng: Variable, like: Variable) -> tuple[Variable, Variable]:
         return draw.owner.outputs[0], draw
 
 
+@checks_keywords
 def add_gradient_noise(
     grads: Sequence[Any], eta: Any = 0.01, gamma: Any = 0.55, seed: int | None = None
 ) -> list[Variable]:

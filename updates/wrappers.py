@@ -4,9 +4,7 @@ Each wrapper takes the :class:`~updates.Updates` of a rule (or of another wrappe
 new one; the input is never modified. The result keeps the order of its input's keys and appends
 the state the wrapper creates, named ``<param>.<wrapper>.<slot>`` (``W.apply_ema.shadow``) and its
 counters (``apply_ema.t``) last, so :func:`inspect_state`, :func:`save_state`, :func:`load_state`
-and :func:`reset_state` work on it as on a rule's state. Weight decay, lookahead and averaging are
-elementwise and take the multi-tensor path of the rules (``core.apply_kernel``): their state lives
-in one flat buffer per dtype and they add one node per dtype, whatever the number of params.
+and :func:`reset_state` work on it as on a rule's state.
 
 - :func:`apply_weight_decay`: decoupled weight decay for any rule (AdamW from Adam);
 - :func:`apply_if_finite`: skip the whole step when anything is not finite, and count the skips;
@@ -15,13 +13,15 @@ in one flat buffer per dtype and they add one node per dtype, whatever the numbe
 - :func:`accumulate_gradients`: a rule that sees the mean of ``steps`` gradients (wraps the rule);
 - :func:`merge_updates`: one dictionary from rules applied to groups of params.
 
-Graph size (PyTensor's Numba linker compiles in time that grows faster than the node count):
-around Adam's one multi-tensor node over 100 params, the optimized graph has about one node per
-param with :func:`apply_weight_decay`, :func:`apply_lookahead` or :func:`apply_ema` (each param's
-expression fuses into one elementwise node), two with :func:`accumulate_gradients`, and five
-with :func:`apply_if_finite` given the gradients (a finiteness check of each gradient and each
-new value, and the switch), three without them. The state they create is one shared variable
-per param (not flat buffers), named after it.
+Weight decay, lookahead and averaging (like the momentum wrappers) are elementwise steps: they go
+through :func:`updates.core.wrap_elementwise`, the path of the rules, so their state lives in one
+flat buffer per dtype (shown per param by ``named_state()``) and they add one multi-tensor node
+per dtype, whatever the number of params. :func:`accumulate_gradients` keeps one shared variable
+per param (``W.accumulate_gradients.sum``) and builds its running sums and switches per param;
+:func:`apply_if_finite` keeps one counter and guards every entry with a switch, which reads the
+old values after the new ones and so keeps PyTensor from updating params and state in place.
+Those two cost the most to compile: about 3x the start of the model alone at 30 params
+(``benchmarks/run.py --only share``), against about 1.5x for the elementwise wrappers.
 """
 
 from __future__ import annotations
@@ -38,25 +38,19 @@ from pytensor.graph.basic import Variable
 
 from updates.core import (
     NON_NEGATIVE,
+    Elementwise,
     Interval,
-    Kernel,
-    Rule,
     Updates,
-    apply_kernel,
     begin_wrapper,
-    check_hyperparameter,
     check_mapping,
-    dtype_groups,
-    evaluate,
-    finish_wrapper,
     params_to_wrap,
-    schedule_state,
     step_counter,
-    wrapper_hyperparameters,
+    wrap_elementwise,
 )
 from updates.grads import (
     all_finite,
     as_dtype,
+    checks_keywords,
     describe,
     label,
     prepare_grads,
@@ -106,6 +100,7 @@ def _rule_learning_rate(who: str, updates: Mapping) -> Any:
     return given if isinstance(given, float) else hyper["learning_rate"]
 
 
+@checks_keywords
 def apply_weight_decay(
     updates: Mapping,
     params: list[Variable] | None = None,
@@ -168,31 +163,24 @@ def apply_weight_decay(
     check_mapping(who, updates)
     if learning_rate is None:
         learning_rate = _rule_learning_rate(who, updates)
-    given = {"weight_decay": weight_decay, "learning_rate": learning_rate}
-    hyper, counter, schedules = wrapper_hyperparameters(
-        who, given, {"weight_decay": NON_NEGATIVE, "learning_rate": NON_NEGATIVE}
+    hyper = dict(weight_decay=weight_decay, learning_rate=learning_rate)
+    ranges = dict(weight_decay=NON_NEGATIVE, learning_rate=NON_NEGATIVE)
+    return wrap_elementwise(who, _DECAY, updates, params, hyper, ranges, _decay)
+
+
+def _decay(dtype: str, values: dict, counter: Variable | None) -> SimpleNamespace:
+    return SimpleNamespace(
+        decay=as_dtype(values["learning_rate"], dtype) * as_dtype(values["weight_decay"], dtype)
     )
-    params = params_to_wrap(who, updates, params)
-    wrapped = begin_wrapper(who, updates, params, given, hyper)
-    for dtype, group, suffix in _targets_by_dtype(updates, params):
-        decay = as_dtype(hyper["learning_rate"], dtype) * as_dtype(hyper["weight_decay"], dtype)
-        apply_kernel(_DECAY, group, SimpleNamespace(decay=decay), wrapped, suffix)
-    return finish_wrapper(wrapped, schedules, counter)
 
 
-def _targets_by_dtype(updates: Mapping, params: list) -> Iterator[tuple[str, list[tuple], str]]:
-    """The params by dtype with the new values ``updates`` gives them, for ``apply_kernel``."""
-    return dtype_groups(params, [updates[p] for p in params], [()] * len(params))
-
-
-# The wrappers as rules whose "gradient" is the wrapped new value u: one multi-tensor node per
-# dtype (see core.apply_kernel).
-_DECAY = Kernel(Rule("apply_weight_decay", lambda h, p, u: (u - h.decay * p,)))
+_DECAY = Elementwise("apply_weight_decay", lambda h, p, u: (u - h.decay * p,))
 
 
 # -- skip non-finite steps -------------------------------------------------------------------------
 
 
+@checks_keywords
 def apply_if_finite(updates: Mapping, grads: Any = None) -> Updates:
     r"""Skip the whole step when a gradient or a new value is not finite.
 
@@ -268,6 +256,7 @@ def apply_if_finite(updates: Mapping, grads: Any = None) -> Updates:
 # -- lookahead -------------------------------------------------------------------------------------
 
 
+@checks_keywords
 def apply_lookahead(
     updates: Mapping, params: list[Variable] | None = None, k: int = 5, alpha: Any = 0.5
 ) -> Updates:
@@ -322,21 +311,17 @@ def apply_lookahead(
     [-1.0, -1.0, -2.0, -2.0]
     """
     who = "apply_lookahead"
-    check_mapping(who, updates)
     k = _check_int(who, "k", k, 1)
-    check_hyperparameter(who, "alpha", alpha, Interval(0.0, 1.0, high_closed=True))
-    params = params_to_wrap(who, updates, params)
-    counter = step_counter(f"{who}.t")
-    schedules = schedule_state([alpha])
-    given, alpha = alpha, evaluate(alpha, counter)
-    wrapped = begin_wrapper(who, updates, params, {"k": k, "alpha": given}, {"alpha": alpha})
-    first, sync = pt.eq(counter, 0), _every(counter, k)
-    for dtype, group, suffix in _targets_by_dtype(updates, params):
-        flags = SimpleNamespace(first=pt.cast(first, dtype), sync=pt.cast(sync, dtype))
-        apply_kernel(
-            _LOOKAHEAD, group, SimpleNamespace(**vars(flags), alpha=as_dtype(alpha, dtype)), wrapped, suffix
-        )
-    return finish_wrapper(wrapped, schedules, counter)
+    ranges = dict(alpha=Interval(0.0, 1.0, high_closed=True))
+
+    def scalars(dtype: str, values: dict, counter: Variable) -> SimpleNamespace:
+        first, sync = pt.cast(pt.eq(counter, 0), dtype), pt.cast(_every(counter, k), dtype)
+        return SimpleNamespace(first=first, sync=sync, alpha=as_dtype(values["alpha"], dtype))
+
+    hyper = dict(alpha=alpha)
+    return wrap_elementwise(
+        who, _LOOKAHEAD, updates, params, hyper, ranges, scalars, counted=True, options=dict(k=k)
+    )
 
 
 def _lookahead(h, param, fast, slow):
@@ -345,12 +330,13 @@ def _lookahead(h, param, fast, slow):
     return pt.switch(h.sync > 0, moved, fast), pt.switch(h.sync > 0, moved, start)
 
 
-_LOOKAHEAD = Kernel(Rule("apply_lookahead", _lookahead, ("slow",)))
+_LOOKAHEAD = Elementwise("apply_lookahead", _lookahead, ("slow",))
 
 
 # -- parameter averaging ---------------------------------------------------------------------------
 
 
+@checks_keywords
 def apply_ema(updates: Mapping, params: list[Variable] | None = None, decay: Any = 0.999) -> Updates:
     r"""Keep a running average of the params in shadow variables, to evaluate or deploy with.
 
@@ -411,37 +397,43 @@ def apply_ema(updates: Mapping, params: list[Variable] | None = None, decay: Any
     array([-2.])
     """
     who = "apply_ema"
-    check_mapping(who, updates)
     uniform = decay is None
-    if not uniform:
-        check_hyperparameter(who, "decay", decay, Interval(0.0, 1.0, high_closed=True))
-    params = params_to_wrap(who, updates, params)
-    counter = step_counter(f"{who}.t")
-    schedules = schedule_state([decay])
-    hyper = {} if uniform else {"decay": evaluate(decay, counter)}
-    wrapped = begin_wrapper(who, updates, params, {} if uniform else {"decay": decay}, hyper)
-    wrapped.config[-1]["decay"] = "uniform" if uniform else wrapped.config[-1]["decay"]
-    first = pt.eq(counter, 0)
-    for dtype, group, suffix in _targets_by_dtype(updates, params):
-        weight = 1 / pt.cast(counter + 1, dtype) if uniform else 1 - as_dtype(hyper["decay"], dtype)
-        before = set(wrapped)
-        apply_kernel(
-            _EMA, group, SimpleNamespace(first=pt.cast(first, dtype), weight=weight), wrapped, suffix
-        )
-        shadows = [key for key in wrapped if key not in before]
-        averaged = [param for _, param, *_ in group]
-        for shadow in shadows:  # one flat buffer, or one shadow per param (per_parameter())
-            shadow.tag.averages = tuple(averaged) if len(shadows) == 1 else (averaged[shadows.index(shadow)],)
-    return finish_wrapper(wrapped, schedules, counter)
+    hyper = {} if uniform else dict(decay=decay)
+    ranges = {} if uniform else dict(decay=Interval(0.0, 1.0, high_closed=True))
+
+    def scalars(dtype: str, values: dict, counter: Variable) -> SimpleNamespace:
+        weight = 1 / pt.cast(counter + 1, dtype) if uniform else 1 - as_dtype(values["decay"], dtype)
+        return SimpleNamespace(first=pt.cast(pt.eq(counter, 0), dtype), weight=weight)
+
+    options = dict(decay="uniform") if uniform else {}
+    return wrap_elementwise(
+        who,
+        _EMA,
+        updates,
+        params,
+        hyper,
+        ranges,
+        scalars,
+        counted=True,
+        options=options,
+        on_state=_mark_averages,
+    )
+
+
+def _mark_averages(params: list[Variable], shadows: list[Variable]) -> None:
+    """Record which params each shadow variable averages (one flat buffer: all of them)."""
+    for i, shadow in enumerate(shadows):
+        shadow.tag.averages = tuple(params) if len(shadows) == 1 else (params[i],)
 
 
 def _ema(h, param, new, shadow):
     return new, pt.switch(h.first > 0, new, shadow + h.weight * (new - shadow))
 
 
-_EMA = Kernel(Rule("apply_ema", _ema, ("shadow",)))
+_EMA = Elementwise("apply_ema", _ema, ("shadow",))
 
 
+@checks_keywords
 @contextmanager
 def swap_averages(updates: Updates) -> Iterator[dict]:
     """Within this block, each averaged param holds its average (and the average its value).
@@ -493,6 +485,7 @@ def swap_averages(updates: Updates) -> Iterator[dict]:
 # -- gradient accumulation -------------------------------------------------------------------------
 
 
+@checks_keywords
 def accumulate_gradients(rule: Callable, steps: int = 4) -> Callable:
     r"""Make a rule that sees the mean of ``steps`` consecutive gradients and moves every ``steps`` calls.
 
