@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import zipfile
@@ -21,6 +22,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from pytensor.compile.sharedvalue import SharedVariable
 from registry import RULES, WRAPPERS
 
 import updates
@@ -386,6 +388,23 @@ def test_only_updates_are_accepted(tmp_path):
             function(*arguments)
 
 
+def test_validating_a_checkpoint_assigns_nothing(adam_checkpoint, monkeypatch):
+    """load_state validates everything first (setting no variable), then assigns what it validated."""
+    params, result = trained(steps=5)
+    before = snapshot(params, result)
+
+    def refused(self, *args, **kwargs):
+        raise AssertionError(f"{self.name} was set while validating")
+
+    monkeypatch.setattr(SharedVariable, "set_value", refused)
+    assignments = updates.state._validated(adam_checkpoint, result, params=True)
+    monkeypatch.undo()
+    assert_bitwise_equal(snapshot(params, result), before)
+    assert [variable for variable, _ in assignments] == [*result.state, *params]
+    updates.state._assign(assignments)
+    assert int(result.named_state()["adam.t"]) == 3
+
+
 # -- unreadable files ------------------------------------------------------------------------------
 
 UNREADABLE = r"^load_state: .* is not a readable checkpoint \("
@@ -516,6 +535,133 @@ def test_a_directory_is_not_overwritten(tmp_path):
     with pytest.raises(IsADirectoryError, match="is a directory"):
         updates.save_state(tmp_path, trained()[1])
     assert os.listdir(tmp_path) == []
+
+
+# A process that saves a small state, killed (SIGKILL) halfway through writing its temporary file.
+# It compiles nothing: building the updates graph and saving need no compiled function.
+KILLED_SAVE_SCRIPT = """
+import io, os, signal, sys
+import numpy as np
+import pytensor
+import updates
+import updates.state
+
+w = pytensor.shared(np.linspace(-1.0, 1.0, 500), name="w")
+adam = updates.adam((w**2).sum(), [w])
+write_npz = updates.state._write_npz
+
+def killed_halfway(file, arrays):
+    whole = io.BytesIO()
+    write_npz(whole, arrays)
+    data = whole.getvalue()
+    file.write(data[: len(data) // 2])
+    file.flush()
+    os.fsync(file.fileno())
+    os.kill(os.getpid(), signal.SIGKILL)
+
+updates.state._write_npz = killed_halfway
+updates.save_state(sys.argv[1], adam, params=True)
+"""
+
+
+def kill_a_save(path):
+    """Run KILLED_SAVE_SCRIPT on ``path`` in a new process; its PID, now dead (and reaped)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    with subprocess.Popen(
+        [sys.executable, "-c", KILLED_SAVE_SCRIPT, str(path)], env=env, stderr=subprocess.PIPE, text=True
+    ) as child:
+        _, stderr = child.communicate(timeout=120)
+    assert child.returncode == -signal.SIGKILL, stderr[-4000:]
+    return child.pid
+
+
+def temporary_name(base, pid, token="0123456789ab"):
+    """A name of save_state's temporary files (``.<base>.<pid>.<12 hex digits>.tmp``)."""
+    return f".{base}.{pid}.{token}.tmp"
+
+
+def write_files(directory, names):
+    """Files of distinct contents; their contents, by name."""
+    contents = {name: f"not mine to remove: {name}".encode() for name in names}
+    for name, data in contents.items():
+        (directory / name).write_bytes(data)
+    return contents
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL and PIDs checked by os.kill are POSIX")
+def test_a_killed_save_leaves_a_temporary_file_that_the_next_save_removes(adam_checkpoint):
+    directory = Path(adam_checkpoint).parent
+    original = Path(adam_checkpoint).read_bytes()
+    dead = kill_a_save(adam_checkpoint)
+
+    left = sorted(set(os.listdir(directory)) - {"adam.npz"})
+    assert len(left) == 1 and re.fullmatch(rf"\.adam\.npz\.{dead}\.[0-9a-f]{{12}}\.tmp", left[0]), left
+    assert (directory / left[0]).stat().st_size > 0, "the child was killed before it wrote anything"
+    assert Path(adam_checkpoint).read_bytes() == original
+    _params, result = trained(steps=5)
+    updates.load_state(adam_checkpoint, result, params=True)
+    assert int(result.named_state()["adam.t"]) == 3
+
+    others = write_files(
+        directory,
+        [
+            temporary_name("adam.npz.1", dead),  # the temporary file of adam.npz.1
+            temporary_name("adam.npz.bak", dead),
+            temporary_name("other.npz", dead),
+            temporary_name("adam.npz", dead)[1:],  # a user's file: no leading dot
+            temporary_name("adam.npz", dead) + ".keep",
+            temporary_name("adam.npz", dead, "notes"),
+            temporary_name("adam.npz", dead, "0123456789AB"),  # upper case: not a token
+            "adam.npz.tmp",
+        ],
+    )
+    updates.reset_state(result)
+    updates.save_state(adam_checkpoint, result, params=True)
+    assert sorted(os.listdir(directory)) == sorted(["adam.npz", *others])
+    assert {name: (directory / name).read_bytes() for name in others} == others
+    with np.load(adam_checkpoint) as stored:
+        assert stored["state/adam.t"] == 0, "not saved again"
+
+
+def dead_pid():
+    """The PID of a process that has ended (and been reaped)."""
+    with subprocess.Popen([sys.executable, "-c", "pass"]) as child:
+        child.wait(timeout=60)
+    return child.pid
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="PIDs checked by os.kill are POSIX")
+def test_only_the_temporary_files_of_a_finished_writer_are_removed(adam_checkpoint, monkeypatch):
+    """A dead process's and this process's own leftovers go; a live process's, a save of this
+    process still writing, and what is not a regular file stay."""
+    directory = Path(adam_checkpoint).parent
+    dead, own, live = dead_pid(), os.getpid(), os.getppid()
+    stale = write_files(directory, [temporary_name("adam.npz", dead), temporary_name("adam.npz", own)])
+    kept = write_files(directory, [temporary_name("adam.npz", live), temporary_name("adam.npz", 0)])
+    (directory / temporary_name("adam.npz", dead, "abcdefabcdef")).mkdir()
+    (directory / temporary_name("adam.npz", dead, "fedcbafedcba")).symlink_to(directory / "adam.npz")
+    special = [temporary_name("adam.npz", dead, t) for t in ("abcdefabcdef", "fedcbafedcba")]
+
+    _params, result = trained(steps=5)
+    write_npz, seen = updates.state._write_npz, []
+
+    def saving_again_meanwhile(file, arrays):
+        """A second save to the same path, while this one is writing: it must keep our file."""
+        if not seen:
+            seen.append(sorted(os.listdir(directory)))
+            params = make_params(("w", "b"))
+            updates.save_state(adam_checkpoint, updates.adam(make_loss(params), params))
+        write_npz(file, arrays)
+
+    monkeypatch.setattr(updates.state, "_write_npz", saving_again_meanwhile)
+    updates.save_state(adam_checkpoint, result)
+    writing = [n for n in seen[0] if n.startswith(f".adam.npz.{own}.") and n not in stale]
+    assert len(writing) == 1, seen
+    assert sorted(os.listdir(directory)) == sorted(["adam.npz", *kept, *special])
+    assert {name: (directory / name).read_bytes() for name in kept} == kept
+    with np.load(adam_checkpoint) as stored:
+        assert stored["state/adam.t"] == 5, "the outer save, which finished last, is the checkpoint"
 
 
 # -- reset -----------------------------------------------------------------------------------------

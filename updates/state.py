@@ -23,7 +23,9 @@ import contextlib
 import json
 import math
 import os
+import re
 import secrets
+import threading
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -37,7 +39,7 @@ from pytensor.graph.basic import Constant, Variable
 from pytensor.tensor.elemwise import Elemwise
 
 from updates.core import Updates
-from updates.grads import describe, label
+from updates.grads import checks_keywords, describe, label
 
 __all__ = ["StateEntry", "StateSummary", "inspect_state", "load_state", "reset_state", "save_state"]
 
@@ -219,6 +221,7 @@ def _named_params(who: str, params: tuple[Variable, ...]) -> dict[str, Variable]
 # -- inspect ---------------------------------------------------------------------------------------
 
 
+@checks_keywords
 def inspect_state(updates: Updates) -> StateSummary:
     """List the optimizer state of ``updates``, the step counts and the current hyperparameters.
 
@@ -253,7 +256,7 @@ def inspect_state(updates: Updates) -> StateSummary:
     _check_updates("inspect_state", updates)
     entries = _entries(updates)
     steps = {e.name: int(e.value) for e in entries if _is_step_counter(e.variable, updates[e.variable])}
-    return StateSummary(entries, steps, _evaluate(updates.hyperparameters))
+    return StateSummary(entries, steps, current_values(updates.hyperparameters))
 
 
 def _is_step_counter(variable: Variable, update: Variable) -> bool:
@@ -276,7 +279,7 @@ def _is_step_counter(variable: Variable, update: Variable) -> bool:
     return isinstance(other, Constant) and np.asarray(other.data).item() == 1
 
 
-def _evaluate(hyperparameters: dict[str, Variable]) -> dict[str, Any]:
+def current_values(hyperparameters: dict[str, Variable]) -> dict[str, Any]:
     """The current value of each symbolic scalar, compiled once (None where inputs are needed)."""
     values: dict[str, Any] = {}
     pending = {}
@@ -308,6 +311,7 @@ def _run(outputs: list[Variable]) -> list[Any]:
 # -- save ------------------------------------------------------------------------------------------
 
 
+@checks_keywords
 def save_state(path: str | os.PathLike, updates: Updates, params: bool = False) -> None:
     """Write the optimizer state of ``updates`` (and, if asked, the params) to one ``.npz`` file.
 
@@ -317,9 +321,13 @@ def save_state(path: str | os.PathLike, updates: Updates, params: bool = False) 
     name (``param/W``). It does not depend on how the graph was built (per parameter or in flat
     buffers): :func:`load_state` reads it into either.
 
-    The write is atomic: the file is written to a temporary file in the same directory, flushed
-    to disk, then renamed over ``path``. An interrupted save leaves the previous checkpoint at
-    ``path`` as it was, and no temporary file behind.
+    The write is atomic: the file is written to a temporary file in the same directory
+    (``.<name>.<pid>.<random>.tmp``), flushed to disk, then renamed over ``path``. An interrupted
+    save leaves the previous checkpoint at ``path`` as it was, and no temporary file behind. A
+    save killed outright (SIGKILL, a power cut) cannot remove its temporary file: the next save
+    to the same ``path`` does, once the process that wrote it (its ``pid``) is gone (on Windows,
+    only one this process wrote). It never removes another file, the temporary file of another
+    path, or that of a save still running.
 
     Parameters
     ----------
@@ -365,6 +373,7 @@ def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
     directory, base = os.path.split(os.path.abspath(path))
     if os.path.isdir(path):
         raise IsADirectoryError(f"save_state: {path} is a directory")
+    _remove_stale_temporaries(directory, base)
     temporary, fd = _create_temporary(directory, base)
     try:
         with os.fdopen(fd, "wb") as file:
@@ -378,18 +387,106 @@ def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+    finally:
+        _release(temporary)
     _fsync_directory(directory)
 
 
+# The names of the temporary files this process is writing now (in any thread): no save removes them.
+_ACTIVE: set[str] = set()
+_ACTIVE_LOCK = threading.Lock()
+
+
+def _temporary_name(base: str, pid: int, token: str) -> str:
+    """``.<base>.<pid>.<token>.tmp``: the writer's PID and 12 random hex digits."""
+    return f".{base}.{pid}.{token}.tmp"
+
+
+def _temporary_pattern(base: str) -> re.Pattern:
+    """What :func:`_temporary_name` makes of ``base``, for ``fullmatch``; group 1 is the PID.
+
+    The PID and the token hold no dot, so a name matches for one ``base`` only: the temporary
+    files of ``a.npz.1`` or ``a.npz.bak`` are never taken for those of ``a.npz``.
+    """
+    return re.compile(rf"\.{re.escape(base)}\.([0-9]+)\.[0-9a-f]{{12}}\.tmp")
+
+
 def _create_temporary(directory: str, base: str) -> tuple[str, int]:
-    """A new file next to ``path``, created with the process's umask (unlike ``mkstemp``'s 0600)."""
+    """A new file next to ``path``, created with the process's umask (unlike ``mkstemp``'s 0600).
+
+    Its name holds this process's PID (see :func:`_temporary_name`), so that a later save can tell
+    whether the process that wrote it is still alive. It is marked active before it exists, and
+    stays so until :func:`_release`.
+    """
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
     while True:
-        temporary = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+        temporary = os.path.join(directory, _temporary_name(base, os.getpid(), secrets.token_hex(6)))
+        with _ACTIVE_LOCK:
+            _ACTIVE.add(os.path.basename(temporary))
         try:
             return temporary, os.open(temporary, flags, 0o666)
         except FileExistsError:  # pragma: no cover - 48 random bits
+            _release(temporary)
             continue
+        except BaseException:
+            _release(temporary)
+            raise
+
+
+def _release(temporary: str) -> None:
+    """No longer mark ``temporary`` as being written by this process."""
+    with _ACTIVE_LOCK:
+        _ACTIVE.discard(os.path.basename(temporary))
+
+
+def _remove_stale_temporaries(directory: str, base: str) -> None:
+    """Remove the temporary files of saves to ``<directory>/<base>`` whose writer is gone.
+
+    Only regular files named exactly as :func:`_create_temporary` names them for this ``base`` are
+    considered, and only those are removed whose PID is not a live process, or is this process's
+    but the file is not one that a save of this process is writing now: the leftovers of a save
+    killed outright (SIGKILL, power loss), which never got to remove its file. A file that cannot
+    be removed is left as it is; the save goes on.
+    """
+    pattern = _temporary_pattern(base)
+    try:
+        with os.scandir(directory) as found:
+            candidates = [e for e in found if pattern.fullmatch(e.name) and _is_regular_file(e)]
+    except OSError:
+        return
+    for entry in candidates:
+        pid = int(pattern.fullmatch(entry.name).group(1))
+        if _is_stale(entry.name, pid):
+            with contextlib.suppress(OSError):
+                os.unlink(entry.path)
+
+
+def _is_regular_file(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _is_stale(name: str, pid: int) -> bool:
+    """Whether the writer of the temporary file ``name`` (process ``pid``) is gone: no one will finish it."""
+    if pid == os.getpid():
+        with _ACTIVE_LOCK:
+            return name not in _ACTIVE
+    return _process_is_gone(pid)
+
+
+def _process_is_gone(pid: int) -> bool:
+    """True only if there surely is no process ``pid`` (a PID reused since is taken as alive)."""
+    if os.name != "posix" or pid <= 0:  # Windows: os.kill(pid, 0) would terminate the process
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except (OSError, OverflowError):  # PermissionError: alive, another user's
+        return False
+    return False
 
 
 def _write_npz(file, arrays: dict[str, np.ndarray]) -> None:
@@ -415,6 +512,7 @@ def _fsync_directory(directory: str) -> None:
 # -- load ------------------------------------------------------------------------------------------
 
 
+@checks_keywords
 def load_state(path: str | os.PathLike, updates: Updates, params: bool = False) -> None:
     """Read a checkpoint written by :func:`save_state` into ``updates``'s state (and params).
 
@@ -464,12 +562,52 @@ def load_state(path: str | os.PathLike, updates: Updates, params: bool = False) 
     {'adam.t': 3}
     """
     _check_updates("load_state", updates)
+    _assign(_validated(os.fspath(path), updates, params))
+
+
+def _validated(path: str, updates: Updates, params: bool) -> list[tuple[Variable, np.ndarray]]:
+    """Check the checkpoint at ``path`` against ``updates``; assign nothing.
+
+    Parameters
+    ----------
+    path : str
+        The checkpoint.
+    updates : Updates
+        What it is to be loaded into.
+    params : bool
+        Whether the params are to be loaded too.
+
+    Returns
+    -------
+    list of (shared variable, ndarray)
+        Every variable to set and its new value, each variable once (a flat buffer rebuilt whole
+        from its pieces), the state first, then the params.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        As :func:`load_state`, with the same messages.
+    """
     named = _named_params("load_state", updates.params) if params else {}
     entries = _named("load_state", _entries(updates))
-    path = os.fspath(path)
     contents = _read(path)
     where = f"load_state: {path}"
+    _check_header(where, contents, updates)
+    saved_state = {k[len(_STATE) :]: v for k, v in contents.items() if k.startswith(_STATE)}
+    saved_params = {k[len(_PARAM) :]: v for k, v in contents.items() if k.startswith(_PARAM)}
+    others = [k for k in contents if not k.startswith((_STATE, _PARAM))]
+    problems = [f"unknown entry {k!r}" for k in others]
+    problems += _compare("state", saved_state, {n: (e.shape, e.dtype) for n, e in entries.items()})
+    if params:
+        problems += _compare_params(saved_params, named)
+    if problems:
+        raise ValueError(f"{where} does not match the updates: {_join(problems)}; nothing was loaded")
+    assignments = _rebuilt(entries, saved_state)
+    return assignments + [(param, saved_params[name]) for name, param in named.items()]
 
+
+def _check_header(where: str, contents: dict[str, np.ndarray], updates: Updates) -> None:
+    """Check (and take out of ``contents``) the format version and the chain of rules and wrappers."""
     version = contents.pop(_FORMAT, None)
     if version is None or version.shape != () or version.dtype.kind not in "iu":
         raise ValueError(f"{where} is not a checkpoint written by save_state (no valid {_FORMAT} entry)")
@@ -490,31 +628,31 @@ def load_state(path: str | os.PathLike, updates: Updates, params: bool = False) 
             f"{_show_chain(chain)}; load it into updates built by the same rule and wrappers"
         )
 
-    saved_state = {k[len(_STATE) :]: v for k, v in contents.items() if k.startswith(_STATE)}
-    saved_params = {k[len(_PARAM) :]: v for k, v in contents.items() if k.startswith(_PARAM)}
-    others = [k for k in contents if not k.startswith((_STATE, _PARAM))]
-    problems = [f"unknown entry {k!r}" for k in others]
-    problems += _compare("state", saved_state, {n: (e.shape, e.dtype) for n, e in entries.items()})
-    if params:
-        if not saved_params:
-            problems.append("it holds no params (it was saved with params=False)")
-        else:
-            current = {n: (p.get_value(borrow=True).shape, str(p.dtype)) for n, p in named.items()}
-            problems += _compare("param", saved_params, current)
-    if problems:
-        raise ValueError(f"{where} does not match the updates: {_join(problems)}; nothing was loaded")
 
-    # Build every new value first, then set each variable once.
+def _compare_params(saved: dict[str, np.ndarray], named: dict[str, Variable]) -> list[str]:
+    """What differs between the saved params and ``named``, or that the file holds none."""
+    if not saved:
+        return ["it holds no params (it was saved with params=False)"]
+    current = {n: (p.get_value(borrow=True).shape, str(p.dtype)) for n, p in named.items()}
+    return _compare("param", saved, current)
+
+
+def _rebuilt(
+    entries: dict[str, StateEntry], saved: dict[str, np.ndarray]
+) -> list[tuple[Variable, np.ndarray]]:
+    """Each variable of ``entries`` and its new value: a copy with the saved pieces written in."""
     new_values: dict[Variable, np.ndarray] = {}
     for name, entry in entries.items():
         flat = new_values.get(entry.variable)
         if flat is None:
             flat = np.array(entry.variable.get_value(borrow=True), copy=True).reshape(-1)
             new_values[entry.variable] = flat
-        flat[entry.offset : entry.offset + entry.size] = saved_state[name].reshape(-1)
-    assignments = [(v, flat.reshape(v.get_value(borrow=True).shape)) for v, flat in new_values.items()]
-    if params:
-        assignments += [(param, saved_params[name]) for name, param in named.items()]
+        flat[entry.offset : entry.offset + entry.size] = saved[name].reshape(-1)
+    return [(v, flat.reshape(v.get_value(borrow=True).shape)) for v, flat in new_values.items()]
+
+
+def _assign(assignments: list[tuple[Variable, np.ndarray]]) -> None:
+    """Set each variable to its value, as :func:`_validated` returned them."""
     for variable, value in assignments:
         variable.set_value(value)
 
@@ -581,6 +719,7 @@ def _join(problems: list[str], most: int = 10) -> str:
 # -- reset -----------------------------------------------------------------------------------------
 
 
+@checks_keywords
 def reset_state(updates: Updates, params: Iterable[Variable] | None = None) -> None:
     """Set the optimizer state back to its initial values, all of it or only some params'.
 
