@@ -275,6 +275,48 @@ def test_a_batch_of_the_wrong_arity_is_refused():
         updates.minimize(loss, [w], [x], [[DATA], [DATA, DATA]], updates.sgd(), **QUIET)
 
 
+def refuse_to_compile(*args, **kwargs):
+    pytest.fail("nothing should be compiled for a call with a misspelt keyword")
+
+
+@pytest.mark.parametrize("function", [updates.iterate, updates.minimize], ids=lambda f: f.__name__)
+@pytest.mark.parametrize(
+    ("misspelt", "meant"),
+    [("max_epoch", "max_epochs"), ("batchsize", "batch_size"), ("on_non_finite", "on_nonfinite")],
+)
+def test_a_misspelt_keyword_names_the_closest_argument_when_called(function, misspelt, meant, monkeypatch):
+    """Refused by the call itself (iterate's generator is never started), before compiling."""
+    monkeypatch.setattr(pytensor, "function", refuse_to_compile)
+    w, x, loss = mean_model()
+    name = function.__name__  # the wording between name and keyword is the shared helper's (grads.py)
+    message = rf"^{name}: .*unexpected keyword argument '{misspelt}'; did you mean '{meant}'\?$"
+    with pytest.raises(TypeError, match=message):
+        function(loss, [w], [x], DATA, updates.sgd(), **{misspelt: 3}, **QUIET)
+    with pytest.raises(TypeError, match=rf"^{name}: .*unexpected keyword argument 'xyz'$"):
+        function(loss, [w], [x], DATA, updates.sgd(), xyz=3)
+
+
+def test_minimize_names_itself_for_arguments_that_do_not_fit(monkeypatch):
+    monkeypatch.setattr(pytensor, "function", refuse_to_compile)
+    w, x, loss = mean_model()
+    with pytest.raises(TypeError, match=r"^minimize\(\) missing a required argument: 'optimizer'$"):
+        updates.minimize(loss, [w], [x], DATA)
+    with pytest.raises(TypeError, match=r"^minimize\(\) too many positional arguments$"):
+        updates.minimize(loss, [w], [x], DATA, updates.sgd(), None, 32)
+
+
+def test_the_options_are_the_keyword_only_arguments():
+    """The loop's options mirror the keyword-only parameters written once in iterate's signature."""
+    from dataclasses import fields
+
+    from updates.train import _Options
+
+    keywords = [
+        name for name, p in inspect.signature(updates.iterate).parameters.items() if p.kind is p.KEYWORD_ONLY
+    ]
+    assert [f.name for f in fields(_Options)] == keywords
+
+
 # -- stopping rules and the best params ------------------------------------------------------------
 
 

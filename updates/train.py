@@ -18,14 +18,16 @@ non-finite step never corrupts the model. The loop then raises :class:`NonFinite
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
 import sys
 import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import InitVar, dataclass, field, fields
+from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
 import pytensor
@@ -34,7 +36,7 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 
 from updates.core import Updates, gated
-from updates.grads import all_finite, describe, l2_norm, prepare_grads
+from updates.grads import all_finite, checks_keywords, describe, l2_norm, prepare_grads
 
 __all__ = ["History", "NonFiniteLossError", "Record", "iterate", "minimize"]
 
@@ -386,22 +388,81 @@ def _check_count(who: str, name: str, value: Any, allow_none: bool = True) -> No
         )
 
 
-def _check_options(who: str, options: dict) -> None:
-    for name in ("batch_size", "epoch_size", "max_epochs", "max_updates", "patience"):
-        _check_count(who, name, options[name])
-    _check_count(who, "validate_every", options["validate_every"], allow_none=False)
-    if options["max_epochs"] is None and options["max_updates"] is None:
-        raise ValueError(f"{who}: give max_epochs or max_updates (or both); both are None")
-    improvement = options["min_improvement"]
-    if not isinstance(improvement, (int, float, np.floating)) or not 0 <= improvement < 1:
-        raise ValueError(f"{who}: min_improvement must be a number in [0, 1), got {improvement!r}")
-    tolerance = options["tolerance"]
-    if tolerance is not None and (not isinstance(tolerance, (int, float, np.floating)) or tolerance < 0):
-        raise ValueError(f"{who}: tolerance must be a non-negative number or None, got {tolerance!r}")
-    if options["on_nonfinite"] not in _NONFINITE:
-        raise ValueError(f"{who}: on_nonfinite must be one of {_NONFINITE}, got {options['on_nonfinite']!r}")
-    if options["callback"] is not None and not callable(options["callback"]):
-        raise TypeError(f"{who}: callback must be callable, got {describe(options['callback'])}")
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float, np.floating))
+
+
+@dataclass(frozen=True)
+class _Options:
+    """The keyword-only arguments of :func:`iterate` (and so :func:`minimize`), checked.
+
+    One field per keyword-only parameter, in the order of the signature; the defaults are written
+    once, in :func:`iterate`'s signature. Building one checks it (``__post_init__``), raising the
+    error :func:`iterate` raises for a bad value, prefixed by ``who``.
+    """
+
+    who: InitVar[str]
+    batch_size: int | None
+    shuffle: bool
+    seed: Any
+    epoch_size: int | None
+    max_epochs: int | None
+    max_updates: int | None
+    validate_every: int
+    patience: int | None
+    min_improvement: float
+    tolerance: float | None
+    monitors: Mapping[str, Variable] | None
+    gradient_norm: bool
+    restore_best: bool
+    on_nonfinite: str
+    callback: Callable[[Record], Any] | None
+    progress: bool | None
+    mode: Any
+
+    @classmethod
+    def of(cls, who: str, arguments: Mapping[str, Any]) -> _Options:
+        """The options among ``arguments`` (e.g. a function's ``locals()``), checked.
+
+        Parameters
+        ----------
+        who : str
+            The function named in error messages.
+        arguments : mapping of str to object
+            Holds at least one value per field; other entries are ignored.
+
+        Returns
+        -------
+        _Options
+            The checked options.
+        """
+        return cls(who, **{f.name: arguments[f.name] for f in fields(cls)})
+
+    def __post_init__(self, who: str) -> None:
+        """Check the options, raising the errors ``who`` raises for bad values."""
+        self._check_counts(who)
+        self._check_numbers(who)
+        self._check_choices(who)
+
+    def _check_counts(self, who: str) -> None:
+        for name in ("batch_size", "epoch_size", "max_epochs", "max_updates", "patience"):
+            _check_count(who, name, getattr(self, name))
+        _check_count(who, "validate_every", self.validate_every, allow_none=False)
+        if self.max_epochs is None and self.max_updates is None:
+            raise ValueError(f"{who}: give max_epochs or max_updates (or both); both are None")
+
+    def _check_numbers(self, who: str) -> None:
+        improvement, tolerance = self.min_improvement, self.tolerance
+        if not _is_number(improvement) or not 0 <= improvement < 1:
+            raise ValueError(f"{who}: min_improvement must be a number in [0, 1), got {improvement!r}")
+        if tolerance is not None and (not _is_number(tolerance) or tolerance < 0):
+            raise ValueError(f"{who}: tolerance must be a non-negative number or None, got {tolerance!r}")
+
+    def _check_choices(self, who: str) -> None:
+        if self.on_nonfinite not in _NONFINITE:
+            raise ValueError(f"{who}: on_nonfinite must be one of {_NONFINITE}, got {self.on_nonfinite!r}")
+        if self.callback is not None and not callable(self.callback):
+            raise TypeError(f"{who}: callback must be callable, got {describe(self.callback)}")
 
 
 def _progress_bar(who: str, progress: bool | None, total: int | None):
@@ -457,8 +518,8 @@ class _Interval:
 class _Loop:
     """The state of one training run; :meth:`run` is the generator :func:`iterate` returns."""
 
-    def __init__(self, who: str, step: _Step, train: _Data, valid: _Data | None, options: dict) -> None:
-        self.who, self.step, self.train, self.valid, self.o = who, step, train, valid, options
+    def __init__(self, who: str, step: _Step, train: _Data, valid: _Data | None, options: _Options) -> None:
+        self.who, self.step, self.train, self.valid, self.options = who, step, train, valid, options
         self.history = History(compile_seconds=step.compile_seconds)
         self.best_score = math.inf
         self.best_values: list[np.ndarray] | None = None
@@ -481,7 +542,7 @@ class _Loop:
         train = interval.means()
         valid = self._validate()
         score = (valid or train)["loss"]
-        margin = self.o["min_improvement"] * abs(self.best_score)
+        margin = self.options.min_improvement * abs(self.best_score)
         best = math.isfinite(score) and (self.best_values is None or score < self.best_score - margin)
         if best:
             self.best_score, self.since_best = score, 0
@@ -499,13 +560,13 @@ class _Loop:
 
     def _stop_after(self, record: Record, interval: _Interval) -> str:
         """Why to stop after this record (patience, callback, nothing but skipped steps), or ''."""
-        o = self.o
-        asked = o["callback"] is not None and o["callback"](record) is True
+        callback, patience = self.options.callback, self.options.patience
+        asked = callback is not None and callback(record) is True
         if interval.steps and interval.skipped == interval.steps:
             return f"every step since step {self.steps - interval.steps} had a non-finite loss or gradient"
-        if o["patience"] is not None and self.since_best >= o["patience"]:
+        if patience is not None and self.since_best >= patience:
             return (
-                f"no relative improvement of {o['min_improvement']:g} in the last {o['patience']} "
+                f"no relative improvement of {self.options.min_improvement:g} in the last {patience} "
                 f"validations (best at step {self.history.best.step if self.history.best else 0})"
             )
         if asked:
@@ -513,14 +574,14 @@ class _Loop:
         return ""
 
     def _restore(self) -> None:
-        if self.o["restore_best"] and self.best_values is not None:
+        if self.options.restore_best and self.best_values is not None:
             for variable, value in zip(self.step.variables, self.best_values):
                 variable.set_value(value, borrow=False)
             self.history.restored = True
 
     def _epoch(self, epoch: int) -> Iterator[list[np.ndarray]]:
         """The batches of one epoch: the rest of a pass, or ``epoch_size`` batches of the stream."""
-        size = self.o["epoch_size"]
+        size = self.options.epoch_size
         taken = 0
         while size is None or taken < size:
             batch = next(self.batches, None)
@@ -537,7 +598,6 @@ class _Loop:
 
     def _step(self, batch: list[np.ndarray], epoch: int, number: int, interval: _Interval) -> str:
         """Run one training step; return why to stop now (or '')."""
-        o = self.o
         self.steps += 1
         tick = time.perf_counter()
         *values, ok = self.step.train(*batch)
@@ -545,13 +605,14 @@ class _Loop:
         if self.steps == 1:
             self.history.first_call_seconds, seconds = seconds, None
         interval.add(values, bool(ok), seconds)
-        if not ok and o["on_nonfinite"] != "skip":
+        if not ok and self.options.on_nonfinite != "skip":
             return self._nonfinite(float(values[0]), epoch, number)
-        if ok and o["tolerance"] is not None and float(values[-1]) <= o["tolerance"]:
-            size, tolerance = float(values[-1]), o["tolerance"]
+        tolerance, max_updates = self.options.tolerance, self.options.max_updates
+        if ok and tolerance is not None and float(values[-1]) <= tolerance:
+            size = float(values[-1])
             return f"converged: step {self.steps} changed the params by {size:.3g} <= tolerance {tolerance:g}"
-        if o["max_updates"] is not None and self.steps >= o["max_updates"]:
-            return f"reached max_updates={o['max_updates']}"
+        if max_updates is not None and self.steps >= max_updates:
+            return f"reached max_updates={max_updates}"
         return ""
 
     def _nonfinite(self, loss: float, epoch: int, number: int) -> str:
@@ -564,14 +625,13 @@ class _Loop:
             "on_nonfinite='skip' to skip such steps"
         )
         self.history.stop_reason = reason
-        if self.o["on_nonfinite"] == "raise":
+        if self.options.on_nonfinite == "raise":
             raise NonFiniteLossError(message, self.steps, epoch, loss, self.history)
         warnings.warn(message, RuntimeWarning, stacklevel=4)
         return reason
 
     def run(self) -> Iterator[Record]:
-        o = self.o
-        bar = _progress_bar(self.who, o["progress"], self._total_steps())
+        bar = _progress_bar(self.who, self.options.progress, self._total_steps())
         start = time.perf_counter()
         interval, epoch, stop = _Interval(self.step.train_names), 0, ""
         self.passes, self.batches, self.ran_out = self.train.passes(), iter(()), ""
@@ -584,10 +644,8 @@ class _Loop:
                         bar.update(1)
                     if stop:
                         break
-                stop = stop or self.ran_out
-                if not stop and o["max_epochs"] is not None and epoch >= o["max_epochs"]:
-                    stop = f"reached max_epochs={o['max_epochs']}"
-                if interval.steps and (stop or epoch % o["validate_every"] == 0):
+                stop = stop or self.ran_out or self._last_epoch(epoch)
+                if interval.steps and (stop or epoch % self.options.validate_every == 0):
                     record = self._record(epoch, interval, start)
                     stop = stop or self._stop_after(record, interval)
                     interval = _Interval(self.step.train_names)
@@ -605,16 +663,22 @@ class _Loop:
         self._restore()
         return self.history
 
+    def _last_epoch(self, epoch: int) -> str:
+        """Why to stop after ``epoch`` if it is the last of ``max_epochs``, or ''."""
+        max_epochs = self.options.max_epochs
+        return f"reached max_epochs={max_epochs}" if max_epochs is not None and epoch >= max_epochs else ""
+
     def _ran_out(self, epoch: int) -> str:
         if self.steps == 0:
             raise ValueError(f"{self.who}: train is empty (it gave no batches)")
         return f"the training data ran out in epoch {epoch} (a pass gave no batches)"
 
     def _total_steps(self) -> int | None:
-        per_epoch = self.o["epoch_size"] or self.train.batches_per_pass
-        totals = [self.o["max_updates"]]
-        if per_epoch is not None and self.o["max_epochs"] is not None:
-            totals.append(per_epoch * self.o["max_epochs"])
+        per_epoch = self.options.epoch_size or self.train.batches_per_pass
+        max_epochs = self.options.max_epochs
+        totals = [self.options.max_updates]
+        if per_epoch is not None and max_epochs is not None:
+            totals.append(per_epoch * max_epochs)
         totals = [t for t in totals if t is not None]
         return min(totals) if totals else None
 
@@ -715,6 +779,45 @@ _NOTES = """\
 """
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _documented(function: Callable[_P, _R]) -> Callable[_P, _R]:
+    """Fill in ``$data`` (the parameters) and ``$notes`` in ``function``'s docstring."""
+    function.__doc__ = (function.__doc__ or "").replace("$data", _DATA_DOC).replace("    $notes", _NOTES)
+    return function
+
+
+def _same_parameters_as(source: Callable[_P, Any]) -> Callable[[Callable[..., _R]], Callable[_P, _R]]:
+    """Give the decorated ``function(*args, **kwargs)`` the parameters of ``source``.
+
+    ``inspect.signature`` (so the docs) and type checkers (through ``ParamSpec``) show it with
+    ``source``'s parameters and its own return annotation, and a call that does not fit them
+    raises the ``TypeError`` Python would raise, naming ``function``; ``function`` should pass
+    its arguments on to ``source``.
+    """
+
+    def decorate(function: Callable[..., _R]) -> Callable[_P, _R]:
+        returns = inspect.signature(function).return_annotation
+        signature = inspect.signature(source).replace(return_annotation=returns)
+
+        @functools.wraps(function)
+        def bound(*args: Any, **kwargs: Any) -> _R:
+            try:
+                signature.bind(*args, **kwargs)
+            except TypeError as error:
+                raise TypeError(f"{function.__name__}() {error}") from None
+            return function(*args, **kwargs)
+
+        bound.__signature__ = signature  # type: ignore[attr-defined]
+        return bound
+
+    return decorate
+
+
+@checks_keywords
+@_documented
 def iterate(
     loss: Variable,
     params: Sequence[SharedVariable] | None,
@@ -782,21 +885,7 @@ def iterate(
     [(4, 1), (8, 2), (12, 3)]
     """
     who = "iterate"
-    options = dict(
-        batch_size=batch_size,
-        epoch_size=epoch_size,
-        max_epochs=max_epochs,
-        max_updates=max_updates,
-        validate_every=validate_every,
-        patience=patience,
-        min_improvement=min_improvement,
-        tolerance=tolerance,
-        on_nonfinite=on_nonfinite,
-        callback=callback,
-        progress=progress,
-        restore_best=restore_best,
-    )
-    _check_options(who, options)
+    options = _Options.of(who, locals())
     inputs = _check_inputs(who, inputs)
     train_data = _Data(who, "train", train, inputs, batch_size, shuffle, seed)
     valid_data = None if valid is None else _Data(who, "valid", valid, inputs, batch_size, False, None)
@@ -807,35 +896,14 @@ def iterate(
     return _Loop(who, step, train_data, valid_data, options).run()
 
 
-def minimize(
-    loss: Variable,
-    params: Sequence[SharedVariable] | None,
-    inputs: Sequence[Variable],
-    train: Any,
-    optimizer: Any,
-    valid: Any = None,
-    *,
-    batch_size: int | None = 32,
-    shuffle: bool = True,
-    seed: Any = 0,
-    epoch_size: int | None = None,
-    max_epochs: int | None = 100,
-    max_updates: int | None = None,
-    validate_every: int = 1,
-    patience: int | None = None,
-    min_improvement: float = 0.0,
-    tolerance: float | None = None,
-    monitors: Mapping[str, Variable] | None = None,
-    gradient_norm: bool = False,
-    restore_best: bool = True,
-    on_nonfinite: str = "raise",
-    callback: Callable[[Record], Any] | None = None,
-    progress: bool | None = None,
-    mode: Any = None,
-) -> History:
+@checks_keywords
+@_same_parameters_as(iterate)
+@_documented
+def minimize(*args: Any, **kwargs: Any) -> History:
     """Train until a stopping rule says stop, and return the :class:`History`.
 
-    Runs :func:`iterate` to the end, with the same arguments. Training stops at
+    Runs :func:`iterate` to the end, with the same arguments (its signature is iterate's), and
+    returns the :class:`History` the run ends with. Training stops at
     ``max_epochs`` or ``max_updates``, after ``patience`` validations without improvement,
     when a step is smaller than ``tolerance``, when ``callback`` returns True, or at a
     non-finite step (see ``on_nonfinite``). Then, unless ``restore_best=False``, the params and
@@ -880,14 +948,9 @@ def minimize(
     >>> np.round(w.get_value(), 6)
     array([ 2., -1.])
     """
-    arguments = dict(locals())
-    run = iterate(**arguments)
+    run = iterate(*args, **kwargs)
     while True:
         try:
             next(run)
         except StopIteration as done:
             return done.value
-
-
-for _function in (iterate, minimize):
-    _function.__doc__ = _function.__doc__.replace("$data", _DATA_DOC).replace("    $notes", _NOTES)
