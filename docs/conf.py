@@ -1,5 +1,9 @@
 """Sphinx configuration: numpydoc docstrings, autosummary pages, MathJax equations.
 
+MathJax is served from the built site itself (sphinx-mathjax-offline copies MathJax 3 into
+``_static/mathjax`` and points ``mathjax_path`` there), so the equations render offline; Sphinx's
+default would load it from a CDN. tests/test_docs.py checks the built pages for that.
+
 Build from the repository root (CI runs exactly this; warnings are errors, references checked):
 
     sphinx-build -n -W --keep-going -b html docs docs/_build/html
@@ -40,6 +44,7 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.mathjax",
+    "sphinx-mathjax-offline",  # after sphinx.ext.mathjax: it sets that extension's mathjax_path
     "numpydoc",
     "myst_parser",  # the benchmark tables are Markdown written by benchmarks/run.py
 ]
@@ -61,6 +66,8 @@ nitpick_ignore_regex = [
 
 myst_heading_anchors = 3
 html_theme = "furo"
+html_static_path = ["_static"]
+html_css_files = ["math.css"]  # no vertical scrollbar beside each display equation
 html_title = f"updates {release}"
 html_domain_indices = False  # modules are pages of the API reference, not a module index
 

@@ -1,13 +1,20 @@
 """The documentation under docs/ states facts the code keeps: every public name has a page, the
 code examples run, and the defaults in the mapping tables are the functions' own.
 
-Building the site itself (``sphinx-build -n -W``) is a step of ``.ci/run``.
+Building the site itself (``sphinx-build -n -W``) is a step of ``.ci/run``, which then runs the
+built-site test here on what it built (``UPDATES_DOCS_HTML``; a missing site is then an error).
+Elsewhere that test builds the site itself when Sphinx is installed, and skips when it is not.
 """
 
 import ast
 import importlib
+import importlib.util
 import inspect
+import os
 import re
+import subprocess
+import sys
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pytensor
@@ -127,3 +134,67 @@ def test_the_torch_table_states_torchs_defaults(row):
     parameters = inspect.signature(target).parameters
     for argument, value in stated_defaults(row["torch's defaults"]).items():
         assert parameters[argument].default == value, argument
+
+
+def built_site(tmp_path):
+    """The built HTML site: the one UPDATES_DOCS_HTML names, else one built here as CI builds it."""
+    if "UPDATES_DOCS_HTML" in os.environ:
+        site = Path(os.environ["UPDATES_DOCS_HTML"])
+        assert (site / "index.html").is_file(), f"UPDATES_DOCS_HTML={site} holds no built site"
+        return site
+    if importlib.util.find_spec("sphinx") is None:
+        pytest.skip("Sphinx is not installed (the docs extra)")
+    command = [sys.executable, "-m", "sphinx", "-n", "-W", "--keep-going", "-q", "-b", "html"]
+    result = subprocess.run([*command, str(DOCS), str(tmp_path)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return tmp_path
+
+
+class PageAssets(HTMLParser):
+    """The scripts and stylesheets an HTML page loads, and whether it holds math."""
+
+    def __init__(self, page):
+        super().__init__()
+        self.scripts, self.stylesheets, self.has_math = [], [], False
+        self.feed(page.read_text(encoding="utf-8"))
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "script" and attributes.get("src"):
+            self.scripts.append(attributes["src"])
+        if tag == "link" and attributes.get("rel") == "stylesheet":
+            self.stylesheets.append(attributes["href"])
+        if "math" in (attributes.get("class") or "").split():
+            self.has_math = True
+
+
+def is_remote(url):
+    """``https://...``, ``//host/...``: a URL another host serves, not a file of the site."""
+    return re.match(r"([a-z][a-z0-9+.-]*:)?//", url, flags=re.IGNORECASE) is not None
+
+
+def test_the_built_site_renders_its_equations_offline(tmp_path):
+    """Offline (CI, many readers) a page renders from the site's own files: no page loads a script
+    or stylesheet from another host, and every page with math loads a MathJax script that the site
+    holds, with the web fonts of MathJax's CommonHTML output beside it (else raw TeX shows).
+
+    One test, so that under xdist one worker builds the site, not two at once.
+    """
+    site = built_site(tmp_path)
+    pages = {page.relative_to(site): PageAssets(page) for page in sorted(site.rglob("*.html"))}
+    loaded = [(page, url) for page, assets in pages.items() for url in assets.scripts + assets.stylesheets]
+    remote = [f"{page}: {url}" for page, url in loaded if is_remote(url)]
+    assert not remote, remote[:5]
+
+    with_math = {page: assets for page, assets in pages.items() if assets.has_math}
+    assert len(with_math) >= 10  # the API reference writes the rules as equations
+    scripts = set()
+    for page, assets in with_math.items():
+        mathjax = [url for url in assets.scripts if "mathjax" in url.lower()]
+        assert mathjax, f"{page} has math but loads no MathJax"
+        for url in mathjax:
+            script = (site / page).parent / url.split("?")[0]
+            assert script.is_file(), f"{page} loads {url}, which the site does not hold"
+            scripts.add(script.resolve())
+    for script in scripts:
+        assert list(script.parent.glob("output/chtml/fonts/**/*.woff")), f"no MathJax fonts beside {script}"
