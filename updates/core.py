@@ -1,17 +1,19 @@
 """The machinery shared by every rule: the updates dictionary, hyperparameter checks, and the one
 mechanism that turns a rule's elementwise equations into updates for every parameter.
 
-A rule is declared as a :class:`~updates.core.Rule`: its name, the state slots it keeps per parameter, an
-optional function of the step count computed once per step (e.g. Adam's bias-corrected step size),
-the valid range of each hyperparameter, and its *kernel*, the elementwise equations
-``(h, param, grad, *slots) -> (new_param, *new_slots)`` with ``h`` the hyperparameters cast to the
-parameter's dtype. Its public function (in ``rules.py``, ``modern.py``, ``momentum.py``) hands the
-rule and its arguments to :func:`~updates.core.apply_rule`, which checks them, computes the gradients and applies
-the kernel as an :class:`~updates.core.Elementwise` step: one multi-tensor node per dtype
+A rule is declared as a :class:`~updates.core.Rule`: its name, the state slots it keeps per
+parameter, an optional function of the step count computed once per step (e.g. Adam's
+bias-corrected step size), the valid range of each hyperparameter, and its *kernel*, the
+elementwise equations ``(h, param, grad, *slots) -> (new_param, *new_slots)`` with ``h`` the
+hyperparameters cast to the parameter's dtype. Its public function (in ``rules.py``,
+``modern.py``, ``momentum.py``) hands the rule and its arguments to
+:func:`~updates.core.apply_rule`, which checks them, computes the gradients and applies the
+kernel as an :class:`~updates.core.Elementwise` step: one multi-tensor node per dtype
 (``updates.fused``), or per parameter under :func:`per_parameter`. The elementwise wrappers
-(momentum, weight decay, lookahead, averaging) are :class:`~updates.core.Elementwise` steps too, applied to the
-new values the wrapped updates give the params by :func:`~updates.core.wrap_elementwise`. So reading ``adam``
-end to end takes ``rules.py`` (its equations and its one-line body) and this module.
+(momentum, weight decay, lookahead, averaging) are elementwise steps too, applied by
+:func:`~updates.core.wrap_elementwise` to the new values the wrapped updates give the params. So
+reading ``adam`` end to end takes ``rules.py`` (its equations and its one-line body) and this
+module.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import dataclasses
 import functools
 import inspect
 import math
+import numbers
 import string
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -54,6 +57,7 @@ from updates.grads import (
 # The package's public API is ``updates.__all__``; these are the pieces the other modules build on
 # (rules, wrappers, transforms, schedules, the loop). Everything else here is private.
 __all__ = [
+    "COUNT",
     "NON_NEGATIVE",
     "POSITIVE",
     "UNIT",
@@ -183,12 +187,20 @@ class Updates(OrderedDict):
 
 @dataclass(frozen=True)
 class Interval:
-    """The range of valid concrete values of a hyperparameter: ``[low, high)`` by default."""
+    """The valid concrete values of an argument, and the one place that checks them.
 
-    low: float
+    ``[low, high)`` by default; ``integer`` asks for an int (not a bool), ``optional`` lets None
+    through. Rules, wrappers, transforms, schedules and the training loop all check their
+    numbers with :meth:`check`, so the messages read alike: ``adam: beta1 must be in [0, 1), got
+    1.0``, ``step_decay: step_size must be > 0, got 0``.
+    """
+
+    low: float = -math.inf
     high: float = math.inf
     low_closed: bool = True
     high_closed: bool = False
+    integer: bool = False
+    optional: bool = False
 
     def __contains__(self, value: float) -> bool:
         above = value >= self.low if self.low_closed else value > self.low
@@ -196,13 +208,44 @@ class Interval:
         return above and below
 
     def __str__(self) -> str:
+        """``>= 0``, ``< 1`` or ``in [0, 1)``."""
+        low, high = self._format(self.low), self._format(self.high)
+        if math.isinf(self.high):
+            return f"{'>=' if self.low_closed else '>'} {low}"
+        if math.isinf(self.low):
+            return f"{'<=' if self.high_closed else '<'} {high}"
         left, right = "[("[not self.low_closed], ")]"[self.high_closed]
-        return f"{left}{self.low:g}, {self.high:g}{right}"
+        return f"in {left}{low}, {high}{right}"
+
+    def _format(self, bound: float) -> str:
+        return str(int(bound)) if self.integer and math.isfinite(bound) else f"{bound:g}"
+
+    def check(self, who: str, name: str, value: Any) -> Any:
+        """``value`` as an int or float if it is in the interval; else a TypeError or ValueError
+        that names ``who``, the argument and what was expected."""
+        if value is None and self.optional:
+            return None
+        or_none = " or None" if self.optional else ""
+        if self.integer:
+            if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
+                raise TypeError(f"{who}: {name} must be an integer{or_none}, got {describe(value)}")
+            number = int(value)
+        else:
+            if isinstance(value, (bool, np.bool_)) or not is_concrete(value):
+                raise TypeError(f"{who}: {name} must be a real number{or_none}, got {describe(value)}")
+            number = float(value)
+            if math.isnan(number) or (math.isinf(number) and number not in self):
+                raise ValueError(f"{who}: {name} must be finite, got {value!r}")
+        if number not in self:
+            raise ValueError(f"{who}: {name} must be {self}{or_none}, got {value!r}")
+        return number
 
 
 NON_NEGATIVE = Interval(0.0)
 POSITIVE = Interval(0.0, low_closed=False)
 UNIT = Interval(0.0, 1.0)
+#: A number of steps, items or calls: an integer > 0.
+COUNT = Interval(0, low_closed=False, integer=True)
 
 
 def is_schedule(value: Any) -> bool:
@@ -249,8 +292,7 @@ def check_hyperparameter(who: str, name: str, value: Any, interval: Interval | N
     if isinstance(value, Constant):
         value = value.data
     if is_concrete(value):
-        if interval is not None and float(value) not in interval:
-            raise ValueError(f"{who}: {name} must be in {interval}, got {value!r}")
+        (interval or Interval()).check(who, name, value)
         return
     if not isinstance(value, Variable) or getattr(value.type, "ndim", None) != 0:
         raise TypeError(f"{who}: {name} must be a number or a scalar (0-d) tensor, got {describe(value)}")

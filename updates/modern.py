@@ -17,7 +17,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from updates.core import NON_NEGATIVE, POSITIVE, UNIT, Interval, Rule, Updates, apply_rule, update_rule
+from updates.core import COUNT, NON_NEGATIVE, POSITIVE, UNIT, Interval, Rule, Updates, apply_rule, update_rule
 from updates.grads import l2_norm
 from updates.rules import ADAM_RANGES, moments
 
@@ -786,9 +786,7 @@ def _window_rule(n_win: int) -> Rule:
 
 
 def _adagrad_window_rule(n_win: int) -> Rule:
-    if isinstance(n_win, bool) or not isinstance(n_win, (int, np.integer)) or n_win < 1:
-        raise ValueError(f"adagrad_window: n_win must be a positive integer, got {n_win!r}")
-    return _window_rule(int(n_win))
+    return _window_rule(COUNT.check("adagrad_window", "n_win", n_win))
 
 
 @update_rule
@@ -888,8 +886,7 @@ def _esgd(h, param, grad, hv, d):
 
 
 def _esgd_rule(seed: int) -> Rule:
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < _MODULUS:
-        raise ValueError(f"esgd: seed must be an integer in [0, 2**31 - 1), got {seed!r}")
+    seed = Interval(0, _MODULUS, integer=True).check("esgd", "seed", seed)
     return Rule(
         "esgd",
         _esgd,

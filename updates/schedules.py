@@ -33,7 +33,7 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
-from updates.core import is_schedule, schedule_state
+from updates.core import COUNT, NON_NEGATIVE, POSITIVE, Interval, is_schedule, schedule_state
 from updates.grads import checks_keywords, describe, is_concrete, unknown_keyword
 
 __all__ = [
@@ -67,59 +67,13 @@ def _is_number(value: Any) -> bool:
     return is_concrete(value) and not isinstance(value, (bool, np.bool_))
 
 
-def _bounds(low: float | None, low_open: bool, high: float | None, high_open: bool) -> str:
-    if high is None:
-        return f"{'>' if low_open else '>='} {low:g}"
-    if low is None:
-        return f"{'<' if high_open else '<='} {high:g}"
-    return f"in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
-
-
-def _check_range(who, name, value, original, low, low_open, high, high_open) -> None:
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        raise ValueError(f"{who}: {name} must be {_bounds(low, low_open, high, high_open)}, got {original!r}")
-
-
-def _real(
-    who: str,
-    name: str,
-    value: Any,
-    low: float | None = None,
-    high: float | None = None,
-    *,
-    low_open: bool = False,
-    high_open: bool = False,
-    allow_inf: bool = False,
-) -> float:
-    """``value`` as a float, or raise: a real number, finite (unless ``allow_inf``), in range."""
-    if not _is_number(value):
-        raise TypeError(f"{who}: {name} must be a real number, got {describe(value)}")
-    number = float(value)
-    if math.isnan(number) or (math.isinf(number) and not allow_inf):
-        raise ValueError(f"{who}: {name} must be finite, got {value!r}")
-    _check_range(who, name, number, value, low, low_open, high, high_open)
-    return number
-
-
-def _integer(who: str, name: str, value: Any, low: int | None = None) -> int:
-    """``value`` as an int, or raise: an integer (not a bool, not a float) >= ``low``."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (numbers.Integral, np.integer)):
-        raise TypeError(f"{who}: {name} must be an integer, got {describe(value)}")
-    number = int(value)
-    if low == 1:  # a count of steps: say "> 0"
-        _check_range(who, name, number, value, 0, True, None, False)
-    else:
-        _check_range(who, name, number, value, low, False, None, False)
-    return number
-
-
 def _boundaries(who: str, boundaries: Any) -> tuple[int, ...]:
     """Step boundaries: a sequence of integers >= 0, strictly increasing."""
     if isinstance(boundaries, (str, bytes)) or not hasattr(boundaries, "__iter__"):
         raise TypeError(f"{who}: boundaries must be a sequence of integers, got {describe(boundaries)}")
-    result = tuple(_integer(who, f"boundaries[{i}]", b, low=0) for i, b in enumerate(boundaries))
+    result = tuple(
+        Interval(0, integer=True).check(who, f"boundaries[{i}]", b) for i, b in enumerate(boundaries)
+    )
     for i in range(1, len(result)):
         if result[i] <= result[i - 1]:
             raise ValueError(
@@ -230,7 +184,7 @@ class constant(Schedule):
     value: float
 
     def __post_init__(self) -> None:
-        self._set(value=_real("constant", "value", self.value, low=0))
+        self._set(value=NON_NEGATIVE.check("constant", "value", self.value))
 
     def at(self, step: Variable) -> Variable:
         return pt.constant(np.float64(self.value))
@@ -273,7 +227,7 @@ class piecewise_constant(Schedule):
         boundaries = _boundaries(who, self.boundaries)
         if isinstance(self.values, (str, bytes)) or not hasattr(self.values, "__iter__"):
             raise TypeError(f"{who}: values must be a sequence of numbers, got {describe(self.values)}")
-        values = tuple(_real(who, f"values[{i}]", v, low=0) for i, v in enumerate(self.values))
+        values = tuple(NON_NEGATIVE.check(who, f"values[{i}]", v) for i, v in enumerate(self.values))
         if len(values) != len(boundaries) + 1:
             raise ValueError(
                 f"{who}: got {len(values)} values for {len(boundaries)} boundaries; "
@@ -330,9 +284,9 @@ class exponential_decay(Schedule):
         if not isinstance(self.staircase, (bool, np.bool_)):
             raise TypeError(f"{who}: staircase must be True or False, got {self.staircase!r}")
         self._set(
-            init_value=_real(who, "init_value", self.init_value, low=0),
-            decay_rate=_real(who, "decay_rate", self.decay_rate, low=0, low_open=True),
-            decay_steps=_integer(who, "decay_steps", self.decay_steps, low=1),
+            init_value=NON_NEGATIVE.check(who, "init_value", self.init_value),
+            decay_rate=POSITIVE.check(who, "decay_rate", self.decay_rate),
+            decay_steps=COUNT.check(who, "decay_steps", self.decay_steps),
             staircase=bool(self.staircase),
         )
 
@@ -385,10 +339,10 @@ class inverse_time_decay(Schedule):
         if not isinstance(self.staircase, (bool, np.bool_)):
             raise TypeError(f"{who}: staircase must be True or False, got {self.staircase!r}")
         self._set(
-            init_value=_real(who, "init_value", self.init_value, low=0),
-            decay_rate=_real(who, "decay_rate", self.decay_rate, low=0),
-            decay_steps=_integer(who, "decay_steps", self.decay_steps, low=1),
-            power=_real(who, "power", self.power, low=0, low_open=True),
+            init_value=NON_NEGATIVE.check(who, "init_value", self.init_value),
+            decay_rate=NON_NEGATIVE.check(who, "decay_rate", self.decay_rate),
+            decay_steps=COUNT.check(who, "decay_steps", self.decay_steps),
+            power=POSITIVE.check(who, "power", self.power),
             staircase=bool(self.staircase),
         )
 
@@ -436,10 +390,10 @@ class polynomial_decay(Schedule):
     def __post_init__(self) -> None:
         who = "polynomial_decay"
         self._set(
-            init_value=_real(who, "init_value", self.init_value, low=0),
-            end_value=_real(who, "end_value", self.end_value, low=0),
-            decay_steps=_integer(who, "decay_steps", self.decay_steps, low=1),
-            power=_real(who, "power", self.power, low=0, low_open=True),
+            init_value=NON_NEGATIVE.check(who, "init_value", self.init_value),
+            end_value=NON_NEGATIVE.check(who, "end_value", self.end_value),
+            decay_steps=COUNT.check(who, "decay_steps", self.decay_steps),
+            power=POSITIVE.check(who, "power", self.power),
         )
 
     def at(self, step: Variable) -> Variable:
@@ -488,12 +442,12 @@ class linear_decay(Schedule):
 
     def __post_init__(self) -> None:
         who = "linear_decay"
-        min_value = _real(who, "min_value", self.min_value, low=0)
+        min_value = NON_NEGATIVE.check(who, "min_value", self.min_value)
         self._set(
-            init_value=_real(who, "init_value", self.init_value, low=0),
-            delta=_real(who, "delta", self.delta),
+            init_value=NON_NEGATIVE.check(who, "init_value", self.init_value),
+            delta=Interval().check(who, "delta", self.delta),
             min_value=min_value,
-            max_value=_real(who, "max_value", self.max_value, low=min_value, allow_inf=True),
+            max_value=Interval(min_value, math.inf, high_closed=True).check(who, "max_value", self.max_value),
         )
 
     def at(self, step: Variable) -> Variable:
@@ -535,9 +489,9 @@ class step_decay(Schedule):
     def __post_init__(self) -> None:
         who = "step_decay"
         self._set(
-            init_value=_real(who, "init_value", self.init_value, low=0),
-            step_size=_integer(who, "step_size", self.step_size, low=1),
-            factor=_real(who, "factor", self.factor, low=0),
+            init_value=NON_NEGATIVE.check(who, "init_value", self.init_value),
+            step_size=COUNT.check(who, "step_size", self.step_size),
+            factor=NON_NEGATIVE.check(who, "factor", self.factor),
         )
 
     def at(self, step: Variable) -> Variable:
@@ -585,9 +539,9 @@ class cosine_decay(Schedule):
     def __post_init__(self) -> None:
         who = "cosine_decay"
         self._set(
-            init_value=_real(who, "init_value", self.init_value, low=0),
-            decay_steps=_integer(who, "decay_steps", self.decay_steps, low=1),
-            alpha=_real(who, "alpha", self.alpha, low=0, high=1),
+            init_value=NON_NEGATIVE.check(who, "init_value", self.init_value),
+            decay_steps=COUNT.check(who, "decay_steps", self.decay_steps),
+            alpha=Interval(0, 1, high_closed=True).check(who, "alpha", self.alpha),
         )
 
     def at(self, step: Variable) -> Variable:
@@ -632,9 +586,9 @@ class linear_warmup(Schedule):
     def __post_init__(self) -> None:
         who = "linear_warmup"
         self._set(
-            peak_value=_real(who, "peak_value", self.peak_value, low=0),
-            warmup_steps=_integer(who, "warmup_steps", self.warmup_steps, low=1),
-            init_value=_real(who, "init_value", self.init_value, low=0),
+            peak_value=NON_NEGATIVE.check(who, "peak_value", self.peak_value),
+            warmup_steps=COUNT.check(who, "warmup_steps", self.warmup_steps),
+            init_value=NON_NEGATIVE.check(who, "init_value", self.init_value),
         )
 
     def at(self, step: Variable) -> Variable:
@@ -688,19 +642,19 @@ class warmup_cosine(Schedule):
 
     def __post_init__(self) -> None:
         who = "warmup_cosine"
-        warmup = _integer(who, "warmup_steps", self.warmup_steps, low=0)
-        decay = _integer(who, "decay_steps", self.decay_steps)
+        warmup = Interval(0, integer=True).check(who, "warmup_steps", self.warmup_steps)
+        decay = Interval(integer=True).check(who, "decay_steps", self.decay_steps)
         if decay <= warmup:
             raise ValueError(
                 f"{who}: decay_steps must be > warmup_steps (it counts both phases), "
                 f"got decay_steps={decay!r} and warmup_steps={warmup!r}"
             )
         self._set(
-            peak_value=_real(who, "peak_value", self.peak_value, low=0),
+            peak_value=NON_NEGATIVE.check(who, "peak_value", self.peak_value),
             warmup_steps=warmup,
             decay_steps=decay,
-            init_value=_real(who, "init_value", self.init_value, low=0),
-            end_value=_real(who, "end_value", self.end_value, low=0),
+            init_value=NON_NEGATIVE.check(who, "init_value", self.init_value),
+            end_value=NON_NEGATIVE.check(who, "end_value", self.end_value),
         )
 
     def at(self, step: Variable) -> Variable:
@@ -793,11 +747,11 @@ class one_cycle(Schedule):
         if not isinstance(self.three_phase, (bool, np.bool_)):
             raise TypeError(f"{who}: three_phase must be True or False, got {self.three_phase!r}")
         self._set(
-            max_value=_real(who, "max_value", self.max_value, low=0),
-            total_steps=_integer(who, "total_steps", self.total_steps, low=1),
-            pct_start=_real(who, "pct_start", self.pct_start, low=0, high=1, low_open=True, high_open=True),
-            div_factor=_real(who, "div_factor", self.div_factor, low=0, low_open=True),
-            final_div_factor=_real(who, "final_div_factor", self.final_div_factor, low=0, low_open=True),
+            max_value=NON_NEGATIVE.check(who, "max_value", self.max_value),
+            total_steps=COUNT.check(who, "total_steps", self.total_steps),
+            pct_start=Interval(0, 1, low_closed=False).check(who, "pct_start", self.pct_start),
+            div_factor=POSITIVE.check(who, "div_factor", self.div_factor),
+            final_div_factor=POSITIVE.check(who, "final_div_factor", self.final_div_factor),
             three_phase=bool(self.three_phase),
         )
         start = 0.0
@@ -889,11 +843,11 @@ class sgdr(Schedule):
 
     def __post_init__(self) -> None:
         who = "sgdr"
-        min_value = _real(who, "min_value", self.min_value, low=0)
+        min_value = NON_NEGATIVE.check(who, "min_value", self.min_value)
         self._set(
-            init_value=_real(who, "init_value", self.init_value, low=min_value),
-            period=_integer(who, "period", self.period, low=1),
-            mult=_real(who, "mult", self.mult, low=1),
+            init_value=Interval(min_value).check(who, "init_value", self.init_value),
+            period=COUNT.check(who, "period", self.period),
+            mult=Interval(1).check(who, "mult", self.mult),
             min_value=min_value,
         )
 
@@ -956,9 +910,9 @@ class noam(Schedule):
     def __post_init__(self) -> None:
         who = "noam"
         self._set(
-            d_model=_integer(who, "d_model", self.d_model, low=1),
-            warmup_steps=_integer(who, "warmup_steps", self.warmup_steps, low=1),
-            scale_factor=_real(who, "scale_factor", self.scale_factor, low=0),
+            d_model=COUNT.check(who, "d_model", self.d_model),
+            warmup_steps=COUNT.check(who, "warmup_steps", self.warmup_steps),
+            scale_factor=NON_NEGATIVE.check(who, "scale_factor", self.scale_factor),
         )
 
     def at(self, step: Variable) -> Variable:
@@ -1010,9 +964,9 @@ class momentum_ramp(Schedule):
     def __post_init__(self) -> None:
         who = "momentum_ramp"
         self._set(
-            start=_real(who, "start", self.start, low=0, high=1, high_open=True),
-            end=_real(who, "end", self.end, low=0, high=1, high_open=True),
-            end_step=_integer(who, "end_step", self.end_step, low=1),
+            start=Interval(0, 1).check(who, "start", self.start),
+            end=Interval(0, 1).check(who, "end", self.end),
+            end_step=COUNT.check(who, "end_step", self.end_step),
         )
 
     def at(self, step: Variable) -> Variable:
@@ -1112,7 +1066,7 @@ class scale(Schedule):
         who = "scale"
         if not is_schedule(self.schedule):
             raise TypeError(f"{who}: schedule must be a callable of the step, got {describe(self.schedule)}")
-        self._set(factor=_real(who, "factor", self.factor))
+        self._set(factor=Interval().check(who, "factor", self.factor))
 
     def at(self, step: Variable) -> Variable:
         return np.float64(self.factor) * _scalar("scale", self.schedule(step))
@@ -1211,12 +1165,12 @@ class reduce_on_plateau(Schedule):
         if not isinstance(name, str) or not name:
             raise TypeError(f"{who}: name must be a non-empty string, got {name!r}")
         self.loss = pt.cast(loss, "float64")
-        self.init_value = _real(who, "init_value", init_value, low=0)
-        self.factor = _real(who, "factor", factor, low=0, high=1, low_open=True, high_open=True)
-        self.patience = _integer(who, "patience", patience, low=0)
-        self.threshold = _real(who, "threshold", threshold, low=0, high=1, high_open=True)
-        self.cooldown = _integer(who, "cooldown", cooldown, low=0)
-        self.min_value = _real(who, "min_value", min_value, low=0)
+        self.init_value = NON_NEGATIVE.check(who, "init_value", init_value)
+        self.factor = Interval(0, 1, low_closed=False).check(who, "factor", factor)
+        self.patience = Interval(0, integer=True).check(who, "patience", patience)
+        self.threshold = Interval(0, 1).check(who, "threshold", threshold)
+        self.cooldown = Interval(0, integer=True).check(who, "cooldown", cooldown)
+        self.min_value = NON_NEGATIVE.check(who, "min_value", min_value)
         self.name = name
         self.value = _state(np.float64(self.init_value), f"{name}.value")
         self.best = _state(np.float64(np.inf), f"{name}.best")
@@ -1297,7 +1251,7 @@ def live(value: float, name: str | None = None) -> Variable:
     >>> w.get_value()
     array([0.25])
     """
-    value = _real("live", "value", value)
+    value = Interval().check("live", "value", value)
     if name is not None and not isinstance(name, str):
         raise TypeError(f"live: name must be a string or None, got {describe(name)}")
     return pytensor.shared(np.float64(value), name=name)

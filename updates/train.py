@@ -18,6 +18,7 @@ non-finite step never corrupts the model. The loop then raises :class:`NonFinite
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import math
@@ -35,7 +36,7 @@ import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 
-from updates.core import Updates, gated
+from updates.core import COUNT, Interval, Updates, gated
 from updates.grads import all_finite, checks_keywords, describe, l2_norm, prepare_grads
 
 __all__ = ["History", "NonFiniteLossError", "Record", "iterate", "minimize"]
@@ -379,17 +380,7 @@ def _compile(who, loss, params, inputs, optimizer, monitors, gradient_norm, tole
 # -- the loop ------------------------------------------------------------------------------------------
 
 
-def _check_count(who: str, name: str, value: Any, allow_none: bool = True) -> None:
-    if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(
-            f"{who}: {name} must be a positive integer{' or None' if allow_none else ''}, got {value!r}"
-        )
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float, np.floating))
+_OPTIONAL_COUNT = dataclasses.replace(COUNT, optional=True)
 
 
 @dataclass(frozen=True)
@@ -446,17 +437,14 @@ class _Options:
 
     def _check_counts(self, who: str) -> None:
         for name in ("batch_size", "epoch_size", "max_epochs", "max_updates", "patience"):
-            _check_count(who, name, getattr(self, name))
-        _check_count(who, "validate_every", self.validate_every, allow_none=False)
+            _OPTIONAL_COUNT.check(who, name, getattr(self, name))
+        COUNT.check(who, "validate_every", self.validate_every)
         if self.max_epochs is None and self.max_updates is None:
             raise ValueError(f"{who}: give max_epochs or max_updates (or both); both are None")
 
     def _check_numbers(self, who: str) -> None:
-        improvement, tolerance = self.min_improvement, self.tolerance
-        if not _is_number(improvement) or not 0 <= improvement < 1:
-            raise ValueError(f"{who}: min_improvement must be a number in [0, 1), got {improvement!r}")
-        if tolerance is not None and (not _is_number(tolerance) or tolerance < 0):
-            raise ValueError(f"{who}: tolerance must be a non-negative number or None, got {tolerance!r}")
+        Interval(0, 1).check(who, "min_improvement", self.min_improvement)
+        Interval(0, optional=True).check(who, "tolerance", self.tolerance)
 
     def _check_choices(self, who: str) -> None:
         if self.on_nonfinite not in _NONFINITE:

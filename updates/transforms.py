@@ -80,7 +80,7 @@ def clip_by_value(grads: Sequence[Any], min_value: Any, max_value: Any) -> list[
     [array([-1. ,  0.5,  1. ])]
     """
     who = "clip_by_value"
-    anything = Interval(-np.inf)
+    anything = Interval()
     check_hyperparameter(who, "min_value", min_value, anything)
     check_hyperparameter(who, "max_value", max_value, anything)
     if is_concrete(min_value) and is_concrete(max_value) and float(min_value) > float(max_value):
@@ -330,8 +330,7 @@ def add_gradient_noise(
     who = "add_gradient_noise"
     check_hyperparameter(who, "eta", eta, POSITIVE)
     check_hyperparameter(who, "gamma", gamma, NON_NEGATIVE)
-    if seed is not None and not isinstance(seed, (int, np.integer)):
-        raise TypeError(f"{who}: seed must be an int or None, got {describe(seed)}")
+    Interval(integer=True, optional=True).check(who, "seed", seed)
     tensors = _tensors(who, grads)
     counter = pytensor.shared(np.int64(0), name=f"{who}.t")
     generator = pytensor.shared(np.random.default_rng(seed), name=f"{who}.rng")

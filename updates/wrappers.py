@@ -32,11 +32,11 @@ from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
 from updates.core import (
+    COUNT,
     NON_NEGATIVE,
     Elementwise,
     Interval,
@@ -69,14 +69,6 @@ __all__ = [
 
 
 # -- shared by the wrappers ------------------------------------------------------------------------
-
-
-def _check_int(who: str, name: str, value: Any, low: int) -> int:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise TypeError(f"{who}: {name} must be an int, got {describe(value)}")
-    if value < low:
-        raise ValueError(f"{who}: {name} must be an int >= {low}, got {value}")
-    return int(value)
 
 
 def _every(counter: Variable, period: int) -> Variable:
@@ -311,7 +303,7 @@ def apply_lookahead(
     [-1.0, -1.0, -2.0, -2.0]
     """
     who = "apply_lookahead"
-    k = _check_int(who, "k", k, 1)
+    k = COUNT.check(who, "k", k)
     ranges = dict(alpha=Interval(0.0, 1.0, high_closed=True))
 
     def scalars(dtype: str, values: dict, counter: Variable) -> SimpleNamespace:
@@ -535,7 +527,7 @@ def accumulate_gradients(rule: Callable, steps: int = 4) -> Callable:
         raise TypeError(
             f"{who}: rule must be a callable (loss_or_grads, params) -> updates, got {describe(rule)}"
         )
-    steps = _check_int(who, "steps", steps, 1)
+    steps = COUNT.check(who, "steps", steps)
 
     def accumulated(loss_or_grads: Any, params: Any) -> Updates:
         params, grads = prepare_grads(who, loss_or_grads, params)
