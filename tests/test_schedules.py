@@ -843,7 +843,7 @@ def test_reduce_on_plateau_state_is_optimizer_state():
     names += ["reduce_on_plateau.cooldown_counter", "sgd.t"]
     assert [v.name for v in step_updates.state] == names
     assert lr.value in step_updates.state and lr(pt.lscalar()) is lr.value
-    assert [v.tag.initial for v in step_updates.state[:4]] == [1.0, math.inf, 0, 0]
+    assert [v.tag.state.initial for v in step_updates.state[:4]] == [1.0, math.inf, 0, 0]
     assert [v.dtype for v in step_updates.state] == ["float64", "float64", "int64", "int64", "int64"]
     for loss in (1.0, 2.0, 2.0):
         step(np.ones(2, "float32"), loss)

@@ -9,6 +9,7 @@ multi-tensor and the per-parameter path.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -725,7 +726,7 @@ def test_reset_refuses_unknown_params_and_resets_nothing():
 def test_reset_refuses_state_without_an_initial_value():
     params, result = trained()
     counter = result.state[-1]
-    del counter.tag.initial
+    counter.tag.state = dataclasses.replace(counter.tag.state, initial=None)
     before = snapshot(params, result)
     with pytest.raises(ValueError, match=r"^reset_state: state 'adam\.t' has no initial value .*nothing was"):
         updates.reset_state(result)
@@ -735,7 +736,7 @@ def test_reset_refuses_state_without_an_initial_value():
 
 def test_reset_to_a_nonzero_initial_value():
     _params, result = trained(path="per_parameter")
-    result.state[0].tag.initial = 0.5
+    result.state[0].tag.state = dataclasses.replace(result.state[0].tag.state, initial=0.5)
     updates.reset_state(result)
     np.testing.assert_array_equal(result.named_state()["w.adam.m"], np.full(3, 0.5))
 

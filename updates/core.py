@@ -33,7 +33,6 @@ from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
-import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
@@ -41,6 +40,7 @@ from pytensor.graph.basic import Constant, Variable
 from updates import numba_step  # noqa: F401  (registers the Numba form of the step)
 from updates.fused import FusedStep, flat_state
 from updates.grads import (
+    Piece,
     as_dtype,
     check_params,
     checks_keywords,
@@ -48,6 +48,8 @@ from updates.grads import (
     describe,
     is_concrete,
     label,
+    new_state,
+    pieces_of,
     prepare_grads,
     state_like,
     unknown_keyword,
@@ -156,10 +158,18 @@ class Updates(OrderedDict):
         to keep a snapshot.
         """
         named = {}
-        for name, (variable, start, shape) in self.state_layout().items():
+        for variable, piece in self.state_pieces():
             value = variable.get_value(borrow=True).reshape(-1)
-            named[name] = value[start : start + math.prod(shape)].reshape(shape)
+            named[piece.name] = value[piece.start : piece.start + math.prod(piece.shape)].reshape(piece.shape)
         return named
+
+    def state_pieces(self) -> list[tuple[Variable, Piece]]:
+        """Every named piece of state in order, with the variable holding it.
+
+        A flat buffer holds one piece per param (its :class:`~updates.grads.StateRecord` says
+        where); any other state variable is one piece, whole, under its own name.
+        """
+        return [(variable, piece) for variable in self.state for piece in pieces_of(variable)]
 
     def state_layout(self) -> dict[str, tuple[Variable, int, tuple[int, ...]]]:
         """Where each named piece of state lives: ``{name: (shared variable, offset, shape)}``.
@@ -167,12 +177,7 @@ class Updates(OrderedDict):
         The offset counts elements into the raveled variable; a variable holding one piece of
         state whole has offset 0 and its own shape.
         """
-        layout = {}
-        for variable in self.state:
-            shape = variable.get_value(borrow=True).shape
-            for name, start, part in getattr(variable.tag, "slices", [(variable.name, 0, shape)]):
-                layout[name] = (variable, start, part)
-        return layout
+        return {piece.name: (variable, piece.start, piece.shape) for variable, piece in self.state_pieces()}
 
     def copy(self) -> Updates:
         """A shallow copy that keeps the params, config and hyperparameters."""
@@ -419,9 +424,7 @@ def per_parameter(enabled: bool = True) -> Iterator[None]:
 
 def step_counter(name: str) -> SharedVariable:
     """A new integer step counter starting at 0 (an int64 counts past float32's 2**24 limit)."""
-    counter = pytensor.shared(np.int64(0), name=name)
-    counter.tag.initial = 0
-    return counter
+    return new_state(np.int64(0), name, 0)
 
 
 def apply_rule(
@@ -540,8 +543,7 @@ def _scalars(
     h = SimpleNamespace(**{name: as_dtype(value, dtype) for name, value in hyper.items()})
     carried = {}
     for name, initial in rule.carry:
-        carried[name] = pytensor.shared(np.asarray(initial, dtype=dtype), name=f"{rule.name}.{name}{suffix}")
-        carried[name].tag.initial = initial
+        carried[name] = new_state(np.asarray(initial, dtype=dtype), f"{rule.name}.{name}{suffix}", initial)
         setattr(h, name, carried[name])
     if rule.per_step is not None:
         step = counter + 1

@@ -41,7 +41,7 @@ from pytensor.graph.op import Op
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.tensor.elemwise import Elemwise
 
-from updates.grads import label
+from updates.grads import Piece, label, new_state
 
 try:  # PyTensor >= 2.32
     from pytensor.graph.traversal import toposort
@@ -53,17 +53,16 @@ except ImportError:  # pragma: no cover
 
 
 def flat_state(params, indices, role: str, suffix: str = "") -> pytensor.compile.SharedVariable:
-    """A zero buffer holding one slot of every param, end to end; ``tag.slices`` names each part."""
+    """A zero buffer holding one slot of every param, end to end, each a named piece."""
     shapes = [p.get_value(borrow=True).shape for p in params]
     sizes = [math.prod(shape) for shape in shapes]
     total = sum(sizes)
-    buffer = pytensor.shared(np.zeros(total, dtype=params[0].dtype), name=role + suffix, shape=(total,))
     starts = np.cumsum([0, *sizes[:-1]]).tolist()
-    buffer.tag.initial = 0.0
-    buffer.tag.slices = tuple(
-        (f"{label(p, i)}.{role}", start, shape) for p, i, start, shape in zip(params, indices, starts, shapes)
-    )
-    return buffer
+    pieces = [
+        Piece(f"{label(p, i)}.{role}", start, shape)
+        for p, i, start, shape in zip(params, indices, starts, shapes)
+    ]
+    return new_state(np.zeros(total, dtype=params[0].dtype), role + suffix, 0.0, (total,), pieces)
 
 
 class FusedStep(Op):

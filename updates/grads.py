@@ -11,6 +11,7 @@ import functools
 import inspect
 import numbers
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
@@ -271,12 +272,56 @@ def as_dtype(value: Any, dtype: str) -> Variable:
     return pt.cast(value, dtype)
 
 
+@dataclass(frozen=True)
+class Piece:
+    """A named part of a state variable: ``shape`` elements from ``start`` of its raveled value."""
+
+    name: str
+    start: int
+    shape: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class StateRecord:
+    """What an optimizer-state variable holds, written once where the variable is made.
+
+    Attributes
+    ----------
+    initial : float or None
+        The value every element starts from (and :func:`reset_state` restores); None if unknown.
+    pieces : tuple of Piece, optional
+        For a flat buffer holding the state of several params, each param's piece by name; None
+        for a variable holding one piece of state whole, under the variable's own name.
+    averages : tuple of shared variables
+        For :func:`apply_ema`'s shadows: the param each piece is the running average of.
+    """
+
+    initial: float | None
+    pieces: tuple[Piece, ...] | None = None
+    averages: tuple[Variable, ...] = ()
+
+
+def new_state(value: Any, name: str, initial: float, shape: Any = None, pieces: Any = None) -> SharedVariable:
+    """A shared variable of optimizer state holding ``value``, with its :class:`StateRecord`."""
+    static = {} if shape is None else {"shape": shape}  # numpy scalars take no shape
+    variable = pytensor.shared(value, name=name, **static)
+    variable.tag.state = StateRecord(initial, None if pieces is None else tuple(pieces))
+    return variable
+
+
+def state_record(variable: Variable) -> StateRecord:
+    """The :class:`StateRecord` of ``variable`` (initial value unknown for one made elsewhere)."""
+    return getattr(variable.tag, "state", None) or StateRecord(None)
+
+
+def pieces_of(variable: Variable) -> tuple[Piece, ...]:
+    """The named pieces of a state variable: a flat buffer's, or the whole variable under its name."""
+    return state_record(variable).pieces or (Piece(variable.name, 0, variable.get_value(borrow=True).shape),)
+
+
 def state_like(param: SharedVariable, name: str, fill: float = 0.0) -> SharedVariable:
-    """A new shared variable with ``param``'s dtype, shape and static type, filled with ``fill``."""
-    value = np.full_like(param.get_value(borrow=True), fill)
-    state = pytensor.shared(value, name=name, shape=param.type.shape)
-    state.tag.initial = fill
-    return state
+    """New state with ``param``'s dtype, shape and static type, filled with ``fill``."""
+    return new_state(np.full_like(param.get_value(borrow=True), fill), name, fill, param.type.shape)
 
 
 def all_finite(tensors: list[Variable]) -> Variable:

@@ -34,7 +34,7 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
 from updates.core import COUNT, NON_NEGATIVE, POSITIVE, Interval, is_schedule, schedule_state
-from updates.grads import checks_keywords, describe, is_concrete, unknown_keyword
+from updates.grads import checks_keywords, describe, is_concrete, new_state, unknown_keyword
 
 __all__ = [
     "constant",
@@ -1210,10 +1210,8 @@ class reduce_on_plateau(Schedule):
 
 
 def _state(value: np.generic, name: str) -> Variable:
-    """A 0-d shared variable holding schedule state, with its initial value tagged (for reset)."""
-    variable = pytensor.shared(value, name=name)
-    variable.tag.initial = value.item()
-    return variable
+    """A 0-d shared variable holding schedule state, recording its initial value (for reset)."""
+    return new_state(value, name, value.item())
 
 
 # -- changed by hand -------------------------------------------------------------------------------

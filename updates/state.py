@@ -39,7 +39,7 @@ from pytensor.graph.basic import Constant, Variable
 from pytensor.tensor.elemwise import Elemwise
 
 from updates.core import Updates
-from updates.grads import checks_keywords, describe, label
+from updates.grads import checks_keywords, describe, label, state_record
 
 __all__ = ["StateEntry", "StateSummary", "inspect_state", "load_state", "reset_state", "save_state"]
 
@@ -151,12 +151,10 @@ def _entries(updates: Updates) -> list[StateEntry]:
     """Every named piece of state, in order (as ``Updates.state_layout``, keeping duplicates)."""
     owners = _owner_finder(updates.params)
     entries = []
-    for variable in updates.state:
-        value = variable.get_value(borrow=True)
-        pieces = getattr(variable.tag, "slices", [(variable.name, 0, value.shape)])
-        for name, start, shape in pieces:
-            owner = owners(name) if name is not None else None
-            entries.append(StateEntry(name, tuple(shape), str(value.dtype), owner, variable, int(start)))
+    for variable, piece in updates.state_pieces():
+        owner = owners(piece.name) if piece.name is not None else None
+        dtype = str(variable.get_value(borrow=True).dtype)
+        entries.append(StateEntry(piece.name, tuple(piece.shape), dtype, owner, variable, int(piece.start)))
     return entries
 
 
@@ -724,8 +722,8 @@ def reset_state(updates: Updates, params: Iterable[Variable] | None = None) -> N
     """Set the optimizer state back to its initial values, all of it or only some params'.
 
     Each piece of state goes back to the value it was created with (zero for the moments and
-    velocities, 0 for the step counters; the variable's ``tag.initial``). The params themselves
-    are not touched.
+    velocities, 0 for the step counters; the ``initial`` of the variable's state record). The
+    params themselves are not touched.
 
     Parameters
     ----------
@@ -780,9 +778,9 @@ def reset_state(updates: Updates, params: Iterable[Variable] | None = None) -> N
     everything = chosen == set(updates.params)
     targets = [e for e in entries if (e.param in chosen if e.param is not None else everything)]
     for entry in targets:
-        if not hasattr(entry.variable.tag, "initial"):
+        if state_record(entry.variable).initial is None:
             raise ValueError(
-                f"reset_state: state {entry.name!r} has no initial value (tag.initial of "
+                f"reset_state: state {entry.name!r} has no initial value (the state record of "
                 f"{entry.variable.name!r}); nothing was reset"
             )
 
@@ -791,7 +789,7 @@ def reset_state(updates: Updates, params: Iterable[Variable] | None = None) -> N
         variable = entry.variable
         if variable not in new_values:
             new_values[variable] = np.array(variable.get_value(borrow=True), copy=True).reshape(-1)
-        initial = np.asarray(variable.tag.initial, dtype=entry.dtype)
+        initial = np.asarray(state_record(variable).initial, dtype=entry.dtype)
         piece = slice(entry.offset, entry.offset + entry.size)
         new_values[variable][piece] = initial if initial.ndim == 0 else initial.reshape(-1)[piece]
     for variable, flat in new_values.items():

@@ -26,6 +26,7 @@ Those two cost the most to compile: about 3x the start of the model alone at 30 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -53,8 +54,10 @@ from updates.grads import (
     checks_keywords,
     describe,
     label,
+    pieces_of,
     prepare_grads,
     state_like,
+    state_record,
 )
 
 __all__ = [
@@ -415,7 +418,8 @@ def apply_ema(updates: Mapping, params: list[Variable] | None = None, decay: Any
 def _mark_averages(params: list[Variable], shadows: list[Variable]) -> None:
     """Record which params each shadow variable averages (one flat buffer: all of them)."""
     for i, shadow in enumerate(shadows):
-        shadow.tag.averages = tuple(params) if len(shadows) == 1 else (params[i],)
+        averaged = tuple(params) if len(shadows) == 1 else (params[i],)
+        shadow.tag.state = dataclasses.replace(state_record(shadow), averages=averaged)
 
 
 def _ema(h, param, new, shadow):
@@ -451,7 +455,7 @@ def swap_averages(updates: Updates) -> Iterator[dict]:
     who = "swap_averages"
     if not isinstance(updates, Updates):
         raise TypeError(f"{who}: updates must be an Updates built by apply_ema, got {describe(updates)}")
-    holders = [v for v in updates.state if getattr(v.tag, "averages", None) is not None]
+    holders = [variable for variable in updates.state if state_record(variable).averages]
     if not holders:
         raise ValueError(f"{who}: these updates keep no averages; build them with apply_ema")
 
@@ -459,17 +463,16 @@ def swap_averages(updates: Updates) -> Iterator[dict]:
         for holder in holders:
             averages = holder.get_value()
             flat = averages.reshape(-1)
-            slices = getattr(holder.tag, "slices", [(holder.name, 0, averages.shape)])
-            for param, (_, start, shape) in zip(holder.tag.averages, slices):
-                stop = start + math.prod(shape)
+            for param, piece in zip(state_record(holder).averages, pieces_of(holder)):
+                stop = piece.start + math.prod(piece.shape)
                 value = param.get_value()
-                param.set_value(flat[start:stop].reshape(shape).copy())
-                flat[start:stop] = value.reshape(-1)
+                param.set_value(flat[piece.start : stop].reshape(piece.shape).copy())
+                flat[piece.start : stop] = value.reshape(-1)
             holder.set_value(averages)
 
     swap()
     try:
-        yield {param: holder for holder in holders for param in holder.tag.averages}
+        yield {param: holder for holder in holders for param in state_record(holder).averages}
     finally:
         swap()
 
@@ -638,7 +641,7 @@ def merge_updates(*updates: Mapping) -> Updates:
 
 def _name_apart(state: list[Variable], owner: dict[Variable, int]) -> None:
     """Rename the whole-variable state whose names collide across groups: ``adam.t[<group>]``."""
-    whole = [v for v in state if not hasattr(v.tag, "slices")]
+    whole = [v for v in state if state_record(v).pieces is None]
     names = [v.name for v in whole]
     for variable in whole:
         if variable.name is not None and names.count(variable.name) > 1:
