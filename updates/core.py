@@ -55,6 +55,7 @@ from updates.grads import (
     unknown_keyword,
     which,
 )
+from updates.step import sync_variables
 
 # The package's public API is ``updates.__all__``; these are the pieces the other modules build on
 # (rules, wrappers, transforms, schedules, the loop). Everything else here is private.
@@ -147,6 +148,7 @@ class Updates(OrderedDict):
         """
         from updates.state import current_values
 
+        sync_variables(self.state)
         return current_values(self.hyperparameters)
 
     def named_state(self) -> dict[str, np.ndarray]:
@@ -157,6 +159,7 @@ class Updates(OrderedDict):
         path; the step counter appears as itself (``adam.t``). The arrays are views: copy them
         to keep a snapshot.
         """
+        sync_variables(self.state)
         named = {}
         for variable, piece in self.state_pieces():
             value = variable.get_value(borrow=True).reshape(-1)
@@ -166,7 +169,7 @@ class Updates(OrderedDict):
     def state_pieces(self) -> list[tuple[Variable, Piece]]:
         """Every named piece of state in order, with the variable holding it.
 
-        A flat buffer holds one piece per param (its :class:`~updates.grads.StateRecord` says
+        A flat buffer holds one piece per param (its ``grads.StateRecord`` says
         where); any other state variable is one piece, whole, under its own name.
         """
         return [(variable, piece) for variable in self.state for piece in pieces_of(variable)]
@@ -196,7 +199,7 @@ class Interval:
 
     ``[low, high)`` by default; ``integer`` asks for an int (not a bool), ``optional`` lets None
     through. Rules, wrappers, transforms, schedules and the training loop all check their
-    numbers with :meth:`check`, so the messages read alike: ``adam: beta1 must be in [0, 1), got
+    numbers with ``Interval.check``, so the messages read alike: ``adam: beta1 must be in [0, 1), got
     1.0``, ``step_decay: step_size must be > 0, got 0``.
     """
 
