@@ -7,7 +7,8 @@ its last line. A spec's ``kind`` is one of
 - ``step``: one optimizer step implementation on one workload, checked against a NumPy
   reference, then timed;
 - ``share``: ``pytensor.function``, first-call and step time of a small model, alone or trained
-  by one rule (the optimizer's share of the start).
+  by one rule (the optimizer's share of the start);
+- ``device-start``: build, compile and first call of Adam on that model on a JAX device.
 
 Each runs in its own process so that a compile that never ends can be killed (the caller's
 timeout), memory is returned between measurements, and the compile caches are what the caller
@@ -31,6 +32,7 @@ for _variable in THREAD_VARIABLES:
     os.environ[_variable] = "1"
 
 import contextlib
+import functools
 import gc
 import json
 import math
@@ -185,7 +187,82 @@ def torch_step(rule: str, params, grads, options: dict):
     return optimizer.step, lambda: [x.detach().numpy() for x in tensors], info
 
 
+def updates_jax_step(rule: str, params, grads):
+    """``updates.compile_step(mode="JAX")``: params and state on the device, donated, in place."""
+    import jax
+    import pytensor
+
+    import updates
+
+    shared = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(params)]
+    fixed = [pytensor.shared(g, name=f"g{i}") for i, g in enumerate(grads)]  # uploaded once
+    start = time.perf_counter()
+    function = updates.compile_step([], [], getattr(updates, rule)(fixed, shared, **HYPER[rule]), mode="JAX")
+    info = {"compile_s": time.perf_counter() - start, "jax": jax.__version__}
+
+    def step():
+        function()
+        jax.block_until_ready([function.device[p] for p in shared])
+
+    def read():
+        function.sync()
+        return [s.get_value(borrow=True) for s in shared]
+
+    return step, read, info
+
+
+def pytensor_jax_step(rule: str, params, grads):
+    """``pytensor.function(mode="JAX")``: every param and state array copied anew per call."""
+    import jax
+    import pytensor
+
+    import updates
+
+    shared = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(params)]
+    fixed = [pytensor.shared(g, name=f"g{i}") for i, g in enumerate(grads)]
+    start = time.perf_counter()
+    function = pytensor.function(
+        [], [], updates=getattr(updates, rule)(fixed, shared, **HYPER[rule]), mode="JAX"
+    )
+    info = {"compile_s": time.perf_counter() - start, "jax": jax.__version__}
+
+    def step():
+        function()
+        jax.block_until_ready([s.get_value(borrow=True) for s in shared])
+
+    return step, lambda: [np.asarray(s.get_value(borrow=True)) for s in shared], info
+
+
+def optax_step(rule: str, params, grads):
+    """optax's rule under ``jax.jit``, params and state donated (its eps placement is torch's)."""
+    import jax
+    import optax
+
+    h = SimpleNamespace(**HYPER[rule])
+    if rule == "adam":
+        transform = optax.adam(h.learning_rate, b1=h.beta1, b2=h.beta2, eps=h.epsilon)
+    else:
+        transform = optax.sgd(h.learning_rate, momentum=h.momentum if rule == "momentum" else None)
+    state = {"params": [jax.device_put(x.copy()) for x in params]}
+    state["opt"] = transform.init(state["params"])
+    device_grads = [jax.device_put(g) for g in grads]
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def update(params, opt_state, grads):
+        changes, opt_state = transform.update(grads, opt_state, params)
+        return optax.apply_updates(params, changes), opt_state
+
+    def step():
+        state["params"], state["opt"] = update(state["params"], state["opt"], device_grads)
+        jax.block_until_ready(state["params"])
+
+    return step, lambda: [np.asarray(x) for x in state["params"]], {"optax": optax.__version__}
+
+
 IMPLEMENTATIONS = {
+    "updates-jax": updates_jax_step,
+    "pytensor-jax": pytensor_jax_step,
+    "optax": optax_step,
     "updates-numba": lambda r, p, g: updates_step(r, p, g, mode=None, per_param=False),
     "updates-cvm": lambda r, p, g: updates_step(r, p, g, mode="CVM", per_param=False),
     "per-param-numba": lambda r, p, g: updates_step(r, p, g, mode=None, per_param=True),
@@ -271,7 +348,8 @@ def measure_step(spec: dict) -> dict:
     """Check one implementation against the reference for CHECK_STEPS steps, then time it."""
     rule, impl = spec["rule"], spec["impl"]
     params, grads = workload_arrays(spec)
-    expected = reference_params(rule, params, grads, CHECK_STEPS, torch_eps=impl.startswith("torch"))
+    torch_eps = impl.startswith(("torch", "optax"))  # epsilon added after the bias corrections
+    expected = reference_params(rule, params, grads, CHECK_STEPS, torch_eps=torch_eps)
     step, read_params, info = IMPLEMENTATIONS[impl](rule, params, grads)
     del params
     rtol = RTOL[spec["dtype"]]
@@ -362,7 +440,58 @@ def measure_share(spec: dict) -> dict:
     }
 
 
-MEASUREMENTS = {"bandwidth": measure_bandwidth, "step": measure_step, "share": measure_share}
+def measure_device_start(spec: dict) -> dict:
+    """Build, compile and first call of Adam on the probe model of :func:`measure_share` (P float64
+    params of shape (10,)) on a JAX device: ``updates.compile_step``, PyTensor's JAX mode, or optax
+    (the loss and its gradient written in JAX, under ``jax.jit`` with donation)."""
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    n, impl = spec["n_params"], spec["impl"]
+    x_value = np.zeros(10)
+    start = time.perf_counter()
+    if impl == "optax":
+        import optax
+
+        transform = optax.adam(1e-3)
+
+        def loss(params, x):
+            return sum(((p - x) ** 2).sum() for p in params)
+
+        @functools.partial(jax.jit, donate_argnums=(0, 1))
+        def update(params, opt_state, x):
+            value, grads = jax.value_and_grad(loss)(params, x)
+            changes, opt_state = transform.update(grads, opt_state, params)
+            return optax.apply_updates(params, changes), opt_state, value
+
+        params = [jax.numpy.ones(10) for _ in range(n)]
+        state = transform.init(params)
+        params, state, _value = update(params, state, x_value)
+        jax.block_until_ready(params)
+    else:
+        import pytensor
+        import pytensor.tensor as pt
+
+        import updates
+
+        params = [pytensor.shared(np.ones(10), name=f"p{i}") for i in range(n)]
+        x = pt.dvector("x")
+        loss = pt.add(*[((p - x) ** 2).sum() for p in params])
+        built = updates.adam(loss, params)
+        if impl == "updates-jax":
+            function = updates.compile_step([x], loss, built, mode="JAX")
+        else:
+            function = pytensor.function([x], loss, updates=built, mode="JAX")
+        function(x_value)
+    return {"status": "ok", "total_s": time.perf_counter() - start}
+
+
+MEASUREMENTS = {
+    "bandwidth": measure_bandwidth,
+    "step": measure_step,
+    "share": measure_share,
+    "device-start": measure_device_start,
+}
 
 
 def main(argv: list[str]) -> None:

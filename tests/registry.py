@@ -48,9 +48,9 @@ class RuleCase:
 # Out-of-range values and the interval each message must state.
 NEGATIVE_LR = {"learning_rate": (-0.1, r">= 0")}
 NEGATIVE_EPS = {"epsilon": (-1e-8, r">= 0")}
-BETAS = {"beta1": (1.0, r"\[0, 1\)"), "beta2": (-0.5, r"\[0, 1\)")}
-RHO = {"rho": (1.0, r"\[0, 1\)")}
-MOMENTUM = {"momentum": (1.5, r"\[0, 1\)")}
+BETAS = {"beta1": (1.0, r"in \[0, 1\)"), "beta2": (-0.5, r"in \[0, 1\)")}
+RHO = {"rho": (1.0, r"in \[0, 1\)")}
+MOMENTUM = {"momentum": (1.5, r"in \[0, 1\)")}
 
 RULES = [
     RuleCase("sgd", {"learning_rate": 0.05}, NEGATIVE_LR),
@@ -78,7 +78,7 @@ RULES = [
     RuleCase(
         "rprop",
         {"learning_rate": 0.01},
-        {"eta_minus": (1.0, r"\(0, 1\)"), "eta_plus": (0.9, r"> 1")},
+        {"eta_minus": (1.0, r"in \(0, 1\)"), "eta_plus": (0.9, r"> 1")},
         not_live_lr="learning_rate is the initial step size only",
     ),
     RuleCase("lamb", {"learning_rate": 0.01, "weight_decay": 0.01}, {**BETAS, **NEGATIVE_EPS}),

@@ -31,11 +31,11 @@ NEEDS_PYMC = {"pymc_advi.py"}
 
 
 def test_there_are_examples():
-    expected = {"digits.py", "train_mlp.py", "lasagne_port.py", "resume.py", *NEEDS_PYMC}
+    expected = {"digits.py", "train_mlp.py", "lasagne_port.py", "resume.py", "data_parallel.py", *NEEDS_PYMC}
     assert expected <= {script.name for script in EXAMPLES}
 
 
-@pytest.mark.parametrize("script", [s for s in EXAMPLES if s.name != "digits.py"], ids=lambda s: s.name)
+@pytest.mark.parametrize("script", [s for s in EXAMPLES if s.name not in ("digits.py", "data_parallel.py")], ids=lambda s: s.name)
 def test_example_runs(script):
     if script.name in NEEDS_PYMC and "UPDATES_REQUIRE_PYMC" not in os.environ:
         pytest.importorskip("pymc")
@@ -46,6 +46,13 @@ def test_resume_lands_where_the_uninterrupted_run_lands():
     output = run_example(ROOT / "examples" / "resume.py")
     assert "params bit for bit equal after resuming in a new process: True" in output
     assert "w.adam.m" in output and "w.apply_nesterov_momentum.velocity" in output
+
+
+def test_data_parallel_trains_on_4_devices_as_on_one():
+    output = run_example(ROOT / "examples" / "data_parallel.py")
+    assert "4 devices: valid loss" in output
+    difference = float(output.strip().splitlines()[-1].rsplit(":", 1)[1])
+    assert difference < 1e-5  # float32, reassociated reductions
 
 
 def test_digits_prints_the_table_and_writes_the_plot(tmp_path):

@@ -43,6 +43,7 @@ from updates.schedules import (
     warmup_cosine,
 )
 from updates.state import inspect_state, load_state, reset_state, save_state
+from updates.step import Step, compile_step
 from updates.train import History, NonFiniteLossError, Record, iterate, minimize
 from updates.transforms import (
     add_gradient_noise,
@@ -128,6 +129,8 @@ __all__ = [
     "scale",
     "reduce_on_plateau",
     "live",
+    "compile_step",
+    "Step",
     "iterate",
     "minimize",
     "History",

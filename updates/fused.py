@@ -250,14 +250,28 @@ _register_rewrites()
 # -- JAX and PyTorch: the expanded graph, traced once ------------------------------------------
 
 
-def _funcify_expanded(funcify):
+def _funcify_expanded(funcify, typed: bool = False):
+    """The step as the backend's function of the expanded graph. ``typed`` (JAX): the inputs are
+    cast to their declared dtypes first, as JAX with 64-bit types on may hand a float32 model's
+    gradients over as float64; the step then computes in the params' dtype, as PyTensor says."""
+
     def funcify_fused_step(op, node, **kwargs):
         from pytensor.graph.fg import FunctionGraph
 
         kwargs.pop("storage_map", None)
         inputs = [x.type() for x in node.inputs]
         graph = FunctionGraph(inputs, op.expand(inputs), clone=False)
-        return funcify(graph, squeeze_output=True, **kwargs)
+        function = funcify(graph, squeeze_output=True, **kwargs)
+        if not typed:
+            return function
+        import jax.numpy as jnp
+
+        dtypes = [x.dtype for x in node.inputs]
+
+        def fused_step(*arguments):
+            return function(*(jnp.asarray(x, dtype=d) for x, d in zip(arguments, dtypes)))
+
+        return fused_step
 
     return funcify_fused_step
 
@@ -273,7 +287,7 @@ def _register_array_backends():
 
 
 def _register_expanded(funcify) -> None:
-    funcify.register(FusedStep)(_funcify_expanded(funcify))
+    funcify.register(FusedStep)(_funcify_expanded(funcify, typed=funcify.__name__ == "jax_funcify"))
 
 
 def when_imported(name: str, callback) -> None:

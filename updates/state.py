@@ -40,6 +40,7 @@ from pytensor.tensor.elemwise import Elemwise
 
 from updates.core import Updates
 from updates.grads import checks_keywords, describe, label, state_record
+from updates.step import sync_variables
 
 __all__ = ["StateEntry", "StateSummary", "inspect_state", "load_state", "reset_state", "save_state"]
 
@@ -140,11 +141,13 @@ def _format_value(value: Any) -> str:
 # -- where the state lives -------------------------------------------------------------------------
 
 
-def _check_updates(who: str, updates: Any) -> None:
+def _check_and_sync(who: str, updates: Any) -> None:
+    """Refuse anything but an Updates; bring back the values a JAX step holds on its device."""
     if not isinstance(updates, Updates):
         raise TypeError(
             f"{who}: updates must be an Updates (the result of a rule or wrapper), got {describe(updates)}"
         )
+    sync_variables([*updates.params, *updates.state])
 
 
 def _entries(updates: Updates) -> list[StateEntry]:
@@ -251,7 +254,7 @@ def inspect_state(updates: Updates) -> StateSummary:
     steps: adam.t = 0
     hyperparameters: learning_rate = 0.001, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-08
     """
-    _check_updates("inspect_state", updates)
+    _check_and_sync("inspect_state", updates)
     entries = _entries(updates)
     steps = {e.name: int(e.value) for e in entries if _is_step_counter(e.variable, updates[e.variable])}
     return StateSummary(entries, steps, current_values(updates.hyperparameters))
@@ -354,7 +357,7 @@ def save_state(path: str | os.PathLike, updates: Updates, params: bool = False) 
     >>> sorted(np.load(path))
     ['__config__', '__format__', 'param/w', 'state/adam.t', 'state/w.adam.m', 'state/w.adam.v']
     """
-    _check_updates("save_state", updates)
+    _check_and_sync("save_state", updates)
     arrays: dict[str, np.ndarray] = {
         _FORMAT: np.asarray(FORMAT_VERSION, dtype=np.int64),
         _CONFIG: np.asarray(json.dumps(updates.config, default=str)),
@@ -559,7 +562,7 @@ def load_state(path: str | os.PathLike, updates: Updates, params: bool = False) 
     >>> updates.inspect_state(adam).steps
     {'adam.t': 3}
     """
-    _check_updates("load_state", updates)
+    _check_and_sync("load_state", updates)
     _assign(_validated(os.fspath(path), updates, params))
 
 
@@ -753,7 +756,7 @@ def reset_state(updates: Updates, params: Iterable[Variable] | None = None) -> N
     >>> {name: value.tolist() for name, value in adam.named_state().items()}
     {'w.adam.m': [0.0, 0.0], 'w.adam.v': [0.0, 0.0], 'adam.t': 0}
     """
-    _check_updates("reset_state", updates)
+    _check_and_sync("reset_state", updates)
     entries = _entries(updates)
     if params is None:
         chosen = set(updates.params)

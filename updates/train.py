@@ -31,13 +31,13 @@ from dataclasses import InitVar, dataclass, field, fields
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
-import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 
 from updates.core import COUNT, Interval, Updates, gated
 from updates.grads import all_finite, checks_keywords, describe, l2_norm, prepare_grads
+from updates.step import compile_step
 
 __all__ = ["History", "NonFiniteLossError", "Record", "iterate", "minimize"]
 
@@ -335,7 +335,9 @@ class _Step:
     compile_seconds: float
 
 
-def _compile(who, loss, params, inputs, optimizer, monitors, gradient_norm, tolerance, valid, mode) -> _Step:
+def _compile(
+    who, loss, params, inputs, optimizer, monitors, gradient_norm, tolerance, valid, mode, mesh=None
+) -> _Step:
     if params is None and isinstance(optimizer, Updates):
         params = list(optimizer.params)
     elif params is None:
@@ -363,10 +365,10 @@ def _compile(who, loss, params, inputs, optimizer, monitors, gradient_norm, tole
         for var, new in built.items()
     )
     start = time.perf_counter()
-    train = pytensor.function(inputs, [*outputs.values(), ok], updates=guarded, mode=mode)
+    train = compile_step(inputs, [*outputs.values(), ok], guarded, mode=mode, mesh=mesh)
     valid_function = None
-    if valid:
-        valid_function = pytensor.function(inputs, [loss, *monitors.values()], mode=mode)
+    if valid:  # one device: a validation batch need not split over a mesh
+        valid_function = compile_step(inputs, [loss, *monitors.values()], mode=mode)
     return _Step(
         train,
         list(outputs),
@@ -410,6 +412,7 @@ class _Options:
     callback: Callable[[Record], Any] | None
     progress: bool | None
     mode: Any
+    mesh: Any
 
     @classmethod
     def of(cls, who: str, arguments: Mapping[str, Any]) -> _Options:
@@ -534,6 +537,7 @@ class _Loop:
         best = math.isfinite(score) and (self.best_values is None or score < self.best_score - margin)
         if best:
             self.best_score, self.since_best = score, 0
+            self.step.train.sync()
             self.best_values = [v.get_value(borrow=False) for v in self.step.variables]
         else:
             self.since_best += 1
@@ -562,6 +566,7 @@ class _Loop:
         return ""
 
     def _restore(self) -> None:
+        self.step.train.sync()
         if self.options.restore_best and self.best_values is not None:
             for variable, value in zip(self.step.variables, self.best_values):
                 variable.set_value(value, borrow=False)
@@ -581,6 +586,8 @@ class _Loop:
                 if batch is None:
                     self.ran_out = self._ran_out(epoch)
                     return
+            if _batch_length(batch) % self.step.train.batch_multiple:
+                continue  # a last smaller batch that does not split over the mesh
             taken += 1
             yield batch
 
@@ -645,6 +652,7 @@ class _Loop:
             self._restore()
             raise
         finally:
+            self.step.train.sync()  # JAX: the params and state back from the device, whatever happened
             if bar is not None:
                 bar.close()
         self.history.stop_reason = stop
@@ -750,7 +758,14 @@ loss : scalar TensorVariable
         for scripts and tests), None (default) for one when tqdm is installed and stderr is a
         terminal.
     mode : str or Mode, optional
-        The PyTensor mode both functions are compiled with (default: PyTensor's default).\
+        The PyTensor mode both functions are compiled with (default: PyTensor's default).
+        With ``"JAX"`` the params and optimizer state stay on the device during training
+        (:func:`compile_step`) and are written back into the shared variables at each new best
+        validation and at the end.
+    mesh : jax.sharding.Mesh or list of devices, optional
+        With ``mode="JAX"``, train data-parallel over these devices (see :func:`compile_step`):
+        ``batch_size`` must be a multiple of their number; a last smaller batch of a pass that
+        does not split over them is left out. Validation runs on one device.\
 """
 
 _NOTES = """\
@@ -831,6 +846,7 @@ def iterate(
     callback: Callable[[Record], Any] | None = None,
     progress: bool | None = None,
     mode: Any = None,
+    mesh: Any = None,
 ) -> Iterator[Record]:
     """Train step by step, yielding a :class:`Record` at every validation.
 
@@ -879,8 +895,14 @@ def iterate(
     valid_data = None if valid is None else _Data(who, "valid", valid, inputs, batch_size, False, None)
     monitors = _check_monitors(who, monitors)
     step = _compile(
-        who, loss, params, inputs, optimizer, monitors, gradient_norm, tolerance, valid_data, mode
+        who, loss, params, inputs, optimizer, monitors, gradient_norm, tolerance, valid_data, mode, mesh
     )
+    multiple = step.train.batch_multiple
+    if multiple > 1 and train_data.arrays is not None and train_data.batch_size % multiple:
+        raise ValueError(
+            f"{who}: batch_size={train_data.batch_size} does not split over the {multiple} devices of "
+            "the mesh; give a multiple of their number"
+        )
     return _Loop(who, step, train_data, valid_data, options).run()
 
 

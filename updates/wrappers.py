@@ -59,6 +59,7 @@ from updates.grads import (
     state_like,
     state_record,
 )
+from updates.step import sync_variables
 
 __all__ = [
     "accumulate_gradients",
@@ -455,6 +456,7 @@ def swap_averages(updates: Updates) -> Iterator[dict]:
     who = "swap_averages"
     if not isinstance(updates, Updates):
         raise TypeError(f"{who}: updates must be an Updates built by apply_ema, got {describe(updates)}")
+    sync_variables([*updates.params, *updates.state])
     holders = [variable for variable in updates.state if state_record(variable).averages]
     if not holders:
         raise ValueError(f"{who}: these updates keep no averages; build them with apply_ema")

@@ -1,0 +1,301 @@
+"""compile_step: a JAX step that keeps params and state on the device trains exactly as
+pytensor.function, keeps every other reader of its variables right, and runs data-parallel over
+devices and processes (those in fresh processes, which get their own CPU devices)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from pytensor.compile.mode import Mode
+from registry import RULES, WRAPPERS
+
+import updates
+
+STEPS = 50
+CVM = Mode(linker="cvm", optimizer="fast_run")
+HERE = Path(__file__).parent
+
+
+def data(rows: int = 16) -> list[np.ndarray]:
+    rng = np.random.default_rng(7)
+    return [rng.normal(size=(rows, 3)), rng.normal(size=(rows, 2))]
+
+
+def problem(rule: str = "adam", wrapper: str | None = None, case=None):
+    """A small least-squares fit: (loss, params, inputs, updates of ``rule`` or a registry case)."""
+    params = [
+        pytensor.shared(np.linspace(-0.5, 0.5, 6).reshape(3, 2), name="W"),
+        pytensor.shared(np.array([0.1, -0.2]), name="b"),
+    ]
+    x, y = pt.matrix("x"), pt.matrix("y")
+    loss = ((x @ params[0] + params[1] - y) ** 2).mean()
+    if wrapper is not None:
+        inner = updates.adam(learning_rate=0.05)
+        grads = updates.get_or_compute_grads(loss, params)
+        built = next(w for w in WRAPPERS if w.name == wrapper).build(inner, grads, params)
+    elif case is not None:
+        built = case.function(loss, params, **case.hyper)
+    else:
+        built = getattr(updates, rule)(loss, params, learning_rate=0.05)
+    return loss, params, [x, y], built
+
+
+def train(step, batch, steps: int = STEPS) -> np.ndarray:
+    return np.array([float(step(*batch)) for _ in range(steps)])
+
+
+def run(build, mode):
+    loss, params, inputs, built = build()
+    if mode == "JAX":
+        step = updates.compile_step(inputs, loss, built, mode="JAX")
+    else:
+        step = pytensor.function(inputs, loss, updates=built, mode=mode)
+    losses = train(step, data())
+    if mode == "JAX":
+        step.sync()
+    return losses, [p.get_value() for p in params], built.named_state()
+
+
+def assert_close(a, b, rtol=1e-10):
+    """Equal to ``rtol`` relative to the size of ``b`` (an element near 0 after cancellation
+    keeps the absolute error of the large ones)."""
+    np.testing.assert_allclose(a, b, rtol=rtol, atol=rtol * np.max(np.abs(b)))
+
+
+def assert_same_run(jax_run, reference):
+    assert_close(jax_run[0], reference[0])
+    for got, expected in zip(jax_run[1], reference[1]):
+        assert type(got) is np.ndarray
+        assert_close(got, expected)
+    assert jax_run[2].keys() == reference[2].keys()
+    for name in reference[2]:
+        assert_close(jax_run[2][name], reference[2][name])
+
+
+@pytest.mark.parametrize("case", RULES, ids=str)
+def test_every_rule_trains_on_the_device_as_in_the_c_vm(case):
+    def build():
+        return problem(case=case)
+
+    assert_same_run(run(build, "JAX"), run(build, CVM))
+
+
+@pytest.mark.parametrize("wrapper", [w.name for w in WRAPPERS])
+def test_every_wrapper_trains_on_the_device_as_in_the_c_vm(wrapper):
+    def build():
+        return problem(wrapper=wrapper)
+
+    assert_same_run(run(build, "JAX"), run(build, CVM))
+
+
+def test_another_mode_is_pytensor_function():
+    loss, _params, inputs, built = problem()
+    step = updates.compile_step(inputs, [loss], built, mode=CVM)
+    assert step.sync() is None and isinstance(step.function, type(pytensor.function([], [])))
+    first = step(*data())
+    assert isinstance(first, list) and len(first) == 1
+
+
+# -- who sees which values ----------------------------------------------------------------------
+
+
+def test_params_stay_on_the_device_until_synced():
+    loss, params, inputs, built = problem()
+    step = updates.compile_step(inputs, loss, built, mode="JAX")
+    before = params[0].get_value()
+    step(*data())
+    np.testing.assert_array_equal(params[0].get_value(), before)  # stale until sync
+    step.sync()
+    assert type(params[0].get_value()) is np.ndarray
+    assert not np.array_equal(params[0].get_value(), before)
+
+
+def test_set_value_between_calls_is_seen_and_wins_over_the_device():
+    loss, params, inputs, built = problem("sgd")
+    step = updates.compile_step(inputs, loss, built, mode="JAX")
+    step(*data())
+    params[1].set_value(np.array([5.0, 5.0]))
+    step.sync()  # keeps the value set by hand
+    np.testing.assert_array_equal(params[1].get_value(), [5.0, 5.0])
+    twin_loss, twin_params, twin_inputs, twin_built = problem("sgd")
+    reference = pytensor.function(twin_inputs, twin_loss, updates=twin_built, mode=CVM)
+    reference(*data())
+    twin_params[0].set_value(np.asarray(step.device[params[0]]))
+    twin_params[1].set_value(np.array([5.0, 5.0]))
+    assert_close(step(*data()), reference(*data()))
+
+
+def test_readers_of_the_variables_see_the_device_values():
+    loss, params, inputs, built = problem("adam")
+    averaged = updates.apply_ema(built, decay=0.5)
+    step = updates.compile_step(inputs, loss, averaged, mode="JAX")
+    evaluate = updates.compile_step(inputs, loss, mode="JAX")
+    for _ in range(3):
+        trained = step(*data())
+    assert evaluate(*data()) < trained  # the evaluation synced the step first: it sees 3 steps
+    assert_close(evaluate(*data()), pytensor.function(inputs, loss, mode=CVM)(*data()))
+    step(*data())
+    assert averaged.named_state()["adam.t"] == 4  # named_state syncs
+    step(*data())
+    assert updates.inspect_state(averaged).steps["adam.t"] == 5  # so does inspect_state
+    step(*data())
+    assert averaged.hyperparameter_values()["apply_ema.decay"] == 0.5
+    step(*data())
+    shadows = next(v for v in averaged.state if v.name == "apply_ema.shadow")
+    on_device = np.asarray(step.device[shadows])[:6].reshape(3, 2)
+    with updates.swap_averages(averaged):  # syncs, then swaps
+        np.testing.assert_array_equal(params[0].get_value(), on_device)
+
+
+def test_a_default_mode_function_after_jax_steps_sees_numpy_values():
+    loss, params, inputs, built = problem("momentum")
+    step = updates.compile_step(inputs, loss, built, mode="JAX")
+    step(*data())
+    step.sync()
+    host = pytensor.function(inputs, loss, updates=built)
+    host(*data())
+    assert all(type(v.get_value(borrow=True)) is np.ndarray for v in [*params, *built.state])
+    assert step(*data()) > 0  # and the JAX step takes the host's new values back
+
+
+def test_save_load_in_a_new_process_and_resume_bit_for_bit(tmp_path):
+    loss, params, inputs, built = problem("adam")
+    step = updates.compile_step(inputs, loss, built, mode="JAX")
+    train(step, data(), STEPS)
+    updates.save_state(tmp_path / "ckpt.npz", built, params=True)  # syncs the step first
+    train(step, data(), STEPS)
+    step.sync()
+    worker(["resume", str(tmp_path / "ckpt.npz")], tmp_path / "resumed.npz")
+    resumed = np.load(tmp_path / "resumed.npz")
+    for p in params:
+        np.testing.assert_array_equal(resumed[p.name], p.get_value())
+    for name, value in built.named_state().items():
+        np.testing.assert_array_equal(resumed[name], value)
+
+
+# -- data parallel ------------------------------------------------------------------------------
+
+
+def worker(arguments: list[str], out: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)])}
+    env.pop("XLA_FLAGS", None)
+    command = [sys.executable, str(HERE / "step_worker.py"), *arguments, str(out)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return dict(np.load(out))
+
+
+def one_device():
+    loss, params, inputs, built = problem("adam")
+    step = updates.compile_step(inputs, loss, built, mode="JAX")
+    losses = train(step, data())
+    step.sync()
+    return losses, {p.name: p.get_value() for p in params}, built.named_state()
+
+
+def test_four_devices_train_as_one_on_the_global_batch(tmp_path):
+    losses, params, state = one_device()
+    got = worker(["parallel"], tmp_path / "parallel.npz")
+    assert str(got["refused"]).startswith(
+        "compile_step: input 0 (x) has 6 rows, which does not split over the 4"
+    )
+    assert_close(got["losses"], losses)
+    for name, value in {**params, **state}.items():
+        assert_close(got[name], value)
+
+
+def test_two_processes_train_as_one_on_the_global_batch(tmp_path):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)])}
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(HERE / "step_worker.py"),
+                "process",
+                str(i),
+                port,
+                str(tmp_path / f"{i}.npz"),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for process in processes:
+        _, errors = process.communicate(timeout=600)
+        assert process.returncode == 0, errors
+    losses, params, _ = one_device()
+    for i in range(2):
+        got = np.load(tmp_path / f"{i}.npz")
+        assert got["devices"] == 4
+        assert_close(got["losses"], losses)
+        for name, value in params.items():
+            assert_close(got[name], value)
+
+
+def test_minimize_data_parallel_equals_one_device(tmp_path):
+    got = worker(["minimize"], tmp_path / "minimize.npz")
+    loss, params, inputs, _ = problem("adam")
+    history = updates.minimize(
+        loss,
+        params,
+        inputs,
+        data(),
+        updates.adam(learning_rate=0.05),
+        batch_size=8,
+        max_epochs=3,
+        shuffle=False,
+        progress=False,
+        mode="JAX",
+    )
+    assert_close(got["losses"], history.train["loss"])
+    for p in params:
+        assert type(p.get_value()) is np.ndarray
+        assert_close(got[p.name], p.get_value())
+
+
+# -- bad input ----------------------------------------------------------------------------------
+
+
+def test_a_mesh_needs_jax():
+    loss, _params, inputs, built = problem()
+    with pytest.raises(ValueError, match=r"^compile_step: mesh needs mode='JAX', got mode=None"):
+        updates.compile_step(inputs, loss, built, mesh=jax.devices())
+
+
+def test_an_input_without_a_batch_axis_is_refused_under_a_mesh():
+    loss, _params, inputs, built = problem()
+    scale = pt.scalar("scale")
+    with pytest.raises(ValueError, match=r"^compile_step: inputs\[2\] \(scale\) is a scalar; with a mesh"):
+        updates.compile_step([*inputs, scale], loss * scale, built, mode="JAX", mesh=jax.devices())
+
+
+def test_a_mode_that_is_not_installed_is_a_clear_error(monkeypatch):
+    loss, _params, inputs, built = problem()
+    monkeypatch.setitem(sys.modules, "jax", None)
+    with pytest.raises(ValueError, match=r"^compile_step: mode='JAX' needs jax, which is not installed"):
+        updates.compile_step(inputs, loss, built, mode="JAX")
+
+
+def test_a_param_whose_shape_changed_is_refused():
+    loss, params, inputs, built = problem("sgd")
+    step = updates.compile_step(inputs, loss, built, mode="JAX")
+    params[1].set_value(np.zeros(3))
+    with pytest.raises(
+        ValueError, match=r"^compile_step: b now has shape \(3,\), but the step was compiled for \(2,\)"
+    ):
+        step(*data())
