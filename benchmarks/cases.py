@@ -202,7 +202,7 @@ def updates_jax_step(rule: str, params, grads):
 
     def step():
         function()
-        jax.block_until_ready([function.device[p] for p in shared])
+        function.wait()
 
     def read():
         function.sync()

@@ -1,6 +1,6 @@
 """Benchmark suite of ``updates``: optimizer step time and the start's cost, one command.
 
-    python benchmarks/run.py [--quick] [--only step|share] [--repeats N] [--out PATH]
+    python benchmarks/run.py [--quick] [--only step|share|device] [--repeats N] [--out PATH]
 
 Every measurement runs in a fresh process (``benchmarks/cases.py``) under a timeout; this script
 chooses what to measure, collects the results, prints the markdown tables and writes the JSON
@@ -25,7 +25,7 @@ from pathlib import Path
 from cases import SHARE_RULES, STACK, THREAD_VARIABLES, TRAFFIC  # sets one thread each for the workers
 
 HERE = Path(__file__).resolve().parent
-PARTS = ("step", "share")
+PARTS = ("step", "share", "device")
 CASES = HERE / "cases.py"
 RULES = ("sgd", "momentum", "adam")
 ITEMSIZE = {"float32": 4, "float64": 8}
@@ -80,6 +80,18 @@ SHARE_MAIN = ("sgd", "momentum", "adam", STACK)
 SHARE_ALL_P = 30
 SHARE_JAX_LARGE = 1000  # JAX: Adam and the model alone also at this P
 
+
+# The device step (issue 12): Adam on these workloads, each implementation in its own process,
+# XLA on one thread as the others; then build + compile + first call on the probe model.
+DEVICE_IMPLEMENTATIONS = {
+    "updates-jax": "updates compile_step (JAX)",
+    "pytensor-jax": "PyTensor JAX mode",
+    "optax": "optax (jit, donated)",
+    "torch-fused": "torch fused",
+}
+DEVICE_WORKLOADS = ("big", "many", "tiny")
+DEVICE_START_P = (100, 1000)
+ONE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 # -- running one measurement -----------------------------------------------------------------------
 
@@ -260,6 +272,67 @@ def share_markdown(section: dict, rules: tuple[str, ...] | None = None) -> str:
     )
 
 
+# -- the device step and start (issue 12) ----------------------------------------------------------
+
+
+def device_benchmark(args, workloads: dict, results: dict) -> None:
+    """Adam's step time per implementation and workload, then the start at DEVICE_START_P."""
+    section = {"started": now(), "commit": git_commit(), "workloads": {}, "start": {}}
+    results["device"] = section
+    with tempfile.TemporaryDirectory(prefix="updates-device-") as cache:
+        env = {**pytensor_env(cache), "XLA_FLAGS": ONE_THREAD_XLA}
+        for name in DEVICE_WORKLOADS:
+            n_params, size, dtype = workloads[name]
+            entry = {"workload": name, "n_params": n_params, "size": size, "dtype": dtype, "results": {}}
+            section["workloads"][name] = entry
+            spec = {
+                **entry,
+                "kind": "step",
+                "rule": "adam",
+                "repeats": args.repeats,
+                "min_time": args.min_time,
+            }
+            del spec["results"]
+            for impl in DEVICE_IMPLEMENTATIONS:
+                log(f"[device] {name} {impl}")
+                entry["results"][impl] = run_case({**spec, "impl": impl}, args.compile_timeout, env)
+                args.save()
+                log(f"        {describe(entry['results'][impl])}")
+        for n_params in (10,) if args.quick else DEVICE_START_P:
+            row = section["start"][str(n_params)] = {}
+            for impl in ("updates-jax", "pytensor-jax", "optax"):
+                log(f"[device] start P={n_params} {impl}")
+                spec = {"kind": "device-start", "impl": impl, "n_params": n_params}
+                row[impl] = run_case(spec, args.compile_timeout, env)
+                args.save()
+    section["finished"] = now()
+
+
+def device_markdown(section: dict) -> str:
+    impls = list(DEVICE_IMPLEMENTATIONS)
+    rows = []
+    for w in section["workloads"].values():
+        found = {impl: result_of(w["results"], impl) for impl in impls}
+        times = {impl: r.get("median_s") if r["status"] == "ok" else None for impl, r in found.items()}
+        cells = [fmt_time(t) if t else short_status(found[impl]) for impl, t in times.items()]
+        mine = times["updates-jax"]
+        ratios = [ratio(mine, times[other]) for other in ("optax", "pytensor-jax", "torch-fused")]
+        rows.append([workload_label(w), *cells, *ratios])
+    header = ["workload", *DEVICE_IMPLEMENTATIONS.values(), "/ optax", "/ PyTensor JAX", "/ torch fused"]
+    start_rows = []
+    for n_params, row in section["start"].items():
+        cells = [total_cell(result_of(row, impl)) for impl in ("updates-jax", "pytensor-jax", "optax")]
+        start_rows.append([n_params, *cells])
+    return "\n\n".join(
+        [
+            "### Adam on a JAX device (CPU, one thread): step time, median of repeats",
+            table(header, rows),
+            "### Build, compile and first call of Adam on the probe model (P float64 params of shape (10,))",
+            table(["P", "updates compile_step (JAX)", "PyTensor JAX mode", "optax"], start_rows),
+        ]
+    )
+
+
 # -- machine, versions, output ---------------------------------------------------------------------
 
 
@@ -436,6 +509,11 @@ def all_results(results: dict):
         for run in results["share"]["runs"]:
             yield result_of(run, "cold")
             yield result_of(run, "warm")
+    if results.get("device"):
+        for w in results["device"]["workloads"].values():
+            yield from w["results"].values()
+        for row in results["device"]["start"].values():
+            yield from row.values()
 
 
 def failures(results: dict) -> list[str]:
@@ -450,7 +528,7 @@ def markdown(results: dict) -> str:
         "Versions: " + ", ".join(f"{k} {v[k]}" for k in shown if v.get(k)) + ".",
     ]
     parts = []
-    for name, render in (("step", step_markdown), ("share", share_markdown)):
+    for name, render in (("step", step_markdown), ("share", share_markdown), ("device", device_markdown)):
         if results.get(name):
             section = results[name]
             commit = f" at commit {section['commit']}" if section.get("commit") else ""
@@ -481,7 +559,7 @@ def parse_args(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="small sizes, few repeats: a smoke run")
-    parser.add_argument("--only", choices=PARTS, help="run one part only")
+    parser.add_argument("--only", choices=PARTS, help="run one part only (device: needs jax, optax)")
     parser.add_argument("--repeats", type=int, help="timed repeats per step measurement (default 5; quick 3)")
     parser.add_argument(
         "--out", type=Path, help="JSON output (default benchmarks/results/latest.json; quick.json)"
@@ -528,6 +606,8 @@ def main(argv=None) -> int:
         step_benchmark(args, workloads, results)
     if args.only in (None, "share"):
         share_benchmark(args, results)
+    if args.only in (None, "device") and importlib.util.find_spec("jax") is not None:
+        device_benchmark(args, QUICK_WORKLOADS if args.quick else WORKLOADS, results)
     tables = write_results(results, args.out)
     print(tables)
     if args.out.resolve() == (HERE / "results" / "latest.json").resolve():

@@ -35,7 +35,9 @@ def test_there_are_examples():
     assert expected <= {script.name for script in EXAMPLES}
 
 
-@pytest.mark.parametrize("script", [s for s in EXAMPLES if s.name not in ("digits.py", "data_parallel.py")], ids=lambda s: s.name)
+@pytest.mark.parametrize(
+    "script", [s for s in EXAMPLES if s.name not in ("digits.py", "data_parallel.py")], ids=lambda s: s.name
+)
 def test_example_runs(script):
     if script.name in NEEDS_PYMC and "UPDATES_REQUIRE_PYMC" not in os.environ:
         pytest.importorskip("pymc")

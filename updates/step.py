@@ -25,17 +25,21 @@ part of the global batch.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 import pytensor
+import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
-from pytensor.graph.basic import Variable
+from pytensor.graph.basic import Apply, Variable
+from pytensor.graph.op import Op
 from pytensor.graph.replace import clone_replace
 from pytensor.tensor.type import TensorType
 
+from updates.fused import FusedStep
 from updates.grads import checks_keywords, describe
 
 try:  # PyTensor >= 2.32
@@ -47,6 +51,8 @@ __all__ = ["Step", "compile_step"]
 
 #: Which step holds the current value of a shared variable on its device (until it syncs).
 _CLAIMS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
+#: The steps whose device holds values their shared variables have not seen yet.
+_DIRTY: weakref.WeakSet = weakref.WeakSet()
 _BATCH_AXIS = "data"
 
 
@@ -85,12 +91,20 @@ class Step:
     def sync(self) -> None:
         """Write the device values back into the shared variables (nothing to do here)."""
 
+    def wait(self) -> None:
+        """Wait until the device has finished the steps started (nothing to do here)."""
+
     def __repr__(self) -> str:
         return f"Step(mode={self.mode!r})"
 
 
 class JAXStep(Step):
-    """A :class:`Step` whose params and state live on JAX devices, updated in place."""
+    """A :class:`Step` whose params and state live on JAX devices, updated in place.
+
+    Each shared variable the step reads is held on the device as one array, or, for the flat
+    buffer of a multi-tensor step, as one array per param (XLA on CPU concatenates and splits
+    flat buffers slowly: each multi-tensor node is traced as its kernel per param).
+    """
 
     def __init__(self, inputs, outputs, updates, single, mesh) -> None:
         import jax
@@ -98,36 +112,61 @@ class JAXStep(Step):
         super().__init__(None, single, "JAX")
         self.jax = jax
         self.inputs = list(inputs)
-        self.updated = list(updates)
-        read = [v for v in ancestors([*outputs, *updates.values()]) if isinstance(v, SharedVariable)]
-        self.shared = list(dict.fromkeys([*self.updated, *read]))
         self.n_outputs = len(outputs)
         self.mesh = mesh
         self.local = mesh is None or jax.process_count() == 1
         if mesh is not None:
             self.batch_multiple = mesh.devices.size // (1 if self.local else jax.process_count())
+        _register_piece_step()
+        self.updated = list(updates)
+        read = [v for v in ancestors([*outputs, *updates.values()]) if isinstance(v, SharedVariable)]
+        self.shared = list(dict.fromkeys([*self.updated, *read]))
         holders = {v: _holder(v) for v in self.shared}
-        replaced = clone_replace([*outputs, *(updates[v] for v in self.updated)], holders)
+        results = clone_replace([*outputs, *(updates[v] for v in self.updated)], holders)
         with _quiet():
             traced = pytensor.function(
-                [*self.inputs, *holders.values()], replaced, mode="JAX", on_unused_input="ignore"
+                [*self.inputs, *holders.values()], results, mode="JAX", on_unused_input="ignore"
             )
+        graph = traced.maker.fgraph  # rewritten by PyTensor's JAX mode
+        #: Per shared variable, the inputs of the JAX function standing for its parts.
+        head, self.parts, new_parts = _pieces(graph, len(self.inputs), self.shared, self.updated)
+        arguments = [*graph.inputs[: len(self.inputs)], *(x for v in self.shared for x in self.parts[v])]
+        outputs = [*head, *(x for v in self.updated for x in new_parts[v])]
+        from pytensor.graph.fg import FunctionGraph
         from pytensor.link.jax.dispatch import jax_funcify
 
-        self.python_function = _typed(jax_funcify(traced.maker.fgraph), [x.dtype for x in replaced])
-        n_in = len(self.inputs)
-        donated = tuple(n_in + i for i in range(len(self.updated)))
+        converted = jax_funcify(FunctionGraph(arguments, outputs, clone=True))
+        self.python_function = _typed(converted, [x.dtype for x in outputs])
+        n_in, n_parts = len(self.inputs), sum(len(self.parts[v]) for v in self.updated)
+        self.n_arguments = len(arguments)
         shardings = {}
         if mesh is not None:
-            batch, whole = self._sharding((_BATCH_AXIS,)), self._sharding(())
-            shardings = dict(
-                in_shardings=(*[batch] * n_in, *[whole] * len(self.shared)),
-                out_shardings=whole,
-            )
+            batch, replicated = self._sharding((_BATCH_AXIS,)), self._sharding(())
+            shardings = dict(in_shardings=(*[batch] * n_in, *[replicated] * (self.n_arguments - n_in)))
+            shardings["out_shardings"] = replicated
+        donated = tuple(range(n_in, n_in + n_parts))
         self.compiled = jax.jit(self.python_function, donate_argnums=donated, **shardings)
-        self.shapes = {v: holders[v].type.shape for v in self.shared}
-        self.device: dict[SharedVariable, Any] = {}
-        self.seen: dict[SharedVariable, Any] = {}
+        self.shapes = {v: np.shape(v.get_value(borrow=True)) for v in self.shared}
+        sizes = [len(self.parts[v]) for v in self.shared]
+        starts = np.cumsum([0, *sizes]).tolist()
+        #: Where each variable's parts sit in :attr:`values` (the updated ones first).
+        self.places = {v: slice(a, b) for v, a, b in zip(self.shared, starts, starts[1:])}
+        self.n_updated_parts = n_parts
+        #: The device arrays of every part, in the order the compiled function takes them.
+        self.values: list = [None] * starts[-1]
+        self.containers = [v.container for v in self.shared]
+        self.seen: list = [object()] * len(self.shared)  # the host values last uploaded or synced
+        self.dirty = False  # the device holds values the host has not seen
+        self._disjoint: dict[int, bool] = {}
+
+    @property
+    def device(self) -> dict[SharedVariable, Any]:
+        """The device arrays by variable: one array, or a flat buffer's list of per-param parts."""
+        return {
+            v: (parts if len(parts) > 1 else parts[0])
+            for v in self.shared
+            for parts in [self.values[self.places[v]]]
+        }
 
     def _sharding(self, spec: tuple) -> Any:
         from jax.sharding import NamedSharding, PartitionSpec
@@ -137,16 +176,32 @@ class JAXStep(Step):
     def __call__(self, *values: Any) -> Any:
         if len(values) != len(self.inputs):
             raise TypeError(f"compile_step: the step takes {len(self.inputs)} inputs, got {len(values)}")
-        sync_variables(v for v in self.shared if _CLAIMS.get(id(v)) is not self)
+        for other in [step for step in _DIRTY if step is not self]:
+            if not other.disjoint(self):
+                other.sync()
         self._upload_changed()
         arguments = [self._put_input(i, value) for i, value in enumerate(values)]
-        results = self.compiled(*arguments, *(self.device[v] for v in self.shared))
-        outputs, new_values = results[: self.n_outputs], results[self.n_outputs :]
-        for variable, value in zip(self.updated, new_values):
-            self.device[variable] = value
-            _CLAIMS[id(variable)] = self
-        values = [self._to_host(x) for x in outputs]
-        return values[0] if self.single else values
+        results = self.compiled(*arguments, *self.values)
+        self.values[: self.n_updated_parts] = results[self.n_outputs :]
+        if not self.dirty:
+            self.dirty = True
+            _DIRTY.add(self)
+            for variable in self.updated:
+                _CLAIMS[id(variable)] = self
+        outputs = [self._to_host(x) for x in results[: self.n_outputs]]
+        return outputs[0] if self.single else outputs
+
+    def wait(self) -> None:
+        """Wait until the device has finished the steps started (JAX runs them asynchronously:
+        a call returns once the step is queued, or when its outputs are read), e.g. to time them."""
+        self.jax.block_until_ready(self.values)
+
+    def disjoint(self, other: JAXStep) -> bool:
+        """Whether ``other`` reads none of the variables this step updates."""
+        key = id(other)
+        if key not in self._disjoint:
+            self._disjoint[key] = set(map(id, self.updated)).isdisjoint(map(id, other.shared))
+        return self._disjoint[key]
 
     def sync(self) -> None:
         """Write the params and state held on the device back into their shared variables.
@@ -154,26 +209,43 @@ class JAXStep(Step):
         A variable given a new value by ``set_value`` since the last call keeps it (the next
         call uploads it); the others get the device's value as a NumPy array.
         """
-        for variable in self.updated:
-            if _CLAIMS.get(id(variable)) is not self:
-                continue
-            del _CLAIMS[id(variable)]
-            if variable.container.storage[0] is not self.seen.get(variable):
+        if not self.dirty:
+            return
+        self.dirty = False
+        _DIRTY.discard(self)
+        for i, variable in enumerate(self.updated):
+            if _CLAIMS.get(id(variable)) is self:
+                del _CLAIMS[id(variable)]
+            if self.containers[i].storage[0] is not self.seen[i]:
                 continue  # set by hand since: the host value wins
-            variable.set_value(np.array(self._to_host(self.device[variable])), borrow=True)
-            self.seen[variable] = variable.container.storage[0]
+            parts = [self._to_host(x).reshape(-1) for x in self.values[self.places[variable]]]
+            variable.set_value(np.concatenate(parts).reshape(self.shapes[variable]), borrow=True)
+            self.seen[i] = self.containers[i].storage[0]
 
     def _upload_changed(self) -> None:
-        for variable in self.shared:
-            host = variable.container.storage[0]
-            if self.seen.get(variable) is not host:
-                if np.shape(host) != self.shapes[variable]:
-                    raise ValueError(
-                        f"compile_step: {variable.name or variable} now has shape {np.shape(host)}, "
-                        f"but the step was compiled for {self.shapes[variable]}; compile it again"
-                    )
-                self.device[variable] = self._put(np.array(host), self._sharding(()) if self.mesh else None)
-                self.seen[variable] = host
+        seen = self.seen
+        changed = [i for i, container in enumerate(self.containers) if container.storage[0] is not seen[i]]
+        for i in changed:
+            variable, host = self.shared[i], self.containers[i].storage[0]
+            if np.shape(host) != self.shapes[variable]:
+                raise ValueError(
+                    f"compile_step: {variable.name or variable} now has shape {np.shape(host)}, "
+                    f"but the step was compiled for {self.shapes[variable]}; compile it again"
+                )
+            sharding = self._sharding(()) if self.mesh else None
+            self.values[self.places[variable]] = [
+                self._put(part, sharding) for part in self._split(variable, host)
+            ]
+            seen[i] = host
+
+    def _split(self, variable: SharedVariable, host: Any) -> list[np.ndarray]:
+        """Copies of the parts of ``host`` as the device holds them (a flat buffer: per param)."""
+        flat, start, copies = np.asarray(host).reshape(-1), 0, []
+        for part in self.parts[variable]:
+            size = math.prod(part.type.shape)
+            copies.append(flat[start : start + size].reshape(part.type.shape).copy())
+            start += size
+        return copies
 
     def _put_input(self, index: int, value: Any) -> Any:
         variable = self.inputs[index]
@@ -204,6 +276,114 @@ class JAXStep(Step):
 
     def __repr__(self) -> str:
         return f"Step(mode='JAX', mesh={self.mesh}, {len(self.updated)} variables on the device)"
+
+
+def _pieces(graph, n_inputs: int, shared: list, updated: list) -> tuple[list, dict, dict]:
+    """The inputs and new values of each shared variable in the JAX function made of ``graph``.
+
+    ``graph`` takes the step's inputs, then one input per shared variable, and returns the
+    outputs, then one new value per updated variable. Returns the outputs, and per variable its
+    inputs and new values. A flat buffer that only a multi-tensor
+    step reads and writes becomes one input (and one new value) per param: its step becomes a
+    :class:`PieceStep`, done after PyTensor's rewriting, which the pieces would slow down.
+    """
+    n_outputs = len(graph.outputs) - len(updated)
+    head = graph.outputs[:n_outputs]
+    parts = {v: [graph.inputs[n_inputs + i]] for i, v in enumerate(shared)}
+    new = {v: [graph.outputs[n_outputs + i]] for i, v in enumerate(updated)}
+    variable_of = {id(parts[v][0]): v for v in updated}
+    clients = graph.clients
+    replaced = {}
+    for node in graph.toposort():
+        if not isinstance(node.op, FusedStep):
+            continue
+        op = node.op
+        params, grads, slots, scalars = op.split(node.inputs)
+        owners = [variable_of.get(id(slot)) for slot in slots]
+        written = [node.outputs[op.n_params + k] for k in range(len(slots))]
+        if any(
+            owner is None or len(clients[slot]) != 1 or new[owner][0] is not out or len(clients[out]) != 1
+            for owner, slot, out in zip(owners, slots, written)
+        ):
+            continue  # a buffer read or written elsewhere too: keep it whole
+        if replaced and not {id(x) for x in replaced}.isdisjoint(map(id, ancestors(node.inputs))):
+            # an earlier step's new params feed this one (a wrapper around a rule)
+            params, grads, _, scalars = op.split(clone_replace(list(node.inputs), replaced))
+        pieces = [[TensorType(op.dtype, shape=shape)() for shape in op.shapes] for _ in slots]
+        results = PieceStep(op)(*params, *grads, *(x for k in pieces for x in k), *scalars, return_list=True)
+        replaced.update(zip(node.outputs[: op.n_params], results[: op.n_params]))
+        for k, owner in enumerate(owners):
+            start = op.n_params * (1 + k)
+            parts[owner], new[owner] = pieces[k], results[start : start + op.n_params]
+    if replaced:
+        rebuilt = iter(clone_replace([*head, *(x for v in updated for x in new[v])], replaced))
+        head = [next(rebuilt) for _ in head]
+        new = {v: [next(rebuilt) for _ in new[v]] for v in updated}
+    return head, parts, new
+
+
+class PieceStep(Op):
+    """A multi-tensor step on per-param pieces of its state: inputs the P params, their P
+    gradients, the P pieces of each slot, the scalars; outputs the new params, then the new
+    pieces slot by slot. One node for PyTensor's rewriting; JAX runs the kernel per param, as
+    optax does (XLA on CPU concatenates and splits flat buffers slowly)."""
+
+    __props__ = ("fused",)
+
+    def __init__(self, fused: FusedStep) -> None:
+        self.fused = fused
+
+    def make_node(self, *inputs: Variable) -> Apply:
+        inputs = [pt.as_tensor_variable(x) for x in inputs]
+        n, slots = self.fused.n_params, self.fused.n_slots
+        pieces = inputs[2 * n : 2 * n + n * slots]
+        return Apply(self, inputs, [x.type() for x in (*inputs[:n], *pieces)])
+
+    def perform(self, node, inputs, output_storage) -> None:
+        n, function = self.fused.n_params, self.fused.vector_function
+        params, grads, rest = inputs[:n], inputs[n : 2 * n], inputs[2 * n :]
+        pieces, scalars = rest[: n * self.fused.n_slots], rest[n * self.fused.n_slots :]
+        for i, (p, g) in enumerate(zip(params, grads)):
+            slots = [pieces[k * n + i].reshape(-1) for k in range(self.fused.n_slots)]
+            new = function(p.reshape(-1), g.reshape(-1), *slots, *scalars)
+            for k, value in enumerate(new):
+                output_storage[k * n + i][0] = value.reshape(p.shape)
+
+
+def _register_piece_step() -> None:
+    """JAX: the kernel, converted once on vectors, applied to each param (inputs cast to their
+    declared dtypes: with 64-bit types on, JAX computes some of PyTensor's float32 ops in
+    float64, and the optimizer then would too)."""
+    import jax.numpy as jnp
+    from pytensor.graph.fg import FunctionGraph
+    from pytensor.link.jax.dispatch import jax_funcify
+
+    @jax_funcify.register(PieceStep)
+    def piece_step_in_jax(op, node, **kwargs):
+        fused, n = op.fused, op.fused.n_params
+        inputs, outputs = fused._symbolic(lambda: pt.vector(dtype=fused.dtype))
+        converted = jax_funcify(FunctionGraph(inputs, outputs, clone=True))
+
+        def kernel(*arguments):
+            result = converted(*arguments)
+            return result if isinstance(result, (list, tuple)) else [result]
+
+        dtypes = [x.dtype for x in node.inputs]
+
+        def piece_step(*arguments):
+            arguments = [jnp.asarray(x, dtype=d) for x, d in zip(arguments, dtypes)]
+            params, grads, rest = arguments[:n], arguments[n : 2 * n], arguments[2 * n :]
+            pieces, scalars = rest[: n * fused.n_slots], rest[n * fused.n_slots :]
+            new = []
+            for i, (p, g) in enumerate(zip(params, grads)):
+                slots = [pieces[k * n + i].reshape(-1) for k in range(fused.n_slots)]
+                new.append(
+                    [x.reshape(p.shape) for x in kernel(p.reshape(-1), g.reshape(-1), *slots, *scalars)]
+                )
+            results = [new[i][k] for k in range(1 + fused.n_slots) for i in range(n)]
+            return results if len(results) > 1 else results[0]
+
+        return piece_step
 
 
 def _typed(function: Any, dtypes: list[str]) -> Any:
