@@ -49,20 +49,7 @@ def resume(checkpoint: str, out: str) -> None:
 
 
 def minimize(out: str) -> None:
-    loss, params, inputs, _ = problem("adam")
-    history = updates.minimize(
-        loss,
-        params,
-        inputs,
-        data(),
-        updates.adam(learning_rate=0.05),
-        batch_size=8,
-        max_epochs=3,
-        shuffle=False,
-        progress=False,
-        mode="JAX",
-        mesh=jax.devices(),
-    )
+    history, params = minimized(jax.devices())
     np.savez(out, losses=history.train["loss"], **{p.name: p.get_value() for p in params})
 
 
@@ -76,7 +63,7 @@ if __name__ == "__main__":
         jax.config.update("jax_cpu_collectives_implementation", "gloo")
         jax.distributed.initialize(f"127.0.0.1:{arguments[1]}", num_processes=2, process_id=int(arguments[0]))
     import numpy as np
-    from test_step import STEPS, data, problem, train
+    from test_step import STEPS, data, minimized, problem, train
 
     import updates
 

@@ -247,21 +247,17 @@ def test_two_processes_train_as_one_on_the_global_batch(tmp_path):
             assert_close(got[name], value)
 
 
+def minimized(mesh=None):
+    """``minimize`` on the problem, on one device or over ``mesh``: (history, params)."""
+    loss, params, inputs, _ = problem("adam")
+    rule = updates.adam(learning_rate=0.05)
+    options = dict(batch_size=8, max_epochs=3, shuffle=False, progress=False, mode="JAX", mesh=mesh)
+    return updates.minimize(loss, params, inputs, data(), rule, **options), params
+
+
 def test_minimize_data_parallel_equals_one_device(tmp_path):
     got = worker(["minimize"], tmp_path / "minimize.npz")
-    loss, params, inputs, _ = problem("adam")
-    history = updates.minimize(
-        loss,
-        params,
-        inputs,
-        data(),
-        updates.adam(learning_rate=0.05),
-        batch_size=8,
-        max_epochs=3,
-        shuffle=False,
-        progress=False,
-        mode="JAX",
-    )
+    history, params = minimized()
     assert_close(got["losses"], history.train["loss"])
     for p in params:
         assert type(p.get_value()) is np.ndarray

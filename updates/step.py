@@ -117,10 +117,29 @@ class JAXStep(Step):
         self.local = mesh is None or jax.process_count() == 1
         if mesh is not None:
             self.batch_multiple = mesh.devices.size // (1 if self.local else jax.process_count())
-        _register_piece_step()
         self.updated = list(updates)
         read = [v for v in ancestors([*outputs, *updates.values()]) if isinstance(v, SharedVariable)]
         self.shared = list(dict.fromkeys([*self.updated, *read]))
+        self.python_function = self._trace(outputs, updates)
+        self.compiled = self._jit()
+        self.shapes = {v: np.shape(v.get_value(borrow=True)) for v in self.shared}
+        starts = np.cumsum([0, *(len(self.parts[v]) for v in self.shared)]).tolist()
+        #: Where each variable's parts sit in :attr:`values` (the updated ones first).
+        self.places = {v: slice(a, b) for v, a, b in zip(self.shared, starts, starts[1:])}
+        self.n_updated_parts = sum(len(self.parts[v]) for v in self.updated)
+        #: The device arrays of every part, in the order the compiled function takes them.
+        self.values: list = [None] * starts[-1]
+        self.containers = [v.container for v in self.shared]
+        self.seen: list = [object()] * len(self.shared)  # the host values last uploaded or synced
+        self.dirty = False  # the device holds values the host has not seen
+        self._disjoint: dict[int, bool] = {}
+
+    def _trace(self, outputs: list, updates: dict) -> Any:
+        """The step as a Python function of JAX arrays: (inputs, parts) -> (outputs, new parts)."""
+        from pytensor.graph.fg import FunctionGraph
+        from pytensor.link.jax.dispatch import jax_funcify
+
+        _register_piece_step()
         holders = {v: _holder(v) for v in self.shared}
         results = clone_replace([*outputs, *(updates[v] for v in self.updated)], holders)
         with _quiet():
@@ -132,32 +151,22 @@ class JAXStep(Step):
         head, self.parts, new_parts = _pieces(graph, len(self.inputs), self.shared, self.updated)
         arguments = [*graph.inputs[: len(self.inputs)], *(x for v in self.shared for x in self.parts[v])]
         outputs = [*head, *(x for v in self.updated for x in new_parts[v])]
-        from pytensor.graph.fg import FunctionGraph
-        from pytensor.link.jax.dispatch import jax_funcify
-
         converted = jax_funcify(FunctionGraph(arguments, outputs, clone=True))
-        self.python_function = _typed(converted, [x.dtype for x in outputs])
-        n_in, n_parts = len(self.inputs), sum(len(self.parts[v]) for v in self.updated)
-        self.n_arguments = len(arguments)
+        return _typed(converted, [x.dtype for x in outputs])
+
+    def _jit(self) -> Any:
+        """The traced function under ``jax.jit``: the updated parts donated, inputs split over the
+        mesh's devices (if any) and everything else replicated."""
+        n_in = len(self.inputs)
+        n_parts = [len(self.parts[v]) for v in self.shared]
+        n_updated = sum(len(self.parts[v]) for v in self.updated)
         shardings = {}
-        if mesh is not None:
+        if self.mesh is not None:
             batch, replicated = self._sharding((_BATCH_AXIS,)), self._sharding(())
-            shardings = dict(in_shardings=(*[batch] * n_in, *[replicated] * (self.n_arguments - n_in)))
+            shardings = dict(in_shardings=(*[batch] * n_in, *[replicated] * sum(n_parts)))
             shardings["out_shardings"] = replicated
-        donated = tuple(range(n_in, n_in + n_parts))
-        self.compiled = jax.jit(self.python_function, donate_argnums=donated, **shardings)
-        self.shapes = {v: np.shape(v.get_value(borrow=True)) for v in self.shared}
-        sizes = [len(self.parts[v]) for v in self.shared]
-        starts = np.cumsum([0, *sizes]).tolist()
-        #: Where each variable's parts sit in :attr:`values` (the updated ones first).
-        self.places = {v: slice(a, b) for v, a, b in zip(self.shared, starts, starts[1:])}
-        self.n_updated_parts = n_parts
-        #: The device arrays of every part, in the order the compiled function takes them.
-        self.values: list = [None] * starts[-1]
-        self.containers = [v.container for v in self.shared]
-        self.seen: list = [object()] * len(self.shared)  # the host values last uploaded or synced
-        self.dirty = False  # the device holds values the host has not seen
-        self._disjoint: dict[int, bool] = {}
+        donated = tuple(range(n_in, n_in + n_updated))
+        return self.jax.jit(self.python_function, donate_argnums=donated, **shardings)
 
     @property
     def device(self) -> dict[SharedVariable, Any]:
