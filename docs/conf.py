@@ -32,6 +32,7 @@ FAMILIES = {
     "updates.transforms": "Gradient transforms",
     "updates.schedules": "Schedules",
     "updates.state": "Optimizer state",
+    "updates.lbfgs": "L-BFGS",
     "updates.step": "Compiled steps on devices",
     "updates.train": "Training loop",
 }

@@ -147,7 +147,11 @@ WRAPPERS = [
     WrapperCase(
         "apply_if_finite",
         lambda rule, grads, params: updates.apply_if_finite(rule(grads, params), grads=grads),
-        {"grads": ([object()], TypeError, r"^apply_if_finite: grads\[0\] must be a tensor, got object")},
+        {
+            "grads": ([object()], TypeError, r"^apply_if_finite: grads\[0\] must be a tensor, got object"),
+            "max_norm": (-1.0, ValueError, r"^apply_if_finite: max_norm must be > 0 or None, got -1.0"),
+            "budget": (0, ValueError, r"^apply_if_finite: budget must be > 0 or None, got 0"),
+        },
     ),
     WrapperCase(
         "apply_lookahead",

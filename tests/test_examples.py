@@ -31,12 +31,22 @@ NEEDS_PYMC = {"pymc_advi.py"}
 
 
 def test_there_are_examples():
-    expected = {"digits.py", "train_mlp.py", "lasagne_port.py", "resume.py", "data_parallel.py", *NEEDS_PYMC}
+    expected = {
+        "digits.py",
+        "train_mlp.py",
+        "lasagne_port.py",
+        "resume.py",
+        "data_parallel.py",
+        "full_batch.py",
+    }
+    expected |= NEEDS_PYMC
     assert expected <= {script.name for script in EXAMPLES}
 
 
 @pytest.mark.parametrize(
-    "script", [s for s in EXAMPLES if s.name not in ("digits.py", "data_parallel.py")], ids=lambda s: s.name
+    "script",
+    [s for s in EXAMPLES if s.name not in ("digits.py", "data_parallel.py", "full_batch.py")],
+    ids=lambda s: s.name,
 )
 def test_example_runs(script):
     if script.name in NEEDS_PYMC and "UPDATES_REQUIRE_PYMC" not in os.environ:
@@ -55,6 +65,15 @@ def test_data_parallel_trains_on_4_devices_as_on_one():
     assert "4 devices: valid loss" in output
     difference = float(output.strip().splitlines()[-1].rsplit(":", 1)[1])
     assert difference < 1e-5  # float32, reassociated reductions
+
+
+def test_full_batch_lbfgs_beats_adam_and_writes_the_plot(tmp_path):
+    output = run_example(ROOT / "examples" / "full_batch.py", "--out", str(tmp_path))
+    rows = {line.split(" | ")[0]: line.split(" | ")[1:] for line in output.splitlines() if " | " in line}
+    for problem in ("digits", "rosenbrock 2-d", "rosenbrock 100-d"):
+        lbfgs, adam = (float(cell.split(",")[0]) for cell in rows[problem])
+        assert lbfgs < adam, problem
+    assert (tmp_path / "full_batch.png").stat().st_size > 10_000
 
 
 def test_digits_prints_the_table_and_writes_the_plot(tmp_path):

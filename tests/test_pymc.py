@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytensor
 import pytest
 
 if "UPDATES_REQUIRE_PYMC" in os.environ:
@@ -101,3 +102,24 @@ def test_pymc_names_take_the_same_arguments_and_defaults(row):
     assert defaults(ours)[: len(defaults(theirs))] == defaults(theirs)
     stated = stated_defaults(row["PyMC's defaults"])
     assert stated and stated.items() <= dict(defaults(theirs)).items()
+
+
+def test_lbfgs_reaches_scipys_map_of_a_pymc_model(model):
+    """The model's log-probability (without the transforms' Jacobian, as find_MAP), its values as
+    shared variables: L-BFGS with its line search lands where scipy's L-BFGS-B does (find_MAP)."""
+    from pytensor.graph.replace import clone_replace
+
+    start = model.initial_point()
+    values = {v: pm.pytensorf.floatX(start[v.name]) for v in model.value_vars}
+    shared = {
+        v: pytensor.shared(np.asarray(value, dtype="float64"), name=v.name) for v, value in values.items()
+    }
+    loss = -clone_replace(model.logp(jacobian=False), shared)  # as find_MAP: no Jacobian term
+    step = pytensor.function(
+        [], loss, updates=updates.lbfgs(loss, list(shared.values()), line_search="armijo")
+    )
+    losses = [float(step()) for _ in range(100)]
+    assert np.all(np.diff(losses) <= 1e-12)
+    expected = pm.find_MAP(model=model, method="L-BFGS-B", include_transformed=True, progressbar=False)
+    for variable in shared.values():
+        np.testing.assert_allclose(variable.get_value(), expected[variable.name], rtol=1e-5, atol=1e-6)

@@ -679,6 +679,40 @@ def test_skipping_every_step_stops():
     assert w.get_value() == 0.0
 
 
+@pytest.mark.parametrize("restore_best", [True, False])
+def test_a_skip_budget_that_runs_out_stops_the_loop(restore_best):
+    """From step 3 on the gradient is huge (x = 1e6): apply_if_finite(max_norm=10) skips those
+    steps, and its budget of 3 stops the loop at step 5 with the error's message. The params are
+    those after epoch 1 either way (nothing was applied since); restoring the best also sets the
+    optimizer state back to it (no skips then), and otherwise the refused step counted nothing."""
+    w, x, loss = mean_model()
+    optimizer = updates.apply_if_finite(updates.sgd(loss, [w], learning_rate=0.5), max_norm=10.0, budget=3)
+    history = updates.minimize(
+        loss,
+        None,
+        [x],
+        np.array([1.0, 1.0, 1e6, 1e6, 1e6, 1e6]),
+        optimizer,
+        valid=[np.array([1.0])],
+        batch_size=1,
+        shuffle=False,
+        epoch_size=2,
+        restore_best=restore_best,
+        **QUIET,
+    )
+    assert history.stop_reason == (
+        "apply_if_finite: 3 steps in a row had a value that was not finite or an update norm above "
+        "max_norm=10; stopping instead of skipping again (budget=3): this step was not applied, the "
+        "params and optimizer state keep their values from the last applied step"
+    )
+    assert list(history.step) == [2, 4] and history.best is history[0]
+    assert history.restored is restore_best
+    assert w.get_value() == 0.75  # 0 -> 0.5 -> 0.75, then nothing applied
+    named = optimizer.named_state()
+    skips = 0 if restore_best else 2
+    assert named["apply_if_finite.skipped"] == skips and named["apply_if_finite.skipped_in_row"] == skips
+
+
 # -- modes, progress, documentation --------------------------------------------------------------------
 
 

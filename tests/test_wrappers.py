@@ -518,6 +518,189 @@ def test_apply_if_finite_checks_the_gradients_a_rule_would_hide():
     assert not np.array_equal(params[1].get_value(), start[1])
 
 
+# -- apply_if_finite: a bound on the update's norm and a budget of skips in a row ------------------
+
+CAP, BUDGET, MU = 5.0, 3, 0.5
+BUDGET_MESSAGE = (
+    f"apply_if_finite: {BUDGET} steps in a row had a value that was not finite or an update norm above "
+    f"max_norm={CAP:g}; stopping instead of skipping again (budget={BUDGET}): this step was not "
+    "applied, the params and optimizer state keep their values from the last applied step"
+)
+
+
+def guarded_momentum(mode="FAST_COMPILE", **options):
+    """Momentum (learning rate 1, MU) on params starting at 0, guarded by apply_if_finite: the
+    first update is exactly -g, then MU v - g (v the last applied update)."""
+    params = [pytensor.shared(np.zeros(s), name=f"p{i}") for i, s in enumerate([(3,), (2,)])]
+    grads = gradient_inputs(params)
+    rule = updates.momentum(grads, params, learning_rate=1.0, momentum=MU)
+    result = updates.apply_if_finite(rule, grads=grads, **options)
+    step = pytensor.function(grads, [], updates=result, mode=mode)
+    return Compiled(params, [p.get_value() for p in params], result, step)
+
+
+@functools.cache
+def _budgeted(mode):
+    return guarded_momentum(mode, max_norm=CAP, budget=BUDGET)
+
+
+def budgeted(mode="FAST_COMPILE"):
+    """guarded_momentum with max_norm=CAP and budget=BUDGET, compiled once per mode, reset."""
+    return _budgeted(mode).reset()
+
+
+def grads_of(first, second):
+    return [np.array(first, dtype=float), np.array(second, dtype=float)]
+
+
+def counters(guarded):
+    named = guarded.result.named_state()
+    return int(named["apply_if_finite.skipped"]), int(named["apply_if_finite.skipped_in_row"])
+
+
+def assert_unchanged(guarded, before, context, skipped=None):
+    """Every variable the updates change is as ``before``, but the counters: ``skipped`` (both
+    counts) if given."""
+    now = guarded.snapshot()
+    counted = guarded.result.state[-2:]
+    for key, value in now.items():
+        if skipped is None or key not in counted:
+            assert_bitwise(value, before[key], f"{context}: {key.name}")
+    if skipped is not None:
+        assert counters(guarded) == skipped, context
+
+
+@pytest.mark.parametrize("mode", [None, "FAST_COMPILE"], ids=["default", "FAST_COMPILE"])
+def test_apply_if_finite_skips_an_update_larger_than_max_norm(mode):
+    """Skipped iff the update's norm over all params exceeds max_norm (5 exactly is applied):
+    params and all state unchanged, the skip counted; applied steps follow NumPy's momentum."""
+    guarded = budgeted(mode)
+    stream = [
+        ([3, 0, 0], [4, 0]),  # update -g: norm 5 = max_norm, applied
+        ([10, 0, 0], [0, 0]),  # norm of (-11.5, 0, 0, -2, 0) > 5: skipped
+        ([0, 0, 0], [0, 0]),  # MU v alone: norm 2.5, applied
+        ([0, 0, 0], [6, 0]),  # norm of (-0.75, 0, 0, -7, 0) > 5: skipped
+        ([0.5, -0.5, 1.0], [1.0, 0.0]),  # applied
+    ]
+    p, v = [np.zeros(3), np.zeros(2)], [np.zeros(3), np.zeros(2)]
+    skips = []
+    for t, pair in enumerate(stream):
+        g = grads_of(*pair)
+        update = [MU * vi - gi for vi, gi in zip(v, g)]
+        skips.append(math.sqrt(sum(float((u**2).sum()) for u in update)) > CAP)
+        before = guarded.snapshot()
+        skipped, _ = counters(guarded)
+        guarded.step(*g)
+        if skips[-1]:
+            assert_unchanged(guarded, before, f"step {t}", skipped=(skipped + 1, 1))
+            continue
+        p, v = [pi + u for pi, u in zip(p, update)], update
+        for got, expected in zip(guarded.values(), p):
+            np.testing.assert_allclose(got, expected, rtol=1e-15, err_msg=f"step {t}")
+    assert skips == [False, True, False, True, False]
+    assert counters(guarded) == (2, 0)
+
+
+@pytest.mark.parametrize("mode", [None, "FAST_COMPILE", "CVM"], ids=["default", "FAST_COMPILE", "CVM"])
+def test_a_budget_th_skip_in_a_row_raises_and_changes_nothing(mode):
+    """Non-finite and too large steps count alike; an applied step resets the count in a row;
+    the BUDGET-th bad step in a row raises, changing nothing (counters included), every time it
+    is retried; a good step then proceeds."""
+    guarded = budgeted(mode)
+    good, big, nan = (
+        grads_of([0.1, 0, 0], [0, 0]),
+        grads_of([9, 0, 0], [0, 0]),
+        grads_of([np.nan, 0, 0], [0, 0]),
+    )
+    for g, expected in [(nan, (1, 1)), (big, (2, 2)), (good, (2, 0)), (big, (3, 1)), (nan, (4, 2))]:
+        guarded.step(*g)
+        assert counters(guarded) == expected
+    before = guarded.snapshot()
+    for g in (big, nan):
+        with pytest.raises(updates.SkipBudgetError) as raised:
+            guarded.step(*g)
+        assert str(raised.value).partition("\n")[0] == BUDGET_MESSAGE
+        assert isinstance(raised.value, FloatingPointError)
+        assert_unchanged(guarded, before, "the refused step")
+    guarded.step(*good)
+    assert counters(guarded) == (4, 0)
+    np.testing.assert_allclose(guarded.values()[0], [-0.1 - MU * 0.1 - 0.1, 0, 0], rtol=1e-15)
+
+
+def test_a_budget_of_one_never_skips():
+    guarded = guarded_momentum(budget=1)
+    with pytest.raises(
+        updates.SkipBudgetError,
+        match=r"^apply_if_finite: 1 step in a row had a value that was not finite; stopping",
+    ):
+        guarded.step(*grads_of([np.inf, 0, 0], [0, 0]))
+    assert counters(guarded) == (0, 0) and not np.any(guarded.values()[0])
+    guarded.step(*grads_of([1e6, 0, 0], [0, 0]))  # no max_norm: any finite update is applied
+    assert guarded.values()[0][0] == -1e6
+
+
+def test_skip_counters_are_checkpointed_and_reset(tmp_path):
+    """save_state/load_state carry both counters (a fresh copy resumes bit for bit, and a loaded
+    count in a row still brings the budget); reset_state sets them back to 0."""
+    good, big = grads_of([0.5, 1, 0], [0, -1]), grads_of([9, 0, 0], [0, 0])
+    first = budgeted()
+    for g in (good, big, good, big, big):
+        first.step(*g)
+    assert counters(first) == (3, 2)
+    path = tmp_path / "guarded.npz"
+    updates.save_state(path, first.result, params=True)
+    second = guarded_momentum(max_norm=CAP, budget=BUDGET)
+    updates.load_state(path, second.result, params=True)
+    assert counters(second) == (3, 2)
+    for copy in (first, second):
+        with pytest.raises(updates.SkipBudgetError):
+            copy.step(*big)
+        for g in (good, big, good):
+            copy.step(*g)
+    for (key, value), (twin, twin_value) in zip(first.snapshot().items(), second.snapshot().items()):
+        assert key.name == twin.name
+        assert_bitwise(value, twin_value, key.name)
+    assert counters(second) == (4, 0)
+    updates.load_state(path, second.result)
+    assert counters(second) == (3, 2)
+    updates.reset_state(second.result)
+    assert counters(second) == (0, 0)
+    second.step(*big)  # skipped, the count in a row starts again
+    assert counters(second) == (1, 1)
+
+
+def test_max_norm_and_budget_are_in_the_config_and_add_state_only_when_given():
+    params = make_params([(3,)], "float32") + make_params([(2,)], "float64")
+    grads = gradient_inputs(params)
+    plain = updates.apply_if_finite(updates.adam(grads, params), grads)
+    assert plain.config[-1] == {"wrapper": "apply_if_finite", "max_norm": None, "budget": None}
+    assert [v.name for v in plain.state][-2:] == ["adam.t", "apply_if_finite.skipped"]
+    bounded = updates.apply_if_finite(updates.adam(grads, params), grads, max_norm=2, budget=4)
+    assert bounded.config[-1] == {"wrapper": "apply_if_finite", "max_norm": 2.0, "budget": 4}
+    names = ["apply_if_finite.skipped", "apply_if_finite.skipped_in_row"]
+    assert [v.name for v in bounded.state][-2:] == names
+    assert all(value.type == variable.type for variable, value in bounded.items())
+    assert updates.inspect_state(bounded).steps == {"adam.t": 0}
+
+
+@pytest.mark.parametrize(
+    ("argument", "value", "error", "message"),
+    [
+        ("max_norm", 0, ValueError, r"max_norm must be > 0 or None, got 0$"),
+        ("max_norm", math.inf, ValueError, r"max_norm must be finite, got inf$"),
+        ("max_norm", math.nan, ValueError, r"max_norm must be finite, got nan$"),
+        ("max_norm", "large", TypeError, r"max_norm must be a real number or None, got str$"),
+        ("budget", -2, ValueError, r"budget must be > 0 or None, got -2$"),
+        ("budget", 2.0, TypeError, r"budget must be an integer or None, got float$"),
+        ("budget", True, TypeError, r"budget must be an integer or None, got bool$"),
+    ],
+)
+def test_bad_max_norm_and_budget_are_refused(argument, value, error, message):
+    params = make_params()
+    with pytest.raises(error, match=rf"^apply_if_finite: {message}"):
+        updates.apply_if_finite(updates.sgd(gradient_inputs(params), params), **{argument: value})
+
+
 def test_weight_decay_takes_the_rules_learning_rate_or_asks_for_one():
     params = make_params()
     grads = gradient_inputs(params)

@@ -7,6 +7,7 @@ ordered dictionary ``{shared variable: new value}`` to pass to ``pytensor.functi
 from updates.constraints import norm_constraint, total_norm_constraint
 from updates.core import Updates, per_parameter
 from updates.grads import ArgumentError, get_or_compute_grads
+from updates.lbfgs import lbfgs
 from updates.modern import (
     adabelief,
     adagrad_window,
@@ -54,6 +55,7 @@ from updates.transforms import (
     zero_nans,
 )
 from updates.wrappers import (
+    SkipBudgetError,
     accumulate_gradients,
     apply_ema,
     apply_if_finite,
@@ -92,6 +94,7 @@ __all__ = [
     "lars",
     "adagrad_window",
     "esgd",
+    "lbfgs",
     "norm_constraint",
     "total_norm_constraint",
     "clip_by_value",
@@ -136,4 +139,5 @@ __all__ = [
     "History",
     "Record",
     "NonFiniteLossError",
+    "SkipBudgetError",
 ]

@@ -72,11 +72,13 @@ __all__ = [
     "begin_wrapper",
     "check_hyperparameter",
     "check_mapping",
+    "describe_hyperparameter",
     "gated",
     "is_schedule",
     "params_to_wrap",
     "per_parameter",
     "schedule_state",
+    "shared_docstring",
     "step_counter",
     "update_rule",
     "wrap_elementwise",
@@ -279,7 +281,7 @@ def schedule_state(values: Iterable[Any]) -> dict[Variable, Variable]:
     return state
 
 
-def _describe_hyperparameter(value: Any) -> Any:
+def describe_hyperparameter(value: Any) -> Any:
     """A plain-data description of a hyperparameter, for ``Updates.config`` and checkpoints."""
     if is_concrete(value):
         return float(value)
@@ -461,7 +463,7 @@ def apply_rule(
     extra = [()] * len(params)
     if rule.extra is not None:
         extra = list(zip(*rule.extra(loss_or_grads, params, grads, counter + 1)))
-    config = {"rule": rule.name, **{name: _describe_hyperparameter(v) for name, v in hyper.items()}}
+    config = {"rule": rule.name, **{name: describe_hyperparameter(v) for name, v in hyper.items()}}
     config.update(chosen)
     schedules = schedule_state(hyper.values())
     hyper = {name: _evaluate(value, counter) for name, value in hyper.items()}
@@ -588,7 +590,7 @@ def params_to_wrap(who: str, updates: Mapping, params: Any) -> list[SharedVariab
 def begin_wrapper(who: str, updates: Mapping, params: list, config: dict, hyper: dict[str, Any]) -> Updates:
     """A new Updates with the entries of ``updates``, its params, config and hyperparameters."""
     base = updates if isinstance(updates, Updates) else Updates(params=params)
-    described = {name: _describe_hyperparameter(v) for name, v in config.items()}
+    described = {name: describe_hyperparameter(v) for name, v in config.items()}
     return Updates(
         updates,
         base.params or params,
@@ -696,7 +698,13 @@ def update_rule(function: Callable) -> Callable:
         return functools.partial(public, **hyper)
 
     public.rule_for = lambda **arguments: function(**arguments)
-    public.__doc__ = string.Template(function.__doc__ or "").safe_substitute(
+    return shared_docstring(public)
+
+
+def shared_docstring(function: Callable) -> Callable:
+    """Put the text the rules share in ``function``'s docstring: ``$parameters``, ``$clear_nan``,
+    ``$returns`` and ``$betas``."""
+    function.__doc__ = string.Template(function.__doc__ or "").safe_substitute(
         parameters=_COMMON_PARAMETERS, clear_nan=_CLEAR_NAN, returns=_RETURNS, betas=_BETAS
     )
-    return public
+    return function

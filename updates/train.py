@@ -13,7 +13,9 @@ callable returning such an iterable is called at every pass.
 Every step is guarded inside the compiled function: when the loss or a gradient is not finite,
 the step changes nothing (params, optimizer state and step counters keep their values), so a
 non-finite step never corrupts the model. The loop then raises :class:`NonFiniteLossError`
-(default), stops, or skips the step and goes on (``on_nonfinite``).
+(default), stops, or skips the step and goes on (``on_nonfinite``). An optimizer wrapped in
+:func:`apply_if_finite` with a ``budget`` that runs out stops the loop too, with the message of
+its :class:`SkipBudgetError`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from pytensor.graph.basic import Constant, Variable
 from updates.core import COUNT, Interval, Updates, gated
 from updates.grads import all_finite, checks_keywords, describe, l2_norm, prepare_grads
 from updates.step import compile_step
+from updates.wrappers import SkipBudgetError
 
 __all__ = ["History", "NonFiniteLossError", "Record", "iterate", "minimize"]
 
@@ -595,7 +598,10 @@ class _Loop:
         """Run one training step; return why to stop now (or '')."""
         self.steps += 1
         tick = time.perf_counter()
-        *values, ok = self.step.train(*batch)
+        try:
+            *values, ok = self.step.train(*batch)
+        except SkipBudgetError as error:  # that call applied nothing: stop as for any other reason
+            return str(error).partition("\n")[0]
         seconds = time.perf_counter() - tick
         if self.steps == 1:
             self.history.first_call_seconds, seconds = seconds, None
@@ -915,9 +921,11 @@ def minimize(*args: Any, **kwargs: Any) -> History:
     Runs :func:`iterate` to the end, with the same arguments (its signature is iterate's), and
     returns the :class:`History` the run ends with. Training stops at
     ``max_epochs`` or ``max_updates``, after ``patience`` validations without improvement,
-    when a step is smaller than ``tolerance``, when ``callback`` returns True, or at a
-    non-finite step (see ``on_nonfinite``). Then, unless ``restore_best=False``, the params and
-    optimizer state are set back to the best validation's.
+    when a step is smaller than ``tolerance``, when ``callback`` returns True, at a
+    non-finite step (see ``on_nonfinite``), or when the compiled step raises
+    :class:`SkipBudgetError` (an optimizer wrapped in :func:`apply_if_finite` with a ``budget``
+    skipped that many steps in a row; its message is the stop reason). Then, unless
+    ``restore_best=False``, the params and optimizer state are set back to the best validation's.
 
     Parameters
     ----------

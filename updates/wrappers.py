@@ -7,7 +7,8 @@ counters (``apply_ema.t``) last, so :func:`inspect_state`, :func:`save_state`, :
 and :func:`reset_state` work on it as on a rule's state.
 
 - :func:`apply_weight_decay`: decoupled weight decay for any rule (AdamW from Adam);
-- :func:`apply_if_finite`: skip the whole step when anything is not finite, and count the skips;
+- :func:`apply_if_finite`: skip the whole step when anything is not finite (or the update is too
+  large), count the skips, and raise :class:`SkipBudgetError` after a budget of them in a row;
 - :func:`apply_lookahead`: Lookahead's slow weights;
 - :func:`apply_ema`: an exponential (or uniform, Polyak) average of the params, to evaluate with;
 - :func:`accumulate_gradients`: a rule that sees the mean of ``steps`` gradients (wraps the rule);
@@ -18,8 +19,9 @@ through :func:`updates.core.wrap_elementwise`, the path of the rules, so their s
 flat buffer per dtype (shown per param by ``named_state()``) and they add one multi-tensor node
 per dtype, whatever the number of params. :func:`accumulate_gradients` keeps one shared variable
 per param (``W.accumulate_gradients.sum``) and builds its running sums and switches per param;
-:func:`apply_if_finite` keeps one counter and guards every entry with a switch, which reads the
-old values after the new ones and so keeps PyTensor from updating params and state in place.
+:func:`apply_if_finite` keeps one counter (two with a budget) and guards every entry with a
+switch, which reads the old values after the new ones and so keeps PyTensor from updating params
+and state in place.
 Those two cost the most to compile: about 3x the start of the model alone at 30 params
 (``benchmarks/run.py --only share``), against about 1.5x for the elementwise wrappers.
 """
@@ -35,10 +37,12 @@ from typing import Any
 
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
+from pytensor.raise_op import CheckAndRaise
 
 from updates.core import (
     COUNT,
     NON_NEGATIVE,
+    POSITIVE,
     Elementwise,
     Interval,
     Updates,
@@ -53,6 +57,7 @@ from updates.grads import (
     as_dtype,
     checks_keywords,
     describe,
+    l2_norm,
     label,
     pieces_of,
     prepare_grads,
@@ -62,6 +67,7 @@ from updates.grads import (
 from updates.step import sync_variables
 
 __all__ = [
+    "SkipBudgetError",
     "accumulate_gradients",
     "apply_ema",
     "apply_if_finite",
@@ -173,24 +179,61 @@ def _decay(dtype: str, values: dict, counter: Variable | None) -> SimpleNamespac
 _DECAY = Elementwise("apply_weight_decay", lambda h, p, u: (u - h.decay * p,))
 
 
-# -- skip non-finite steps -------------------------------------------------------------------------
+# -- skip non-finite or too large steps -----------------------------------------------------------
+
+
+class SkipBudgetError(FloatingPointError):
+    """A step of :func:`apply_if_finite` with ``budget=n`` would have been the n-th skip in a row.
+
+    The compiled step raises it instead of skipping again, and that call applies nothing: the
+    params and all the optimizer state (the skip counters included) keep their values from the
+    last applied step, ready to inspect, save, or resume from after a fix (a lower learning rate
+    through :func:`live`, other data). :func:`minimize` and :func:`iterate` stop with its message
+    as the ``stop_reason`` of their :class:`History`.
+
+    It is a ``FloatingPointError``, like :class:`NonFiniteLossError`: both say that training
+    diverged numerically (values that are not finite, or updates too large to trust), and one
+    ``except FloatingPointError`` catches both.
+
+    Parameters
+    ----------
+    message : str
+        What happened and what was kept. PyTensor 2.38's Python and C linkers append the details
+        of the node that raised after a newline; the first line is the message.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+
+
+_OPTIONAL_POSITIVE = dataclasses.replace(POSITIVE, optional=True)
+_OPTIONAL_COUNT = dataclasses.replace(COUNT, optional=True)
 
 
 @checks_keywords
-def apply_if_finite(updates: Mapping, grads: Any = None) -> Updates:
-    r"""Skip the whole step when a gradient or a new value is not finite.
+def apply_if_finite(
+    updates: Mapping, grads: Any = None, *, max_norm: float | None = None, budget: int | None = None
+) -> Updates:
+    r"""Skip the whole step when a gradient or a new value is not finite, or the update too large.
 
     .. math::
 
         \text{ok} &= \text{every element of every } g_i \text{ and every new value } u_k
-        \text{ is finite} \\
+        \text{ is finite} \;\wedge\; \Big(\sum_{p} \lVert u_p - p \rVert_2^2\Big)^{1/2} \le c \\
         x_k &\leftarrow \begin{cases} u_k & \text{ok} \\ x_k & \text{otherwise} \end{cases}
         \quad\text{for every key } x_k \text{ of updates} \\
-        s &\leftarrow s + [\lnot \text{ok}]
+        s &\leftarrow s + [\lnot \text{ok}], \qquad
+        r \leftarrow \begin{cases} 0 & \text{ok} \\ r + 1 & \text{otherwise} \end{cases} \\
+        &\text{raise } \texttt{SkipBudgetError} \text{ instead, applying nothing, when }
+        \lnot \text{ok} \wedge r + 1 \ge B
+
+    where :math:`p` runs over the params, :math:`c` is ``max_norm`` (no bound by default),
+    :math:`s` counts the skipped calls and :math:`r` (kept with ``budget`` :math:`B` only) the
+    skipped calls since the last applied one.
 
     Every variable the updates change stays as it was on a skipped call: the params and all the
     state, including step counters, the flat buffers of the multi-tensor path and the state of
-    schedules. The next finite call proceeds exactly as if the skipped one never happened.
+    schedules. The next applied call proceeds exactly as if the skipped one never happened.
 
     Parameters
     ----------
@@ -201,18 +244,45 @@ def apply_if_finite(updates: Mapping, grads: Any = None) -> Updates:
         Tensors that must be finite too: the gradients given to the rule (needed when the rule
         is built with ``clear_nan=True`` or may map a non-finite gradient to a finite value), the
         loss, anything. Default: only the new values are checked.
+    max_norm : float, optional
+        :math:`c > 0`: also skip a step whose update is larger, the Euclidean norm over all the
+        params of new value minus old value, computed in float64 (the params: ``updates.params``,
+        every floating-point key of a plain dict). This catches a divergence before any value
+        overflows. Default None: no bound.
+    budget : int, optional
+        :math:`B \ge 1`: the compiled step raises :class:`SkipBudgetError` rather than skip a
+        :math:`B`-th call in a row (``budget=1``: raise at the first bad call, never skip).
+        Default None: skip silently, however many calls in a row.
 
     Returns
     -------
     Updates
         Every entry of ``updates`` guarded by the check, then the number of skipped calls,
-        ``apply_if_finite.skipped`` (an int64 shared variable, part of the state).
+        ``apply_if_finite.skipped``, and with ``budget`` the number of those in a row,
+        ``apply_if_finite.skipped_in_row`` (int64 shared variables, part of the state: saved,
+        loaded and reset with the rest).
+
+    Raises
+    ------
+    SkipBudgetError
+        From the compiled step, at the ``budget``-th bad call in a row. That call changes
+        nothing, counters included: calling again with bad values raises again, a good call is
+        applied and sets the count in a row back to 0.
 
     Notes
     -----
-    optax's ``apply_if_finite`` checks the updates only and can give up after a number of
-    consecutive errors; torch's ``GradScaler`` skips the optimizer step when the scaled gradients
-    hold inf or NaN.
+    The check of ``budget`` is PyTensor's ``CheckAndRaise``, run before any guarded update in
+    the default (Numba) mode, the C VM and the Python linker. PyTensor's JAX backend drops it
+    (with a warning), so under ``mode="JAX"`` a step with a budget skips like one without.
+
+    Inside :func:`minimize`, the loop's own guard holds back every update (these counters
+    included) on a step whose loss or gradient is not finite, which ``on_nonfinite`` handles:
+    the budget counts the steps this wrapper alone skips (too large, or a new value that is not
+    finite).
+
+    optax's ``apply_if_finite`` checks the updates only and, after ``max_consecutive_errors``,
+    applies the next non-finite update; torch's ``GradScaler`` skips the optimizer step when the
+    scaled gradients hold inf or NaN.
 
     Examples
     --------
@@ -227,26 +297,71 @@ def apply_if_finite(updates: Mapping, grads: Any = None) -> Updates:
     """
     who = "apply_if_finite"
     check_mapping(who, updates)
-    if grads is None:
-        checked = []
-    else:
-        listed = list(grads) if isinstance(grads, (list, tuple)) else [grads]
-        checked = []
-        for i, x in enumerate(listed):
-            try:
-                checked.append(pt.as_tensor_variable(x))
-            except (TypeError, ValueError, NotImplementedError) as err:
-                raise TypeError(f"{who}: grads[{i}] must be a tensor, got {describe(x)}") from err
+    checked = _tensors(who, grads)
+    max_norm = _OPTIONAL_POSITIVE.check(who, "max_norm", max_norm)
+    budget = _OPTIONAL_COUNT.check(who, "budget", budget)
     if not updates:
         raise ValueError(f"{who}: updates is empty; wrap the result of a rule")
-    ok = all_finite([*checked, *updates.values()])
     params = params_to_wrap(who, updates, None)
+    ok = all_finite([*checked, *updates.values()])
+    if max_norm is not None:
+        ok = pt.and_(ok, pt.le(_update_norm(updates, params), max_norm))
+    in_row = None if budget is None else step_counter(f"{who}.skipped_in_row")
+    if in_row is not None:
+        ok = _within_budget(ok, in_row, budget, max_norm)
     wrapped = begin_wrapper(who, updates, params, {}, {})
+    wrapped.config[-1].update(max_norm=max_norm, budget=budget)
     for key, value in updates.items():
         wrapped[key] = pt.switch(ok, value, key)
     skipped = step_counter(f"{who}.skipped")
     wrapped[skipped] = skipped + pt.cast(pt.invert(ok), "int64")
+    if in_row is not None:
+        wrapped[in_row] = pt.switch(ok, 0, in_row + 1)
     return wrapped
+
+
+def _tensors(who: str, grads: Any) -> list[Variable]:
+    """``grads`` (a tensor, a list of them, or None) as a list of tensor variables."""
+    if grads is None:
+        return []
+    listed = list(grads) if isinstance(grads, (list, tuple)) else [grads]
+    checked = []
+    for i, x in enumerate(listed):
+        try:
+            checked.append(pt.as_tensor_variable(x))
+        except (TypeError, ValueError, NotImplementedError) as err:
+            raise TypeError(f"{who}: grads[{i}] must be a tensor, got {describe(x)}") from err
+    return checked
+
+
+def _update_norm(updates: Mapping, params: list[Variable]) -> Variable:
+    r"""The float64 scalar :math:`(\sum_p \lVert u_p - p \rVert_2^2)^{1/2}` over ``params``."""
+    return l2_norm([pt.cast(updates[p], "float64") - pt.cast(p, "float64") for p in params])
+
+
+def _within_budget(ok: Variable, in_row: Variable, budget: int, max_norm: float | None) -> Variable:
+    r"""``ok``, passed through a check that raises :class:`SkipBudgetError` when
+    :math:`\lnot \text{ok} \wedge r + 1 \ge B` (:math:`r` = ``in_row``).
+
+    Every guarded update reads the returned variable, so the check runs before any of them,
+    and before anything may overwrite a param or state in place. The condition compares
+    ``in_row`` without adding to it, so that no in-place increment of the counter precedes the
+    check either.
+    """
+    allowed = pt.or_(ok, pt.lt(in_row, budget - 1))
+    return CheckAndRaise(SkipBudgetError, _budget_message(budget, max_norm))(ok, allowed)
+
+
+def _budget_message(budget: int, max_norm: float | None) -> str:
+    """What :class:`SkipBudgetError` says: a constant of the compiled step (one line, no quotes)."""
+    bad = "a value that was not finite"
+    if max_norm is not None:
+        bad += f" or an update norm above max_norm={max_norm:g}"
+    return (
+        f"apply_if_finite: {budget} step{'s' * (budget > 1)} in a row had {bad}; stopping instead of "
+        f"skipping again (budget={budget}): this step was not applied, the params and optimizer state "
+        "keep their values from the last applied step"
+    )
 
 
 # -- lookahead -------------------------------------------------------------------------------------
