@@ -139,3 +139,29 @@ def test_bad_input_is_refused_when_the_graph_is_built():
     single = pytensor.shared(np.zeros(2, dtype="float32"), name="s")
     with pytest.raises(ValueError, match=r"^lbfgs: all params must share one dtype"):
         updates.lbfgs(loss + single.sum(), [*params, single])
+
+
+def test_clear_nan_treats_nan_as_a_zero_gradient():
+    w = pytensor.shared(np.array([1.0, 2.0, 3.0]), name="w")
+    g = pt.vector("g")
+    steps = {
+        flag: pytensor.function([g], [], updates=updates.lbfgs([g], [w], clear_nan=flag), mode=PY)
+        for flag in (True, False)
+    }
+    start = w.get_value()
+    steps[True](np.array([np.nan, 1.0, -2.0]))
+    cleared = w.get_value()
+    w.set_value(start)
+    steps[False](np.array([0.0, 1.0, -2.0]))  # a fresh state: the same first step
+    np.testing.assert_array_equal(cleared, w.get_value())
+    assert np.isfinite(cleared).all() and cleared[0] == start[0]
+
+
+def test_a_float32_model_stays_float32_under_float64_floatx():
+    w = pytensor.shared(np.ones(3, dtype="float32"), name="w")
+    with pytensor.config.change_flags(floatX="float64"):
+        loss = ((w - 2) ** 2).sum()
+        built = updates.lbfgs(loss, [w], line_search="armijo")
+        assert all(value.type == key.type for key, value in built.items())
+        pytensor.function([], loss, updates=built, mode=PY)()
+    assert w.get_value().dtype == np.float32 and (w.get_value() > 1).all()
