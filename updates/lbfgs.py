@@ -159,36 +159,45 @@ def _check(arguments: dict) -> None:
 
 
 def _build(params: list, grads: list, loss: Variable | None, arguments: dict) -> Updates:
-    dtype, m = params[0].dtype, arguments["history_size"]
+    dtype = params[0].dtype
     size = sum(int(np.prod(p.get_value(borrow=True).shape)) for p in params)
-    state = _State(dtype, m, size)
+    state = _State(dtype, arguments["history_size"], size)
     g = pt.concatenate([pt.flatten(x) for x in grads])
     cast = functools.partial(pt.cast, dtype=dtype)
     first = pt.eq(state.counter, 0)
     history, gamma = state.remember(g, first)
-    direction = pt.switch(first, -g, _two_loops(g, *history, gamma, m))
+    direction = pt.switch(first, -g, _two_loops(g, *history, gamma, arguments["history_size"]))
     given = arguments["learning_rate"]
     rate = cast(given(state.counter) if is_schedule(given) else given)
-    t = pt.switch(first, pt.minimum(cast(1.0), cast(1.0) / pt.abs(g).sum()) * rate, rate)
-    slope = pt.dot(g, direction)
-    if loss is None:
-        move = slope <= -cast(arguments["tolerance_change"])
-    else:
-        t, move = _armijo(loss, params, direction, t, slope, arguments, cast)
-    stop = pt.max(pt.abs(g)) <= cast(arguments["tolerance_grad"])
+    t, move = _step(g, direction, first, rate, loss, params, arguments, cast)
     new = {
         p: pt.switch(move, p + t * x.reshape(p.shape), p) for p, x in zip(params, _split(direction, params))
     }
     new.update(state.advance(history, gamma, direction, t, g))
-    config = {name: arguments[name] for name in ("history_size", "line_search", "ladder", "shrink", "armijo")}
-    for name in ("learning_rate", "tolerance_grad", "tolerance_change"):
-        config[name] = describe_hyperparameter(arguments[name])
-    updates = Updates(
-        params=params, config=[{"rule": "lbfgs", **config}], hyperparameters={"learning_rate": rate}
-    )
+    stop = pt.max(pt.abs(g)) <= cast(arguments["tolerance_grad"])
+    updates = Updates(params=params, config=[_config(arguments)], hyperparameters={"learning_rate": rate})
     for variable, value in new.items():  # nothing changes while the gradient is below tolerance
         updates[variable] = pt.switch(stop, variable, value)
     return updates
+
+
+def _step(g, direction, first, rate, loss, params, arguments, cast) -> tuple[Variable, Variable]:
+    """The step size and whether to take it: torch's rule, or the line search's choice."""
+    t = pt.switch(first, pt.minimum(cast(1.0), cast(1.0) / pt.abs(g).sum()) * rate, rate)
+    slope = pt.dot(g, direction)
+    if loss is None:
+        return t, slope <= -cast(arguments["tolerance_change"])
+    return _armijo(loss, params, direction, t, slope, arguments, cast)
+
+
+def _config(arguments: dict) -> dict:
+    config = {"rule": "lbfgs"}
+    config.update(
+        (name, arguments[name]) for name in ("history_size", "line_search", "ladder", "shrink", "armijo")
+    )
+    for name in ("learning_rate", "tolerance_grad", "tolerance_change"):
+        config[name] = describe_hyperparameter(arguments[name])
+    return config
 
 
 class _State:
