@@ -9,12 +9,12 @@ nothing goes back to the host until :meth:`Step.sync`. PyTensor's own JAX mode i
 every param and state array anew on every call and leaves JAX arrays in the shared variables.
 
 Which values are current is tracked per shared variable: after a call the device holds the truth
-for everything the step updates (the variable is *claimed* by the step until it syncs). A
-``set_value`` between calls is seen by the next call (the host value is uploaded again), and wins
-over the device at :meth:`Step.sync`; a step that reads a variable claimed by another step syncs
-that one first; ``save_state``, ``load_state``, ``reset_state``, ``inspect_state``,
-``Updates.named_state`` and ``swap_averages`` sync the steps holding their variables. Only a bare
-``get_value()`` between calls reads the values of the last sync: call ``step.sync()`` first.
+for everything the step updates, until the step syncs. A ``set_value`` between calls is seen by
+the next call (the host value is uploaded again), and wins over the device at :meth:`Step.sync`;
+a step that reads a variable another step holds on its device syncs that one first;
+``save_state``, ``load_state``, ``reset_state``, ``inspect_state``, ``Updates.named_state`` and
+``swap_averages`` sync the steps holding their variables. Only a bare ``get_value()`` between
+calls reads the values of the last sync: call ``step.sync()`` first.
 
 With ``mesh`` (a ``jax.sharding.Mesh`` or a list of devices) the step is data-parallel: every
 input is split along its first axis over the mesh's devices, params and state are replicated,
@@ -49,17 +49,18 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["Step", "compile_step"]
 
-#: Which step holds the current value of a shared variable on its device (until it syncs).
-_CLAIMS: weakref.WeakValueDictionary = weakref.WeakValueDictionary()
 #: The steps whose device holds values their shared variables have not seen yet.
 _DIRTY: weakref.WeakSet = weakref.WeakSet()
 _BATCH_AXIS = "data"
 
 
-def sync_variables(variables: Iterable[Variable]) -> None:
-    """Sync every step that holds the current value of one of ``variables`` on its device."""
-    for step in {id(s): s for v in variables if (s := _CLAIMS.get(id(v))) is not None}.values():
-        step.sync()
+def sync_variables(variables: Iterable[Variable], but: Step | None = None) -> None:
+    """Sync every step (but ``but``) that holds the current value of one of ``variables`` on its
+    device."""
+    wanted = set(map(id, variables))
+    for step in [step for step in _DIRTY if step is not but]:
+        if not step.updated_ids.isdisjoint(wanted):
+            step.sync()
 
 
 class Step:
@@ -131,8 +132,7 @@ class JAXStep(Step):
         self.values: list = [None] * starts[-1]
         self.containers = [v.container for v in self.shared]
         self.seen: list = [object()] * len(self.shared)  # the host values last uploaded or synced
-        self.dirty = False  # the device holds values the host has not seen
-        self._disjoint: dict[int, bool] = {}
+        self.updated_ids = frozenset(map(id, self.updated))
 
     def _trace(self, outputs: list, updates: dict) -> Any:
         """The step as a Python function of JAX arrays: (inputs, parts) -> (outputs, new parts)."""
@@ -185,18 +185,12 @@ class JAXStep(Step):
     def __call__(self, *values: Any) -> Any:
         if len(values) != len(self.inputs):
             raise TypeError(f"compile_step: the step takes {len(self.inputs)} inputs, got {len(values)}")
-        for other in [step for step in _DIRTY if step is not self]:
-            if not other.disjoint(self):
-                other.sync()
+        sync_variables(self.shared, but=self)
         self._upload_changed()
         arguments = [self._put_input(i, value) for i, value in enumerate(values)]
         results = self.compiled(*arguments, *self.values)
         self.values[: self.n_updated_parts] = results[self.n_outputs :]
-        if not self.dirty:
-            self.dirty = True
-            _DIRTY.add(self)
-            for variable in self.updated:
-                _CLAIMS[id(variable)] = self
+        _DIRTY.add(self)  # the device now holds values the host has not seen
         outputs = [self._to_host(x) for x in results[: self.n_outputs]]
         return outputs[0] if self.single else outputs
 
@@ -205,26 +199,16 @@ class JAXStep(Step):
         a call returns once the step is queued, or when its outputs are read), e.g. to time them."""
         self.jax.block_until_ready(self.values)
 
-    def disjoint(self, other: JAXStep) -> bool:
-        """Whether ``other`` reads none of the variables this step updates."""
-        key = id(other)
-        if key not in self._disjoint:
-            self._disjoint[key] = set(map(id, self.updated)).isdisjoint(map(id, other.shared))
-        return self._disjoint[key]
-
     def sync(self) -> None:
         """Write the params and state held on the device back into their shared variables.
 
         A variable given a new value by ``set_value`` since the last call keeps it (the next
         call uploads it); the others get the device's value as a NumPy array.
         """
-        if not self.dirty:
+        if self not in _DIRTY:
             return
-        self.dirty = False
         _DIRTY.discard(self)
         for i, variable in enumerate(self.updated):
-            if _CLAIMS.get(id(variable)) is self:
-                del _CLAIMS[id(variable)]
             if self.containers[i].storage[0] is not self.seen[i]:
                 continue  # set by hand since: the host value wins
             parts = [self._to_host(x).reshape(-1) for x in self.values[self.places[variable]]]
