@@ -69,6 +69,7 @@ __all__ = [
     "Rule",
     "Updates",
     "apply_rule",
+    "awaits_loss_and_params",
     "begin_wrapper",
     "check_hyperparameter",
     "check_mapping",
@@ -78,7 +79,6 @@ __all__ = [
     "params_to_wrap",
     "per_parameter",
     "schedule_state",
-    "shared_docstring",
     "step_counter",
     "update_rule",
     "wrap_elementwise",
@@ -229,6 +229,10 @@ class Interval:
 
     def _format(self, bound: float) -> str:
         return str(int(bound)) if self.integer and math.isfinite(bound) else f"{bound:g}"
+
+    def or_none(self) -> Interval:
+        """The same interval, None allowed too."""
+        return dataclasses.replace(self, optional=True)
 
     def check(self, who: str, name: str, value: Any) -> Any:
         """``value`` as an int or float if it is in the interval; else a TypeError or ValueError
@@ -671,15 +675,14 @@ Updates
 """
 
 
-def update_rule(function: Callable) -> Callable:
-    """Give a rule's public function partial application and the docstring text rules share.
+def awaits_loss_and_params(function: Callable) -> Callable:
+    """Give an optimizer's public function partial application and the docstring text rules share.
 
-    The function's body hands its :class:`Rule` and hyperparameters to :func:`apply_rule`.
-    Called without ``loss_or_grads`` and ``params``, the decorated function checks the
-    hyperparameters and returns itself with them bound, as a ``functools.partial`` awaiting
-    ``(loss_or_grads, params)``; a misspelt keyword names the closest valid one. In the
-    docstring, ``$parameters``, ``$clear_nan``, ``$returns`` and ``$betas`` become the text the
-    rules share. ``rule_for(**arguments)`` returns the :class:`Rule` those arguments select.
+    Called without ``loss_or_grads`` and ``params``, the decorated function runs its body (which
+    then only checks the hyperparameters) and returns itself with them bound, as a
+    ``functools.partial`` awaiting ``(loss_or_grads, params)``; a misspelt keyword names the
+    closest valid one. In the docstring, ``$parameters``, ``$clear_nan``, ``$returns`` and
+    ``$betas`` become the text the rules share.
     """
     signature = inspect.signature(function)
     name = function.__name__
@@ -691,14 +694,22 @@ def update_rule(function: Callable) -> Callable:
         except TypeError as err:
             raise unknown_keyword(name, signature, kwargs) or TypeError(f"{name}: {err}") from None
         result = function(*args, **kwargs)
-        if not isinstance(result, Rule):
-            return result
         bound.apply_defaults()
         hyper = {k: v for k, v in bound.arguments.items() if k not in ("loss_or_grads", "params")}
-        return functools.partial(public, **hyper)
+        if bound.arguments["loss_or_grads"] is None and bound.arguments["params"] is None:
+            return functools.partial(public, **hyper)
+        return result
 
-    public.rule_for = lambda **arguments: function(**arguments)
     return shared_docstring(public)
+
+
+def update_rule(function: Callable) -> Callable:
+    """:func:`~updates.core.awaits_loss_and_params` for a rule whose body hands its
+    :class:`~updates.core.Rule` and hyperparameters to :func:`~updates.core.apply_rule`;
+    ``rule_for(**arguments)`` returns the ``Rule`` those arguments select."""
+    public = awaits_loss_and_params(function)
+    public.rule_for = lambda **arguments: function(**arguments)
+    return public
 
 
 def shared_docstring(function: Callable) -> Callable:

@@ -24,13 +24,13 @@ from updates.core import (
     NON_NEGATIVE,
     Interval,
     Updates,
+    awaits_loss_and_params,
     check_hyperparameter,
     describe_hyperparameter,
     is_schedule,
-    shared_docstring,
     step_counter,
 )
-from updates.grads import ArgumentError, checks_keywords, new_state, prepare_grads
+from updates.grads import ArgumentError, new_state, prepare_grads
 from updates.grads import clear_nan as zero_nan
 
 __all__ = ["lbfgs"]
@@ -45,8 +45,7 @@ _RANGES = dict(
 _LINE_SEARCHES = (None, "armijo")
 
 
-@shared_docstring
-@checks_keywords
+@awaits_loss_and_params
 def lbfgs(
     loss_or_grads: Any = None,
     params: Any = None,
@@ -60,7 +59,7 @@ def lbfgs(
     armijo: float = 1e-4,
     *,
     clear_nan: bool = False,
-) -> Updates | functools.partial:
+) -> Updates:
     r"""L-BFGS: quasi-Newton steps from the last ``history_size`` steps and gradient changes.
 
     With :math:`g` the gradient of all params as one vector, :math:`s_i = x_{i+1} - x_i` and
@@ -132,8 +131,7 @@ def lbfgs(
     arguments = dict(locals())
     _check(arguments)
     if loss_or_grads is None and params is None:
-        del arguments["loss_or_grads"], arguments["params"]
-        return functools.partial(lbfgs, **arguments)
+        return None  # checked: the decorator returns lbfgs awaiting them
     params, grads = prepare_grads("lbfgs", loss_or_grads, params)
     if line_search is not None and isinstance(loss_or_grads, (list, tuple)):
         raise TypeError("lbfgs: line_search='armijo' evaluates the loss; give the scalar loss, not gradients")

@@ -20,7 +20,6 @@ its :class:`SkipBudgetError`.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import math
@@ -385,9 +384,6 @@ def _compile(
 # -- the loop ------------------------------------------------------------------------------------------
 
 
-_OPTIONAL_COUNT = dataclasses.replace(COUNT, optional=True)
-
-
 @dataclass(frozen=True)
 class _Options:
     """The keyword-only arguments of :func:`iterate` (and so :func:`minimize`), checked.
@@ -443,7 +439,7 @@ class _Options:
 
     def _check_counts(self, who: str) -> None:
         for name in ("batch_size", "epoch_size", "max_epochs", "max_updates", "patience"):
-            _OPTIONAL_COUNT.check(who, name, getattr(self, name))
+            COUNT.or_none().check(who, name, getattr(self, name))
         COUNT.check(who, "validate_every", self.validate_every)
         if self.max_epochs is None and self.max_updates is None:
             raise ValueError(f"{who}: give max_epochs or max_updates (or both); both are None")

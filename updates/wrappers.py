@@ -206,10 +206,6 @@ class SkipBudgetError(FloatingPointError):
         super().__init__(message)
 
 
-_OPTIONAL_POSITIVE = dataclasses.replace(POSITIVE, optional=True)
-_OPTIONAL_COUNT = dataclasses.replace(COUNT, optional=True)
-
-
 @checks_keywords
 def apply_if_finite(
     updates: Mapping, grads: Any = None, *, max_norm: float | None = None, budget: int | None = None
@@ -298,8 +294,8 @@ def apply_if_finite(
     who = "apply_if_finite"
     check_mapping(who, updates)
     checked = _tensors(who, grads)
-    max_norm = _OPTIONAL_POSITIVE.check(who, "max_norm", max_norm)
-    budget = _OPTIONAL_COUNT.check(who, "budget", budget)
+    max_norm = POSITIVE.or_none().check(who, "max_norm", max_norm)
+    budget = COUNT.or_none().check(who, "budget", budget)
     if not updates:
         raise ValueError(f"{who}: updates is empty; wrap the result of a rule")
     params = params_to_wrap(who, updates, None)
