@@ -189,11 +189,8 @@ class FusedStep(Op):
         flat_param, flat_grad = (pt.concatenate([pt.flatten(x) for x in xs]) for xs in (params, grads))
         h = SimpleNamespace(**dict(zip(self.scalar_names, scalars)))
         new_param, *new_buffers = self.kernel(h, flat_param, flat_grad, *buffers)
-        starts = np.cumsum([0, *(math.prod(shape) for shape in self.shapes)]).tolist()
-        new_params = [
-            new_param[start:stop].reshape(shape)
-            for start, stop, shape in zip(starts, starts[1:], self.shapes)
-        ]
+        starts = self.starts
+        new_params = [new_param[a:b].reshape(shape) for a, b, shape in zip(starts, starts[1:], self.shapes)]
         return [*new_params, *new_buffers]
 
     def infer_shape(self, fgraph, node, shapes):
