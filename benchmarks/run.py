@@ -190,7 +190,7 @@ def step_workload(args, env, entry: dict, torch_available: bool) -> None:
 
 def step_rule(args, env, spec: dict, results: dict, torch_available: bool, given_up: dict) -> None:
     """Every implementation of one rule on one workload (or the reason it is not run)."""
-    for impl in IMPLEMENTATIONS:
+    for impl in args.impls:
         reason = skip_reason(impl, spec["n_params"], torch_available) or given_up.get(impl)
         if reason:
             results[impl] = {"status": reason}
@@ -568,6 +568,9 @@ def parse_args(argv=None):
         "--compile-timeout", type=float, default=600.0, help="seconds per measurement process"
     )
     parser.add_argument("--workloads", help="comma-separated step workloads to run (default: all)")
+    parser.add_argument(
+        "--impls", help=f"comma-separated step implementations (default all: {','.join(IMPLEMENTATIONS)})"
+    )
     parser.add_argument("--share-modes", help="share table modes: default,cvm,jax (default all installed)")
     args = parser.parse_args(argv)
     if args.repeats is None:
@@ -575,6 +578,10 @@ def parse_args(argv=None):
     args.min_time = QUICK_MIN_TIME_S if args.quick else STEP_SETTINGS["min_time_s"]
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    args.impls = args.impls.split(",") if args.impls else list(IMPLEMENTATIONS)
+    unknown = set(args.impls) - set(IMPLEMENTATIONS)
+    if unknown:
+        parser.error(f"--impls: unknown {', '.join(sorted(unknown))}; known: {', '.join(IMPLEMENTATIONS)}")
     if args.out is None:
         args.out = HERE / "results" / ("quick.json" if args.quick else "latest.json")
     return args

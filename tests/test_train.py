@@ -796,7 +796,7 @@ def test_the_guarded_step_still_updates_in_place():
     """The guard against non-finite steps sits inside the multi-tensor node (``core.gated``), so
     under Numba the step overwrites params and state in place instead of copying them."""
     pytest.importorskip("numba")
-    from updates.numba_step import ParamStep
+    from updates.backends.numba import ParamStep
     from updates.train import _compile
 
     w = pytensor.shared(np.ones(3), name="w")

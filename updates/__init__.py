@@ -4,6 +4,7 @@ Each rule takes a scalar loss or a list of gradients and a list of shared variab
 ordered dictionary ``{shared variable: new value}`` to pass to ``pytensor.function(updates=...)``.
 """
 
+from updates import backends  # noqa: F401  (registers how each linker runs the multi-tensor step)
 from updates.constraints import norm_constraint, total_norm_constraint
 from updates.core import Updates, per_parameter
 from updates.grads import ArgumentError, get_or_compute_grads

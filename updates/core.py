@@ -37,7 +37,6 @@ import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 
-from updates import numba_step  # noqa: F401  (registers the Numba form of the step)
 from updates.fused import FusedStep, flat_state
 from updates.grads import (
     Piece,

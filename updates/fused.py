@@ -9,25 +9,18 @@ Its state lives in flat buffers, one per slot and dtype (``adam.m`` holds the fi
 every float32 parameter, end to end, in the order of ``params``); ``Updates.named_state`` shows
 each parameter's part under its own name.
 
-The rule's kernel is turned once into a scalar :class:`~pytensor.scalar.Composite`, compiled
-once per (rule, dtype) by Numba as a function over raw pointers (``updates.numba_step``), and the
-Op runs it
-
-- under Numba, as a chain of small in-place nodes, a few params each, that call that function
-  (``updates.numba_step``: what keeps the first call cheap to compile);
-- in ``perform`` (Python and C VM linkers), on all the params and gradients end to end (in place
-  when PyTensor allows it), or with PyTensor's elementwise loop where Numba is missing;
-- under JAX and PyTorch, as the equivalent graph of ordinary ops (:meth:`FusedStep.expand`:
-  concatenate, kernel, split), traced once by the backend.
+The rule's kernel is turned once into a scalar :class:`~pytensor.scalar.Composite`
+(:attr:`FusedStep.composite`), from which each linker's backend (``updates.backends``) builds the
+form that costs least for it: C code under the C VM, a chain of in-place nodes calling a Numba
+kernel under Numba, the expanded graph (:meth:`FusedStep.expand`) under JAX and PyTorch. Without
+a backend (``FAST_COMPILE``, the Python linker) ``perform`` runs the kernel compiled on vectors,
+param by param. A step without state becomes its equations per param in every mode that
+rewrites for speed, joining the gradient's own nodes.
 """
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import math
-import operator
-import sys
 from functools import cached_property
 from types import SimpleNamespace
 
@@ -112,21 +105,8 @@ class FusedStep(Op):
 
     @cached_property
     def vector_function(self):
-        """The kernel compiled on 1-d arrays, for ``perform`` (new arrays out: in place, the
-        rewritten graph may write one output over another's input)."""
-        inputs, outputs = self._symbolic(lambda: pt.vector(dtype=self.dtype))
-        linker = "cvm" if pytensor.config.cxx else "py"
-        mode = Mode(linker=linker, optimizer="fast_run")
-        function = pytensor.function(inputs, outputs, mode=mode, on_unused_input="ignore")
-        function.trust_input = True
-        return function
-
-    @cached_property
-    def host_kernel(self):
-        """The kernel compiled by Numba, callable from Python (None without PyTensor's Numba)."""
-        from updates.numba_step import host_kernel
-
-        return host_kernel(self)
+        """The kernel compiled on 1-d arrays, for ``perform``."""
+        return vector_function(*self._symbolic(lambda: pt.vector(dtype=self.dtype)))
 
     @cached_property
     def sizes(self) -> list[int]:
@@ -143,45 +123,8 @@ class FusedStep(Op):
         return inputs[:p], inputs[p : 2 * p], inputs[2 * p : s], inputs[s:]
 
     def perform(self, node, inputs, output_storage):
-        """The kernel over all the params: the rule's compiled kernel (Numba) on the params and
-        gradients end to end, or per param when large; without Numba, PyTensor's elementwise loop.
-
-        In place, the params are moved into one flat array on the first call and handed back as
-        views of it, so the next calls (which get those views back) neither gather nor scatter
-        them; a param replaced in between (``set_value``) makes the step gather them again.
-        """
-        params, grads, buffers, scalars = self.split(inputs)
-        if [p.size for p in params] != self.sizes:
-            raise ValueError(f"{self}: the params changed size after the updates were built")
-        if [g.size for g in grads] != self.sizes:
-            raise ValueError(f"{self}: a gradient and its param differ in size")
-        flat_param, views = self._gathered(node, params)
-        if not self.inplace:
-            buffers = [np.array(b, dtype=self.dtype) for b in buffers]
-        kernel = self.host_kernel
-        if kernel is None:  # no Numba: PyTensor's C (or Python) elementwise loop
-            flat_grad = np.concatenate(grads, axis=None, dtype=self.dtype, casting="same_kind")
-            scalars = [np.asarray(x, dtype=self.dtype) for x in scalars]
-            new_param, *buffers = self.vector_function(flat_param, flat_grad, *buffers, *scalars)
-            flat_param[...] = new_param
-        else:
-            kernel(flat_param, grads, buffers, np.array(scalars or [0], dtype=self.dtype), self.starts)
-        for storage, view in zip(output_storage, views):
-            storage[0] = view
-        for storage, buffer in zip(output_storage[self.n_params :], buffers):
-            storage[0] = buffer
-
-    def _gathered(self, node, params):
-        """The params end to end in one array this step may overwrite, and a view of it per param."""
-        packed = getattr(node.tag, "packed", None)
-        if self.inplace and packed is not None and all(map(operator.is_, params, packed[1])):
-            return packed
-        flat = np.concatenate(params, axis=None, dtype=self.dtype, casting="same_kind")
-        starts = self.starts
-        views = [flat[a:b].reshape(shape) for a, b, shape in zip(starts, starts[1:], self.shapes)]
-        if self.inplace:
-            node.tag.packed = (flat, views)
-        return flat, views
+        """The kernel compiled on vectors, run on each param and its segments of the buffers."""
+        run_per_param(self, self.vector_function, inputs, output_storage)
 
     def expand(self, inputs):
         """The same step as a graph of ordinary ops: concatenate, apply the kernel, split."""
@@ -197,6 +140,41 @@ class FusedStep(Op):
         params = shapes[: self.n_params]
         buffers = shapes[2 * self.n_params : 2 * self.n_params + self.n_slots]
         return [*params, *buffers]
+
+
+def vector_function(inputs: list[Variable], outputs: list[Variable]):
+    """A function of 1-d arrays, compiled with PyTensor's C loops (Python's without a compiler),
+    returning new arrays (in place, the rewritten graph may write one output over another's
+    input)."""
+    mode = Mode(linker="cvm" if pytensor.config.cxx else "py", optimizer="fast_run")
+    function = pytensor.function(inputs, outputs, mode=mode, on_unused_input="ignore")
+    function.trust_input = True
+    return function
+
+
+def run_per_param(op, vector_function, inputs, output_storage) -> None:
+    """``perform`` of a multi-tensor step: ``vector_function(param, grad, *segments, *scalars)``
+    on each param (flattened) and its segment of each buffer, in place if ``op.inplace``."""
+    params, grads, buffers, scalars = op.split(inputs)
+    if not op.inplace:
+        params, buffers = [p.copy() for p in params], [b.copy() for b in buffers]
+    scalars = [np.asarray(x, dtype=op.dtype) for x in scalars]
+    for i, (param, grad, a, b) in enumerate(zip(params, grads, op.starts, op.starts[1:])):
+        if param.size != b - a:
+            raise ValueError(f"{op}: params[{i}] changed size after the updates were built")
+        if grad.size != param.size:
+            raise ValueError(f"{op}: grads[{i}] and its param differ in size")
+        if not param.flags.c_contiguous:  # a value set by the user: the step returns a copy
+            param = params[i] = np.ascontiguousarray(param)
+        flat = param.reshape(-1)
+        segments = [buffer[a:b] for buffer in buffers]
+        grad = np.asarray(grad, dtype=op.dtype).reshape(-1)
+        new, *new_segments = vector_function(flat, grad, *segments, *scalars)
+        flat[...] = new
+        for segment, value in zip(segments, new_segments):
+            segment[...] = value
+    for storage, value in zip(output_storage, [*params, *buffers]):
+        storage[0] = value
 
 
 def _as_composite(inputs: list[Variable], outputs: list[Variable]) -> ps.Composite:
@@ -228,8 +206,29 @@ def _fused_step_inplace(fgraph, node):
     return inplace.make_node(*node.inputs).outputs
 
 
+@node_rewriter([FusedStep])
+def _stateless_step_per_param(fgraph, node):
+    """A step without state (sgd, decoupled weight decay) as its equations on each param, before
+    PyTensor simplifies and fuses the graph: they join the nodes that compute the gradients, as
+    SGD written by hand does, which costs nothing to compile and nothing per call."""
+    op = node.op
+    if op.n_slots:
+        return None
+    params, grads, _, scalars = op.split(node.inputs)
+    h = SimpleNamespace(**dict(zip(op.scalar_names, scalars)))
+    return [
+        out.type.filter_variable(op.kernel(h, param, grad)[0], allow_convert=True)
+        for out, param, grad in zip(node.outputs, params, grads)
+    ]
+
+
 def _register_rewrites():
     from pytensor.compile import optdb
+
+    # before PyTensor's canonicalization (1), in every mode that rewrites for speed
+    optdb.register(
+        "updates_stateless_step_per_param", in2out(_stateless_step_per_param), "fast_run", position=0.5
+    )
 
     optdb.register(
         "updates_fused_step_inplace",
@@ -242,74 +241,3 @@ def _register_rewrites():
 
 
 _register_rewrites()
-
-
-# -- JAX and PyTorch: the expanded graph, traced once ------------------------------------------
-
-
-def _funcify_expanded(funcify, typed: bool = False):
-    """The step as the backend's function of the expanded graph. ``typed`` (JAX): the inputs are
-    cast to their declared dtypes first, as JAX with 64-bit types on may hand a float32 model's
-    gradients over as float64; the step then computes in the params' dtype, as PyTensor says."""
-
-    def funcify_fused_step(op, node, **kwargs):
-        from pytensor.graph.fg import FunctionGraph
-
-        kwargs.pop("storage_map", None)
-        inputs = [x.type() for x in node.inputs]
-        graph = FunctionGraph(inputs, op.expand(inputs), clone=False)
-        function = funcify(graph, squeeze_output=True, **kwargs)
-        if not typed:
-            return function
-        import jax.numpy as jnp
-
-        dtypes = [x.dtype for x in node.inputs]
-
-        def fused_step(*arguments):
-            return function(*(jnp.asarray(x, dtype=d) for x, d in zip(arguments, dtypes)))
-
-        return fused_step
-
-    return funcify_fused_step
-
-
-def _register_array_backends():
-    """Register the expanded graph with PyTensor's JAX and PyTorch backends when PyTensor imports
-    them (importing them here would import jax and torch with every ``import updates``: 1 s)."""
-    for module, name in [
-        ("pytensor.link.jax.dispatch", "jax_funcify"),
-        ("pytensor.link.pytorch.dispatch", "pytorch_funcify"),
-    ]:
-        when_imported(module, lambda loaded, name=name: _register_expanded(getattr(loaded, name)))
-
-
-def _register_expanded(funcify) -> None:
-    funcify.register(FusedStep)(_funcify_expanded(funcify, typed=funcify.__name__ == "jax_funcify"))
-
-
-def when_imported(name: str, callback) -> None:
-    """Call ``callback(module)`` once the module ``name`` is imported (now, if it already is)."""
-    if name in sys.modules:
-        callback(sys.modules[name])
-        return
-
-    class Hook(importlib.abc.MetaPathFinder):
-        def find_spec(self, fullname, path, target=None):
-            if fullname != name:
-                return None
-            sys.meta_path.remove(self)
-            spec = importlib.util.find_spec(fullname)
-            if spec is not None and spec.loader is not None:
-                execute = spec.loader.exec_module
-
-                def exec_module(module):
-                    execute(module)
-                    callback(module)
-
-                spec.loader.exec_module = exec_module
-            return spec
-
-    sys.meta_path.insert(0, Hook())
-
-
-_register_array_backends()

@@ -21,17 +21,14 @@ pointers (``numba.cfunc``), its equations written out as one function (:func:`_s
 without fast-math flags. The nodes call it by a symbol name that LLVM resolves to its address
 (``llvmlite.binding.add_symbol``), so LLVM cannot inline it at every call site, and the code that
 calls it, cached on disk by PyTensor, stays valid in a new process, which registers the symbol
-again when it builds the function. ``perform`` of the FusedStep (the C VM) calls the same
-function through ctypes (:func:`host_kernel`).
+again when it builds the function.
 """
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
 from dataclasses import dataclass
 from functools import cache
-from types import SimpleNamespace
 
 import numpy as np
 import pytensor.scalar as ps
@@ -182,29 +179,9 @@ def _fused_step_as_chain(fgraph, node):
     return [*new_params, *buffers]
 
 
-@node_rewriter([FusedStep])
-def _stateless_step_per_param(fgraph, node):
-    """A step without state (sgd, decoupled weight decay) as its equations on each param, before
-    PyTensor simplifies and fuses the graph: they join the nodes that compute the gradients, as
-    SGD written by hand does, which costs nothing to compile."""
-    op = node.op
-    if op.n_slots:
-        return None
-    params, grads, _, scalars = op.split(node.inputs)
-    h = SimpleNamespace(**dict(zip(op.scalar_names, scalars)))
-    return [
-        out.type.filter_variable(op.kernel(h, param, grad)[0], allow_convert=True)
-        for out, param, grad in zip(node.outputs, params, grads)
-    ]
-
-
 def _register_rewrite():
     from pytensor.compile import optdb
 
-    # before PyTensor's canonicalization (1), in Numba mode only
-    optdb.register(
-        "updates_stateless_step_per_param", in2out(_stateless_step_per_param), "numba", position=0.5
-    )
     # after the in-place passes (FusedStep's at 50.4), in Numba mode only
     optdb.register("updates_scalar_steps", in2out(_scalar_elemwise_as_scalar_step), "numba", position=50.65)
     optdb.register("updates_fused_step_as_chain", in2out(_fused_step_as_chain), "numba", position=50.7)
@@ -310,49 +287,6 @@ def compiled_kernel(op: FusedStep) -> CompiledKernel:
     return _KERNELS[key]
 
 
-def host_kernel(op: FusedStep):
-    """The kernel of ``op`` callable from Python (``perform``), or None without PyTensor's Numba
-    backend: ``run(flat_param, grads, buffers, h, starts)`` updates ``flat_param`` (the params end
-    to end, contiguous) and the buffers in place.
-
-    Up to :data:`ONE_CALL_MAX_SIZE` elements the gradients are copied end to end and the kernel
-    runs once (many small params: one call instead of one each); beyond, once per param on its
-    own gradient (no copy), at the addresses of its segments.
-    """
-    if not NUMBA:
-        return None
-    kernel = compiled_kernel(op)
-    arguments = [ctypes.c_void_p] * (3 + op.n_slots) + [ctypes.c_ssize_t] * 4
-    function = ctypes.CFUNCTYPE(ctypes.c_ssize_t, *arguments)(kernel.cfunc.address)
-    dtype = np.dtype(op.dtype)
-
-    def run(flat_param, grads, buffers, h, starts):
-        total = flat_param.size
-        size = buffers[0].size if buffers else total
-        state = [b.ctypes.data for b in buffers]
-        if total < ONE_CALL_MAX_SIZE:
-            grad = np.concatenate(grads, axis=None, dtype=dtype, casting="same_kind")
-            calls = [(flat_param.ctypes.data, grad, 0, total)]
-        else:
-            base = flat_param.ctypes.data
-            calls = [
-                (base + start * dtype.itemsize, np.ascontiguousarray(grad, dtype=dtype), start, stop - start)
-                for start, stop, grad in zip(starts, starts[1:], grads)
-            ]
-        h_pointer = h.ctypes.data
-        for pointer, grad, start, n in calls:
-            status = function(pointer, grad.ctypes.data, *state, h_pointer, start, n, grad.size, size)
-            if status:
-                raise ValueError(f"{op}: {STATUS[status]}")
-
-    run.kernel = kernel  # kept alive with the function
-    return run
-
-
-#: Up to this many elements, ``run`` copies the gradients end to end and calls the kernel once.
-ONE_CALL_MAX_SIZE = 2**20
-
-
 #: What a kernel's non-zero status means.
 STATUS = {
     1: "a gradient and its param differ in size",
@@ -443,7 +377,7 @@ def _kernel_signature(op: FusedStep | ParamStep):
 
 
 #: Changes the cache keys of everything compiled here when the generated code changes meaning.
-_VERSION = 3
+_VERSION = 4
 
 
 def _register_numba() -> bool:

@@ -12,9 +12,9 @@ import pytest
 from registry import GRADIENT_RULES
 
 import updates
+from updates.backends import numba as numba_step
 from updates.fused import FusedStep
 
-numba_step = pytest.importorskip("updates.numba_step")
 if not numba_step.NUMBA:
     pytest.skip("PyTensor's Numba backend has no cache keys here (PyTensor 2.38)", allow_module_level=True)
 
@@ -99,7 +99,8 @@ def test_a_new_process_loads_the_compiled_step_from_the_cache(tmp_path):
         params = [pytensor.shared(np.linspace(-1, 1, 3 + i), name=f"w{i}") for i in range(20)]
         x = pt.scalar("x")
         loss = pt.add(*[((p - x) ** 2).sum() for p in params])
-        step = pytensor.function([x], loss, updates=updates.adam(loss, params, learning_rate=0.1))
+        adam = updates.adam(loss, params, learning_rate=0.1)
+        step = pytensor.function([x], loss, updates=adam, mode="NUMBA")
         for _ in range(3):
             step(0.5)
         print(repr(np.concatenate([p.get_value() for p in params]).tolist()))

@@ -1,0 +1,91 @@
+"""The multi-tensor step under the C VM: one C node, in place, equal to the readable graph, cached."""
+
+import pickle
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+from registry import GRADIENT_RULES
+
+import updates
+from updates.backends.c import CStep
+from updates.fused import FusedStep
+
+if not pytensor.config.cxx:
+    pytest.skip("no C compiler: the C VM runs the Python perform", allow_module_level=True)
+
+RULES = {case.name: case for case in GRADIENT_RULES if not case.rule.per_tensor}
+
+
+def nodes_of(step, op_type):
+    return [node for node in step.maker.fgraph.apply_nodes if isinstance(node.op, op_type)]
+
+
+def run(mode, per_parameter, make_values, grads_of, n_steps=4, rule="adam"):
+    """Params from ``make_values()``, ``n_steps`` steps of ``rule`` on ``grads_of(step)``."""
+    params = [pytensor.shared(value, name=f"w{i}") for i, value in enumerate(make_values())]
+    grads = [pt.tensor(f"g{i}", dtype=g.dtype, shape=(None,) * g.ndim) for i, g in enumerate(grads_of(0))]
+    with updates.per_parameter(per_parameter):
+        result = getattr(updates, rule)(grads, params, **RULES[rule].hyper)
+    step = pytensor.function(grads, [], updates=result, mode=mode)
+    for k in range(n_steps):
+        step(*grads_of(k))
+    return step, params, result
+
+
+def values():
+    rng = np.random.default_rng(0)
+    return [rng.normal(size=(4, 3)), rng.normal(size=5)]
+
+
+def gradients(k):
+    rng = np.random.default_rng(k + 1)
+    return [rng.normal(size=(4, 3)), rng.normal(size=5)]
+
+
+@pytest.mark.parametrize("rule", ["momentum", "adam", "nadam"])
+def test_one_c_node_updates_params_and_state_in_place_as_the_readable_graph(rule):
+    step, params, result = run("CVM", False, values, gradients, rule=rule)
+    assert len(nodes_of(step, CStep)) == 1 and not nodes_of(step, FusedStep)
+    arrays = [*params, *(s for s in result.state if s.ndim)]
+    storage = [v.get_value(borrow=True) for v in arrays]
+    step(*gradients(4))
+    assert all(v.get_value(borrow=True) is s for v, s in zip(arrays, storage))
+    _, reference, _ = run("FAST_COMPILE", True, values, gradients, n_steps=5, rule=rule)
+    for got, expected in zip(params, reference):
+        np.testing.assert_allclose(got.get_value(), expected.get_value(), rtol=1e-13)
+
+
+def test_strided_params_and_gradients_of_another_layout_and_dtype():
+    """A param set to a strided view and float32 gradients of a float64 param, transposed: the
+    step casts and copies what it must and still equals the readable graph."""
+
+    def strided():
+        return [np.asfortranarray(v) if v.ndim == 2 else v for v in values()]
+
+    def float32_transposed(k):
+        return [np.ascontiguousarray(g.T).T.astype("float32") for g in gradients(k)]
+
+    results = []
+    for mode, per_parameter in (("CVM", False), ("FAST_COMPILE", True)):
+        _, params, _ = run(mode, per_parameter, strided, float32_transposed)
+        results.append([p.get_value() for p in params])
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(got, expected, rtol=1e-13)
+
+
+def test_a_step_without_state_joins_the_gradients_nodes():
+    step, _, _ = run("CVM", False, values, gradients, rule="sgd")
+    assert not nodes_of(step, CStep) and not nodes_of(step, FusedStep)
+
+
+def test_the_node_pickles_for_pytensors_cache_key():
+    """PyTensor keys its C module cache by the pickled node: a rule's kernel is a Python function,
+    so the node holds its Composite instead, and the next process loads the module."""
+    params = [pytensor.shared(v) for v in values()]
+    result = updates.adam([p * 2 for p in params], params)
+    (fused,) = {v.owner.op for v in result.values() if isinstance(getattr(v.owner, "op", None), FusedStep)}
+    c_op = CStep.of(fused)
+    again = pickle.loads(pickle.dumps(c_op))
+    assert again == c_op and hash(again) == hash(c_op)

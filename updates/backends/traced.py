@@ -1,0 +1,84 @@
+"""The multi-tensor step under the tracing linkers, JAX and PyTorch: the expanded graph.
+
+Their ``funcify`` of a :class:`~updates.fused.FusedStep` converts :meth:`FusedStep.expand
+<updates.fused.FusedStep.expand>` (concatenate the params and gradients, apply the kernel, split),
+traced once, which the backend's compiler fuses; a step without state is already its equations
+per param (``updates.fused``) and joins the gradient's own nodes. Under JAX the inputs are cast to
+their declared dtypes first: with 64-bit types on, JAX may hand a float32 model's gradients over
+as float64, and the step computes in the params' dtype, as PyTensor says. The device step
+(:func:`updates.compile_step`) runs the kernel per param instead (``updates.step.PieceStep``), as
+XLA on CPU concatenates and splits flat buffers slowly.
+
+The conversions are registered when PyTensor imports its JAX or PyTorch dispatch module, so that
+``import updates`` does not import jax or torch (1 s).
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.util
+import sys
+
+from pytensor.graph.fg import FunctionGraph
+
+from updates.fused import FusedStep
+
+
+def _funcify_expanded(funcify, typed: bool):
+    """The step as the backend's function of the expanded graph; ``typed``: inputs cast first."""
+
+    def funcify_fused_step(op, node, **kwargs):
+        kwargs.pop("storage_map", None)
+        inputs = [x.type() for x in node.inputs]
+        function = funcify(
+            FunctionGraph(inputs, op.expand(inputs), clone=False), squeeze_output=True, **kwargs
+        )
+        if not typed:
+            return function
+        import jax.numpy as jnp
+
+        dtypes = [x.dtype for x in node.inputs]
+
+        def fused_step(*arguments):
+            return function(*(jnp.asarray(x, dtype=d) for x, d in zip(arguments, dtypes)))
+
+        return fused_step
+
+    return funcify_fused_step
+
+
+def when_imported(name: str, callback) -> None:
+    """Call ``callback(module)`` once the module ``name`` is imported (now, if it already is)."""
+    if name in sys.modules:
+        callback(sys.modules[name])
+        return
+
+    class Hook(importlib.abc.MetaPathFinder):
+        def find_spec(self, fullname, path, target=None):
+            if fullname != name:
+                return None
+            sys.meta_path.remove(self)
+            spec = importlib.util.find_spec(fullname)
+            if spec is not None and spec.loader is not None:
+                execute = spec.loader.exec_module
+
+                def exec_module(module):
+                    execute(module)
+                    callback(module)
+
+                spec.loader.exec_module = exec_module
+            return spec
+
+    sys.meta_path.insert(0, Hook())
+
+
+for _module, _name in [
+    ("pytensor.link.jax.dispatch", "jax_funcify"),
+    ("pytensor.link.pytorch.dispatch", "pytorch_funcify"),
+]:
+    when_imported(
+        _module,
+        lambda loaded, name=_name: getattr(loaded, name).register(FusedStep)(
+            _funcify_expanded(getattr(loaded, name), typed=name == "jax_funcify")
+        ),
+    )
