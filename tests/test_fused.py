@@ -71,7 +71,7 @@ def test_numba_step_runs_in_place(case, n_params):
     assert not np.allclose(storage[n_params - 1], 1.0)
 
 
-@pytest.mark.parametrize("mode", ["FAST_COMPILE", "NUMBA"])
+@pytest.mark.parametrize("mode", ["FAST_COMPILE", "CVM", "NUMBA"])
 def test_params_resized_after_building_are_refused(mode):
     if mode == "NUMBA":
         pytest.importorskip("numba")
@@ -100,7 +100,7 @@ def test_mixed_dtypes_get_one_node_and_buffer_each():
     ]
 
 
-@pytest.mark.parametrize("mode", ["FAST_COMPILE", "NUMBA"])
+@pytest.mark.parametrize("mode", ["FAST_COMPILE", "CVM", "NUMBA"])
 def test_gradient_of_the_wrong_size_is_refused(mode):
     if mode == "NUMBA":
         pytest.importorskip("numba")

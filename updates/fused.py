@@ -153,26 +153,27 @@ def vector_function(inputs: list[Variable], outputs: list[Variable]):
 
 
 def run_per_param(op, vector_function, inputs, output_storage) -> None:
-    """``perform`` of a multi-tensor step: ``vector_function(param, grad, *segments, *scalars)``
-    on each param (flattened) and its segment of each buffer, in place if ``op.inplace``."""
+    """``perform`` of a multi-tensor step: ``vector_function(param, grad, *buffers, *scalars)``
+    once on the params and gradients end to end, each param then given its part, in place if
+    ``op.inplace``."""
     params, grads, buffers, scalars = op.split(inputs)
-    if not op.inplace:
-        params, buffers = [p.copy() for p in params], [b.copy() for b in buffers]
-    scalars = [np.asarray(x, dtype=op.dtype) for x in scalars]
     for i, (param, grad, a, b) in enumerate(zip(params, grads, op.starts, op.starts[1:])):
-        if param.size != b - a:
+        if param.size != b - a or any(buffer.size != op.starts[-1] for buffer in buffers):
             raise ValueError(f"{op}: params[{i}] changed size after the updates were built")
         if grad.size != param.size:
             raise ValueError(f"{op}: grads[{i}] and its param differ in size")
-        if not param.flags.c_contiguous:  # a value set by the user: the step returns a copy
-            param = params[i] = np.ascontiguousarray(param)
-        flat = param.reshape(-1)
-        segments = [buffer[a:b] for buffer in buffers]
-        grad = np.asarray(grad, dtype=op.dtype).reshape(-1)
-        new, *new_segments = vector_function(flat, grad, *segments, *scalars)
-        flat[...] = new
-        for segment, value in zip(segments, new_segments):
-            segment[...] = value
+    if not op.inplace:
+        params, buffers = [p.copy() for p in params], [b.copy() for b in buffers]
+    params = [p if p.flags.c_contiguous else p.copy() for p in params]  # strided (set by the user)
+    flat_param, flat_grad = (
+        np.concatenate(xs, axis=None, dtype=op.dtype, casting="same_kind") for xs in (params, grads)
+    )
+    scalars = [np.asarray(x, dtype=op.dtype) for x in scalars]
+    new_param, *new_buffers = vector_function(flat_param, flat_grad, *buffers, *scalars)
+    for param, a, b in zip(params, op.starts, op.starts[1:]):
+        param.reshape(-1)[...] = new_param[a:b]
+    for buffer, new in zip(buffers, new_buffers):
+        buffer[...] = new
     for storage, value in zip(output_storage, [*params, *buffers]):
         storage[0] = value
 

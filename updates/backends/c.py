@@ -32,23 +32,24 @@ from pytensor.tensor.elemwise import Elemwise
 from updates.fused import FusedStep, run_per_param, vector_function
 
 #: Bumped when the generated code changes meaning (part of PyTensor's C cache key).
-_VERSION = 1
+_VERSION = 2
 
 
 class CStep(COp):
     """A :class:`~updates.fused.FusedStep` with a C implementation (built by the C rewrite only).
 
     Its properties are what the C code depends on (and what PyTensor's C cache pickles as the
-    key): the rule's scalar Composite, the dtype, each param's size, the number of slots and of
-    scalars, whether in place, and the rule's name for messages.
+    key): the rule's scalar Composite, the dtype, the numbers of params, slots and scalars, whether
+    in place, and the rule's name for messages. Not the params' sizes, which the C code reads
+    from the arrays: a model of other shapes, with as many params, reuses the compiled module.
     """
 
-    __props__ = ("composite", "dtype", "sizes", "n_slots", "n_scalars", "inplace", "label")
+    __props__ = ("composite", "dtype", "n_params", "n_slots", "n_scalars", "inplace", "label")
 
     def __init__(self, composite, dtype, sizes, n_slots, n_scalars, inplace, label):
         self.composite = composite
         self.dtype = dtype
-        self.sizes = tuple(sizes)
+        self.sizes = tuple(sizes)  # for perform; the C code reads them from the arrays
         self.n_params = n = len(self.sizes)
         self.n_slots = n_slots
         self.n_scalars = n_scalars
@@ -134,8 +135,23 @@ class CStep(COp):
             "const npy_intp n",
         ]
         inner = self.composite.c_support_code_apply(self._scalar_node, f"{name}_scalar")
+        typenum = _typenum(self.dtype)
         return f"""
 {inner}
+/* Make *target the array the step writes: source itself if in place and C-contiguous, else a
+   C-contiguous copy of it. */
+static int {name}_writable(PyArrayObject* source, PyArrayObject** target, int inplace) {{
+    Py_XDECREF(*target);
+    if (inplace && PyArray_IS_C_CONTIGUOUS(source) && PyArray_ISALIGNED(source)) {{
+        *target = source;
+        Py_INCREF(source);
+        return 0;
+    }}
+    *target = (PyArrayObject*) PyArray_FromAny((PyObject*) source, PyArray_DescrFromType({typenum}),
+        0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_ENSURECOPY, NULL);
+    return *target == NULL;
+}}
+
 static int {name}_kernel({", ".join(arguments)}) {{
     for (npy_intp k = 0; k < n; ++k) {body}
     return 0;
@@ -143,67 +159,68 @@ static int {name}_kernel({", ".join(arguments)}) {{
 """
 
     def c_code(self, node, name, inputs, outputs, sub):
-        n, ctype, fail = self.n_params, _ctype(self.dtype), sub["fail"]
+        n, n_slots, ctype, fail = self.n_params, self.n_slots, _ctype(self.dtype), sub["fail"]
         params, grads, buffers, scalars = self.split(list(inputs))
-        total = self.starts[-1]
-        lines = ["{", f"npy_intp total = {total};"]
-        for j, (x, variable) in enumerate(zip(scalars, node.inputs[2 * n + self.n_slots :])):
-            lines.append(f"{ctype} h{j} = ({ctype}) ((({_ctype(variable.dtype)}*) PyArray_DATA({x}))[0]);")
-        writable = [*zip(params, outputs[:n], self.sizes), *zip(buffers, outputs[n:], [total] * self.n_slots)]
-        for k, (source, target, size) in enumerate(writable):
-            what = f"params[{k}]" if k < n else f"slot {k - n}"
-            lines.append(self._writable(source, target, size, what, fail))
-        slot_data = [f"({ctype}*) PyArray_DATA({out})" for out in outputs[n:]]
-        for i, (grad, out, start, size) in enumerate(zip(grads, outputs, self.starts, self.sizes)):
-            call = ", ".join(
-                [
-                    f"({ctype}*) PyArray_DATA({out})",
-                    f"({ctype}*) PyArray_DATA(g)",
-                    *(f"{data} + {start}" for data in slot_data),
-                    *(f"h{j}" for j in range(len(scalars))),
-                    str(size),
-                ]
-            )
-            lines.append(f"""{{
-    PyArrayObject* g = {grad};
-    if (PyArray_IS_C_CONTIGUOUS(g) && PyArray_ISALIGNED(g) && PyArray_TYPE(g) == {_typenum(self.dtype)}) {{
+        typenum, label = _typenum(self.dtype), str(self).replace('"', "")
+
+        def array(kind: str, array_name: str, items: list[str]) -> str:
+            return f"{kind} {array_name}[] = {{{', '.join(items) or 'NULL'}}};"
+
+        read_scalars = [
+            f"h[{j}] = ({ctype}) ((({_ctype(variable.dtype)}*) PyArray_DATA({x}))[0]);"
+            for j, (x, variable) in enumerate(zip(scalars, node.inputs[2 * n + n_slots :]))
+        ]
+        arguments = ", ".join(
+            [
+                f"({ctype}*) PyArray_DATA(*params_out[i])",
+                f"({ctype}*) PyArray_DATA(g)",
+                *(f"({ctype}*) PyArray_DATA(*slots_out[{j}]) + offset" for j in range(n_slots)),
+                *(f"h[{j}]" for j in range(self.n_scalars)),
+                "size",
+            ]
+        )
+        return f"""{{
+{array("PyArrayObject*", "params_in", params)}
+{array("PyArrayObject*", "grads_in", grads)}
+{array("PyArrayObject*", "slots_in", buffers)}
+{array("PyArrayObject**", "params_out", [f"&{x}" for x in outputs[:n]])}
+{array("PyArrayObject**", "slots_out", [f"&{x}" for x in outputs[n:]])}
+{ctype} h[{max(self.n_scalars, 1)}];
+{" ".join(read_scalars)}
+npy_intp total = 0, offset = 0;
+for (int i = 0; i < {n}; ++i) total += PyArray_SIZE(params_in[i]);
+for (int j = 0; j < {n_slots}; ++j) {{
+    if (PyArray_SIZE(slots_in[j]) != total) {{
+        PyErr_SetString(PyExc_ValueError, "{label}: the params changed size after the updates were built");
+        {fail}
+    }}
+}}
+for (int i = 0; i < {n}; ++i) {{
+    if ({name}_writable(params_in[i], params_out[i], {int(self.inplace)})) {{ {fail} }}
+}}
+for (int j = 0; j < {n_slots}; ++j) {{
+    if ({name}_writable(slots_in[j], slots_out[j], {int(self.inplace)})) {{ {fail} }}
+}}
+for (int i = 0; i < {n}; ++i) {{
+    npy_intp size = PyArray_SIZE(params_in[i]);
+    PyArrayObject* g = grads_in[i];
+    if (PyArray_IS_C_CONTIGUOUS(g) && PyArray_ISALIGNED(g) && PyArray_TYPE(g) == {typenum}) {{
         Py_INCREF(g);
     }} else {{
-        g = (PyArrayObject*) PyArray_FromAny((PyObject*) g, PyArray_DescrFromType({_typenum(self.dtype)}),
+        g = (PyArrayObject*) PyArray_FromAny((PyObject*) g, PyArray_DescrFromType({typenum}),
             0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST, NULL);
         if (g == NULL) {{ {fail} }}
     }}
-    if (PyArray_SIZE(g) != {size}) {{
+    if (PyArray_SIZE(g) != size) {{
         Py_DECREF(g);
-        PyErr_SetString(PyExc_ValueError, "{self}: grads[{i}] and its param differ in size");
+        PyErr_Format(PyExc_ValueError, "{label}: grads[%d] and its param differ in size", i);
         {fail}
     }}
-    int status = {name}_kernel({call});
+    int status = {name}_kernel({arguments});
     Py_DECREF(g);
     if (status) {{ {fail} }}
-}}""")
-        lines.append("}")
-        return "\n".join(lines)
-
-    def _writable(self, source: str, target: str, size: int, what: str, fail: str) -> str:
-        """C code making ``target`` the array the step writes: ``source`` itself when in place
-        and C-contiguous, else a C-contiguous copy of it."""
-        reuse = f"PyArray_IS_C_CONTIGUOUS({source}) && PyArray_ISALIGNED({source})" if self.inplace else "0"
-        return f"""
-if (PyArray_SIZE({source}) != {size}) {{
-    PyErr_SetString(PyExc_ValueError,
-        "{self}: {what} changed size after the updates were built");
-    {fail}
+    offset += size;
 }}
-Py_XDECREF({target});
-if ({reuse}) {{
-    {target} = {source};
-    Py_INCREF({target});
-}} else {{
-    {target} = (PyArrayObject*) PyArray_FromAny((PyObject*) {source},
-        PyArray_DescrFromType({_typenum(self.dtype)}), 0, 0,
-        NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_ENSURECOPY, NULL);
-    if ({target} == NULL) {{ {fail} }}
 }}"""
 
 
@@ -215,10 +232,16 @@ def _typenum(dtype: str) -> str:
     return f"NPY_{dtype.upper()}"
 
 
+#: Beyond this many params of a dtype the step stays in Python (``perform``, one call of the
+#: vector kernel over all of them): the C node's module, with one argument per param, gradient
+#: and output, took minutes to compile at 300 params.
+C_MAX_PARAMS = 64
+
+
 @node_rewriter([FusedStep])
 def _fused_step_in_c(fgraph, node):
     """Replace a FusedStep by its C form, same inputs and in-place choice."""
-    if not pytensor.config.cxx:
+    if not pytensor.config.cxx or node.op.n_params > C_MAX_PARAMS:
         return None
     return CStep.of(node.op).make_node(*node.inputs).outputs
 
