@@ -14,7 +14,7 @@ The rule's kernel is turned once into a scalar :class:`~pytensor.scalar.Composit
 form that costs least for it: C code under the C VM, a chain of in-place nodes calling a Numba
 kernel under Numba, the expanded graph (:meth:`FusedStep.expand`) under JAX and PyTorch. Without
 a backend (``FAST_COMPILE``, the Python linker) ``perform`` runs the kernel compiled on vectors,
-param by param. A step without state becomes its equations per param in every mode that
+once on all the params end to end. A step without state becomes its equations per param in every mode that
 rewrites for speed, joining the gradient's own nodes.
 """
 
@@ -58,32 +58,77 @@ def flat_state(params, indices, role: str, suffix: str = "") -> pytensor.compile
     return new_state(np.zeros(total, dtype=params[0].dtype), role + suffix, 0.0, (total,), pieces)
 
 
-class FusedStep(Op):
-    """Apply ``kernel(h, param, grad, *slots)`` to many parameters of one dtype at once.
+class MultiTensorOp(Op):
+    """The layout of a multi-tensor step, shared by :class:`FusedStep` and its compiled forms.
 
-    Inputs: the P params, their P gradients, one flat buffer per slot, one 0-d tensor per scalar
-    of ``h``. Outputs: the P new params, then the new buffers.
+    Inputs: the P params, their P gradients, one flat buffer per slot (the params' segments end
+    to end), one 0-d tensor per scalar. Outputs: the P new params, then the new buffers, written
+    over the inputs if ``inplace``. ``perform`` runs ``self.vector_function(param, grad,
+    *slots, *scalars)``, the kernel on 1-d arrays, once on all the params end to end.
     """
+
+    def _set_layout(self, dtype: str, sizes, n_slots: int, inplace: bool) -> None:
+        self.dtype = dtype
+        self.sizes = tuple(sizes)
+        self.n_params = n = len(self.sizes)
+        self.n_slots = n_slots
+        self.inplace = inplace
+        #: Where each param begins in the flat arrays, and the total size last.
+        self.starts = np.cumsum([0, *self.sizes]).tolist()
+        if inplace:
+            destroyed = [*range(n), *range(2 * n, 2 * n + n_slots)]
+            self.destroy_map = {out: [i] for out, i in enumerate(destroyed)}
+
+    def split(self, inputs):
+        """``(params, grads, buffers, scalars)`` of a list laid out as the inputs."""
+        p = self.n_params
+        s = 2 * p + self.n_slots
+        return inputs[:p], inputs[p : 2 * p], inputs[2 * p : s], inputs[s:]
+
+    def make_node(self, *inputs):
+        inputs = [pt.as_tensor_variable(x) for x in inputs]
+        params, _, buffers, _ = self.split(inputs)
+        return Apply(self, inputs, [x.type() for x in (*params, *buffers)])
+
+    def infer_shape(self, fgraph, node, shapes):
+        params, _, buffers, _ = self.split(shapes)
+        return [*params, *buffers]
+
+    def perform(self, node, inputs, output_storage):
+        params, grads, buffers, scalars = self.split(inputs)
+        total = self.starts[-1]
+        for i, (param, grad, size) in enumerate(zip(params, grads, self.sizes)):
+            if param.size != size or any(buffer.size != total for buffer in buffers):
+                raise ValueError(f"{self}: params[{i}] changed size after the updates were built")
+            if grad.size != size:
+                raise ValueError(f"{self}: grads[{i}] and its param differ in size")
+        if not self.inplace:
+            params, buffers = [p.copy() for p in params], [b.copy() for b in buffers]
+        params = [p if p.flags.c_contiguous else p.copy() for p in params]  # strided (set by the user)
+        flat_param, flat_grad = (
+            np.concatenate(xs, axis=None, dtype=self.dtype, casting="same_kind") for xs in (params, grads)
+        )
+        scalars = [np.asarray(x, dtype=self.dtype) for x in scalars]
+        new_param, *new_buffers = self.vector_function(flat_param, flat_grad, *buffers, *scalars)
+        for param, a, b in zip(params, self.starts, self.starts[1:]):
+            param.reshape(-1)[...] = new_param[a:b]
+        for buffer, new in zip(buffers, new_buffers):
+            buffer[...] = new
+        for storage, value in zip(output_storage, [*params, *buffers]):
+            storage[0] = value
+
+
+class FusedStep(MultiTensorOp):
+    """Apply ``kernel(h, param, grad, *slots)`` to many parameters of one dtype at once (the
+    layout of :class:`MultiTensorOp`, one scalar input per name of ``h``)."""
 
     __props__ = ("kernel", "dtype", "shapes", "n_slots", "scalar_names", "inplace")
 
     def __init__(self, kernel, dtype, shapes, n_slots, scalar_names, inplace=False):
         self.kernel = kernel
-        self.dtype = dtype
         self.shapes = tuple(tuple(shape) for shape in shapes)
-        self.n_params = n_params = len(self.shapes)
-        self.n_slots = n_slots
         self.scalar_names = tuple(scalar_names)
-        self.inplace = inplace
-        if inplace:
-            destroyed = [*range(n_params), *range(2 * n_params, 2 * n_params + n_slots)]
-            self.destroy_map = {out: [inp] for out, inp in enumerate(destroyed)}
-
-    def make_node(self, *inputs):
-        inputs = [pt.as_tensor_variable(x) for x in inputs]
-        params = inputs[: self.n_params]
-        buffers = inputs[2 * self.n_params : 2 * self.n_params + self.n_slots]
-        return Apply(self, inputs, [x.type() for x in (*params, *buffers)])
+        self._set_layout(dtype, [math.prod(shape) for shape in self.shapes], n_slots, inplace)
 
     def __str__(self):
         return f"FusedStep{{{getattr(self.kernel, 'name', '?')}, {self.dtype}, {self.n_params} params}}"
@@ -108,24 +153,6 @@ class FusedStep(Op):
         """The kernel compiled on 1-d arrays, for ``perform``."""
         return vector_function(*self._symbolic(lambda: pt.vector(dtype=self.dtype)))
 
-    @cached_property
-    def sizes(self) -> list[int]:
-        return [math.prod(shape) for shape in self.shapes]
-
-    @cached_property
-    def starts(self) -> list[int]:
-        """Where each param begins in the flat arrays, and the total size last."""
-        return np.cumsum([0, *self.sizes]).tolist()
-
-    def split(self, inputs):
-        p = self.n_params
-        s = 2 * p + self.n_slots
-        return inputs[:p], inputs[p : 2 * p], inputs[2 * p : s], inputs[s:]
-
-    def perform(self, node, inputs, output_storage):
-        """The kernel compiled on vectors, run on each param and its segments of the buffers."""
-        run_per_param(self, self.vector_function, inputs, output_storage)
-
     def expand(self, inputs):
         """The same step as a graph of ordinary ops: concatenate, apply the kernel, split."""
         params, grads, buffers, scalars = self.split(inputs)
@@ -136,11 +163,6 @@ class FusedStep(Op):
         new_params = [new_param[a:b].reshape(shape) for a, b, shape in zip(starts, starts[1:], self.shapes)]
         return [*new_params, *new_buffers]
 
-    def infer_shape(self, fgraph, node, shapes):
-        params = shapes[: self.n_params]
-        buffers = shapes[2 * self.n_params : 2 * self.n_params + self.n_slots]
-        return [*params, *buffers]
-
 
 def vector_function(inputs: list[Variable], outputs: list[Variable]):
     """A function of 1-d arrays, compiled with PyTensor's C loops (Python's without a compiler),
@@ -150,32 +172,6 @@ def vector_function(inputs: list[Variable], outputs: list[Variable]):
     function = pytensor.function(inputs, outputs, mode=mode, on_unused_input="ignore")
     function.trust_input = True
     return function
-
-
-def run_per_param(op, vector_function, inputs, output_storage) -> None:
-    """``perform`` of a multi-tensor step: ``vector_function(param, grad, *buffers, *scalars)``
-    once on the params and gradients end to end, each param then given its part, in place if
-    ``op.inplace``."""
-    params, grads, buffers, scalars = op.split(inputs)
-    for i, (param, grad, a, b) in enumerate(zip(params, grads, op.starts, op.starts[1:])):
-        if param.size != b - a or any(buffer.size != op.starts[-1] for buffer in buffers):
-            raise ValueError(f"{op}: params[{i}] changed size after the updates were built")
-        if grad.size != param.size:
-            raise ValueError(f"{op}: grads[{i}] and its param differ in size")
-    if not op.inplace:
-        params, buffers = [p.copy() for p in params], [b.copy() for b in buffers]
-    params = [p if p.flags.c_contiguous else p.copy() for p in params]  # strided (set by the user)
-    flat_param, flat_grad = (
-        np.concatenate(xs, axis=None, dtype=op.dtype, casting="same_kind") for xs in (params, grads)
-    )
-    scalars = [np.asarray(x, dtype=op.dtype) for x in scalars]
-    new_param, *new_buffers = vector_function(flat_param, flat_grad, *buffers, *scalars)
-    for param, a, b in zip(params, op.starts, op.starts[1:]):
-        param.reshape(-1)[...] = new_param[a:b]
-    for buffer, new in zip(buffers, new_buffers):
-        buffer[...] = new
-    for storage, value in zip(output_storage, [*params, *buffers]):
-        storage[0] = value
 
 
 def _as_composite(inputs: list[Variable], outputs: list[Variable]) -> ps.Composite:

@@ -19,23 +19,21 @@ from __future__ import annotations
 
 from functools import cached_property
 
-import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.compile import optdb
-from pytensor.graph.basic import Apply
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.link.c.op import COp
 from pytensor.scalar import get_scalar_type
 from pytensor.tensor.elemwise import Elemwise
 
-from updates.fused import FusedStep, run_per_param, vector_function
+from updates.fused import FusedStep, MultiTensorOp, vector_function
 
 #: Bumped when the generated code changes meaning (part of PyTensor's C cache key).
 _VERSION = 2
 
 
-class CStep(COp):
+class CStep(MultiTensorOp, COp):
     """A :class:`~updates.fused.FusedStep` with a C implementation (built by the C rewrite only).
 
     Its properties are what the C code depends on (and what PyTensor's C cache pickles as the
@@ -48,17 +46,9 @@ class CStep(COp):
 
     def __init__(self, composite, dtype, sizes, n_slots, n_scalars, inplace, label):
         self.composite = composite
-        self.dtype = dtype
-        self.sizes = tuple(sizes)  # for perform; the C code reads them from the arrays
-        self.n_params = n = len(self.sizes)
-        self.n_slots = n_slots
         self.n_scalars = n_scalars
-        self.inplace = inplace
         self.label = label
-        self.starts = np.cumsum([0, *self.sizes]).tolist()
-        if inplace:
-            destroyed = [*range(n), *range(2 * n, 2 * n + n_slots)]
-            self.destroy_map = {out: [i] for out, i in enumerate(destroyed)}
+        self._set_layout(dtype, sizes, n_slots, inplace)  # the sizes serve perform only
 
     @classmethod
     def of(cls, op: FusedStep) -> CStep:
@@ -66,19 +56,8 @@ class CStep(COp):
         n_scalars = len(op.scalar_names)
         return cls(op.composite, op.dtype, op.sizes, op.n_slots, n_scalars, op.inplace, op.kernel.name)
 
-    def make_node(self, *inputs):
-        inputs = [pt.as_tensor_variable(x) for x in inputs]
-        params, _, buffers, _ = self.split(inputs)
-        return Apply(self, inputs, [x.type() for x in (*params, *buffers)])
-
     def __str__(self):
         return f"CStep{{{self.label}, {self.dtype}, {self.n_params} params}}"
-
-    split = FusedStep.split
-
-    def infer_shape(self, fgraph, node, shapes):
-        params, _, buffers, _ = self.split(shapes)
-        return [*params, *buffers]
 
     @cached_property
     def vector_function(self):
@@ -88,10 +67,6 @@ class CStep(COp):
         outputs = Elemwise(self.composite)(*vectors, *(x.dimshuffle("x") for x in scalars), return_list=True)
         return vector_function([*vectors, *scalars], outputs)
 
-    def perform(self, node, inputs, output_storage):
-        run_per_param(self, self.vector_function, inputs, output_storage)
-
-    @property
     def _scalar_node(self):
         return self.composite.make_node(*(get_scalar_type(x.type.dtype)() for x in self.composite.inputs))
 
@@ -121,7 +96,7 @@ class CStep(COp):
         scalars = [f"h{j}" for j in range(self.n_scalars)]
         elements = ["p[k]", *(f"{s}[k]" for s in slots)]
         body = self.composite.c_code(
-            self._scalar_node,
+            self._scalar_node(),
             f"{name}_scalar",
             [elements[0], "g[k]", *elements[1:], *scalars],
             elements,
@@ -134,7 +109,7 @@ class CStep(COp):
             *(f"const {ctype} {h}" for h in scalars),
             "const npy_intp n",
         ]
-        inner = self.composite.c_support_code_apply(self._scalar_node, f"{name}_scalar")
+        inner = self.composite.c_support_code_apply(self._scalar_node(), f"{name}_scalar")
         typenum = _typenum(self.dtype)
         return f"""
 {inner}

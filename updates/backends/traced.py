@@ -72,13 +72,9 @@ def when_imported(name: str, callback) -> None:
     sys.meta_path.insert(0, Hook())
 
 
-for _module, _name in [
-    ("pytensor.link.jax.dispatch", "jax_funcify"),
-    ("pytensor.link.pytorch.dispatch", "pytorch_funcify"),
-]:
-    when_imported(
-        _module,
-        lambda loaded, name=_name: getattr(loaded, name).register(FusedStep)(
-            _funcify_expanded(getattr(loaded, name), typed=name == "jax_funcify")
-        ),
-    )
+def _register(funcify, typed: bool) -> None:
+    funcify.register(FusedStep)(_funcify_expanded(funcify, typed))
+
+
+when_imported("pytensor.link.jax.dispatch", lambda module: _register(module.jax_funcify, typed=True))
+when_imported("pytensor.link.pytorch.dispatch", lambda module: _register(module.pytorch_funcify, typed=False))
