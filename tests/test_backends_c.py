@@ -1,4 +1,5 @@
-"""The multi-tensor step under the C VM: one C node, in place, equal to the readable graph, cached."""
+"""The multi-tensor step under the C VM: a chain of C nodes, in place, equal to the readable graph,
+cached."""
 
 import pickle
 
@@ -10,7 +11,7 @@ from registry import GRADIENT_RULES
 
 import updates
 from updates.backends.c import CStep
-from updates.fused import FusedStep
+from updates.fused import FusedStep, chain_widths
 
 if not pytensor.config.cxx:
     pytest.skip("no C compiler: the C VM runs the Python perform", allow_module_level=True)
@@ -45,9 +46,10 @@ def gradients(k):
 
 
 @pytest.mark.parametrize("rule", ["momentum", "adam", "nadam"])
-def test_one_c_node_updates_params_and_state_in_place_as_the_readable_graph(rule):
+def test_a_chain_of_c_nodes_updates_params_and_state_in_place_as_the_readable_graph(rule):
     step, params, result = run("CVM", False, values, gradients, rule=rule)
-    assert len(nodes_of(step, CStep)) == 1 and not nodes_of(step, FusedStep)
+    assert [node.op.n_params for node in nodes_of(step, CStep)] == chain_widths(2)
+    assert not nodes_of(step, FusedStep)
     arrays = [*params, *(s for s in result.state if s.ndim)]
     storage = [v.get_value(borrow=True) for v in arrays]
     step(*gradients(4))
@@ -86,6 +88,23 @@ def test_the_node_pickles_for_pytensors_cache_key():
     params = [pytensor.shared(v) for v in values()]
     result = updates.adam([p * 2 for p in params], params)
     (fused,) = {v.owner.op for v in result.values() if isinstance(getattr(v.owner, "op", None), FusedStep)}
-    c_op = CStep.of(fused)
+    c_op = CStep(fused.composite, fused.dtype, 8, fused.n_slots, len(fused.scalar_names), "adam")
     again = pickle.loads(pickle.dumps(c_op))
     assert again == c_op and hash(again) == hash(c_op)
+
+
+@pytest.mark.parametrize("n_params", [3, 20])
+def test_the_chain_covers_every_param_with_nodes_of_two_widths(n_params):
+    """Nodes of a few params each (one C module per width), equal to the readable graph."""
+
+    def many():
+        return [np.linspace(-1, 1, 2 + i) for i in range(n_params)]
+
+    def grads(k):
+        return [np.cos(np.arange(2 + i) + k) for i in range(n_params)]
+
+    step, params, _ = run("CVM", False, many, grads)
+    assert sorted(node.op.n_params for node in nodes_of(step, CStep)) == sorted(chain_widths(n_params))
+    _, reference, _ = run("FAST_COMPILE", True, many, grads)
+    for got, expected in zip(params, reference):
+        np.testing.assert_allclose(got.get_value(), expected.get_value(), rtol=1e-13)

@@ -13,7 +13,7 @@ from registry import GRADIENT_RULES
 
 import updates
 from updates.backends import numba as numba_step
-from updates.fused import FusedStep
+from updates.fused import FusedStep, chain_widths
 
 if not numba_step.NUMBA:
     pytest.skip("PyTensor's Numba backend has no cache keys here (PyTensor 2.38)", allow_module_level=True)
@@ -27,7 +27,7 @@ def nodes_of(step, op_type):
 
 @pytest.mark.parametrize("n_params", [1, 5, 16, 17, 30, 100])
 def test_chain_widths_cover_every_param_with_two_widths_at_most(n_params):
-    widths = numba_step.chunk_widths(n_params)
+    widths = chain_widths(n_params)
     assert sum(widths) == n_params
     assert set(widths) <= {1, 8} and (n_params > 16 or set(widths) == {1})
 

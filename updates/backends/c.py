@@ -1,15 +1,21 @@
-"""The multi-tensor step under PyTensor's C linkers (the C VM, PyMC's default): one C loop per param.
+"""The multi-tensor step under PyTensor's C linkers (the C VM, PyMC's default): C loops, no Python.
 
 A :class:`~updates.fused.FusedStep` run by its Python ``perform`` costs 10 to 20 us of Python per
-call (gathering, pointers, ctypes): more than the model's own step when the params are small, as
-in PyMC's ADVI (1.37x PyMC's own Adam per call). The per-parameter graph avoids the Python, but
-its nodes, two to four per param, each cost the VM a call, and its outputs are new arrays (Adam
-over 10 params of shape (10,): 20.8 us per step, the model alone 12.4 us). So in the modes that
-run C code, a rewrite (after the in-place passes) replaces each FusedStep by a :class:`CStep`:
-the same node, the same in-place outputs, with C code generated from the rule's scalar
-:class:`~pytensor.scalar.Composite` (the code PyTensor's own fused elementwise loops run), called
-once per param on its contiguous data and its segment of each flat buffer. No Python runs per
-call, and the kernel is compiled once per (rule, dtype, shapes) by PyTensor's C module cache.
+call: more than the model's own step when the params are small, as in PyMC's ADVI (1.37x PyMC's
+own Adam per call). The per-parameter graph avoids the Python, but its nodes, two to four per
+param, each cost the VM a call, and its outputs are new arrays (Adam over 10 params of shape
+(10,): 20.8 us per step, the model alone 12.4 us). So in the modes that run C code, a rewrite
+(after the in-place passes) replaces each FusedStep by a chain of :class:`CStep` nodes, a few
+params each (:func:`~updates.fused.chain_widths`), that thread the flat buffers from one to the
+next and update params and buffers in place. Their C code is generated from the rule's scalar
+:class:`~pytensor.scalar.Composite` (the code PyTensor's own fused elementwise loops run) and
+runs it on each param's contiguous data and its segment of each buffer.
+
+Why a chain: PyTensor's C code for a node grows with its arguments (extracting and checking each
+one), and gcc's time with it faster than linearly: one node over 100 params, with its 300
+arguments, took 125 s to compile, against 1.4 s for the whole rest of the step. The params'
+positions in the buffers are an input of each node, so a node of a width is one C module, cached
+by PyTensor and shared by every chain, model and process with the same rule and dtype.
 
 A gradient of another dtype or layout is cast to a contiguous copy first; a param or buffer that
 is not C-contiguous (a value set by the user) is replaced by a contiguous copy.
@@ -19,6 +25,7 @@ from __future__ import annotations
 
 from functools import cached_property
 
+import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.compile import optdb
@@ -27,37 +34,43 @@ from pytensor.link.c.op import COp
 from pytensor.scalar import get_scalar_type
 from pytensor.tensor.elemwise import Elemwise
 
-from updates.fused import FusedStep, MultiTensorOp, vector_function
+from updates.fused import FusedStep, MultiTensorOp, chain_widths, vector_function
 
 #: Bumped when the generated code changes meaning (part of PyTensor's C cache key).
-_VERSION = 2
+_VERSION = 3
 
 
 class CStep(MultiTensorOp, COp):
-    """A :class:`~updates.fused.FusedStep` with a C implementation (built by the C rewrite only).
+    """A few params' share of a :class:`~updates.fused.FusedStep`, in place, with C code (built
+    by the C rewrite only).
 
-    Its properties are what the C code depends on (and what PyTensor's C cache pickles as the
-    key): the rule's scalar Composite, the dtype, the numbers of params, slots and scalars, whether
-    in place, and the rule's name for messages. Not the params' sizes, which the C code reads
-    from the arrays: a model of other shapes, with as many params, reuses the compiled module.
+    Inputs: as a FusedStep's (params, gradients, the whole flat buffers, scalars), then the
+    int64 vector ``[first, start_0, ..., start_n, total]``: the index of its first param in the
+    step, where each of its params begins in the buffers (and where the last ends), and the
+    buffers' size. Its properties are what the C code depends on, and what PyTensor's C cache
+    pickles as the key: the rule's Composite, the dtype, the numbers of params, slots and
+    scalars, and the rule's name for messages.
     """
 
-    __props__ = ("composite", "dtype", "n_params", "n_slots", "n_scalars", "inplace", "label")
+    __props__ = ("composite", "dtype", "n_params", "n_slots", "n_scalars", "label")
 
-    def __init__(self, composite, dtype, sizes, n_slots, n_scalars, inplace, label):
+    def __init__(self, composite, dtype: str, n_params: int, n_slots: int, n_scalars: int, label: str):
         self.composite = composite
         self.n_scalars = n_scalars
         self.label = label
-        self._set_layout(dtype, sizes, n_slots, inplace)  # the sizes serve perform only
-
-    @classmethod
-    def of(cls, op: FusedStep) -> CStep:
-        """The C form of ``op``."""
-        n_scalars = len(op.scalar_names)
-        return cls(op.composite, op.dtype, op.sizes, op.n_slots, n_scalars, op.inplace, op.kernel.name)
+        self._set_layout(dtype, n_params, n_slots, inplace=True)
 
     def __str__(self):
         return f"CStep{{{self.label}, {self.dtype}, {self.n_params} params}}"
+
+    def split(self, inputs):
+        params, grads, buffers, rest = super().split(inputs)
+        return params, grads, buffers, rest[:-1]
+
+    def perform(self, node, inputs, output_storage):
+        params, grads, buffers, scalars = self.split(inputs)
+        first, *starts, total = inputs[-1].tolist()
+        self._run(params, grads, buffers, scalars, first, starts, total, output_storage)
 
     @cached_property
     def vector_function(self):
@@ -113,11 +126,11 @@ class CStep(MultiTensorOp, COp):
         typenum = _typenum(self.dtype)
         return f"""
 {inner}
-/* Make *target the array the step writes: source itself if in place and C-contiguous, else a
-   C-contiguous copy of it. */
-static int {name}_writable(PyArrayObject* source, PyArrayObject** target, int inplace) {{
+/* Make *target the array the step writes: source itself if C-contiguous, else a C-contiguous
+   copy of it. */
+static int {name}_writable(PyArrayObject* source, PyArrayObject** target) {{
     Py_XDECREF(*target);
-    if (inplace && PyArray_IS_C_CONTIGUOUS(source) && PyArray_ISALIGNED(source)) {{
+    if (PyArray_IS_C_CONTIGUOUS(source) && PyArray_ISALIGNED(source)) {{
         *target = source;
         Py_INCREF(source);
         return 0;
@@ -136,7 +149,7 @@ static int {name}_kernel({", ".join(arguments)}) {{
     def c_code(self, node, name, inputs, outputs, sub):
         n, n_slots, ctype, fail = self.n_params, self.n_slots, _ctype(self.dtype), sub["fail"]
         params, grads, buffers, scalars = self.split(list(inputs))
-        typenum, label = _typenum(self.dtype), str(self).replace('"', "")
+        typenum, label, layout = _typenum(self.dtype), str(self).replace('"', ""), inputs[-1]
 
         def array(kind: str, array_name: str, items: list[str]) -> str:
             return f"{kind} {array_name}[] = {{{', '.join(items) or 'NULL'}}};"
@@ -149,7 +162,7 @@ static int {name}_kernel({", ".join(arguments)}) {{
             [
                 f"({ctype}*) PyArray_DATA(*params_out[i])",
                 f"({ctype}*) PyArray_DATA(g)",
-                *(f"({ctype}*) PyArray_DATA(*slots_out[{j}]) + offset" for j in range(n_slots)),
+                *(f"({ctype}*) PyArray_DATA(*slots_out[{j}]) + layout[1 + i]" for j in range(n_slots)),
                 *(f"h[{j}]" for j in range(self.n_scalars)),
                 "size",
             ]
@@ -162,19 +175,26 @@ static int {name}_kernel({", ".join(arguments)}) {{
 {array("PyArrayObject**", "slots_out", [f"&{x}" for x in outputs[n:]])}
 {ctype} h[{max(self.n_scalars, 1)}];
 {" ".join(read_scalars)}
-npy_intp total = 0, offset = 0;
-for (int i = 0; i < {n}; ++i) total += PyArray_SIZE(params_in[i]);
-for (int j = 0; j < {n_slots}; ++j) {{
-    if (PyArray_SIZE(slots_in[j]) != total) {{
-        PyErr_SetString(PyExc_ValueError, "{label}: the params changed size after the updates were built");
+if (PyArray_TYPE({layout}) != NPY_INT64 || PyArray_SIZE({layout}) != {n + 3}
+        || !PyArray_IS_C_CONTIGUOUS({layout})) {{
+    PyErr_SetString(PyExc_ValueError, "{label}: its layout must be {n + 3} contiguous int64");
+    {fail}
+}}
+const npy_int64* layout = (const npy_int64*) PyArray_DATA({layout});
+for (int i = 0; i < {n}; ++i) {{
+    int resized = PyArray_SIZE(params_in[i]) != layout[2 + i] - layout[1 + i];
+    for (int j = 0; j < {n_slots}; ++j) resized |= PyArray_SIZE(slots_in[j]) != layout[{n + 2}];
+    if (resized) {{
+        PyErr_Format(PyExc_ValueError, "{label}: params[%ld] changed size after the updates were built",
+            (long) (layout[0] + i));
         {fail}
     }}
 }}
 for (int i = 0; i < {n}; ++i) {{
-    if ({name}_writable(params_in[i], params_out[i], {int(self.inplace)})) {{ {fail} }}
+    if ({name}_writable(params_in[i], params_out[i])) {{ {fail} }}
 }}
 for (int j = 0; j < {n_slots}; ++j) {{
-    if ({name}_writable(slots_in[j], slots_out[j], {int(self.inplace)})) {{ {fail} }}
+    if ({name}_writable(slots_in[j], slots_out[j])) {{ {fail} }}
 }}
 for (int i = 0; i < {n}; ++i) {{
     npy_intp size = PyArray_SIZE(params_in[i]);
@@ -188,13 +208,13 @@ for (int i = 0; i < {n}; ++i) {{
     }}
     if (PyArray_SIZE(g) != size) {{
         Py_DECREF(g);
-        PyErr_Format(PyExc_ValueError, "{label}: grads[%d] and its param differ in size", i);
+        PyErr_Format(PyExc_ValueError, "{label}: grads[%ld] and its param differ in size",
+            (long) (layout[0] + i));
         {fail}
     }}
     int status = {name}_kernel({arguments});
     Py_DECREF(g);
     if (status) {{ {fail} }}
-    offset += size;
 }}
 }}"""
 
@@ -207,20 +227,29 @@ def _typenum(dtype: str) -> str:
     return f"NPY_{dtype.upper()}"
 
 
-#: Beyond this many params of a dtype the step stays in Python (``perform``, one call of the
-#: vector kernel over all of them): the C node's module, with one argument per param, gradient
-#: and output, took minutes to compile at 300 params.
-C_MAX_PARAMS = 64
-
-
 @node_rewriter([FusedStep])
-def _fused_step_in_c(fgraph, node):
-    """Replace a FusedStep by its C form, same inputs and in-place choice."""
-    if not pytensor.config.cxx or node.op.n_params > C_MAX_PARAMS:
+def _fused_step_as_c_chain(fgraph, node):
+    """Replace a FusedStep by a chain of CSteps over its params, threading the buffers through."""
+    if not pytensor.config.cxx:
         return None
-    return CStep.of(node.op).make_node(*node.inputs).outputs
+    op = node.op
+    params, grads, buffers, scalars = op.split(node.inputs)
+    if not op.inplace:  # the step may not overwrite its inputs: give it copies it may
+        params = [pt.tensor_copy(p) for p in params]
+        buffers = [pt.tensor_copy(b) for b in buffers]
+    new_params, first = [], 0
+    for width in chain_widths(op.n_params):
+        chunk, first = slice(first, first + width), first + width
+        layout = np.array([chunk.start, *op.starts[chunk.start : first + 1], op.starts[-1]], dtype=np.int64)
+        step = CStep(op.composite, op.dtype, width, op.n_slots, len(op.scalar_names), op.kernel.name)
+        new = step(*params[chunk], *grads[chunk], *buffers, *scalars, pt.constant(layout), return_list=True)
+        new_params += new[:width]
+        buffers = new[width:]
+    return [*new_params, *buffers]
 
 
 # after the in-place pass (50.4), in the modes that run C code only ("cxx_only" is excluded by
 # the Numba, JAX, PyTorch and MLX linkers)
-optdb.register("updates_fused_step_in_c", in2out(_fused_step_in_c), "fast_run", "cxx_only", position=50.45)
+optdb.register(
+    "updates_fused_step_as_c_chain", in2out(_fused_step_as_c_chain), "fast_run", "cxx_only", position=50.45
+)

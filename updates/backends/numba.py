@@ -9,7 +9,7 @@ that thread the flat state buffers from one to the next::
 
     p_i', m', v' = ParamStep(p_i, g_i, m, v, offsets, h)      (in place on p_i, m and v)
 
-one param per node, or 8 per node beyond 16 params (:func:`chunk_widths`). The nodes of a width
+one param per node, or 8 per node beyond 16 params (:func:`~updates.fused.chain_widths`). The nodes of a width
 are one Op (the offsets are an input), so Numba compiles each width once; each call passes a
 handful of arrays; the scalars ``h`` travel as one vector, and the 0-d elementwise nodes that
 compute them (Adam's bias correction, the counter's increment) become :class:`ScalarStep` nodes,
@@ -39,7 +39,7 @@ from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.tensor.basic import MakeVector
 from pytensor.tensor.elemwise import Elemwise
 
-from updates.fused import FusedStep
+from updates.fused import FusedStep, chain_widths
 
 
 class ParamStep(Op):
@@ -150,15 +150,6 @@ def _feeds_a_step(fgraph, node) -> bool:
 # -- the rewrites ----------------------------------------------------------------------------------
 
 
-def chunk_widths(n_params: int) -> list[int]:
-    """How many params each ParamStep of a chain updates: one each up to 16 params, else 8 each
-    and one each for the rest. Each width is one more function for Numba to compile; wider nodes
-    make the function that calls them cheaper to compile (measured at 30 and 100 params)."""
-    if n_params <= 16:
-        return [1] * n_params
-    return [8] * (n_params // 8) + [1] * (n_params % 8)
-
-
 @node_rewriter([FusedStep])
 def _fused_step_as_chain(fgraph, node):
     """Replace a FusedStep by a chain of ParamSteps over its params, threading the buffers through."""
@@ -169,7 +160,7 @@ def _fused_step_as_chain(fgraph, node):
         buffers = [pt.tensor_copy(b) for b in buffers]
     h = MakeVector(op.dtype)(*scalars) if scalars else pt.constant(np.zeros(1, op.dtype))
     new_params, first = [], 0
-    for width in chunk_widths(op.n_params):
+    for width in chain_widths(op.n_params):
         chunk, first = slice(first, first + width), first + width
         step = ParamStep(op.kernel, op.dtype, width, op.n_slots, op.scalar_names)
         offsets = pt.constant(np.array(op.starts[chunk], dtype=np.int64))
