@@ -22,8 +22,9 @@ import updates  # noqa: E402
 # The API reference: one page per module, in this order, titled so. A page lists the module's
 # __all__ (a new name there appears by itself); a new module is one more line here.
 FAMILIES = {
-    "updates.core": "The updates dictionary",
+    "updates.container": "The updates dictionary",
     "updates.grads": "Gradients",
+    "updates.checks": "Argument checks",
     "updates.rules": "Update rules",
     "updates.modern": "Rules beyond Lasagne",
     "updates.momentum": "Momentum",
@@ -32,6 +33,8 @@ FAMILIES = {
     "updates.transforms": "Gradient transforms",
     "updates.schedules": "Schedules",
     "updates.state": "Optimizer state",
+    "updates.layout": "Optimizer state layout",
+    "updates.engine": "The engine: rules as data",
     "updates.lbfgs": "L-BFGS",
     "updates.step": "Compiled steps on devices",
     "updates.train": "Training loop",

@@ -35,7 +35,7 @@ class RuleCase:
 
     @property
     def rule(self):
-        """The ``core.Rule`` these options select."""
+        """The ``engine.Rule`` these options select."""
         return self.function.rule_for(**self.options)
 
     def __post_init__(self) -> None:

@@ -198,3 +198,24 @@ def test_the_built_site_renders_its_equations_offline(tmp_path):
             scripts.add(script.resolve())
     for script in scripts:
         assert list(script.parent.glob("output/chtml/fonts/**/*.woff")), f"no MathJax fonts beside {script}"
+
+
+def test_the_readmes_reading_map_names_functions_that_exist_where_it_says():
+    """In "Reading map", each backticked name is an attribute of the module named last before it."""
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Reading map", 1)[1].split("\n", 1)[1].split("\n| ", 1)[0]
+    module, checked = None, []
+    for span in re.findall(r"`([^`]+)`", section):
+        if span.startswith("tests/"):
+            continue
+        if span.startswith("updates/") and span.endswith(".py"):
+            assert (Path(__file__).parents[1] / span).is_file(), span
+            module = importlib.import_module(span[:-3].replace("/", "."))
+            continue
+        assert module is not None, f"{span!r} comes before any module"
+        target = module
+        for part in span.split("."):
+            assert hasattr(target, part), f"{module.__name__} has no {span}"
+            target = getattr(target, part)
+        checked.append(span)
+    assert len(checked) >= 15, checked

@@ -793,7 +793,7 @@ def test_readme_row_states_the_signature(function):
 
 
 def test_the_guarded_step_still_updates_in_place():
-    """The guard against non-finite steps sits inside the multi-tensor node (``core.gated``), so
+    """The guard against non-finite steps sits inside the multi-tensor node (``engine.gated``), so
     under Numba the step overwrites params and state in place instead of copying them."""
     pytest.importorskip("numba")
     from updates.backends.numba import ParamStep

@@ -253,8 +253,7 @@ def test_gradient_noise_has_the_annealed_variance():
         if previous is not None:
             assert abs(np.corrcoef(a, previous)[0, 1]) < 5 / np.sqrt(N)
         previous = a
-    counter, _ = noisy[0].tag.noise_state
-    assert int(counter.get_value()) == 25
+    assert int(noisy.counter.get_value()) == 25
 
 
 def test_gradient_noise_is_reproducible_from_its_seed():

@@ -4,10 +4,12 @@ Each rule takes a scalar loss or a list of gradients and a list of shared variab
 ordered dictionary ``{shared variable: new value}`` to pass to ``pytensor.function(updates=...)``.
 """
 
-from updates import backends  # noqa: F401  (registers how each linker runs the multi-tensor step)
+from updates import backends
+from updates.checks import ArgumentError
 from updates.constraints import norm_constraint, total_norm_constraint
-from updates.core import Updates, per_parameter
-from updates.grads import ArgumentError, get_or_compute_grads
+from updates.container import Updates
+from updates.engine import per_parameter
+from updates.grads import get_or_compute_grads
 from updates.lbfgs import lbfgs
 from updates.modern import (
     adabelief,
@@ -65,6 +67,8 @@ from updates.wrappers import (
     merge_updates,
     swap_averages,
 )
+
+backends.register()  # how each PyTensor linker runs the multi-tensor step
 
 __version__ = "0.1.0"
 

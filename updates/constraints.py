@@ -14,8 +14,10 @@ from typing import Any
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
-from updates.core import NON_NEGATIVE, POSITIVE, check_hyperparameter
-from updates.grads import as_dtype, checks_keywords, describe, l2_norm
+from updates.checks import NON_NEGATIVE, POSITIVE, check_hyperparameter, describe
+from updates.engine import as_dtype
+from updates.grads import l2_norm
+from updates.public import checks_keywords
 
 __all__ = ["norm_constraint", "total_norm_constraint"]
 

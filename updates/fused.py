@@ -1,6 +1,6 @@
 """The multi-tensor path: one graph node applies a rule to every parameter of a dtype.
 
-The per-parameter path (``core.apply_rule`` under :func:`updates.per_parameter`) builds a few
+The per-parameter path (``engine.apply_rule`` under :func:`updates.per_parameter`) builds a few
 nodes per parameter, and PyTensor's Numba linker compiles such graphs in time that grows faster
 than the node count. Here a rule adds a constant number of nodes whatever the number of
 parameters: one :class:`FusedStep` per dtype, plus the scalars computed once per step.
@@ -34,8 +34,6 @@ from pytensor.graph.op import Op
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.tensor.elemwise import Elemwise
 
-from updates.grads import Piece, label, new_state
-
 try:  # PyTensor >= 2.32
     from pytensor.graph.traversal import toposort
 except ImportError:  # pragma: no cover
@@ -43,19 +41,6 @@ except ImportError:  # pragma: no cover
 
     def toposort(outputs):
         return _io_toposort([], outputs)
-
-
-def flat_state(params, indices, role: str, suffix: str = "") -> pytensor.compile.SharedVariable:
-    """A zero buffer holding one slot of every param, end to end, each a named piece."""
-    shapes = [p.get_value(borrow=True).shape for p in params]
-    sizes = [math.prod(shape) for shape in shapes]
-    total = sum(sizes)
-    starts = np.cumsum([0, *sizes[:-1]]).tolist()
-    pieces = [
-        Piece(f"{label(p, i)}.{role}", start, shape)
-        for p, i, start, shape in zip(params, indices, starts, shapes)
-    ]
-    return new_state(np.zeros(total, dtype=params[0].dtype), role + suffix, 0.0, (total,), pieces)
 
 
 class MultiTensorOp(Op):
@@ -236,7 +221,8 @@ def _stateless_step_per_param(fgraph, node):
     ]
 
 
-def _register_rewrites():
+def register_rewrites() -> None:
+    """Add the node's own rewrites to PyTensor's database (called once, by ``updates.backends``)."""
     from pytensor.compile import optdb
 
     # before PyTensor's canonicalization (1), in every mode that rewrites for speed
@@ -252,6 +238,3 @@ def _register_rewrites():
         "numba",
         position=50.4,
     )
-
-
-_register_rewrites()

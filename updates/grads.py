@@ -1,130 +1,27 @@
-"""The gate every rule goes through: validate params, compute or check gradients, clear NaN.
-
-Also the small helpers that all rules share: casting hyperparameters to a parameter's dtype and
-creating optimizer state shaped like a parameter.
+"""Gradients: the gate every rule goes through (validate params, compute or check gradients),
+and what is computed on gradients everywhere: clearing NaN, finiteness, the global norm.
 """
 
 from __future__ import annotations
 
-import difflib
-import functools
-import inspect
-import numbers
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Variable
-from pytensor.tensor.type import TensorType
+
+from updates.checks import ArgumentError, check_params, describe, which
+from updates.public import checks_keywords
 
 try:  # PyTensor >= 2.32 (moved, the old place warns)
     from pytensor.graph.traversal import ancestors
 except ImportError:  # pragma: no cover
     from pytensor.graph.basic import ancestors
 
-__all__ = ["ArgumentError", "get_or_compute_grads"]
-
-F = TypeVar("F", bound=Callable)
-
-
-class ArgumentError(TypeError, ValueError):
-    """A required argument is missing, or a param is not a shared variable.
-
-    It is both a ``TypeError`` (what Python raises for a wrong argument) and a ``ValueError``
-    (what Lasagne and PyMC raise, and what code ported from them catches).
-    """
-
-
-#: The names torch.optim and optax give some hyperparameters.
-ALIASES = {"lr": "learning_rate", "eps": "epsilon", "betas": "beta1", "b1": "beta1", "b2": "beta2"}
-
-
-def suggestion(name: str, valid: Sequence[str]) -> str:
-    """``"; did you mean 'learning_rate'?"`` for a misspelt keyword (or torch's ``lr``), or ``""``."""
-    close = difflib.get_close_matches(name, list(valid), n=1, cutoff=0.6)
-    if not close and ALIASES.get(name) in valid:
-        close = [ALIASES[name]]
-    if not close:
-        return ""
-    if name == "betas" and "beta2" in valid:
-        return "; did you mean 'beta1' and 'beta2'?"
-    return f"; did you mean {close[0]!r}?"
-
-
-def unknown_keyword(who: str, signature: inspect.Signature, kwargs: dict) -> TypeError | None:
-    """The error for the first keyword of ``kwargs`` that ``signature`` does not take, if any."""
-    parameters = signature.parameters
-    if any(p.kind is p.VAR_KEYWORD for p in parameters.values()):
-        return None
-    keywords = [n for n, p in parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    for name in kwargs:
-        if name not in keywords:
-            guess = suggestion(name, keywords)
-            return TypeError(f"{who}: got an unexpected keyword argument {name!r}{guess}")
-    return None
-
-
-def checks_keywords(function: F) -> F:
-    """Make ``function`` name the closest valid argument when called with a misspelt keyword."""
-    signature = inspect.signature(function)
-    keywords = set(signature.parameters)
-
-    @functools.wraps(function)
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        if not keywords.issuperset(kwargs):
-            error = unknown_keyword(function.__name__, signature, kwargs)
-            if error is not None:
-                raise error
-        return function(*args, **kwargs)
-
-    return checked  # type: ignore[return-value]
-
-
-def label(param: Variable, index: int) -> str:
-    """A readable name for ``params[index]``: its own name, or ``param<index>``."""
-    return getattr(param, "name", None) or f"param{index}"
-
-
-def which(param: Variable, index: int) -> str:
-    """How error messages point at ``params[index]``: ``params[2] ('W_out')``."""
-    return f"params[{index}] ({label(param, index)!r})"
-
-
-def describe(value: Any) -> str:
-    """Describe a value in an error message by its type (and PyTensor type, if it has one)."""
-    kind = type(value).__name__
-    return f"{kind} {value.type}" if isinstance(value, Variable) else kind
-
-
-def check_params(who: str, params: Any, floating: bool = True) -> list[SharedVariable]:
-    """Check that ``params`` is a non-empty list of distinct (floating-point) shared tensors."""
-    if not isinstance(params, (list, tuple)):
-        raise ArgumentError(f"{who}: params must be a list of shared variables, got {describe(params)}")
-    if not params:
-        raise ValueError(f"{who}: params is empty; give at least one shared variable")
-    seen: dict[int, int] = {}
-    for i, param in enumerate(params):
-        if not isinstance(param, SharedVariable) or not isinstance(param.type, TensorType):
-            raise ArgumentError(
-                f"{who}: {which(param, i)} is a "
-                f"{describe(param)}, expected a shared variable; wrap it with pytensor.shared(...)"
-            )
-        if floating and not param.dtype.startswith("float"):
-            raise TypeError(
-                f"{who}: {which(param, i)} has dtype {param.dtype}, expected a "
-                "floating-point dtype (float32 or float64)"
-            )
-        if id(param) in seen:
-            raise ValueError(
-                f"{who}: {which(param, i)} is the same variable as "
-                f"params[{seen[id(param)]}]; pass each parameter once"
-            )
-        seen[id(param)] = i
-    return list(params)
+__all__ = ["get_or_compute_grads"]
 
 
 def _compute_grads(
@@ -258,70 +155,6 @@ def get_or_compute_grads(loss_or_grads: Any, params: Sequence[SharedVariable]) -
     for i, (grad, param) in enumerate(zip(loss_or_grads, params)):
         _check_grad(who, i, grad, param)
     return loss_or_grads
-
-
-def is_concrete(value: Any) -> bool:
-    """True for a number known now: a Python or NumPy real scalar (not a symbolic variable)."""
-    return isinstance(value, (numbers.Real, np.number)) or (isinstance(value, np.ndarray) and value.ndim == 0)
-
-
-def as_dtype(value: Any, dtype: str) -> Variable:
-    """A hyperparameter as a scalar of ``dtype``: concrete numbers are rounded once, here."""
-    if is_concrete(value):
-        return pt.constant(np.asarray(value, dtype=dtype))
-    return pt.cast(value, dtype)
-
-
-@dataclass(frozen=True)
-class Piece:
-    """A named part of a state variable: ``shape`` elements from ``start`` of its raveled value."""
-
-    name: str
-    start: int
-    shape: tuple[int, ...]
-
-
-@dataclass(frozen=True)
-class StateRecord:
-    """What an optimizer-state variable holds, written once where the variable is made.
-
-    Attributes
-    ----------
-    initial : float or None
-        The value every element starts from (and :func:`reset_state` restores); None if unknown.
-    pieces : tuple of Piece, optional
-        For a flat buffer holding the state of several params, each param's piece by name; None
-        for a variable holding one piece of state whole, under the variable's own name.
-    averages : tuple of shared variables
-        For :func:`apply_ema`'s shadows: the param each piece is the running average of.
-    """
-
-    initial: float | None
-    pieces: tuple[Piece, ...] | None = None
-    averages: tuple[Variable, ...] = ()
-
-
-def new_state(value: Any, name: str, initial: float, shape: Any = None, pieces: Any = None) -> SharedVariable:
-    """A shared variable of optimizer state holding ``value``, with its :class:`StateRecord`."""
-    static = {} if shape is None else {"shape": shape}  # numpy scalars take no shape
-    variable = pytensor.shared(value, name=name, **static)
-    variable.tag.state = StateRecord(initial, None if pieces is None else tuple(pieces))
-    return variable
-
-
-def state_record(variable: Variable) -> StateRecord:
-    """The :class:`StateRecord` of ``variable`` (initial value unknown for one made elsewhere)."""
-    return getattr(variable.tag, "state", None) or StateRecord(None)
-
-
-def pieces_of(variable: Variable) -> tuple[Piece, ...]:
-    """The named pieces of a state variable: a flat buffer's, or the whole variable under its name."""
-    return state_record(variable).pieces or (Piece(variable.name, 0, variable.get_value(borrow=True).shape),)
-
-
-def state_like(param: SharedVariable, name: str, fill: float = 0.0) -> SharedVariable:
-    """New state with ``param``'s dtype, shape and static type, filled with ``fill``."""
-    return new_state(np.full_like(param.get_value(borrow=True), fill), name, fill, param.type.shape)
 
 
 def all_finite(tensors: list[Variable]) -> Variable:

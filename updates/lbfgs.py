@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import itertools
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -19,19 +20,20 @@ import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 from pytensor.graph.replace import vectorize_graph
 
-from updates.core import (
+from updates.checks import (
     COUNT,
     NON_NEGATIVE,
+    ArgumentError,
     Interval,
-    Updates,
-    awaits_loss_and_params,
     check_hyperparameter,
     describe_hyperparameter,
     is_schedule,
-    step_counter,
 )
-from updates.grads import ArgumentError, new_state, prepare_grads
+from updates.container import Updates
 from updates.grads import clear_nan as zero_nan
+from updates.grads import prepare_grads
+from updates.layout import new_state, step_counter
+from updates.public import awaits_loss_and_params
 
 __all__ = ["lbfgs"]
 
@@ -128,8 +130,17 @@ def lbfgs(
     >>> np.round(w.get_value(), 8)
     array([1., 1.])
     """
-    arguments = dict(locals())
-    _check(arguments)
+    settings = _Settings(
+        learning_rate=learning_rate,
+        history_size=history_size,
+        tolerance_grad=tolerance_grad,
+        tolerance_change=tolerance_change,
+        line_search=line_search,
+        ladder=ladder,
+        shrink=shrink,
+        armijo=armijo,
+        clear_nan=clear_nan,
+    )
     if loss_or_grads is None and params is None:
         return None  # checked: the decorator returns lbfgs awaiting them
     params, grads = prepare_grads("lbfgs", loss_or_grads, params)
@@ -140,61 +151,75 @@ def lbfgs(
         raise ArgumentError(f"lbfgs: all params must share one dtype (one vector), got {', '.join(dtypes)}")
     if clear_nan:
         grads = [zero_nan(g) for g in grads]
-    return _build(params, grads, loss_or_grads if line_search else None, arguments)
+    return _build(params, grads, loss_or_grads if line_search else None, settings)
 
 
-def _check(arguments: dict) -> None:
-    for name, interval in _RANGES.items():
-        check_hyperparameter("lbfgs", name, arguments[name], interval)
-    for name in ("history_size", "ladder"):
-        COUNT.check("lbfgs", name, arguments[name])
-    if arguments["line_search"] not in _LINE_SEARCHES:
-        raise ValueError(
-            f"lbfgs: line_search must be one of {_LINE_SEARCHES}, got {arguments['line_search']!r}"
-        )
-    if not isinstance(arguments["clear_nan"], (bool, np.bool_)):
-        raise TypeError(f"lbfgs: clear_nan must be True or False, got {arguments['clear_nan']!r}")
+@dataclass(frozen=True)
+class _Settings:
+    """The arguments of :func:`lbfgs` other than the loss and params, by name, checked when made."""
+
+    learning_rate: Any
+    history_size: int
+    tolerance_grad: float
+    tolerance_change: float
+    line_search: str | None
+    ladder: int
+    shrink: float
+    armijo: float
+    clear_nan: bool
+
+    def __post_init__(self) -> None:
+        """Check every setting, raising what :func:`lbfgs` raises for a bad value."""
+        for name, interval in _RANGES.items():
+            check_hyperparameter("lbfgs", name, getattr(self, name), interval)
+        for name in ("history_size", "ladder"):
+            COUNT.check("lbfgs", name, getattr(self, name))
+        if self.line_search not in _LINE_SEARCHES:
+            raise ValueError(f"lbfgs: line_search must be one of {_LINE_SEARCHES}, got {self.line_search!r}")
+        if not isinstance(self.clear_nan, (bool, np.bool_)):
+            raise TypeError(f"lbfgs: clear_nan must be True or False, got {self.clear_nan!r}")
 
 
-def _build(params: list, grads: list, loss: Variable | None, arguments: dict) -> Updates:
+def _build(params: list, grads: list, loss: Variable | None, settings: _Settings) -> Updates:
     dtype = params[0].dtype
     size = sum(int(np.prod(p.get_value(borrow=True).shape)) for p in params)
-    state = _State(dtype, arguments["history_size"], size)
+    state = _State(dtype, settings.history_size, size)
     g = pt.concatenate([pt.flatten(x) for x in grads])
     cast = functools.partial(pt.cast, dtype=dtype)
     first = pt.eq(state.counter, 0)
     history, gamma = state.remember(g, first)
-    direction = pt.switch(first, -g, _two_loops(g, *history, gamma, arguments["history_size"]))
-    given = arguments["learning_rate"]
+    direction = pt.switch(first, -g, _two_loops(g, *history, gamma, settings.history_size))
+    given = settings.learning_rate
     rate = cast(given(state.counter) if is_schedule(given) else given)
-    t, move = _step(g, direction, first, rate, loss, params, arguments, cast)
+    t, move = _step(g, direction, first, rate, loss, params, settings, cast)
     new = {
         p: pt.switch(move, p + t * x.reshape(p.shape), p) for p, x in zip(params, _split(direction, params))
     }
     new.update(state.advance(history, gamma, direction, t, g))
-    stop = pt.max(pt.abs(g)) <= cast(arguments["tolerance_grad"])
-    updates = Updates(params=params, config=[_config(arguments)], hyperparameters={"learning_rate": rate})
+    stop = pt.max(pt.abs(g)) <= cast(settings.tolerance_grad)
+    updates = Updates(params=params, config=[_config(settings)], hyperparameters={"learning_rate": rate})
     for variable, value in new.items():  # nothing changes while the gradient is below tolerance
         updates[variable] = pt.switch(stop, variable, value)
     return updates
 
 
-def _step(g, direction, first, rate, loss, params, arguments, cast) -> tuple[Variable, Variable]:
+def _step(g, direction, first, rate, loss, params, settings, cast) -> tuple[Variable, Variable]:
     """The step size and whether to take it: torch's rule, or the line search's choice."""
     t = pt.switch(first, pt.minimum(cast(1.0), cast(1.0) / pt.abs(g).sum()) * rate, rate)
     slope = pt.dot(g, direction)
     if loss is None:
-        return t, slope <= -cast(arguments["tolerance_change"])
-    return _armijo(loss, params, direction, t, slope, arguments, cast)
+        return t, slope <= -cast(settings.tolerance_change)
+    return _armijo(loss, params, direction, t, slope, settings, cast)
 
 
-def _config(arguments: dict) -> dict:
+def _config(settings: _Settings) -> dict:
     config = {"rule": "lbfgs"}
     config.update(
-        (name, arguments[name]) for name in ("history_size", "line_search", "ladder", "shrink", "armijo")
+        (name, getattr(settings, name))
+        for name in ("history_size", "line_search", "ladder", "shrink", "armijo")
     )
     for name in ("learning_rate", "tolerance_grad", "tolerance_change"):
-        config[name] = describe_hyperparameter(arguments[name])
+        config[name] = describe_hyperparameter(getattr(settings, name))
     return config
 
 
@@ -250,19 +275,19 @@ def _split(vector: Variable, params: list) -> list[Variable]:
     return [vector[a:b] for a, b in itertools.pairwise(starts)]
 
 
-def _armijo(loss, params, direction, t, slope, arguments, cast) -> tuple[Variable, Variable]:
+def _armijo(loss, params, direction, t, slope, settings, cast) -> tuple[Variable, Variable]:
     """The largest step of the ladder ``t c^k`` that decreases the loss enough, and whether any does.
 
     The loss at every step of the ladder is one vectorized graph (a leading axis of candidates
     on every param), not one copy of the model per candidate: PyTensor's Numba linker compiles
     in time growing faster than the node count.
     """
-    powers = np.asarray([arguments["shrink"] ** k for k in range(arguments["ladder"])], dtype=loss.dtype)
+    powers = np.asarray([settings.shrink**k for k in range(settings.ladder)], dtype=loss.dtype)
     steps = t * cast(powers)
     batched = {
         p: pt.shape_padleft(p) + steps.reshape((-1,) + (1,) * p.ndim) * pt.shape_padleft(x.reshape(p.shape))
         for p, x in zip(params, _split(direction, params))
     }
     losses = vectorize_graph(loss, batched)
-    found = losses <= loss + cast(arguments["armijo"]) * steps * slope
+    found = losses <= loss + cast(settings.armijo) * steps * slope
     return pt.switch(pt.any(found), steps[pt.argmax(found)], cast(0.0)), pt.any(found)

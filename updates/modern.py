@@ -17,9 +17,12 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 
-from updates.core import COUNT, NON_NEGATIVE, POSITIVE, UNIT, Interval, Rule, Updates, apply_rule, update_rule
+from updates.checks import COUNT, NON_NEGATIVE, POSITIVE, UNIT, Interval
+from updates.container import Updates
+from updates.engine import Rule, apply_rule
 from updates.grads import l2_norm
-from updates.rules import ADAM_RANGES, moments
+from updates.public import update_rule
+from updates.rules import ADAM_RANGES, first_moment, moments
 
 __all__ = [
     "adamw",
@@ -114,7 +117,17 @@ def adamw(
     >>> list(updates.adamw((w**2).sum(), [w]).named_state())
     ['w.adamw.m', 'w.adamw.v', 'adamw.t']
     """
-    return apply_rule(ADAMW, **locals())
+    return apply_rule(
+        ADAMW,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        epsilon=epsilon,
+        weight_decay=weight_decay,
+    )
 
 
 # -- NAdam ---------------------------------------------------------------------------------------
@@ -210,7 +223,17 @@ def nadam(
     >>> list(updates.nadam((w**2).sum(), [w]).named_state())
     ['nadam.mu_product', 'w.nadam.m', 'w.nadam.v', 'nadam.t']
     """
-    return apply_rule(NADAM, **locals())
+    return apply_rule(
+        NADAM,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        epsilon=epsilon,
+        momentum_decay=momentum_decay,
+    )
 
 
 # -- RAdam ---------------------------------------------------------------------------------------
@@ -296,14 +319,23 @@ def radam(
     >>> list(updates.radam((w**2).sum(), [w]).named_state())
     ['w.radam.m', 'w.radam.v', 'radam.t']
     """
-    return apply_rule(RADAM, **locals())
+    return apply_rule(
+        RADAM,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        epsilon=epsilon,
+    )
 
 
 # -- AdaBelief -----------------------------------------------------------------------------------
 
 
 def _adabelief(h, param, grad, m, s):
-    m = h.beta1 * m + (1 - h.beta1) * grad
+    m = first_moment(h, grad, m)
     s = h.beta2 * s + (1 - h.beta2) * pt.sqr(grad - m) + h.epsilon
     return param - (h.learning_rate / h.bc1) * m / (pt.sqrt(s) / h.sqrt_bc2 + h.epsilon), m, s
 
@@ -361,7 +393,16 @@ def adabelief(
     >>> list(updates.adabelief((w**2).sum(), [w]).named_state())
     ['w.adabelief.m', 'w.adabelief.s', 'adabelief.t']
     """
-    return apply_rule(ADABELIEF, **locals())
+    return apply_rule(
+        ADABELIEF,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        epsilon=epsilon,
+    )
 
 
 # -- Yogi ----------------------------------------------------------------------------------------
@@ -426,7 +467,16 @@ def yogi(
     >>> list(updates.yogi((w**2).sum(), [w]).named_state())
     ['w.yogi.m', 'w.yogi.v']
     """
-    return apply_rule(YOGI, **locals())
+    return apply_rule(
+        YOGI,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        epsilon=epsilon,
+    )
 
 
 # -- Lion ----------------------------------------------------------------------------------------
@@ -498,7 +548,16 @@ def lion(
     >>> w.get_value()
     array([0.9, 0.9])
     """
-    return apply_rule(LION, **locals())
+    return apply_rule(
+        LION,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        weight_decay=weight_decay,
+    )
 
 
 # -- Rprop ---------------------------------------------------------------------------------------
@@ -592,7 +651,17 @@ def rprop(
     >>> list(updates.rprop((w**2).sum(), [w]).named_state())
     ['w.rprop.prev', 'w.rprop.step_size', 'rprop.t']
     """
-    return apply_rule(RPROP, **locals())
+    return apply_rule(
+        RPROP,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        eta_minus=eta_minus,
+        eta_plus=eta_plus,
+        min_step=min_step,
+        max_step=max_step,
+    )
 
 
 # -- LAMB and LARS (per-tensor trust ratios) ----------------------------------------------------
@@ -677,7 +746,17 @@ def lamb(
     >>> list(updates.lamb((w**2).sum(), [w]).named_state())
     ['w.lamb.m', 'w.lamb.v', 'lamb.t']
     """
-    return apply_rule(LAMB, **locals())
+    return apply_rule(
+        LAMB,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        epsilon=epsilon,
+        weight_decay=weight_decay,
+    )
 
 
 def _lars(h, param, grad, velocity):
@@ -763,7 +842,17 @@ def lars(
     >>> list(updates.lars((w**2).sum(), [w]).named_state())
     ['w.lars.velocity']
     """
-    return apply_rule(LARS, **locals())
+    return apply_rule(
+        LARS,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        trust_coefficient=trust_coefficient,
+        epsilon=epsilon,
+    )
 
 
 # -- Adagrad over a window (PyMC) ---------------------------------------------------------------
@@ -843,7 +932,16 @@ def adagrad_window(
     >>> list(updates.adagrad_window((w**2).sum(), [w], n_win=2).named_state())
     ['w.adagrad_window.window0', 'w.adagrad_window.window1', 'adagrad_window.t']
     """
-    return apply_rule(_adagrad_window_rule(n_win), options=("n_win",), **locals())
+    return apply_rule(
+        _adagrad_window_rule(n_win),
+        loss_or_grads,
+        params,
+        clear_nan,
+        options=("n_win",),
+        learning_rate=learning_rate,
+        epsilon=epsilon,
+        n_win=n_win,
+    )
 
 
 # -- ESGD ----------------------------------------------------------------------------------------
@@ -959,4 +1057,13 @@ def esgd(
     >>> list(updates.esgd((w**4).sum(), [w], seed=0).named_state())
     ['w.esgd.d', 'esgd.t']
     """
-    return apply_rule(_esgd_rule(seed), options=("seed",), **locals())
+    return apply_rule(
+        _esgd_rule(seed),
+        loss_or_grads,
+        params,
+        clear_nan,
+        options=("seed",),
+        learning_rate=learning_rate,
+        epsilon=epsilon,
+        seed=seed,
+    )

@@ -16,17 +16,10 @@ from typing import Any
 
 from pytensor.graph.basic import Variable
 
-from updates.core import (
-    NON_NEGATIVE,
-    UNIT,
-    Elementwise,
-    Rule,
-    Updates,
-    apply_rule,
-    update_rule,
-    wrap_elementwise,
-)
-from updates.grads import as_dtype, checks_keywords
+from updates.checks import NON_NEGATIVE, UNIT
+from updates.container import Updates
+from updates.engine import Elementwise, Rule, apply_rule, as_dtype, wrap_elementwise
+from updates.public import checks_keywords, update_rule
 
 __all__ = ["apply_momentum", "apply_nesterov_momentum", "momentum", "nesterov_momentum"]
 
@@ -204,7 +197,9 @@ def momentum(
     >>> list(updates.momentum((w**2).sum(), [w]).named_state())
     ['w.momentum.velocity']
     """
-    return apply_rule(MOMENTUM, **locals())
+    return apply_rule(
+        MOMENTUM, loss_or_grads, params, clear_nan, learning_rate=learning_rate, momentum=momentum
+    )
 
 
 @update_rule
@@ -257,4 +252,6 @@ def nesterov_momentum(
     >>> list(updates.nesterov_momentum((w**2).sum(), [w]).named_state())
     ['w.nesterov_momentum.velocity']
     """
-    return apply_rule(NESTEROV, **locals())
+    return apply_rule(
+        NESTEROV, loss_or_grads, params, clear_nan, learning_rate=learning_rate, momentum=momentum
+    )

@@ -11,8 +11,10 @@ from typing import Any
 import numpy as np
 import pytensor.tensor as pt
 
-from updates.core import NON_NEGATIVE, UNIT, Rule, Updates, apply_rule, update_rule
-from updates.grads import is_concrete
+from updates.checks import NON_NEGATIVE, UNIT, is_concrete
+from updates.container import Updates
+from updates.engine import Rule, apply_rule
+from updates.public import update_rule
 
 __all__ = ["sgd", "adagrad", "rmsprop", "adadelta", "adam", "adamax", "amsgrad"]
 
@@ -54,7 +56,7 @@ def sgd(loss_or_grads=None, params=None, learning_rate: Any = 1e-3, *, clear_nan
     >>> w.get_value()
     array([ 0.5, -1. ])
     """
-    return apply_rule(SGD, **locals())
+    return apply_rule(SGD, loss_or_grads, params, clear_nan, learning_rate=learning_rate)
 
 
 def _adagrad(h, param, grad, accu):
@@ -109,7 +111,7 @@ def adagrad(
     >>> list(updates.adagrad((w**2).sum(), [w]).named_state())
     ['w.adagrad.accu']
     """
-    return apply_rule(ADAGRAD, **locals())
+    return apply_rule(ADAGRAD, loss_or_grads, params, clear_nan, learning_rate=learning_rate, epsilon=epsilon)
 
 
 def _rmsprop_kernel(centered: bool, with_momentum: bool):
@@ -223,7 +225,18 @@ def rmsprop(
     >>> list(updates.rmsprop((w**2).sum(), [w], momentum=0.9, centered=True).named_state())
     ['w.rmsprop.accu', 'w.rmsprop.grad_avg', 'w.rmsprop.velocity']
     """
-    return apply_rule(_rmsprop_rule(centered, momentum), options=("centered",), **locals())
+    return apply_rule(
+        _rmsprop_rule(centered, momentum),
+        loss_or_grads,
+        params,
+        clear_nan,
+        options=("centered",),
+        learning_rate=learning_rate,
+        rho=rho,
+        epsilon=epsilon,
+        momentum=momentum,
+        centered=centered,
+    )
 
 
 def _adadelta(h, param, grad, accu, delta_accu):
@@ -291,7 +304,9 @@ def adadelta(
     >>> list(updates.adadelta((w**2).sum(), [w]).named_state())
     ['w.adadelta.accu', 'w.adadelta.delta_accu']
     """
-    return apply_rule(ADADELTA, **locals())
+    return apply_rule(
+        ADADELTA, loss_or_grads, params, clear_nan, learning_rate=learning_rate, rho=rho, epsilon=epsilon
+    )
 
 
 def _adam_step_size(h, t, step):
@@ -301,9 +316,14 @@ def _adam_step_size(h, t, step):
 ADAM_RANGES = dict(learning_rate=NON_NEGATIVE, beta1=UNIT, beta2=UNIT, epsilon=NON_NEGATIVE)
 
 
+def first_moment(h, grad, m):
+    """Adam's moving average of the gradient (shared by the Adam family)."""
+    return h.beta1 * m + (1 - h.beta1) * grad
+
+
 def moments(h, grad, m, v):
     """Adam's moving averages of the gradient and of its square (shared by the Adam family)."""
-    return h.beta1 * m + (1 - h.beta1) * grad, h.beta2 * v + (1 - h.beta2) * pt.sqr(grad)
+    return first_moment(h, grad, m), h.beta2 * v + (1 - h.beta2) * pt.sqr(grad)
 
 
 def _adam(h, param, grad, m, v):
@@ -368,11 +388,20 @@ def adam(
     >>> list(updates.adam((w**2).sum(), [w]).named_state())
     ['w.adam.m', 'w.adam.v', 'adam.t']
     """
-    return apply_rule(ADAM, **locals())
+    return apply_rule(
+        ADAM,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        epsilon=epsilon,
+    )
 
 
 def _adamax(h, param, grad, m, u):
-    m = h.beta1 * m + (1 - h.beta1) * grad
+    m = first_moment(h, grad, m)
     u = pt.maximum(h.beta2 * u, abs(grad))
     return param - h.alpha * m / (u + h.epsilon), m, u
 
@@ -436,7 +465,16 @@ def adamax(
     >>> list(updates.adamax((w**2).sum(), [w]).named_state())
     ['w.adamax.m', 'w.adamax.u', 'adamax.t']
     """
-    return apply_rule(ADAMAX, **locals())
+    return apply_rule(
+        ADAMAX,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        epsilon=epsilon,
+    )
 
 
 def _amsgrad(h, param, grad, m, v, v_hat):
@@ -500,4 +538,13 @@ def amsgrad(
     >>> list(updates.amsgrad((w**2).sum(), [w]).named_state())
     ['w.amsgrad.m', 'w.amsgrad.v', 'w.amsgrad.v_hat', 'amsgrad.t']
     """
-    return apply_rule(AMSGRAD, **locals())
+    return apply_rule(
+        AMSGRAD,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        epsilon=epsilon,
+    )

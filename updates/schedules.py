@@ -33,8 +33,10 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
-from updates.core import COUNT, NON_NEGATIVE, POSITIVE, Interval, is_schedule, schedule_state
-from updates.grads import checks_keywords, describe, is_concrete, new_state, unknown_keyword
+from updates.checks import COUNT, NON_NEGATIVE, POSITIVE, Interval, describe, is_concrete, is_schedule
+from updates.engine import schedule_state
+from updates.layout import new_state
+from updates.public import checks_keywords, unknown_keyword
 
 __all__ = [
     "constant",

@@ -19,35 +19,29 @@ of your own (changed between calls) is yours to save, like the rest of the model
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
-import re
-import secrets
-import threading
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import pytensor
-import pytensor.scalar as ps
-from pytensor.compile.mode import Mode
-from pytensor.graph.basic import Constant, Variable
-from pytensor.tensor.elemwise import Elemwise
+from pytensor.graph.basic import Variable
 
-from updates.core import Updates
-from updates.grads import checks_keywords, describe, label, state_record
-from updates.step import sync_variables
+from updates.atomic import write_atomically
+from updates.checks import describe, label
+from updates.container import Updates, current_values
+from updates.layout import state_record
+from updates.public import checks_keywords
+from updates.sync import sync_variables
 
 __all__ = ["StateEntry", "StateSummary", "inspect_state", "load_state", "reset_state", "save_state"]
 
 FORMAT_VERSION = 1
 _FORMAT, _CONFIG, _STATE, _PARAM = "__format__", "__config__", "state/", "param/"
 # Hyperparameters are scalar graphs: the Python linker evaluates them without compiling C or Numba.
-_EVAL_MODE = Mode(linker="py", optimizer="fast_compile")
 
 
 @dataclass(frozen=True)
@@ -256,57 +250,8 @@ def inspect_state(updates: Updates) -> StateSummary:
     """
     _check_and_sync("inspect_state", updates)
     entries = _entries(updates)
-    steps = {e.name: int(e.value) for e in entries if _is_step_counter(e.variable, updates[e.variable])}
+    steps = {e.name: int(e.value) for e in entries if state_record(e.variable).counts_steps}
     return StateSummary(entries, steps, current_values(updates.hyperparameters))
-
-
-def _is_step_counter(variable: Variable, update: Variable) -> bool:
-    """An integer scalar updated to itself plus one (``core.step_counter``), not any integer state."""
-    node = update.owner
-    if variable.type.ndim != 0 or not variable.dtype.startswith(("int", "uint")) or node is None:
-        return False
-    held_back = isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ps.Switch)
-    if held_back and node.inputs[2] is variable:  # a counter that a wrapper may hold back
-        return _is_step_counter(variable, node.inputs[1])
-    if not (isinstance(node.op, Elemwise) and isinstance(node.op.scalar_op, ps.Add)) or len(node.inputs) != 2:
-        return False
-    other = (
-        node.inputs[1]
-        if node.inputs[0] is variable
-        else node.inputs[0]
-        if node.inputs[1] is variable
-        else None
-    )
-    return isinstance(other, Constant) and np.asarray(other.data).item() == 1
-
-
-def current_values(hyperparameters: dict[str, Variable]) -> dict[str, Any]:
-    """The current value of each symbolic scalar, compiled once (None where inputs are needed)."""
-    values: dict[str, Any] = {}
-    pending = {}
-    for name, variable in hyperparameters.items():
-        if isinstance(variable, Constant):
-            values[name] = np.asarray(variable.data).item()
-        else:
-            pending[name] = variable
-    if pending:
-        try:
-            results = _run(list(pending.values()))
-        except pytensor.graph.utils.MissingInputError:
-            results = []
-            for variable in pending.values():
-                try:
-                    results.extend(_run([variable]))
-                except pytensor.graph.utils.MissingInputError:
-                    results.append(None)
-        values.update(
-            (name, None if r is None else np.asarray(r).item()) for name, r in zip(pending, results)
-        )
-    return {name: values[name] for name in hyperparameters}
-
-
-def _run(outputs: list[Variable]) -> list[Any]:
-    return pytensor.function([], outputs, mode=_EVAL_MODE, on_unused_input="ignore")()
 
 
 # -- save ------------------------------------------------------------------------------------------
@@ -367,127 +312,7 @@ def save_state(path: str | os.PathLike, updates: Updates, params: bool = False) 
         arrays[_STATE + name] = entry.view()
     for name, param in named.items():
         arrays[_PARAM + name] = param.get_value(borrow=True)
-    _write_atomically(os.fspath(path), arrays)
-
-
-def _write_atomically(path: str, arrays: dict[str, np.ndarray]) -> None:
-    directory, base = os.path.split(os.path.abspath(path))
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"save_state: {path} is a directory")
-    _remove_stale_temporaries(directory, base)
-    temporary, fd = _create_temporary(directory, base)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            _write_npz(file, arrays)
-            file.flush()
-            os.fsync(file.fileno())
-        with contextlib.suppress(OSError):
-            os.chmod(temporary, os.stat(path).st_mode & 0o7777)  # keep an existing file's mode
-        os.replace(temporary, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary)
-        raise
-    finally:
-        _release(temporary)
-    _fsync_directory(directory)
-
-
-# The names of the temporary files this process is writing now (in any thread): no save removes them.
-_ACTIVE: set[str] = set()
-_ACTIVE_LOCK = threading.Lock()
-
-
-def _temporary_name(base: str, pid: int, token: str) -> str:
-    """``.<base>.<pid>.<token>.tmp``: the writer's PID and 12 random hex digits."""
-    return f".{base}.{pid}.{token}.tmp"
-
-
-def _temporary_pattern(base: str) -> re.Pattern:
-    """What :func:`_temporary_name` makes of ``base``, for ``fullmatch``; group 1 is the PID.
-
-    The PID and the token hold no dot, so a name matches for one ``base`` only: the temporary
-    files of ``a.npz.1`` or ``a.npz.bak`` are never taken for those of ``a.npz``.
-    """
-    return re.compile(rf"\.{re.escape(base)}\.([0-9]+)\.[0-9a-f]{{12}}\.tmp")
-
-
-def _create_temporary(directory: str, base: str) -> tuple[str, int]:
-    """A new file next to ``path``, created with the process's umask (unlike ``mkstemp``'s 0600).
-
-    Its name holds this process's PID (see :func:`_temporary_name`), so that a later save can tell
-    whether the process that wrote it is still alive. It is marked active before it exists, and
-    stays so until :func:`_release`.
-    """
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        temporary = os.path.join(directory, _temporary_name(base, os.getpid(), secrets.token_hex(6)))
-        with _ACTIVE_LOCK:
-            _ACTIVE.add(os.path.basename(temporary))
-        try:
-            return temporary, os.open(temporary, flags, 0o666)
-        except FileExistsError:  # pragma: no cover - 48 random bits
-            _release(temporary)
-            continue
-        except BaseException:
-            _release(temporary)
-            raise
-
-
-def _release(temporary: str) -> None:
-    """No longer mark ``temporary`` as being written by this process."""
-    with _ACTIVE_LOCK:
-        _ACTIVE.discard(os.path.basename(temporary))
-
-
-def _remove_stale_temporaries(directory: str, base: str) -> None:
-    """Remove the temporary files of saves to ``<directory>/<base>`` whose writer is gone.
-
-    Only regular files named exactly as :func:`_create_temporary` names them for this ``base`` are
-    considered, and only those are removed whose PID is not a live process, or is this process's
-    but the file is not one that a save of this process is writing now: the leftovers of a save
-    killed outright (SIGKILL, power loss), which never got to remove its file. A file that cannot
-    be removed is left as it is; the save goes on.
-    """
-    pattern = _temporary_pattern(base)
-    try:
-        with os.scandir(directory) as found:
-            candidates = [e for e in found if pattern.fullmatch(e.name) and _is_regular_file(e)]
-    except OSError:
-        return
-    for entry in candidates:
-        pid = int(pattern.fullmatch(entry.name).group(1))
-        if _is_stale(entry.name, pid):
-            with contextlib.suppress(OSError):
-                os.unlink(entry.path)
-
-
-def _is_regular_file(entry: os.DirEntry) -> bool:
-    try:
-        return entry.is_file(follow_symlinks=False)
-    except OSError:
-        return False
-
-
-def _is_stale(name: str, pid: int) -> bool:
-    """Whether the writer of the temporary file ``name`` (process ``pid``) is gone: no one will finish it."""
-    if pid == os.getpid():
-        with _ACTIVE_LOCK:
-            return name not in _ACTIVE
-    return _process_is_gone(pid)
-
-
-def _process_is_gone(pid: int) -> bool:
-    """True only if there surely is no process ``pid`` (a PID reused since is taken as alive)."""
-    if os.name != "posix" or pid <= 0:  # Windows: os.kill(pid, 0) would terminate the process
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    except (OSError, OverflowError):  # PermissionError: alive, another user's
-        return False
-    return False
+    write_atomically(os.fspath(path), lambda file: _write_npz(file, arrays), who="save_state")
 
 
 def _write_npz(file, arrays: dict[str, np.ndarray]) -> None:
@@ -496,18 +321,6 @@ def _write_npz(file, arrays: dict[str, np.ndarray]) -> None:
         for key, array in arrays.items():
             with archive.open(key + ".npy", mode="w", force_zip64=True) as member:
                 np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
-
-
-def _fsync_directory(directory: str) -> None:
-    """Make the rename itself durable (POSIX; elsewhere a no-op)."""
-    if not hasattr(os, "O_DIRECTORY"):  # pragma: no cover - Windows
-        return
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 # -- load ------------------------------------------------------------------------------------------

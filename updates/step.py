@@ -26,8 +26,7 @@ part of the global batch.
 from __future__ import annotations
 
 import math
-import weakref
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -39,8 +38,10 @@ from pytensor.graph.op import Op
 from pytensor.graph.replace import clone_replace
 from pytensor.tensor.type import TensorType
 
+from updates.checks import describe
 from updates.fused import FusedStep
-from updates.grads import checks_keywords, describe
+from updates.public import checks_keywords
+from updates.sync import mark_synced, mark_unsynced, sync_variables
 
 try:  # PyTensor >= 2.32
     from pytensor.graph.traversal import ancestors
@@ -49,18 +50,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["Step", "compile_step"]
 
-#: The steps whose device holds values their shared variables have not seen yet.
-_DIRTY: weakref.WeakSet = weakref.WeakSet()
 _BATCH_AXIS = "data"
-
-
-def sync_variables(variables: Iterable[Variable], but: Step | None = None) -> None:
-    """Sync every step (but ``but``) that holds the current value of one of ``variables`` on its
-    device."""
-    wanted = set(map(id, variables))
-    for step in [step for step in _DIRTY if step is not but]:
-        if not step.updated_ids.isdisjoint(wanted):
-            step.sync()
 
 
 class Step:
@@ -190,7 +180,7 @@ class JAXStep(Step):
         arguments = [self._put_input(i, value) for i, value in enumerate(values)]
         results = self.compiled(*arguments, *self.values)
         self.values[: self.n_updated_parts] = results[self.n_outputs :]
-        _DIRTY.add(self)  # the device now holds values the host has not seen
+        mark_unsynced(self)  # the device now holds values the host has not seen
         outputs = [self._to_host(x) for x in results[: self.n_outputs]]
         return outputs[0] if self.single else outputs
 
@@ -205,9 +195,8 @@ class JAXStep(Step):
         A variable given a new value by ``set_value`` since the last call keeps it (the next
         call uploads it); the others get the device's value as a NumPy array.
         """
-        if self not in _DIRTY:
+        if not mark_synced(self):
             return
-        _DIRTY.discard(self)
         for i, variable in enumerate(self.updated):
             if self.containers[i].storage[0] is not self.seen[i]:
                 continue  # set by hand since: the host value wins

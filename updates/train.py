@@ -28,7 +28,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import InitVar, dataclass, field, fields
+from dataclasses import InitVar, dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -36,8 +36,11 @@ import pytensor.tensor as pt
 from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Constant, Variable
 
-from updates.core import COUNT, Interval, Updates, gated
-from updates.grads import all_finite, checks_keywords, describe, l2_norm, prepare_grads
+from updates.checks import COUNT, Interval, describe
+from updates.container import Updates
+from updates.engine import gated
+from updates.grads import all_finite, l2_norm, prepare_grads
+from updates.public import checks_keywords
 from updates.step import compile_step
 from updates.wrappers import SkipBudgetError
 
@@ -362,9 +365,9 @@ def _compile(
         outputs["learning_rate"] = rate
     if tolerance is not None:
         outputs["update_norm"] = l2_norm([built[p] - p for p in params], "float64")
+    inside = built.is_gated if isinstance(built, Updates) else lambda key: False
     guarded = OrderedDict(
-        (var, new if getattr(new.tag, "gated", False) else pt.switch(ok, new, var))
-        for var, new in built.items()
+        (var, new if inside(var) else pt.switch(ok, new, var)) for var, new in built.items()
     )
     start = time.perf_counter()
     train = compile_step(inputs, [*outputs.values(), ok], guarded, mode=mode, mesh=mesh)
@@ -412,24 +415,6 @@ class _Options:
     progress: bool | None
     mode: Any
     mesh: Any
-
-    @classmethod
-    def of(cls, who: str, arguments: Mapping[str, Any]) -> _Options:
-        """The options among ``arguments`` (e.g. a function's ``locals()``), checked.
-
-        Parameters
-        ----------
-        who : str
-            The function named in error messages.
-        arguments : mapping of str to object
-            Holds at least one value per field; other entries are ignored.
-
-        Returns
-        -------
-        _Options
-            The checked options.
-        """
-        return cls(who, **{f.name: arguments[f.name] for f in fields(cls)})
 
     def __post_init__(self, who: str) -> None:
         """Check the options, raising the errors ``who`` raises for bad values."""
@@ -775,7 +760,7 @@ _NOTES = """\
     call; every update is guarded on the finiteness of the loss and the gradients, so a
     non-finite step changes no params, no optimizer state and no step counter. A rule given as
     ``updates.adam(...)`` (awaiting its gradients) is built with the guard inside its node
-    (``updates.core.gated``), which keeps the step in place; updates given ready-built, and
+    (``updates.engine.gated``), which keeps the step in place; updates given ready-built, and
     the step counters, are guarded by ``switch(finite, new, old)``, which reads the old values
     after the step and so costs a copy of what it guards.
 
@@ -891,7 +876,27 @@ def iterate(
     [(4, 1), (8, 2), (12, 3)]
     """
     who = "iterate"
-    options = _Options.of(who, locals())
+    options = _Options(
+        who,
+        batch_size=batch_size,
+        shuffle=shuffle,
+        seed=seed,
+        epoch_size=epoch_size,
+        max_epochs=max_epochs,
+        max_updates=max_updates,
+        validate_every=validate_every,
+        patience=patience,
+        min_improvement=min_improvement,
+        tolerance=tolerance,
+        monitors=monitors,
+        gradient_norm=gradient_norm,
+        restore_best=restore_best,
+        on_nonfinite=on_nonfinite,
+        callback=callback,
+        progress=progress,
+        mode=mode,
+        mesh=mesh,
+    )
     inputs = _check_inputs(who, inputs)
     train_data = _Data(who, "train", train, inputs, batch_size, shuffle, seed)
     valid_data = None if valid is None else _Data(who, "valid", valid, inputs, batch_size, False, None)

@@ -13,7 +13,7 @@ type (dtype and static shape): hyperparameters are cast to the gradient's dtype.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,8 +21,10 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
-from updates.core import NON_NEGATIVE, POSITIVE, Interval, check_hyperparameter
-from updates.grads import as_dtype, checks_keywords, clear_nan, describe, is_concrete, l2_norm, prepare_grads
+from updates.checks import NON_NEGATIVE, POSITIVE, Interval, check_hyperparameter, describe, is_concrete
+from updates.engine import as_dtype
+from updates.grads import clear_nan, l2_norm, prepare_grads
+from updates.public import checks_keywords
 
 __all__ = [
     "add_gradient_noise",
@@ -275,10 +277,23 @@ def _normal(rng: Variable, like: Variable) -> tuple[Variable, Variable]:
         return draw.owner.outputs[0], draw
 
 
+class NoisyGradients(list):
+    """The gradients :func:`add_gradient_noise` returns, with the state that draws their noise.
+
+    A list of the noisy gradients, with ``counter`` (the int64 number of calls so far) and
+    ``generator`` (the random generator), both shared variables with a ``default_update``.
+    """
+
+    def __init__(self, grads: Iterable[Variable], counter: Variable, generator: Variable) -> None:
+        super().__init__(grads)
+        self.counter = counter
+        self.generator = generator
+
+
 @checks_keywords
 def add_gradient_noise(
     grads: Sequence[Any], eta: Any = 0.01, gamma: Any = 0.55, seed: int | None = None
-) -> list[Variable]:
+) -> NoisyGradients:
     r"""Add annealed Gaussian noise to the gradients (Neelakantan et al. 2015).
 
     .. math::
@@ -301,14 +316,15 @@ def add_gradient_noise(
 
     Returns
     -------
-    list of TensorVariable
-        The noisy gradients, each of its input's type.
+    NoisyGradients
+        A list of the noisy gradients, each of its input's type, with the ``counter`` and
+        ``generator`` that draw the noise.
 
     Notes
     -----
     The step count and the random generator are shared variables with a ``default_update``
     (``pytensor.function`` advances them at every call without being told): they are reachable as
-    ``noisy[0].tag.noise_state``, a list ``[counter, generator]``, but are not part of any
+    ``noisy.counter`` and ``noisy.generator``, but are not part of any
     :class:`Updates`, so :func:`save_state` does not save them. Compile each noisy gradient into one
     function only (two functions would advance the same counter twice). They advance on every
     call, also on one that :func:`apply_if_finite` skips. optax's ``add_noise`` computes the same
@@ -324,7 +340,7 @@ def add_gradient_noise(
     >>> import numpy as np, pytensor, updates
     >>> noisy = updates.add_gradient_noise([np.zeros(1000)], eta=1.0, seed=0)
     >>> f = pytensor.function([], noisy[0])
-    >>> float(np.round(f().var(), 1)), int(noisy[0].tag.noise_state[0].get_value())
+    >>> float(np.round(f().var(), 1)), int(noisy.counter.get_value())
     (1.0, 1)
     """
     who = "add_gradient_noise"
@@ -344,6 +360,4 @@ def add_gradient_noise(
         warnings.simplefilter("ignore", DeprecationWarning)
         counter.default_update = counter + 1
         generator.default_update = rng
-    for x in noisy:
-        x.tag.noise_state = [counter, generator]
-    return noisy
+    return NoisyGradients(noisy, counter, generator)

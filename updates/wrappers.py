@@ -15,7 +15,7 @@ and :func:`reset_state` work on it as on a rule's state.
 - :func:`merge_updates`: one dictionary from rules applied to groups of params.
 
 Weight decay, lookahead and averaging (like the momentum wrappers) are elementwise steps: they go
-through :func:`updates.core.wrap_elementwise`, the path of the rules, so their state lives in one
+through :func:`updates.engine.wrap_elementwise`, the path of the rules, so their state lives in one
 flat buffer per dtype (shown per param by ``named_state()``) and they add one multi-tensor node
 per dtype, whatever the number of params. :func:`accumulate_gradients` keeps one shared variable
 per param (``W.accumulate_gradients.sum``) and builds its running sums and switches per param;
@@ -28,43 +28,24 @@ Those two cost the most to compile: about 3x the start of the model alone at 30 
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
+import numpy as np
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 from pytensor.raise_op import CheckAndRaise
 
-from updates.core import (
-    COUNT,
-    NON_NEGATIVE,
-    POSITIVE,
-    Elementwise,
-    Interval,
-    Updates,
-    begin_wrapper,
-    check_mapping,
-    params_to_wrap,
-    step_counter,
-    wrap_elementwise,
-)
-from updates.grads import (
-    all_finite,
-    as_dtype,
-    checks_keywords,
-    describe,
-    l2_norm,
-    label,
-    pieces_of,
-    prepare_grads,
-    state_like,
-    state_record,
-)
-from updates.step import sync_variables
+from updates.checks import COUNT, NON_NEGATIVE, POSITIVE, Interval, check_mapping, describe, label
+from updates.container import Updates
+from updates.engine import Elementwise, as_dtype, begin_wrapper, params_to_wrap, wrap_elementwise
+from updates.grads import all_finite, l2_norm, prepare_grads
+from updates.layout import new_state, pieces_of, state_like, state_record, step_counter
+from updates.public import checks_keywords
+from updates.sync import sync_variables
 
 __all__ = [
     "SkipBudgetError",
@@ -302,14 +283,14 @@ def apply_if_finite(
     ok = all_finite([*checked, *updates.values()])
     if max_norm is not None:
         ok = pt.and_(ok, pt.le(_update_norm(updates, params), max_norm))
-    in_row = None if budget is None else step_counter(f"{who}.skipped_in_row")
+    in_row = None if budget is None else new_state(np.int64(0), f"{who}.skipped_in_row", 0)
     if in_row is not None:
         ok = _within_budget(ok, in_row, budget, max_norm)
     wrapped = begin_wrapper(who, updates, params, {}, {})
     wrapped.config[-1].update(max_norm=max_norm, budget=budget)
     for key, value in updates.items():
         wrapped[key] = pt.switch(ok, value, key)
-    skipped = step_counter(f"{who}.skipped")
+    skipped = new_state(np.int64(0), f"{who}.skipped", 0)
     wrapped[skipped] = skipped + pt.cast(pt.invert(ok), "int64")
     if in_row is not None:
         wrapped[in_row] = pt.switch(ok, 0, in_row + 1)
@@ -523,22 +504,14 @@ def apply_ema(updates: Mapping, params: list[Variable] | None = None, decay: Any
         scalars,
         counted=True,
         options=options,
-        on_state=_mark_averages,
     )
-
-
-def _mark_averages(params: list[Variable], shadows: list[Variable]) -> None:
-    """Record which params each shadow variable averages (one flat buffer: all of them)."""
-    for i, shadow in enumerate(shadows):
-        averaged = tuple(params) if len(shadows) == 1 else (params[i],)
-        shadow.tag.state = dataclasses.replace(state_record(shadow), averages=averaged)
 
 
 def _ema(h, param, new, shadow):
     return new, pt.switch(h.first > 0, new, shadow + h.weight * (new - shadow))
 
 
-_EMA = Elementwise("apply_ema", _ema, ("shadow",))
+_EMA = Elementwise("apply_ema", _ema, ("shadow",), averages=True)
 
 
 @checks_keywords
@@ -743,6 +716,7 @@ def merge_updates(*updates: Mapping) -> Updates:
             for i, g in enumerate(updates)
             for name, v in getattr(g, "hyperparameters", {}).items()
         },
+        gated={k: v for g in updates for k, v in getattr(g, "gated", {}).items()},
     )
     for group, group_params in zip(updates, params):
         merged.update((p, group[p]) for p in group_params)

@@ -12,9 +12,24 @@ rewriting, in the form that costs least for its linker:
 - ``traced``: JAX and PyTorch: the expanded graph (concatenate, kernel, split), traced once.
 
 Without a rewrite (``FAST_COMPILE``, the Python linker, no C compiler) the node's ``perform`` runs
-the kernel compiled on vectors, param by param. Importing this package registers the backends.
+the kernel compiled on vectors, param by param. :func:`register`, called once by ``import
+updates``, adds the node's rewrites and every backend to PyTensor.
 """
 
+from updates import fused
 from updates.backends import c, numba, traced
 
-__all__ = ["c", "numba", "traced"]
+__all__ = ["c", "numba", "register", "traced"]
+
+_registered = False
+
+
+def register() -> None:
+    """Add the multi-tensor node's rewrites and conversions to PyTensor, once per process."""
+    global _registered
+    if _registered:
+        return
+    _registered = True
+    fused.register_rewrites()
+    for backend in (c, numba, traced):
+        backend.register()

@@ -248,8 +248,13 @@ def _fused_step_as_c_chain(fgraph, node):
     return [*new_params, *buffers]
 
 
-# after the in-place pass (50.4), in the modes that run C code only ("cxx_only" is excluded by
-# the Numba, JAX, PyTorch and MLX linkers)
-optdb.register(
-    "updates_fused_step_as_c_chain", in2out(_fused_step_as_c_chain), "fast_run", "cxx_only", position=50.45
-)
+def register() -> None:
+    """Rewrite each multi-tensor node into the C chain after the in-place pass (50.4), in the modes
+    that run C code only ("cxx_only" is excluded by the Numba, JAX, PyTorch and MLX linkers)."""
+    optdb.register(
+        "updates_fused_step_as_c_chain",
+        in2out(_fused_step_as_c_chain),
+        "fast_run",
+        "cxx_only",
+        position=50.45,
+    )

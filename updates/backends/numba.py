@@ -442,6 +442,13 @@ def _numpy_name(dtype: str) -> str:
     return "bool_" if dtype == "bool" else dtype
 
 
-NUMBA = _register_numba()
-if NUMBA:
-    _register_rewrite()
+#: Whether PyTensor's Numba backend takes the conversions here (it has cache keys: PyTensor 3).
+NUMBA = False
+
+
+def register() -> None:
+    """Register the Numba conversions and, where they took, the rewrites that use them."""
+    global NUMBA
+    NUMBA = _register_numba()
+    if NUMBA:
+        _register_rewrite()
