@@ -37,7 +37,7 @@ from pytensor.tensor.elemwise import Elemwise
 from updates.fused import FusedStep, MultiTensorOp, chain_widths, vector_function
 
 #: Bumped when the generated code changes meaning (part of PyTensor's C cache key).
-_VERSION = 3
+_VERSION = 4
 
 
 class CStep(MultiTensorOp, COp):
@@ -140,6 +140,13 @@ static int {name}_writable(PyArrayObject* source, PyArrayObject** target) {{
     return *target == NULL;
 }}
 
+/* Not inlined: inlined into its caller, the kernel loses its restrict pointers and gcc no longer
+   vectorizes the loop (Adam on 16M float32 elements: 4.2x torch's fused step instead of 1x). */
+#ifdef _MSC_VER
+__declspec(noinline)
+#else
+__attribute__((noinline))
+#endif
 static int {name}_kernel({", ".join(arguments)}) {{
     for (npy_intp k = 0; k < n; ++k) {body}
     return 0;
