@@ -31,6 +31,7 @@ FAMILIES = {
     "updates.wrappers": "Update wrappers",
     "updates.constraints": "Norm constraints",
     "updates.transforms": "Gradient transforms",
+    "updates.chain": "Composition",
     "updates.schedules": "Schedules",
     "updates.state": "Optimizer state",
     "updates.layout": "Optimizer state layout",

@@ -7,6 +7,16 @@ Monte Carlo samples, so equal algorithms give equal traces of the ELBO. The scri
 pair, the largest difference between the two traces (relative to the ELBO's size), the
 difference between the fitted means and standard deviations, and the time per iteration.
 
+Then two learning rates that change as the fit goes, both inside the compiled step:
+
+- a schedule of the step as a hyperparameter, through ``pm.fit`` unchanged:
+  ``obj_optimizer=updates.adam(learning_rate=updates.cosine_decay(...))``;
+- ``updates.reduce_on_plateau`` built without a loss, which watches the loss of the rule it is
+  given to. ``pm.fit`` hands its optimizer the gradients of the ELBO, not the ELBO itself, so
+  there the rule has no loss to hand over (and says so); the script builds ADVI's step itself
+  instead, giving the rule the negative ELBO that PyMC's step computes (one Monte Carlo
+  sample), compiled with PyMC's ``compile`` as ``pm.fit`` does.
+
     python examples/pymc_advi.py [--iterations 3000] [--seed 20]
 
 Needs PyMC (``pip install -e ".[pymc]"``), which pins its own PyTensor (2.38.x).
@@ -35,6 +45,17 @@ PAIRS = {
         pm.adagrad_window(learning_rate=0.05, n_win=10),
     ),
 }
+
+
+def cosine_schedule(iterations: int) -> updates.cosine_decay:
+    """The learning rate of the scheduled fit: 0.05 down to 0.005 over the fit."""
+    return updates.cosine_decay(init_value=0.05, decay_steps=iterations, alpha=0.1)
+
+
+def plateau_rate() -> updates.reduce_on_plateau:
+    """The learning rate of the plateau fit: 0.05, halved after 60 iterations without a new best
+    -ELBO (the estimate is noisy: a long patience), never below 0.005; no loss given."""
+    return updates.reduce_on_plateau(init_value=0.05, factor=0.5, patience=60, min_value=0.005)
 
 
 def regression_model(n_points: int = 100, seed: int = 0) -> pm.Model:
@@ -78,6 +99,34 @@ def fit(model: pm.Model, optimizer, iterations: int, seed: int) -> Fit:
         std=approx.std.eval(),
         seconds_per_iteration=(clock[-1] - clock[0]) / max(len(clock) - 1, 1),
     )
+
+
+@dataclass
+class PlateauFit:
+    """ADVI with a reduce_on_plateau learning rate: the loss trace, the rate each iteration used,
+    and the fitted Gaussian."""
+
+    loss: np.ndarray
+    rates: np.ndarray
+    mean: np.ndarray
+    std: np.ndarray
+
+
+def fit_on_plateau(model: pm.Model, iterations: int, seed: int) -> PlateauFit:
+    """ADVI on `model`, the learning rate cut when the negative ELBO stops improving.
+
+    The optimizer is built as for ``pm.fit`` (hyperparameters only, the plateau without a loss)
+    and given the negative ELBO itself, which it hands to the plateau schedule.
+    """
+    with model:
+        advi = pm.ADVI(random_seed=seed)
+    loss = advi.objective(None)  # the negative ELBO of one Monte Carlo sample, as pm.fit's step
+    optimizer = updates.adam(learning_rate=plateau_rate())
+    step_updates = optimizer(loss, advi.approx.params)
+    rate = step_updates.hyperparameters["learning_rate"]
+    step = pm.pytensorf.compile([], [loss, rate], updates=step_updates, random_seed=seed)
+    trace = np.array([step() for _ in range(iterations)])
+    return PlateauFit(trace[:, 0], trace[:, 1], advi.approx.mean.get_value(), advi.approx.std.eval())
 
 
 @dataclass
@@ -131,6 +180,23 @@ def report(results: list[Comparison]) -> str:
     return "\n".join(lines)
 
 
+def changing_rates(iterations: int, seed: int) -> str:
+    """Fit with a cosine schedule through pm.fit, and on a plateau; describe both."""
+    model = regression_model()
+    scheduled = fit(model, updates.adam(learning_rate=cosine_schedule(iterations)), iterations, seed)
+    plateau = fit_on_plateau(model, iterations, seed)
+    cuts = int(np.sum(np.diff(plateau.rates) < 0))
+    return "\n".join(
+        [
+            f"adam, cosine_decay through pm.fit: final -ELBO {scheduled.loss[-1]:.4f} (mean of the last 10 "
+            f"{scheduled.loss[-10:].mean():.4f}), fitted mean {np.round(scheduled.mean, 3)}",
+            f"adam, reduce_on_plateau: final -ELBO {plateau.loss[-1]:.4f} (mean of the last 10 "
+            f"{plateau.loss[-10:].mean():.4f}), fitted mean {np.round(plateau.mean, 3)}, learning rate "
+            f"{plateau.rates[0]:g} -> {plateau.rates[-1]:g} in {cuts} cuts",
+        ]
+    )
+
+
 def main() -> None:
     formatter = argparse.RawDescriptionHelpFormatter
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=formatter)
@@ -145,6 +211,7 @@ def main() -> None:
     print(report(results))
     for r in results:
         print(f"{r.name}: fitted mean {np.round(r.ours.mean, 3)}, std {np.round(r.ours.std, 3)} (updates)")
+    print(changing_rates(iterations, args.seed))
     apart = [r.name for r in results if r.trace_difference > args.tolerance]
     if apart:
         raise SystemExit(f"the ELBO traces differ by more than {args.tolerance:g} for {', '.join(apart)}")

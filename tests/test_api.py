@@ -101,3 +101,23 @@ def test_a_misspelt_keyword_names_the_closest_one(name, keyword):
     message = rf"^{name}: got an unexpected keyword argument '{misspelt}'; did you mean '{keyword}'\?$"
     with pytest.raises(TypeError, match=message):
         getattr(updates, name)(**{misspelt: 1})
+
+
+def test_chain_composes_every_transform_and_the_wrappers_of_one_updates():
+    """The functions a chain takes with keywords only: every rule, every gradient transform
+    (and Lasagne's total_norm_constraint) and the wrappers of one updates dictionary."""
+    awaits = {name: getattr(getattr(updates, name), "awaits", None) for name in updates.__all__}
+    rules = {name for name in updates.__all__ if hasattr(getattr(updates, name), "rule_for")}
+    assert {name for name, first in awaits.items() if first == "loss_or_grads"} == {*rules, "lbfgs"}
+    assert {name for name, first in awaits.items() if first in ("grads", "tensor_vars")} == {
+        *updates.transforms.__all__,
+        "total_norm_constraint",
+    }
+    assert {name for name, first in awaits.items() if first == "updates"} == {
+        "apply_momentum",
+        "apply_nesterov_momentum",
+        "apply_weight_decay",
+        "apply_if_finite",
+        "apply_lookahead",
+        "apply_ema",
+    }

@@ -97,6 +97,49 @@ def test_grad_shape_must_match_param(rule, grad):
         rule([grad], [w])
 
 
+def unshaped_w():
+    """A shared variable whose type knows no shape (the usual kind), of value shape (20, 32)."""
+    return shared("W", value=np.zeros((20, 32)))
+
+
+# The through-grads entry points that are not rules: each checks the gradients against the params.
+TAKE_GRADS = {
+    "accumulate_gradients": lambda grads, params: updates.accumulate_gradients(updates.sgd())(grads, params),
+    "add_weight_decay": lambda grads, params: updates.add_weight_decay(grads, params, weight_decay=0.1),
+}
+
+
+def _gradient_takers():
+    return [(rule.__name__, rule) for rule in GATED] + list(TAKE_GRADS.items())
+
+
+@pytest.mark.parametrize(("who", "take"), _gradient_takers(), ids=[n for n, _ in _gradient_takers()])
+@pytest.mark.parametrize(
+    ("grad", "shown"),
+    [(pt.ones((3, 3)), r"\(3, 3\)"), (pt.specify_shape(pt.matrix(), (None, 3)), r"\(None, 3\)")],
+    ids=["all_known", "one_known"],
+)
+def test_grad_static_shape_must_match_the_param_value(who, take, grad, shown):
+    w = unshaped_w()
+    assert w.type.shape == (None, None)  # the type check alone lets any matrix through
+    with pytest.raises(
+        ValueError,
+        match=rf"^{who}: the gradient loss_or_grads\[1\] has static shape {shown}, which does not "
+        r"match the shape \(20, 32\) of the value of params\[1\] \('W'\)$",
+    ):
+        take([pt.vector("g"), grad], [shared("b"), w])
+
+
+@pytest.mark.parametrize(("who", "take"), _gradient_takers(), ids=[n for n, _ in _gradient_takers()])
+@pytest.mark.parametrize("known", [(None, None), (None, 32), (20, 32)], ids=str)
+def test_grad_shape_unknown_or_matching_is_accepted(who, take, known):
+    w, g = unshaped_w(), pt.matrix("g")
+    result = take([pt.specify_shape(g, known)], [w])
+    new = result[w] if isinstance(result, dict) else result[0]
+    value = pytensor.function([g], new, mode="FAST_COMPILE")(np.full((20, 32), 2.0))
+    assert value.shape == (20, 32)
+
+
 @pytest.mark.parametrize("rule", GATED)
 def test_grad_must_be_floating_point(rule, w):
     with raises(

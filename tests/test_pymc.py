@@ -24,7 +24,9 @@ if "UPDATES_REQUIRE_PYMC" in os.environ:
 else:
     pm = pytest.importorskip("pymc")
 
+import pytensor.tensor as pt
 from test_docs import mapping_rows, names_in, stated_defaults
+from test_schedules import plateau_reference
 
 import updates
 
@@ -76,6 +78,65 @@ def test_the_pymc_optimizer_is_deterministic_given_the_seed(model):
     other_seed = pymc_advi.fit(model, pm.adam(learning_rate=0.05), 50, SEED + 1)
     np.testing.assert_array_equal(first.loss, second.loss)
     assert not np.array_equal(first.loss, other_seed.loss)
+
+
+def test_a_schedule_as_learning_rate_goes_through_pm_fit(model):
+    """pm.fit(obj_optimizer=updates.adam(learning_rate=cosine_decay(...))) traces the ELBO of
+    PyMC's adam given the same cosine written by hand, as an expression of a counter its step
+    increments (0 on the first step); a constant rate gives another trace."""
+    iterations, peak, floor, length = 80, 0.05, 0.1, 50
+    scheduled = updates.adam(learning_rate=updates.cosine_decay(peak, decay_steps=length, alpha=floor))
+    ours = pymc_advi.fit(model, scheduled, iterations, SEED)
+    counter = pytensor.shared(np.int64(0), name="t")
+    fraction = pt.minimum(pt.cast(counter, "float64"), length) / length
+    by_hand = peak * ((1 - floor) * 0.5 * (1 + pt.cos(np.pi * fraction)) + floor)
+
+    def pymc_adam_on_the_cosine(grads, params):
+        built = pm.adam(grads, params, learning_rate=by_hand)
+        built[counter] = counter + 1
+        return built
+
+    theirs = pymc_advi.fit(model, pymc_adam_on_the_cosine, iterations, SEED)
+    assert counter.get_value() == iterations
+    result = pymc_advi.Comparison("adam on a cosine", ours, theirs)
+    assert result.trace_difference <= TOLERANCE, pymc_advi.report([result])
+    constant = pymc_advi.fit(model, updates.adam(learning_rate=peak), iterations, SEED)
+    assert pymc_advi.Comparison("adam", ours, constant).trace_difference > 1e3 * TOLERANCE
+
+
+def test_pm_fit_hands_gradients_so_a_plateau_without_a_loss_is_refused_by_name(model):
+    """pm.fit gives its optimizer the gradients of the ELBO, not the ELBO: the rule has no loss
+    for reduce_on_plateau(init_value=...) and says so while the graph is built."""
+    optimizer = updates.adam(learning_rate=updates.reduce_on_plateau(init_value=0.05))
+    with (
+        model,
+        pytest.raises(
+            ValueError,
+            match=r"^adam: learning_rate is reduce_on_plateau\(init_value=0.05, .* given gradients",
+        ),
+    ):
+        pm.fit(5, method="advi", obj_optimizer=optimizer, progressbar=False)
+
+
+def test_the_examples_plateau_fit_cuts_when_its_algorithm_says(model):
+    """examples/pymc_advi.py's ADVI step with reduce_on_plateau built without a loss: the rate
+    each iteration used is what the plateau algorithm (written from torch's documentation in
+    test_schedules) gives for the -ELBO trace, cut at least once, and the fit found the truth."""
+    fitted = pymc_advi.fit_on_plateau(model, 300, SEED)
+    rate = pymc_advi.plateau_rate()
+    expected = plateau_reference(
+        fitted.loss,
+        rate.init_value,
+        rate.factor,
+        rate.patience,
+        rate.threshold,
+        rate.cooldown,
+        rate.min_value,
+    )
+    np.testing.assert_array_equal(fitted.rates, expected)
+    assert fitted.rates[-1] < fitted.rates[0]
+    assert fitted.loss[-50:].mean() < 0.5 * fitted.loss[:10].mean()
+    np.testing.assert_allclose(fitted.mean, TRUTH, atol=0.2)
 
 
 PYMC_ROWS = list(mapping_rows("PyMC's defaults"))

@@ -5,7 +5,10 @@ decides as torch's ReduceLROnPlateau; live() values change between calls without
 from __future__ import annotations
 
 import contextlib
+import copy
+import inspect
 import math
+import pickle
 
 import numpy as np
 import pytensor
@@ -580,7 +583,18 @@ BAD = [
     (
         lambda: schedules.reduce_on_plateau(0.5, 0.1),
         TypeError,
-        r"reduce_on_plateau: loss must be a scalar tensor, got float",
+        r"reduce_on_plateau: loss must be a scalar tensor or None, got float$",
+    ),
+    (
+        lambda: schedules.reduce_on_plateau(0.1),
+        TypeError,
+        r"reduce_on_plateau: loss must be a scalar tensor or None, got float; to watch the loss of "
+        r"the rule, give the first value by name: init_value=0.1$",
+    ),
+    (
+        lambda: schedules.reduce_on_plateau(factor=0.5),
+        TypeError,
+        r"^reduce_on_plateau: missing a required argument: 'init_value'$",
     ),
     (
         lambda: schedules.reduce_on_plateau(pt.dvector(), 0.1),
@@ -622,6 +636,83 @@ BAD = [
 def test_bad_arguments_are_refused_with_a_message(build, error, message):
     with pytest.raises(error, match=message):
         build()
+
+
+SCHEDULE_CLASSES = [
+    getattr(schedules, name) for name in schedules.__all__ if isinstance(getattr(schedules, name), type)
+]
+
+
+# reduce_on_plateau's loss may be left out, so its init_value has a default (None) in the signature.
+REQUIRED = {"reduce_on_plateau": "init_value"}
+
+
+def misspellings(parameters):
+    """``{typo: the parameter it should suggest}``: each name without its last letter, and the
+    first word of a name in words when no other name contains that word."""
+    typos = {name[:-1]: name for name in parameters}
+    for name in parameters:
+        word = name.split("_")[0]
+        if (
+            len(word) >= 3
+            and word != name
+            and not any(word in other for other in parameters if other != name)
+        ):
+            typos[word] = name
+    return typos
+
+
+@pytest.mark.parametrize("cls", SCHEDULE_CLASSES, ids=lambda cls: cls.__name__)
+def test_a_schedule_class_checks_its_arguments_as_a_function_does(cls):
+    """Named after the schedule (not its __init__), a did-you-mean for every misspelt keyword, and
+    a signature without self and without ``-> None``."""
+    who = cls.__name__
+    signature = inspect.signature(cls)
+    init = list(inspect.signature(cls.__init__).parameters.values())[1:]
+    assert list(signature.parameters.values()) == init
+    assert signature.return_annotation is inspect.Signature.empty and "->" not in str(signature)
+    names = list(signature.parameters)
+    for typo, name in misspellings(names).items():
+        with pytest.raises(
+            TypeError, match=rf"^{who}: got an unexpected keyword argument '{typo}'; "
+        ) as refused:
+            cls(**{typo: 1})
+        assert repr(name) in str(refused.value).split("; did you mean ")[1]
+    positional = [p for p in signature.parameters.values() if p.kind is p.POSITIONAL_OR_KEYWORD]
+    with pytest.raises(TypeError, match=rf"^{who}: too many positional arguments$"):
+        cls(*range(len(positional) + 1))
+    with pytest.raises(TypeError, match=rf"^{who}: multiple values for argument '{names[0]}'$"):
+        cls(1, **{names[0]: 1})
+    required = REQUIRED.get(who, next((p.name for p in positional if p.default is p.empty), None))
+    if required is None:
+        assert isinstance(cls(), cls)
+    else:
+        with pytest.raises(TypeError, match=rf"^{who}: missing a required argument: '{required}'$"):
+            cls()
+
+
+def test_did_you_mean_names_every_keyword_a_word_may_mean():
+    with pytest.raises(TypeError, match=r"^warmup_cosine: .* 'peak'; did you mean 'peak_value'\?$"):
+        updates.warmup_cosine(peak=1.0, warmup_steps=2, decay_steps=6)
+    with pytest.raises(TypeError, match=r"^one_cycle: .* 'max'; did you mean 'max_value'\?$"):
+        updates.one_cycle(max=1.0, total_steps=10)
+    with pytest.raises(
+        TypeError, match=r"^one_cycle: .* 'div'; did you mean 'div_factor' or 'final_div_factor'\?$"
+    ):
+        updates.one_cycle(1.0, 10, div=5.0)
+
+
+def test_a_schedule_instance_keeps_the_signature_of_a_call_of_the_step():
+    """The class's signature is for building; the schedule built is called with the step."""
+    assert list(inspect.signature(updates.cosine_decay(0.1, 10)).parameters) == ["step"]
+    loss = pt.dscalar()
+    assert list(inspect.signature(updates.reduce_on_plateau(loss, 0.1)).parameters) == ["step"]
+
+
+def test_copies_and_pickles_of_a_schedule_are_equal():
+    """Copying and unpickling make the object without arguments: the checks of a call let them."""
+    schedule = updates.join_schedules([updates.linear_warmup(0.1, 5), updates.cosine_decay(0.1, 50)], [5])
+    assert copy.copy(schedule) == schedule == pickle.loads(pickle.dumps(schedule))
 
 
 def test_a_schedule_returning_a_vector_is_refused():
@@ -909,6 +1000,99 @@ def test_a_rule_and_a_wrapper_sharing_a_plateau_schedule():
     )
     used = [step(np.ones(1), x) for x in (1.0, 1.0, 1.0)]
     np.testing.assert_allclose(used, [[0.1, 0.5], [0.1, 0.5], [0.05, 0.25]], rtol=1e-15)
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["called", "partially-applied"])
+def test_a_rule_hands_its_loss_to_a_plateau_built_without_one(partial):
+    """reduce_on_plateau(init_value=...) given to a rule called with a scalar loss watches that
+    loss: the same decisions as a plateau built with it (as pm.fit's partial application needs)."""
+    w = pytensor.shared(np.array([1.0, -1.0]), name="w")
+    target = pt.dvector("target")
+    loss = ((w - target) ** 2).sum()
+    lr = schedules.reduce_on_plateau(init_value=0.4, factor=0.5, patience=2, name="lr")
+    assert lr.needs_loss and lr.loss is None
+    if partial:
+        step_updates = updates.momentum(learning_rate=lr, momentum=0.5)(loss, [w])
+    else:
+        step_updates = updates.momentum(loss, [w], learning_rate=lr, momentum=0.5)
+    assert lr.needs_loss and lr.loss is None  # the schedule given is left as it was
+    assert lr.value in step_updates.state and lr.best in step_updates.state
+    assert step_updates.config[0]["learning_rate"] == repr(lr)
+    step = pytensor.function(
+        [target], [loss, step_updates.hyperparameters["learning_rate"]], updates=step_updates, mode=MODE
+    )
+    losses, used = [], []
+    rng = np.random.default_rng(3)
+    for k in range(60):
+        current_loss, rate = step(rng.normal(size=2) if k % 3 else np.zeros(2))
+        losses.append(float(current_loss))
+        used.append(float(rate))
+    np.testing.assert_array_equal(used, plateau_reference(losses, 0.4, 0.5, 2, 1e-4, 0, 0.0))
+    assert min(used) < 0.4
+    # the shared value is the one the next call uses
+    assert lr.value.get_value() == plateau_reference([*losses, 0.0], 0.4, 0.5, 2, 1e-4, 0, 0.0)[-1]
+
+
+def test_a_rule_hands_its_loss_to_the_plateau_inside_a_join_and_a_scale():
+    w = pytensor.shared(np.array([2.0]), name="w")
+    loss = ((w - 1.0) ** 2).sum() + 1.0  # stalls at 1: the plateau cuts
+    plateau = schedules.reduce_on_plateau(init_value=0.2, factor=0.5, patience=0, name="p")
+    joined = schedules.join_schedules([0.0, schedules.scale(plateau, 2.0)], [2])
+    assert joined.needs_loss and schedules.scale(plateau, 2.0).needs_loss
+    assert not schedules.join_schedules([0.1, 0.2], [2]).needs_loss
+    step_updates = updates.sgd(loss, [w], learning_rate=joined)
+    assert plateau.value in step_updates.state
+    step = pytensor.function(
+        [], [loss, step_updates.hyperparameters["learning_rate"]], updates=step_updates, mode=MODE
+    )
+    seen = [step() for _ in range(8)]
+    losses, used = [float(x) for x, _ in seen], [float(r) for _, r in seen]
+    plateau_used = plateau_reference(losses, 0.2, 0.5, 0, 1e-4, 0, 0.0)
+    np.testing.assert_allclose(used, [0.0, 0.0, *(2.0 * plateau_used[2:])], rtol=1e-15)
+    assert len(set(used[2:])) > 1
+
+
+def test_a_plateau_without_a_loss_is_refused_by_a_rule_given_gradients():
+    w = pytensor.shared(np.zeros(2), name="w")
+    plateau = schedules.reduce_on_plateau(init_value=0.1)
+    with pytest.raises(
+        ValueError,
+        match=r"^adam: learning_rate is reduce_on_plateau\(init_value=0.1, .*\), which watches a loss "
+        r"it was built without, and adam was given gradients, not a scalar loss, .* or give adam the "
+        r"scalar loss$",
+    ):
+        updates.adam([pt.dvector()], [w], learning_rate=plateau)
+    with pytest.raises(ValueError, match=r"^momentum: learning_rate is join_schedules\(.*reduce_on_plateau"):
+        updates.momentum(learning_rate=schedules.join_schedules([0.1, plateau], [3]))([pt.dvector()], [w])
+
+
+@pytest.mark.parametrize("wrapper", [updates.apply_momentum, updates.apply_nesterov_momentum])
+def test_a_plateau_without_a_loss_is_refused_by_a_wrapper(wrapper):
+    w = pytensor.shared(np.zeros(2), name="w")
+    rule = updates.sgd((w**2).sum(), [w], learning_rate=0.1)
+    plateau = schedules.scale(schedules.reduce_on_plateau(init_value=0.5), 1.0)
+    name = wrapper.__name__
+    with pytest.raises(
+        ValueError,
+        match=rf"^{name}: momentum is scale\(schedule=reduce_on_plateau\(.*a wrapper has no loss to hand it; "
+        r"build the schedule with the loss it should watch \(reduce_on_plateau\(loss, init_value=...\)\)$",
+    ):
+        wrapper(rule, momentum=plateau)
+
+
+def test_the_state_of_a_plateau_without_a_loss_cannot_be_built():
+    plateau = schedules.reduce_on_plateau(init_value=0.1)
+    with pytest.raises(ValueError, match=r"^reduce_on_plateau\(init_value=0.1.*\) has no loss to watch"):
+        plateau.state_updates()
+    watching = plateau.with_loss(pt.dscalar())
+    assert not watching.needs_loss and watching.value is plateau.value and repr(watching) == repr(plateau)
+    assert set(watching.state_updates()) == {
+        plateau.value,
+        plateau.best,
+        plateau.num_bad_steps,
+        plateau.cooldown_counter,
+    }
+    assert watching.with_loss(pt.dscalar()) is watching
 
 
 # -- live ------------------------------------------------------------------------------------------

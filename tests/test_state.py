@@ -16,6 +16,7 @@ import re
 import signal
 import subprocess
 import sys
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from pytensor.compile.sharedvalue import SharedVariable
 from registry import RULES, WRAPPERS
 
 import updates
-from updates.state import FORMAT_VERSION
+from updates.state import FORMAT_VERSION, HyperparameterWarning
 
 PATHS = {"fused": contextlib.nullcontext, "per_parameter": updates.per_parameter}
 N, M = 7, 5
@@ -157,7 +158,9 @@ def test_resume_equals_an_uninterrupted_run(case, path, tmp_path):
         assert any(np.any(v != 0) for k, v in saved.items() if k.startswith("state/")), "no state to save"
 
     params, result, step = build(case, path)
-    updates.load_state(checkpoint, result, params=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", HyperparameterWarning)  # the same hyperparameters: no warning
+        updates.load_state(checkpoint, result, params=True)
     assert_bitwise_equal(snapshot(params, result), saved, "loaded")
     run(step, M)
     assert_bitwise_equal(snapshot(params, result), uninterrupted, "resumed")
@@ -173,11 +176,12 @@ def test_saving_changes_nothing(path, tmp_path):
 
 
 RESUME_SCRIPT = """
-import json, sys
+import json, sys, warnings
 sys.path.insert(0, sys.argv[1])
 import numpy as np
 import updates
 from test_state import M, build, run, snapshot
+warnings.simplefilter("error", updates.state.HyperparameterWarning)
 for case, path, checkpoint, out in json.loads(sys.argv[2]):
     params, result, step = build(case, path)
     updates.load_state(checkpoint, result, params=True)
@@ -233,11 +237,47 @@ def test_params_are_loaded_only_when_asked(tmp_path):
     assert_bitwise_equal(snapshot(params, result), saved)
 
 
+def adam_step(learning_rate, checkpoint):
+    """The change of each param in one Adam step at ``learning_rate`` after loading ``checkpoint``
+    (with its params)."""
+    params = make_params(("w", "b"))
+    result = updates.adam(make_loss(params), params, learning_rate=learning_rate)
+    updates.load_state(checkpoint, result, params=True)
+    before = [p.get_value() for p in params]
+    pytensor.function([], [], updates=result, mode="FAST_COMPILE")()
+    return [p.get_value() - b for p, b in zip(params, before)]
+
+
 def test_a_new_learning_rate_may_be_resumed_with(tmp_path):
-    """Only the rules and wrappers must match, not their hyperparameter values."""
-    params = make_params()
-    updates.save_state(tmp_path / "c.npz", updates.adam(make_loss(params), params, learning_rate=0.1))
-    updates.load_state(tmp_path / "c.npz", updates.adam(make_loss(params), params, learning_rate=0.01))
+    """Only the rules and wrappers must match, not their hyperparameter values: the state is
+    loaded, the new rate is the one in effect, and the difference is warned about."""
+    params = make_params(("w", "b"))
+    result = updates.adam(make_loss(params), params)  # learning_rate=0.001, the default
+    run(pytensor.function([], [], updates=result, mode="FAST_COMPILE"), N)
+    updates.save_state(tmp_path / "c.npz", result, params=True)
+    saved = snapshot(params, result)
+
+    params = make_params(("w", "b"))
+    smaller = updates.adam(make_loss(params), params, learning_rate=1e-4)
+    with pytest.warns(HyperparameterWarning) as record:
+        updates.load_state(tmp_path / "c.npz", smaller, params=True)
+    assert len(record) == 1 and record[0].filename == __file__
+    assert str(record[0].message) == (
+        f"load_state: {tmp_path / 'c.npz'} was saved with other hyperparameters: adam learning_rate is "
+        "0.001 in the file, 0.0001 in the updates; the updates keep their own"
+    )
+    assert_bitwise_equal(snapshot(params, smaller), saved, "loaded")
+    assert int(smaller.named_state()["adam.t"]) == N
+    assert updates.inspect_state(smaller).hyperparameters["learning_rate"] == 1e-4
+
+    # Adam's step is proportional to the learning rate: one step from the loaded state moves each
+    # param a tenth of what the saved rate moves it.
+    with pytest.warns(HyperparameterWarning):
+        small = adam_step(1e-4, tmp_path / "c.npz")
+    large = adam_step(1e-3, tmp_path / "c.npz")
+    for a, b in zip(small, large):
+        assert np.all(b != 0)
+        np.testing.assert_allclose(a, b / 10, rtol=1e-9)
 
 
 def test_file_layout(tmp_path):
@@ -406,6 +446,293 @@ def test_validating_a_checkpoint_assigns_nothing(adam_checkpoint, monkeypatch):
     assert int(result.named_state()["adam.t"]) == 3
 
 
+@pytest.mark.parametrize("path", PATHS)
+def test_a_piece_of_the_same_size_and_another_shape_is_refused(path, tmp_path):
+    """A (2, 3) piece fills a (3, 2) one element for element: the shapes are compared, not the sizes."""
+    _, result = trained(path=path, shapes={"b": ((2, 3), "float64")})
+    updates.save_state(tmp_path / "c.npz", result, params=True)
+    params, result = trained(path=path, shapes={"b": ((3, 2), "float64")}, steps=2)
+    before = snapshot(params, result)
+    transposed = r"has shape \(2, 3\) in the file, \(3, 2\) in the updates"
+    with pytest.raises(
+        ValueError,
+        match=rf"does not match the updates: state 'b\.adam\.m' {transposed}; state 'b\.adam\.v' "
+        rf"{transposed}; param 'b' {transposed}; nothing was loaded$",
+    ):
+        updates.load_state(tmp_path / "c.npz", result, params=True)
+    with pytest.raises(
+        ValueError, match=rf"state 'b\.adam\.m' {transposed}; state 'b\.adam\.v' {transposed}; n"
+    ):
+        updates.load_state(tmp_path / "c.npz", result)
+    assert_bitwise_equal(snapshot(params, result), before)
+
+
+# -- hyperparameters: compared on load, restored on request ----------------------------------------
+
+
+def momentum_sgd(learning_rate, momentum, names=("w", "b"), steps=0):
+    """SGD with the momentum wrapper over fresh params, after ``steps`` steps: (params, updates)."""
+    params = make_params(names)
+    result = updates.apply_momentum(
+        updates.sgd(make_loss(params), params, learning_rate=learning_rate), momentum=momentum
+    )
+    if steps:
+        run(pytensor.function([], [], updates=result, mode="FAST_COMPILE"), steps)
+    return params, result
+
+
+@pytest.fixture
+def momentum_checkpoint(tmp_path):
+    """sgd(learning_rate=0.1) + apply_momentum(momentum=0.9) after 3 steps, saved with the params;
+    the path and what was saved."""
+    params, result = momentum_sgd(0.1, 0.9, steps=3)
+    path = tmp_path / "momentum.npz"
+    updates.save_state(path, result, params=True)
+    return str(path), snapshot(params, result)
+
+
+def loaded(checkpoint, result, **options):
+    """``load_state`` with params; the HyperparameterWarning messages it gave."""
+    with warnings.catch_warnings(record=True) as record:
+        warnings.simplefilter("always")
+        updates.load_state(checkpoint, result, params=True, **options)
+    assert all(issubclass(w.category, HyperparameterWarning) for w in record), record
+    assert all(w.filename == __file__ for w in record), "the warning points at the caller"
+    return [str(w.message) for w in record]
+
+
+def test_differing_hyperparameters_are_warned_about_and_kept(momentum_checkpoint):
+    checkpoint, saved = momentum_checkpoint
+    params, result = momentum_sgd(0.05, 0.8)
+    assert loaded(checkpoint, result) == [
+        f"load_state: {checkpoint} was saved with other hyperparameters: sgd learning_rate is 0.1 in the "
+        "file, 0.05 in the updates; apply_momentum momentum is 0.9 in the file, 0.8 in the updates; the "
+        "updates keep their own"
+    ]
+    assert_bitwise_equal(snapshot(params, result), saved)
+    assert result.hyperparameter_values() == {"learning_rate": 0.05, "apply_momentum.momentum": 0.8}
+    assert loaded(checkpoint, result, hyperparameters="ignore") == []
+    assert loaded(checkpoint, momentum_sgd(0.1, 0.9)[1], hyperparameters="warn") == []  # the same: silent
+
+
+def test_differing_hyperparameters_may_be_refused(momentum_checkpoint):
+    checkpoint, saved = momentum_checkpoint
+    params, result = momentum_sgd(0.1, 0.8, steps=1)
+    before = snapshot(params, result)
+    with pytest.raises(
+        ValueError,
+        match=rf"^load_state: {re.escape(checkpoint)} was saved with other hyperparameters: apply_momentum "
+        r"momentum is 0\.9 in the file, 0\.8 in the updates; nothing was loaded \(hyperparameters='error'\)$",
+    ):
+        updates.load_state(checkpoint, result, params=True, hyperparameters="error")
+    assert_bitwise_equal(snapshot(params, result), before)
+    params, result = momentum_sgd(0.1, 0.9)
+    assert loaded(checkpoint, result, hyperparameters="error") == []
+    assert_bitwise_equal(snapshot(params, result), saved)
+
+
+def test_hyperparameters_takes_one_of_four_choices(momentum_checkpoint):
+    checkpoint, _ = momentum_checkpoint
+    params, result = momentum_sgd(0.05, 0.9)
+    before = snapshot(params, result)
+    choices = "'warn', 'error', 'restore', 'ignore'"
+    with pytest.raises(
+        ValueError, match=rf"^load_state: hyperparameters must be one of {choices}, got 'keep'$"
+    ):
+        updates.load_state(checkpoint, result, hyperparameters="keep")
+    with pytest.raises(TypeError, match=rf"^load_state: hyperparameters must be one of {choices}, got bool$"):
+        updates.load_state(checkpoint, result, hyperparameters=True)
+    assert_bitwise_equal(snapshot(params, result), before)
+
+
+def test_live_hyperparameters_are_recorded_in_the_checkpoint(tmp_path):
+    learning_rate, momentum = updates.live(0.1, name="lr"), updates.live(0.9)
+    _, result = momentum_sgd(learning_rate, momentum, steps=1)
+    learning_rate.set_value(0.25)
+    updates.save_state(tmp_path / "c.npz", result)
+    with np.load(tmp_path / "c.npz", allow_pickle=False) as stored:
+        assert [k for k in stored if k.startswith("live/")] == [
+            "live/learning_rate",
+            "live/apply_momentum.momentum",
+        ]
+        assert stored["live/learning_rate"] == 0.25 and stored["live/learning_rate"].dtype == np.float64
+        assert stored["live/apply_momentum.momentum"] == 0.9
+        assert json.loads(str(stored["__config__"])) == result.config  # the configuration as before
+
+
+def test_a_changed_live_value_is_warned_about_and_kept(tmp_path):
+    """Nothing the user set is overwritten unless asked."""
+    learning_rate = updates.live(0.1, name="lr")
+    _, result = momentum_sgd(learning_rate, 0.9, steps=2)
+    updates.save_state(tmp_path / "c.npz", result, params=True)
+    learning_rate.set_value(0.02)
+    assert loaded(tmp_path / "c.npz", result) == [
+        f"load_state: {tmp_path / 'c.npz'} was saved with other hyperparameters: sgd learning_rate is 0.1 "
+        "(shared lr) in the file, 0.02 (shared lr) in the updates; the updates keep their own; "
+        "hyperparameters='restore' sets the live ones to the file's values"
+    ]
+    assert learning_rate.get_value() == 0.02
+    assert loaded(tmp_path / "c.npz", result, hyperparameters="restore") == []
+    assert learning_rate.get_value() == 0.1
+
+
+def test_restore_sets_the_live_hyperparameters_to_the_files(tmp_path):
+    _, result = momentum_sgd(updates.live(0.1, name="lr"), updates.live(0.9), steps=2)
+    updates.save_state(tmp_path / "c.npz", result, params=True)
+    saved = result.named_state()
+    saved = {k: np.array(v) for k, v in saved.items()}
+    learning_rate, momentum = updates.live(0.5, name="learning_rate"), updates.live(0.3)
+    _params, again = momentum_sgd(learning_rate, momentum)
+    assert loaded(tmp_path / "c.npz", again, hyperparameters="restore") == []
+    assert (learning_rate.get_value(), momentum.get_value()) == (0.1, 0.9)
+    assert again.hyperparameter_values() == {"learning_rate": 0.1, "apply_momentum.momentum": 0.9}
+    assert_bitwise_equal(
+        {f"state/{k}": v for k, v in again.named_state().items()}, {f"state/{k}": v for k, v in saved.items()}
+    )
+
+
+def test_restore_takes_a_saved_number_and_warns_about_what_it_cannot_restore(momentum_checkpoint):
+    """A number of the file goes into a live hyperparameter; a number of the graph cannot change."""
+    checkpoint, saved = momentum_checkpoint  # learning_rate=0.1, momentum=0.9
+    learning_rate = updates.live(0.5, name="lr")
+    params, result = momentum_sgd(learning_rate, 0.8)
+    assert loaded(checkpoint, result, hyperparameters="restore") == [
+        f"load_state: {checkpoint} was saved with other hyperparameters, which cannot be restored: "
+        "apply_momentum momentum is 0.9 in the file, 0.8 in the updates; the updates keep their own (a "
+        "number or schedule is fixed in the graph: build the updates with the file's value, or with a "
+        "live() one)"
+    ]
+    assert learning_rate.get_value() == 0.1
+    assert_bitwise_equal(snapshot(params, result), saved)
+    # a live value of the file and a number of the updates: compared, not restorable
+    learning_rate.set_value(0.2)
+    checkpoint_live = checkpoint.replace("momentum.npz", "live.npz")
+    updates.save_state(checkpoint_live, result, params=True)
+    messages = loaded(checkpoint_live, momentum_sgd(0.1, 0.8)[1], hyperparameters="restore")
+    assert len(messages) == 1
+    assert (
+        "cannot be restored: sgd learning_rate is 0.2 (shared lr) in the file, 0.1 in the updates; the upd"
+        in messages[0]
+    )
+
+
+def test_an_equal_value_is_no_difference_live_or_not(tmp_path):
+    _, result = momentum_sgd(updates.live(0.1), 0.9)
+    updates.save_state(tmp_path / "live.npz", result, params=True)
+    updates.save_state(tmp_path / "fixed.npz", momentum_sgd(0.1, 0.9)[1], params=True)
+    for checkpoint in ("live.npz", "fixed.npz"):
+        for built in (momentum_sgd(0.1, updates.live(0.9))[1], momentum_sgd(updates.live(0.1), 0.9)[1]):
+            for choice in ("warn", "error", "restore"):
+                assert loaded(tmp_path / checkpoint, built, hyperparameters=choice) == []
+
+
+def test_schedules_are_compared_by_their_description(tmp_path):
+    fast, slow = updates.linear_warmup(1.0, 4), updates.linear_warmup(0.5, 4)
+    _, result = momentum_sgd(fast, 0.9)
+    updates.save_state(tmp_path / "c.npz", result, params=True)
+    _params, again = momentum_sgd(slow, 0.9)
+    messages = loaded(tmp_path / "c.npz", again, hyperparameters="restore")
+    assert messages == [
+        f"load_state: {tmp_path / 'c.npz'} was saved with other hyperparameters, which cannot be restored: "
+        f"sgd learning_rate is {fast!r} in the file, {slow!r} in the updates; the updates keep their own (a "
+        "number or schedule is fixed in the graph: build the updates with the file's value, or with a "
+        "live() one)"
+    ]
+    assert repr(fast) != repr(slow)
+    assert loaded(tmp_path / "c.npz", momentum_sgd(updates.linear_warmup(1.0, 4), 0.9)[1]) == []
+
+
+def test_merged_groups_restore_each_live_hyperparameter_into_its_own(tmp_path):
+    """Two groups of the same rule and a wrapper: each live value goes back where it was saved."""
+
+    def groups(first, second, momentum):
+        params = make_params(("w", "b"))
+        grads = updates.get_or_compute_grads(make_loss(params), params)
+        merged = updates.merge_updates(
+            updates.adam(grads[:1], params[:1], learning_rate=first),
+            updates.adam(grads[1:], params[1:], learning_rate=second),
+        )
+        return updates.apply_momentum(merged, momentum=momentum)
+
+    first, second, momentum = updates.live(0.1, "lr0"), updates.live(0.2, "lr1"), updates.live(0.9, "mu")
+    updates.save_state(tmp_path / "c.npz", groups(first, second, momentum), params=True)
+    with np.load(tmp_path / "c.npz") as stored:
+        assert sorted(k for k in stored if k.startswith("live/")) == [
+            "live/0.learning_rate",
+            "live/1.learning_rate",
+            "live/apply_momentum.momentum",
+        ]
+    first, second, momentum = updates.live(0.2, "lr0"), updates.live(0.1, "lr1"), updates.live(0.9, "mu")
+    result = groups(first, second, momentum)
+    assert loaded(tmp_path / "c.npz", result) == [
+        f"load_state: {tmp_path / 'c.npz'} was saved with other hyperparameters: adam[0] learning_rate "
+        "is 0.1 (shared lr0) in the file, 0.2 (shared lr0) in the updates; adam[1] learning_rate is 0.2 "
+        "(shared lr1) in the file, 0.1 (shared lr1) in the updates; the updates keep their own; "
+        "hyperparameters='restore' sets the live ones to the file's values"
+    ]
+    assert loaded(tmp_path / "c.npz", result, hyperparameters="restore") == []
+    assert (first.get_value(), second.get_value(), momentum.get_value()) == (0.1, 0.2, 0.9)
+
+
+def write_format_1(path, config, state):
+    """A checkpoint as format 1 is documented (updates.state's docstring), written without save_state."""
+    np.savez(
+        path,
+        __format__=np.int64(1),
+        __config__=np.asarray(json.dumps(config)),
+        **{f"state/{name}": value for name, value in state.items()},
+    )
+
+
+def test_a_checkpoint_without_live_values_loads_as_before(tmp_path):
+    """Format 1 as written before live values were recorded: the state loads whole; a live
+    hyperparameter is left alone (its saved value is unknown), and said so only when a restore
+    is asked for."""
+    config = [{"rule": "sgd", "learning_rate": 0.1}, {"wrapper": "apply_momentum", "momentum": "shared mu"}]
+    state = {"w.apply_momentum.velocity": np.array([1.0, 2.0, 3.0]), "b.apply_momentum.velocity": np.eye(2)}
+    write_format_1(tmp_path / "old.npz", config, state)
+    for path in PATHS:
+        with PATHS[path]():
+            momentum = updates.live(0.7, name="mu")
+            _, result = momentum_sgd(0.1, momentum)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            updates.load_state(tmp_path / "old.npz", result)
+        assert_bitwise_equal(result.named_state(), state, path)
+        assert momentum.get_value() == 0.7
+        updates.reset_state(result)
+        with pytest.warns(HyperparameterWarning) as record:
+            updates.load_state(tmp_path / "old.npz", result, hyperparameters="restore")
+        assert [str(w.message) for w in record] == [
+            f"load_state: {tmp_path / 'old.npz'} was saved with other hyperparameters, which cannot be "
+            "restored: apply_momentum momentum is shared mu in the file, no value recorded, 0.7 (shared mu) "
+            "in the updates; the updates keep their own (a number or schedule is fixed in the graph: build "
+            "the updates with the file's value, or with a live() one)"
+        ]
+        assert_bitwise_equal(result.named_state(), state, path)
+        assert momentum.get_value() == 0.7
+    with pytest.warns(HyperparameterWarning, match=r"sgd learning_rate is 0\.1 in the file, 0\.2 in the upd"):
+        updates.load_state(tmp_path / "old.npz", momentum_sgd(0.2, 0.9)[1])
+
+
+def test_a_live_entry_must_be_a_real_scalar(momentum_checkpoint, tmp_path):
+    checkpoint, _ = momentum_checkpoint
+    contents = dict(np.load(checkpoint))
+    np.savez(tmp_path / "bad.npz", **contents, **{"live/learning_rate": np.zeros(2)})
+    np.savez(tmp_path / "text.npz", **contents, **{"live/learning_rate": np.asarray("0.1")})
+    params, result = momentum_sgd(updates.live(0.5), 0.9, steps=1)
+    before = snapshot(params, result)
+    with pytest.raises(
+        ValueError,
+        match=r"bad\.npz does not match the updates: live 'learning_rate' is not a "
+        r"real scalar \(float64, shape \(2,\)\); nothing was loaded$",
+    ):
+        updates.load_state(tmp_path / "bad.npz", result, hyperparameters="restore")
+    with pytest.raises(ValueError, match=r"live 'learning_rate' is not a real scalar \(<U3, shape \(\)\)"):
+        updates.load_state(tmp_path / "text.npz", result, hyperparameters="ignore")
+    assert_bitwise_equal(snapshot(params, result), before)
+
+
 # -- unreadable files ------------------------------------------------------------------------------
 
 UNREADABLE = r"^load_state: .* is not a readable checkpoint \("
@@ -479,8 +806,13 @@ def test_an_array_longer_than_its_header_is_an_error(adam_checkpoint, tmp_path):
 
 
 def test_a_missing_file_is_a_file_not_found_error(tmp_path):
-    with pytest.raises(FileNotFoundError):
-        updates.load_state(tmp_path / "none.npz", trained()[1])
+    missing = str(tmp_path / "none.npz")
+    with pytest.raises(
+        FileNotFoundError, match=rf"^load_state: there is no file at {re.escape(repr(missing))}$"
+    ):
+        updates.load_state(missing, trained()[1])
+    with pytest.raises(FileNotFoundError, match=r"^load_state: there is no file at '.*none\.npz'$"):
+        updates.load_state(Path(missing), trained()[1])
 
 
 # -- atomic saves ----------------------------------------------------------------------------------
@@ -772,13 +1104,39 @@ def test_inspect_lists_the_flat_buffers_by_param():
         "epsilon": 1e-08,
         "apply_momentum.momentum": 0.8,
     }
+    assert summary.scalars == {"adam.t": 3}
     table = str(summary)
     lines = table.splitlines()
-    assert lines[0].split() == ["name", "param", "shape", "dtype", "variable", "offset"]
+    assert lines[0].split() == ["name", "param", "shape", "dtype", "variable", "offset", "value"]
     assert lines[2].split() == ["b.adam.m", "b", "(2,", "2)", "float64", "adam.m[float64]", "3"]
-    assert lines[7].split() == ["adam.t", "-", "()", "int64", "adam.t", "0"]
+    assert lines[7].split() == ["adam.t", "-", "()", "int64", "adam.t", "0", "3"]
     assert lines[-2] == "steps: adam.t = 3"
     assert lines[-1].startswith("hyperparameters: learning_rate = 0.05, beta1 = 0.9, beta2 = 0.999, ")
+
+
+def test_inspect_shows_every_scalar():
+    """Counters (the steps a guard skipped too), the slots of a 0-d param: in .scalars and the table."""
+    w, s = pytensor.shared(np.ones(2), name="w"), pytensor.shared(np.float64(0.5), name="s")
+    grads = [pt.vector("gw"), pt.dscalar("gs")]
+    safe = updates.apply_if_finite(updates.adam(grads, [w, s], learning_rate=0.1), grads=grads)
+    step = pytensor.function(grads, [], updates=safe, mode="FAST_COMPILE")
+    step(np.array([1.0, 2.0]), 0.5)
+    step(np.array([np.nan, 2.0]), 0.5)  # skipped
+    summary = updates.inspect_state(safe)
+    # after one applied step of gradient 0.5: m = (1 - 0.9) 0.5, v = (1 - 0.999) 0.5**2
+    assert summary.scalars == {
+        "s.adam.m": pytest.approx(0.05, rel=1e-12),
+        "s.adam.v": pytest.approx(0.00025, rel=1e-12),
+        "adam.t": 1,
+        "apply_if_finite.skipped": 1,
+    }
+    assert type(summary.scalars["adam.t"]) is int and type(summary.scalars["s.adam.m"]) is float
+    assert summary.steps == {"adam.t": 1}
+    rows = {line.split()[0]: line.split() for line in str(summary).splitlines()[1:-2]}
+    assert rows["apply_if_finite.skipped"][-2:] == ["0", "1"]  # offset, value
+    assert rows["adam.t"][-2:] == ["0", "1"]
+    assert rows["s.adam.m"][-2:] == ["2", "0.05"] and rows["s.adam.v"][-2:] == ["2", "0.00025"]
+    assert rows["w.adam.m"] == ["w.adam.m", "w", "(2,)", "float64", "adam.m", "0"]  # no value: not 0-d
 
 
 def test_inspect_per_parameter():

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import jax
@@ -15,6 +16,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from jax.sharding import Mesh, PartitionSpec
 from pytensor.compile.mode import Mode
 from registry import RULES, WRAPPERS
 
@@ -247,6 +249,59 @@ def test_two_processes_train_as_one_on_the_global_batch(tmp_path):
             assert_close(got[name], value)
 
 
+def with_devices(count: int, function: str, out: Path) -> dict:
+    """Run ``function(out)`` of this module in a fresh process of ``count`` CPU devices (the flag
+    must be set before JAX starts); return the arrays it saved."""
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(HERE), str(HERE.parent)]),
+        "XLA_FLAGS": f"--xla_force_host_platform_device_count={count}",
+    }
+    start = "import jax; jax.config.update('jax_enable_x64', True); import test_step"
+    code = f"{start}; test_step.{function}({str(out)!r})"
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    return dict(np.load(out))
+
+
+def named_meshes(out: str) -> None:
+    """Run in :func:`with_devices` (4 devices): train on a one-axis mesh named "batch" and on a
+    2 x 2 mesh split along ``batch_axis="batch"``; save what each computed and how it split."""
+    devices = np.array(jax.devices())
+    assert devices.size == 4
+    meshes = {
+        "one_axis": (Mesh(devices, ("batch",)), None),
+        "two_axes": (Mesh(devices.reshape(2, 2), ("replica", "batch")), "batch"),
+    }
+    saved = {}
+    for name, (mesh, batch_axis) in meshes.items():
+        loss, params, inputs, built = problem("adam")
+        step = updates.compile_step(inputs, loss, built, mode="JAX", mesh=mesh, batch_axis=batch_axis)
+        placed = step._put_input(0, data()[0])
+        saved[f"{name}.spec"] = str(placed.sharding.spec)
+        saved[f"{name}.shards"] = [shard.data.shape[0] for shard in placed.addressable_shards]
+        saved[f"{name}.multiple"] = step.batch_multiple
+        saved[f"{name}.losses"] = train(step, data())
+        step.sync()
+        saved.update({f"{name}.{p.name}": p.get_value() for p in params})
+        saved.update({f"{name}.{key}": value for key, value in built.named_state().items()})
+    np.savez(out, **saved)
+
+
+def test_a_mesh_of_any_axis_names_splits_the_batch_along_its_batch_axis(tmp_path):
+    got = with_devices(4, "named_meshes", tmp_path / "meshes.npz")
+    losses, params, state = one_device()
+    for name, parts in (("one_axis", 4), ("two_axes", 2)):
+        assert str(got[f"{name}.spec"]) == str(PartitionSpec("batch"))
+        assert int(got[f"{name}.multiple"]) == parts
+        np.testing.assert_array_equal(
+            got[f"{name}.shards"], [16 // parts] * 4
+        )  # 16 rows, each device its part
+        assert_close(got[f"{name}.losses"], losses)
+        for key, value in {**params, **state}.items():
+            assert_close(got[f"{name}.{key}"], value)
+
+
 def minimized(mesh=None):
     """``minimize`` on the problem, on one device or over ``mesh``: (history, params)."""
     loss, params, inputs, _ = problem("adam")
@@ -278,6 +333,118 @@ def test_an_input_without_a_batch_axis_is_refused_under_a_mesh():
     scale = pt.scalar("scale")
     with pytest.raises(ValueError, match=r"^compile_step: inputs\[2\] \(scale\) is a scalar; with a mesh"):
         updates.compile_step([*inputs, scale], loss * scale, built, mode="JAX", mesh=jax.devices())
+
+
+def one_device_mesh(*names: str) -> Mesh:
+    return Mesh(np.array(jax.devices()[:1]).reshape((1,) * len(names)), names)
+
+
+def test_a_one_axis_mesh_needs_no_name():
+    loss, params, inputs, built = problem("adam")
+    step = updates.compile_step(inputs, loss, built, mode="JAX", mesh=one_device_mesh("batch"))
+    assert step.batch_axis == "batch" and step.batch_multiple == 1
+    losses = train(step, data())
+    step.sync()
+    expected, expected_params, _ = one_device()
+    assert_close(losses, expected)
+    for p in params:
+        assert_close(p.get_value(), expected_params[p.name])
+
+
+def test_the_batch_axis_of_a_mesh_with_several():
+    loss, _params, inputs, built = problem("sgd")
+    named = updates.compile_step(
+        inputs, loss, built, mode="JAX", mesh=one_device_mesh("replica", "batch"), batch_axis="batch"
+    )
+    assert named.batch_axis == "batch"
+    data_axis = updates.compile_step(inputs, loss, built, mode="JAX", mesh=one_device_mesh("model", "data"))
+    assert data_axis.batch_axis == "data"  # as before batch_axis existed
+    listed = updates.compile_step(inputs, loss, built, mode="JAX", mesh=jax.devices()[:1], batch_axis="rows")
+    assert listed.mesh.axis_names == ("rows",) and listed.batch_axis == "rows"
+
+
+@pytest.mark.parametrize(
+    ("batch_axis", "message"),
+    [
+        (None, r"the mesh has several axes \('replica', 'batch'\); say which one the batch is split along "),
+        ("model", r"batch_axis='model' is not an axis of the mesh, whose axes are \('replica', 'batch'\)$"),
+    ],
+    ids=["missing", "unknown"],
+)
+def test_a_missing_or_unknown_batch_axis_is_refused(batch_axis, message):
+    loss, _params, inputs, built = problem("sgd")
+    mesh = one_device_mesh("replica", "batch")
+    with pytest.raises(ValueError, match=f"^compile_step: {message}"):
+        updates.compile_step(inputs, loss, built, mode="JAX", mesh=mesh, batch_axis=batch_axis)
+
+
+def test_a_batch_axis_needs_a_mesh_and_a_name():
+    loss, _params, inputs, built = problem("sgd")
+    with pytest.raises(ValueError, match=r"^compile_step: batch_axis='batch' needs a mesh; give mesh= too$"):
+        updates.compile_step(inputs, loss, built, mode="JAX", batch_axis="batch")
+    with pytest.raises(
+        TypeError, match=r"^compile_step: batch_axis must be the name of a mesh axis, got int"
+    ):
+        updates.compile_step(inputs, loss, built, mode="JAX", mesh=jax.devices()[:1], batch_axis=0)
+
+
+# -- what a build says ----------------------------------------------------------------------------
+
+
+def build_warnings(inputs, loss, built) -> tuple[list, updates.Step]:
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        step = updates.compile_step(inputs, loss, built, mode="JAX")
+    return caught, step
+
+
+def test_a_build_warns_once_of_the_assertions_jax_does_not_check():
+    loss, _params, inputs, built = problem("adam")  # inputs of unknown shape: broadcast checks
+    caught, step = build_warnings(inputs, loss, built)
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    assert caught[0].category is UserWarning and caught[0].filename == __file__
+    n = len(step.skipped_assertions)
+    assert n > 1 and str(caught[0].message).startswith(
+        f"compile_step: mode='JAX' does not check {n} runtime assertions of the graph (JAX tracing "
+        f"removes them): 'Could not broadcast dimensions. Broadcasting is only allowed"
+    )
+    assert str(caught[0].message).endswith(f"({n} times)")
+
+
+def static_problem(budget=None):
+    """The problem with inputs of known shape (no broadcast checks), under apply_if_finite."""
+    params = [pytensor.shared(np.ones((3, 2)), name="W"), pytensor.shared(np.zeros(2), name="b")]
+    x, y = pt.matrix("x", shape=(16, 3)), pt.matrix("y", shape=(16, 2))
+    loss = ((x @ params[0] + params[1] - y) ** 2).mean()
+    return [x, y], loss, updates.apply_if_finite(updates.adam(loss, params), budget=budget)
+
+
+def test_a_build_with_no_assertion_says_nothing_and_names_the_budget_it_drops():
+    caught, step = build_warnings(*static_problem())
+    assert caught == [] and step.skipped_assertions == []
+    caught, step = build_warnings(*static_problem(budget=3))
+    assert [str(w.message) for w in caught] == [
+        "compile_step: mode='JAX' does not check 1 runtime assertion of the graph (JAX tracing removes "
+        f"them): {step.skipped_assertions[0]!r}"
+    ]
+    assert step.skipped_assertions[0].startswith("apply_if_finite: 3 steps in a row had a value")
+
+
+def test_other_warnings_of_the_conversion_are_passed_on(monkeypatch):
+    from pytensor.link.jax import dispatch
+
+    converting = dispatch.jax_funcify
+
+    def warning_too(graph, **kwargs):
+        warnings.warn("another warning", FutureWarning, stacklevel=2)
+        return converting(graph, **kwargs)
+
+    warning_too.register = converting.register
+
+    monkeypatch.setattr(dispatch, "jax_funcify", warning_too)
+    caught, _step = build_warnings(*static_problem())
+    # PyTensor's JAX mode converts the graph once, compile_step once more: each says it
+    assert [(w.category, str(w.message)) for w in caught] == [(FutureWarning, "another warning")] * 2
 
 
 def test_a_mode_that_is_not_installed_is_a_clear_error(monkeypatch):

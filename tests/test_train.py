@@ -5,10 +5,12 @@ default mode (Numba under PyTensor 3) with it. The model is a scalar or a 2-vect
 quadratic loss towards the mean of each batch, so every trajectory has a closed-form NumPy twin.
 """
 
+import importlib
 import inspect
 import math
 import re
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -23,6 +25,7 @@ MODE = "FAST_COMPILE"
 QUIET = {"progress": False, "mode": MODE}
 RAW = {**QUIET, "restore_best": False}  # the params where training ended
 README = Path(__file__).parents[1] / "README.md"
+train_module = importlib.import_module("updates.train")  # the module (updates.train may name it too)
 
 
 def mean_model(dtype="float64", init=0.0):
@@ -171,7 +174,7 @@ def test_epoch_size_cuts_an_endless_stream():
 @pytest.mark.parametrize(
     ("train", "message"),
     [
-        (np.zeros(0), "iterate: train is empty"),
+        (np.zeros(0), "minimize: train is empty"),
         ([], "train is empty"),
         (lambda: iter(()), "train is empty"),
     ],
@@ -743,26 +746,219 @@ def test_default_mode_runs_the_same_trajectory():
         np.testing.assert_allclose(got, expected, rtol=1e-12)
 
 
-def test_progress_bar_and_quiet_mode(capsys):
+def err_lines(capsys):
+    """What the loop wrote to stderr, line by line."""
+    return capsys.readouterr().err.splitlines()
+
+
+@pytest.fixture
+def log_output(monkeypatch):
+    """stderr is not a terminal (as under pytest's capture) and no Jupyter kernel runs."""
+    monkeypatch.delitem(sys.modules, "IPython", raising=False)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+
+
+def test_progress_false_prints_nothing(capsys):
+    w, x, loss, train, valid = pulled_model()
+    updates.minimize(loss, [w], [x], train, updates.sgd(), valid=valid, max_epochs=3, **QUIET)
+    list(updates.iterate(loss, [w], [x], train, updates.sgd(), valid=valid, max_epochs=3, **QUIET))
+    assert capsys.readouterr() == ("", "")
+
+
+def test_progress_on_a_terminal_leaves_the_bar_then_prints_the_summary(capsys, monkeypatch):
     pytest.importorskip("tqdm", reason="the progress extra is not installed")
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)  # capsys's stream, for this test only
     w, x, loss = mean_model()
     updates.minimize(
         loss, [w], [x], DATA, updates.sgd(), batch_size=5, max_epochs=2, progress=True, mode=MODE
     )
     err = capsys.readouterr().err
-    assert "0/4" in err and "step" in err
-    updates.minimize(loss, [w], [x], DATA, updates.sgd(), batch_size=5, max_epochs=2, **QUIET)
-    assert capsys.readouterr() == ("", "")
+    assert "\r" in err  # a live bar
+    bar, summary = err.rsplit("\r", 1)[1].splitlines()  # the bar's last state stays on screen
+    assert bar.startswith("minimize: 100%") and "4/4" in bar and "train_loss=" in bar
+    assert summary.startswith("minimize: 4 steps (2 epochs)")
 
 
-def test_progress_true_without_tqdm_says_which_extra_to_install(monkeypatch):
+@pytest.mark.parametrize("progress", [None, True])
+def test_progress_in_a_log_prints_sparse_plain_lines(progress, capsys, monkeypatch, log_output):
+    """Not a terminal: no carriage returns; the first and the last validation, one at most every
+    _LINE_SECONDS between them, and the summary."""
+    if progress:
+        pytest.importorskip("tqdm", reason="the progress extra is not installed")
+    w, x, loss, _, valid = pulled_model()
+    options = dict(valid=valid, batch_size=2, max_epochs=5, progress=progress, mode=MODE)
+    history = updates.minimize(loss, [w], [x], [np.full(4, -10.0)], updates.sgd(), **options)
+    err = capsys.readouterr().err
+    assert "\r" not in err
+    first, last, summary = err.splitlines()
+    record = history[0]
+    assert first == (
+        f"minimize: epoch 1/5, step 2/10, {train_module._duration(record.seconds)}; "
+        f"train loss {record.train['loss']:.4g}; valid loss {record.valid['loss']:.4g} (best)"
+    )
+    assert last.startswith("minimize: epoch 5/5, step 10/10, ")
+    assert summary.startswith("minimize: 10 steps (5 epochs) in ")
+    monkeypatch.setattr(train_module, "_LINE_SECONDS", 0.0)
+    history = updates.minimize(loss, [w], [x], [np.full(4, -10.0)], updates.sgd(), **options)
+    lines = err_lines(capsys)
+    assert [line.split(",")[0] for line in lines[:-1]] == [f"minimize: epoch {e}/5" for e in range(1, 6)]
+    assert all(f"valid loss {r.valid['loss']:.4g}" in line for r, line in zip(history, lines))
+
+
+def test_plain_lines_show_every_monitor_and_the_skipped_steps(capsys, log_output):
+    w, x, loss = mean_model()
+    data = np.array([1.0, 2.0, np.nan, 4.0])
+    updates.minimize(
+        loss,
+        [w],
+        [x],
+        [data],
+        updates.sgd(learning_rate=0.5),
+        batch_size=1,
+        shuffle=False,
+        max_epochs=1,
+        max_updates=None,
+        monitors={"w": w},
+        gradient_norm=True,
+        on_nonfinite="skip",
+        mode=MODE,
+    )
+    (line, summary) = err_lines(capsys)
+    # w (read before each step) 0, 0.5, 1.25 (x = nan skipped): losses 0.5, 1.125, 3.78125 (mean 1.802),
+    # gradients -1, 1.5, 2.75 (mean norm 1.75)
+    assert line.endswith("; train loss 1.802 w 0.5833 grad_norm 1.75; 1 skipped (best)")
+    assert summary.startswith("minimize: 4 steps (1 epoch, 1 skipped) in ")
+
+
+def test_a_jupyter_kernel_counts_as_interactive(monkeypatch):
+    """A notebook's stderr is no terminal, yet tqdm draws a widget there: a bar, not lines."""
+    kernel = type("Shell", (), {"kernel": object()})()
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: False)
+    monkeypatch.setitem(sys.modules, "IPython", type(sys)("IPython"))
+    assert not train_module._interactive()  # IPython imported, no shell
+    sys.modules["IPython"].get_ipython = lambda: kernel
+    assert train_module._interactive()
+    sys.modules["IPython"].get_ipython = lambda: type("Terminal", (), {})()  # IPython in a terminal
+    assert not train_module._interactive()
+
+
+@pytest.mark.parametrize("function", ["minimize", "iterate"])
+def test_the_run_ends_with_a_one_line_summary(function, capsys, log_output):
+    """pulled_model with SGD at rate 0.1: w_1 = -10 * 0.1 = -1, where the validation loss is 0."""
+    w, x, loss, train, valid = pulled_model()
+    arguments = (loss, [w], [x], train, updates.sgd(learning_rate=0.1))
+    options = dict(valid=valid, batch_size=None, max_epochs=6, mode=MODE)
+    if function == "minimize":
+        history = updates.minimize(*arguments, **options)
+    else:
+        run = updates.iterate(*arguments, **options)
+        records = [next(run) for _ in range(6)]
+        assert err_lines(capsys)[-1].startswith("iterate: epoch 6/6")  # the summary comes at the end
+        with pytest.raises(StopIteration) as done:
+            next(run)
+        history = done.value.value
+        assert len(records) == 6
+    summary = err_lines(capsys)[-1]
+    assert re.fullmatch(
+        rf"{function}: 6 steps \(6 epochs\) in [\d.]+ [µm]?s, [\d.]+ [µm]?s/step; "
+        r"best valid loss 0 at step 1 \(epoch 1\), restored; "
+        r"compile [\d.]+ [µm]?s \+ first calls [\d.]+ [µm]?s; stopped: reached max_epochs=6",
+        summary,
+    ), summary
+    assert history.best.step == 1 and w.get_value() == -1.0
+
+
+def test_no_summary_after_a_nonfinite_error(capsys, log_output):
+    w, x, loss = mean_model()
+    with pytest.raises(updates.NonFiniteLossError):
+        updates.minimize(loss, [w], [x], [np.array([np.nan])], updates.sgd(), mode=MODE)
+    assert err_lines(capsys) == []
+
+
+def test_history_repr_is_one_short_line():
+    w, x, loss, train, valid = pulled_model()
+    history = updates.minimize(
+        loss,
+        [w],
+        [x],
+        train,
+        updates.sgd(learning_rate=0.1),
+        valid=valid,
+        batch_size=None,
+        max_epochs=300,
+        **QUIET,
+    )
+    text = repr(history)
+    assert len(history) == 300 and len(text) < 200 and "\n" not in text
+    last = history.valid["loss"][-1]
+    assert text == (
+        f"History(300 records, 300 steps, 300 epochs, last valid loss {last:.4g}, best valid loss 0 at "
+        "step 1 (epoch 1), restored, stop_reason='reached max_epochs=300')"
+    )
+    assert repr(updates.History()) == "History(0 records, stop_reason='')"
+    train_only = updates.minimize(
+        loss, [w], [x], train, updates.sgd(), batch_size=None, max_epochs=2, **QUIET
+    )
+    assert f"last train loss {train_only.train['loss'][-1]:.4g}, best train loss" in repr(train_only)
+
+
+def test_progress_true_without_tqdm_says_which_extra_to_install(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # import fails as if not installed
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
     w, x, loss = mean_model()
     run = updates.iterate(loss, [w], [x], DATA, updates.sgd(), max_epochs=1, progress=True, mode=MODE)
     with pytest.raises(ImportError, match=r"progress=True needs tqdm.*pytensor-updates\[progress\]"):
         next(run)
     history = updates.minimize(loss, [w], [x], DATA, updates.sgd(), max_epochs=1, progress=None, mode=MODE)
-    assert len(history) == 1  # the default shows a bar only if it can
+    assert len(history) == 1  # the default shows plain lines without tqdm, even on a terminal
+    err = capsys.readouterr().err
+    assert "\r" not in err and err.splitlines()[-1].startswith("minimize: 1 step (1 epoch) in ")
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [(45.1e-6, "45.1 µs"), (0.0032, "3.2 ms"), (1.25, "1.25 s"), (125.4, "0:02:05"), (3725, "1:02:05")],
+)
+def test_durations_read_at_a_glance(seconds, text):
+    assert train_module._duration(seconds) == text
+
+
+class SlowFirstCall:
+    """A compiled function whose first call takes PAUSE seconds more, as a JIT compile does."""
+
+    PAUSE = 0.3
+
+    def __init__(self, function):
+        self.function, self.calls = function, 0
+
+    def __call__(self, *args):
+        self.calls += 1
+        if self.calls == 1:
+            time.sleep(self.PAUSE)
+        return self.function(*args)
+
+    def __getattr__(self, name):
+        return getattr(self.function, name)
+
+
+def test_record_seconds_are_training_time_without_the_compile(monkeypatch):
+    """A slow compile and slow first calls are timed apart, not in the first record's seconds."""
+    compile_step = train_module.compile_step
+
+    def slow_compile(*args, **kwargs):
+        time.sleep(SlowFirstCall.PAUSE)
+        return SlowFirstCall(compile_step(*args, **kwargs))
+
+    monkeypatch.setattr(train_module, "compile_step", slow_compile)
+    w, x, loss, train, valid = pulled_model()
+    history = updates.minimize(
+        loss, [w], [x], train, updates.sgd(), valid=valid, batch_size=None, max_epochs=3, **QUIET
+    )
+    pause = SlowFirstCall.PAUSE
+    assert history.compile_seconds >= 2 * pause  # the training and the validation function
+    assert history.first_call_seconds >= pause and history.first_valid_call_seconds >= pause
+    assert history.seconds[-1] < pause and np.all(np.diff(history.seconds) >= 0)
+    assert np.all(history.seconds > 0) and np.all([r.step_seconds < pause for r in history[1:]])
 
 
 def test_history_arrays():
@@ -774,6 +970,7 @@ def test_history_arrays():
     assert history.step.dtype == np.int64 and history.seconds.shape == (3,)
     assert np.all(np.diff(history.seconds) >= 0) and history.compile_seconds > 0
     assert history.first_call_seconds > 0 and np.isfinite(history[0].step_seconds)
+    assert math.isnan(history.first_valid_call_seconds)  # no validation data
 
 
 @pytest.mark.parametrize("function", [updates.iterate, updates.minimize], ids=lambda f: f.__name__)

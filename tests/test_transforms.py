@@ -3,10 +3,14 @@ exactness under the limit, kept types, clear errors, and the statistics of gradi
 
 from __future__ import annotations
 
+import functools
+import inspect
+
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from pytensor.graph.basic import equal_computations
 
 import updates
 
@@ -268,3 +272,52 @@ def test_gradient_noise_is_reproducible_from_its_seed():
     assert not np.array_equal(first[0], other[0])
     assert not np.array_equal(first[0], first[1])
     assert np.all(first[0] != 1.0)
+
+
+# -- partial application (for updates.chain) -------------------------------------------------------
+
+PARTIAL = {
+    "clip_by_value": dict(min_value=-1.0, max_value=0.5),
+    "clip_by_norm": dict(max_norm=1.0),
+    "clip_by_global_norm": dict(max_norm=1.0),
+    "add_weight_decay": dict(weight_decay=0.3),
+    "zero_nans": dict(),
+    "add_gradient_noise": dict(eta=0.1, seed=3),
+    "total_norm_constraint": dict(max_norm=1.0, epsilon=0.0),
+}
+
+
+def test_every_transform_is_partially_applicable():
+    assert set(PARTIAL) == {*updates.transforms.__all__, "total_norm_constraint"}
+
+
+@pytest.mark.parametrize("name", list(PARTIAL))
+def test_called_without_grads_a_transform_awaits_them(name):
+    """Keywords only: the public function back, its keywords and defaults bound; applied later it
+    builds the same graph as the direct call."""
+    function = getattr(updates, name)
+    later = function(**PARTIAL[name])
+    assert isinstance(later, functools.partial) and later.func is function
+    defaults = {
+        n: p.default for n, p in inspect.signature(function).parameters.items() if p.default is not p.empty
+    }
+    assert later.keywords == {**defaults, **PARTIAL[name]}
+    grads = [pt.vector("a"), pt.matrix("b")]
+    params = [pytensor.shared(np.ones(3), name="a"), pytensor.shared(np.ones((2, 2)), name="b")]
+    extra = dict(params=params) if name == "add_weight_decay" else {}
+    late, direct = later(grads, **extra), function(grads, **extra, **PARTIAL[name])
+    state = [[x.counter, x.generator] for x in (late, direct)] if name == "add_gradient_noise" else [[], []]
+    assert equal_computations(late, direct, in_xs=state[0], in_ys=state[1])
+
+
+def test_a_transform_awaiting_grads_still_needs_its_required_arguments():
+    message = (
+        r"^clip_by_value: max_value missing; called without grads, clip_by_value returns itself "
+        r"awaiting them, with its other arguments bound: give max_value=\.\.\.$"
+    )
+    with pytest.raises(TypeError, match=message):
+        updates.clip_by_value(min_value=-1.0)
+    with pytest.raises(
+        TypeError, match=r"^clip_by_norm: got an unexpected keyword argument 'max_nrom'; did you"
+    ):
+        updates.clip_by_norm(max_nrom=1.0)

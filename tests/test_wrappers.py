@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -19,6 +20,7 @@ import pytensor.tensor as pt
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pytensor.graph.basic import equal_computations
 from registry import RULES, WRAPPERS
 
 import updates
@@ -889,3 +891,45 @@ def test_if_finite_never_keeps_a_non_finite_value_and_replays_the_clean_run(rule
             assert int(value) == sum(p is not None for _, p in stream)
         else:
             assert_bitwise(value, expected[name], name)
+
+
+# -- partial application (for updates.chain) -------------------------------------------------------
+
+PARTIAL = {
+    "apply_momentum": dict(momentum=0.8),
+    "apply_nesterov_momentum": dict(momentum=0.7),
+    "apply_weight_decay": dict(weight_decay=0.1),
+    "apply_if_finite": dict(max_norm=10.0, budget=3),
+    "apply_lookahead": dict(k=3, alpha=0.4),
+    "apply_ema": dict(decay=0.8),
+}
+
+
+@pytest.mark.parametrize("name", list(PARTIAL))
+def test_called_without_updates_a_wrapper_awaits_them(name):
+    """Keywords only: the public function back, its keywords and defaults bound; applied later it
+    builds the same updates (names, graph) as the direct call."""
+    function = getattr(updates, name)
+    later = function(**PARTIAL[name])
+    assert isinstance(later, functools.partial) and later.func is function
+    defaults = {
+        n: p.default for n, p in inspect.signature(function).parameters.items() if p.default is not p.empty
+    }
+    assert later.keywords == {**defaults, **PARTIAL[name]}
+    params = make_params()
+    grads = gradient_inputs(params)
+    late = later(updates.adam(grads, params, learning_rate=0.1))
+    direct = function(updates.adam(grads, params, learning_rate=0.1), **PARTIAL[name])
+    assert [v.name for v in late] == [v.name for v in direct]
+    assert equal_computations(
+        list(late.values()), list(direct.values()), in_xs=list(late), in_ys=list(direct)
+    )
+
+
+def test_the_wrappers_that_take_a_rule_or_several_updates_are_not_partially_applied():
+    """accumulate_gradients wraps a rule (its result is a rule for chain), merge_updates and
+    swap_averages act on finished updates: none of them is a part of a chain."""
+    for name in ("accumulate_gradients", "merge_updates", "swap_averages"):
+        assert not hasattr(getattr(updates, name), "awaits")
+    with pytest.raises(TypeError, match=r"missing 1 required positional argument: 'rule'"):
+        updates.accumulate_gradients(steps=2)

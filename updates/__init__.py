@@ -5,6 +5,7 @@ ordered dictionary ``{shared variable: new value}`` to pass to ``pytensor.functi
 """
 
 from updates import backends
+from updates.chain import chain
 from updates.checks import ArgumentError
 from updates.constraints import norm_constraint, total_norm_constraint
 from updates.container import Updates
@@ -46,7 +47,7 @@ from updates.schedules import (
     step_decay,
     warmup_cosine,
 )
-from updates.state import inspect_state, load_state, reset_state, save_state
+from updates.state import HyperparameterWarning, inspect_state, load_state, reset_state, save_state
 from updates.step import Step, compile_step
 from updates.train import History, NonFiniteLossError, Record, iterate, minimize
 from updates.transforms import (
@@ -115,9 +116,11 @@ __all__ = [
     "swap_averages",
     "accumulate_gradients",
     "merge_updates",
+    "chain",
     "inspect_state",
     "save_state",
     "load_state",
+    "HyperparameterWarning",
     "reset_state",
     "constant",
     "piecewise_constant",

@@ -4,6 +4,9 @@ Both scale by :math:`\min(n, c) / (n + \epsilon)` for a norm :math:`n` and limit
 tensor under the limit is also shrunk slightly, by :math:`n / (n + \epsilon)`: this is Lasagne's
 behaviour, kept for compatibility (torch's ``clip_grad_norm_`` and optax's ``clip_by_global_norm``
 leave such tensors exactly unchanged).
+
+:func:`total_norm_constraint` is also a gradient transform for :func:`chain`: called without the
+tensors (keywords only), it returns itself awaiting them; its ``mask`` leaves some out.
 """
 
 from __future__ import annotations
@@ -14,10 +17,10 @@ from typing import Any
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
-from updates.checks import NON_NEGATIVE, POSITIVE, check_hyperparameter, describe
+from updates.checks import NON_NEGATIVE, POSITIVE, check_hyperparameter, check_params, describe
 from updates.engine import as_dtype
 from updates.grads import l2_norm
-from updates.public import checks_keywords
+from updates.public import awaits_input, checks_keywords, select
 
 __all__ = ["norm_constraint", "total_norm_constraint"]
 
@@ -100,9 +103,15 @@ def norm_constraint(
     return tensor_var * _scale(norms, max_norm, epsilon)
 
 
-@checks_keywords
+@awaits_input
 def total_norm_constraint(
-    tensor_vars: Sequence[Any], max_norm: Any, epsilon: Any = 1e-7, return_norm: bool = False
+    tensor_vars: Sequence[Any],
+    max_norm: Any,
+    epsilon: Any = 1e-7,
+    return_norm: bool = False,
+    *,
+    mask: Any = None,
+    params: Any = None,
 ) -> list[Variable] | tuple[list[Variable], Variable]:
     r"""Rescale a list of tensors so that their joint (global) norm is at most ``max_norm``.
 
@@ -115,13 +124,19 @@ def total_norm_constraint(
     ----------
     tensor_vars : list of TensorVariable
         Typically the gradients, from :func:`get_or_compute_grads`; the result can be passed to
-        any rule in place of the loss.
+        any rule in place of the loss. Leave out (give keywords only) to get the constraint back
+        awaiting them, for :func:`chain`.
     max_norm : float or scalar tensor
         :math:`c`, the largest joint norm allowed, > 0.
     epsilon : float
         :math:`\epsilon`, default 1e-7.
     return_norm : bool
         Also return the joint norm :math:`n` (before scaling). Default False.
+    $mask
+        With a mask, :math:`n` is the joint norm of the selected tensors only.
+    params : list of shared variables, optional
+        The params the tensors belong to, in order: needed only by a ``mask`` that selects by
+        param (a callable or a name pattern); :func:`chain` gives them.
 
     Returns
     -------
@@ -144,7 +159,12 @@ def total_norm_constraint(
     if not tensor_vars:
         raise ValueError(f"{who}: tensor_vars is empty; give at least one tensor")
     tensors = [_as_float_tensor(who, f"tensor_vars[{i}]", x) for i, x in enumerate(tensor_vars)]
-    norm = l2_norm(tensors)
+    if params is not None and len(check_params(who, params)) != len(tensors):
+        raise ValueError(
+            f"{who}: got {len(tensors)} tensors for {len(params)} params; give one param per tensor"
+        )
+    chosen = select(who, mask, len(tensors), params)
+    norm = l2_norm([x for x, keep in zip(tensors, chosen) if keep])
     scale = _scale(norm, max_norm, epsilon)
-    scaled = [x * pt.cast(scale, x.dtype) for x in tensors]
+    scaled = [x * pt.cast(scale, x.dtype) if keep else x for x, keep in zip(tensors, chosen)]
     return (scaled, norm) if return_norm else scaled

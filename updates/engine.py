@@ -79,6 +79,28 @@ def schedule_state(values: Iterable[Any]) -> dict[Variable, Variable]:
     return state
 
 
+def give_loss(who: str, name: str, value: Any, loss: Variable | None, wrapper: bool = False) -> Any:
+    """``value``, or, for a schedule watching a loss it was built without (``needs_loss``), that
+    schedule watching ``loss``: the loss of the rule ``who``.
+
+    A rule given gradients (``loss`` None) and a wrapper (``wrapper``) have no loss to hand over:
+    a ``ValueError`` names ``who``, the hyperparameter and the schedule.
+    """
+    if not (is_schedule(value) and getattr(value, "needs_loss", False)):
+        return value
+    if loss is not None:
+        return value.with_loss(loss)
+    if wrapper:
+        why = "and a wrapper has no loss to hand it"
+    else:
+        why = f"and {who} was given gradients, not a scalar loss, so it has none to hand it"
+    raise ValueError(
+        f"{who}: {name} is {value!r}, which watches a loss it was built without, {why}; build the "
+        f"schedule with the loss it should watch (reduce_on_plateau(loss, init_value=...))"
+        + ("" if wrapper else f", or give {who} the scalar loss")
+    )
+
+
 @dataclass(frozen=True)
 class Rule:
     """The equations of an update rule, independent of how they are applied to parameters.
@@ -214,7 +236,8 @@ def apply_rule(
     are the structural choices that selected ``rule`` (e.g. ``centered``), recorded in the config
     but not scalars of the step. Without ``loss_or_grads`` and ``params``, only the checks run
     and ``rule`` is returned: the public function then returns itself awaiting them (see
-    ``update_rule``).
+    ``update_rule``). Given a scalar loss, the rule hands it to the schedules that watch a loss
+    they were built without (``reduce_on_plateau(init_value=...)``, see ``give_loss``).
     """
     chosen = {name: hyper.pop(name) for name in options}
     for name, value in hyper.items():
@@ -224,6 +247,8 @@ def apply_rule(
     if loss_or_grads is None and params is None:
         return rule
     params, grads = prepare_grads(rule.name, loss_or_grads, params)
+    loss = None if isinstance(loss_or_grads, (list, tuple)) else pt.as_tensor_variable(loss_or_grads)
+    hyper = {name: give_loss(rule.name, name, value, loss) for name, value in hyper.items()}
     step = Elementwise(rule.name, rule.kernel, rule.slots, bool(clear_nan))
     scheduled = any(is_schedule(value) for value in hyper.values())
     counter = step_counter(f"{rule.name}.t") if rule.per_step or scheduled else None
@@ -384,11 +409,13 @@ def wrap_elementwise(
     with ``x`` the new value ``updates`` gives them and ``h = scalars(dtype, values, counter)``.
     The result has the entries of ``updates`` (params replaced), the wrapper's state, the
     schedules' state and the counter last. ``options`` are structural choices for the config.
+    A schedule watching a loss it was built without is refused: a wrapper has no loss.
     """
     check_mapping(who, updates)
     for name, interval in ranges.items():
         check_hyperparameter(who, name, hyper[name], interval)
     params = params_to_wrap(who, updates, params)
+    hyper = {name: give_loss(who, name, value, None, wrapper=True) for name, value in hyper.items()}
     scheduled = any(is_schedule(value) for value in hyper.values())
     counter = step_counter(f"{who}.t") if counted or scheduled else None
     schedules = schedule_state(hyper.values())

@@ -64,12 +64,25 @@ def _check_grad(who: str, i: int, grad: Any, param: SharedVariable) -> Variable:
             f"{who}: the gradient loss_or_grads[{i}] has type {grad.type}, which cannot match "
             f"{name} of type {param.type}"
         )
+    _check_value_shape(who, i, grad, param)
     if not grad.dtype.startswith("float"):
         raise TypeError(
             f"{who}: the gradient loss_or_grads[{i}] has dtype {grad.dtype}, expected a "
             f"floating-point dtype like {name} ({param.dtype})"
         )
     return pt.cast(grad, param.dtype)
+
+
+def _check_value_shape(who: str, i: int, grad: Variable, param: SharedVariable) -> None:
+    """Raise if a dimension of ``grad`` known statically differs from the shape of ``param``'s
+    current value: a shared variable's type rarely knows its shape, its value always does.
+    Dimensions the gradient does not know are left to the run."""
+    shape = np.shape(param.get_value(borrow=True))
+    if any(g is not None and g != p for g, p in zip(grad.type.shape, shape)):
+        raise ValueError(
+            f"{who}: the gradient loss_or_grads[{i}] has static shape {grad.type.shape}, which does "
+            f"not match the shape {shape} of the value of {which(param, i)}"
+        )
 
 
 def clear_nan(grad: Variable) -> Variable:
@@ -131,7 +144,9 @@ def get_or_compute_grads(loss_or_grads: Any, params: Sequence[SharedVariable]) -
         (both a ``TypeError`` and a ``ValueError``).
     TypeError, ValueError
         When the loss is not a scalar or does not depend on a param, or the gradients do not
-        match the params in number, shape or dtype.
+        match the params in number, shape or dtype. A gradient's shape is checked where it is
+        known statically, against the shape of its param's current value (a shared variable's
+        type rarely knows it); a dimension the gradient does not know is left to the run.
 
     Notes
     -----

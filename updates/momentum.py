@@ -19,7 +19,8 @@ from pytensor.graph.basic import Variable
 from updates.checks import NON_NEGATIVE, UNIT
 from updates.container import Updates
 from updates.engine import Elementwise, Rule, apply_rule, as_dtype, wrap_elementwise
-from updates.public import checks_keywords, update_rule
+from updates.public import awaits_input, update_rule
+from updates.wrappers import masked_params
 
 __all__ = ["apply_momentum", "apply_nesterov_momentum", "momentum", "nesterov_momentum"]
 
@@ -47,8 +48,10 @@ def _momentum(dtype: str, values: dict, counter: Variable | None) -> SimpleNames
     return SimpleNamespace(momentum=as_dtype(values["momentum"], dtype))
 
 
-@checks_keywords
-def apply_momentum(updates: Mapping, params: list[Variable] | None = None, momentum: Any = 0.9) -> Updates:
+@awaits_input
+def apply_momentum(
+    updates: Mapping, params: list[Variable] | None = None, momentum: Any = 0.9, *, mask: Any = None
+) -> Updates:
     r"""Add heavy-ball momentum to the parameters of an updates dictionary.
 
     .. math::
@@ -63,6 +66,7 @@ def apply_momentum(updates: Mapping, params: list[Variable] | None = None, momen
     ----------
     updates : mapping
         ``{shared variable: new value}``, for example the result of :func:`sgd`. Not modified.
+        Leave out (give keywords only) to get the wrapper back awaiting it, for :func:`chain`.
     params : list of shared variables, optional
         The variables to add momentum to. By default the parameters of an :class:`Updates`
         (its ``.params``), so optimizer state such as Adam's moments is left alone (Lasagne
@@ -70,6 +74,7 @@ def apply_momentum(updates: Mapping, params: list[Variable] | None = None, momen
         key, as Lasagne did (integer step counters are skipped).
     momentum : float or scalar tensor
         :math:`\mu`, in [0, 1), default 0.9.
+    $mask
 
     Returns
     -------
@@ -87,13 +92,14 @@ def apply_momentum(updates: Mapping, params: list[Variable] | None = None, momen
     >>> list(updates.apply_momentum(updates.adam((w**2).sum(), [w])).named_state())
     ['w.adam.m', 'w.adam.v', 'adam.t', 'w.apply_momentum.velocity']
     """
+    params = masked_params("apply_momentum", updates, params, mask)
     hyper = dict(momentum=momentum)
     return wrap_elementwise("apply_momentum", HEAVY_BALL, updates, params, hyper, MOMENTUM_RANGES, _momentum)
 
 
-@checks_keywords
+@awaits_input
 def apply_nesterov_momentum(
-    updates: Mapping, params: list[Variable] | None = None, momentum: Any = 0.9
+    updates: Mapping, params: list[Variable] | None = None, momentum: Any = 0.9, *, mask: Any = None
 ) -> Updates:
     r"""Add Nesterov momentum to the parameters of an updates dictionary.
 
@@ -110,10 +116,12 @@ def apply_nesterov_momentum(
     ----------
     updates : mapping
         ``{shared variable: new value}``, for example the result of :func:`sgd`. Not modified.
+        Leave out (give keywords only) to get the wrapper back awaiting it, for :func:`chain`.
     params : list of shared variables, optional
         As in :func:`apply_momentum`.
     momentum : float or scalar tensor
         :math:`\mu`, in [0, 1), default 0.9.
+    $mask
 
     Returns
     -------
@@ -128,6 +136,7 @@ def apply_nesterov_momentum(
     >>> list(updates.apply_nesterov_momentum(updates.sgd((w**2).sum(), [w])).named_state())
     ['w.apply_nesterov_momentum.velocity']
     """
+    params = masked_params("apply_nesterov_momentum", updates, params, mask)
     hyper = dict(momentum=momentum)
     return wrap_elementwise(
         "apply_nesterov_momentum", NESTEROV_STEP, updates, params, hyper, MOMENTUM_RANGES, _momentum

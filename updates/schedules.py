@@ -14,13 +14,23 @@ built with ``pytensor.tensor`` ops, so that it runs under every linker. Their no
 the step (0 on the first call), :math:`\eta_0` the initial value.
 
 A schedule that keeps state of its own (:class:`reduce_on_plateau`) defines ``state_updates() ->
-{shared variable: new value}``; the rule adds those to its updates as optimizer state.
+{shared variable: new value}``; the rule adds those to its updates as optimizer state. A schedule
+that watches a loss it may be built without says so with ``needs_loss`` (true while it has none)
+and defines ``with_loss(loss)``, the schedule watching ``loss`` (sharing its state): a rule called
+with a scalar loss hands it its own (see ``updates.engine.apply_rule``).
+
+Building a schedule checks its arguments as a public function does: a misspelt keyword names the
+closest valid ones, a missing one is named after the schedule, and ``inspect.signature`` of a
+schedule class shows its arguments.
 
 For a hyperparameter changed by hand between calls, without recompiling, see :func:`live`.
 """
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+import functools
 import inspect
 import math
 import numbers
@@ -128,23 +138,64 @@ def _cosine(fraction: Variable) -> Variable:
     return np.float64(0.5) * (np.float64(1.0) + pt.cos(_PI * fraction))
 
 
-class Schedule:
+def _word_match(name: str, keywords: list[str]) -> str:
+    """``"; did you mean 'peak_value'?"`` when ``name`` begins, or is one word of, valid keywords."""
+    if len(name) < 3:
+        return ""
+    close = [k for k in keywords if k.startswith(name) or name in k.split("_")]
+    return f"; did you mean {' or '.join(map(repr, close))}?" if close else ""
+
+
+def _keyword_error(who: str, signature: inspect.Signature, kwargs: dict) -> TypeError | None:
+    """The error for a keyword ``signature`` does not take, naming the closest valid ones."""
+    error = unknown_keyword(who, signature, kwargs)
+    if error is None or "did you mean" in str(error):
+        return error
+    name = next(k for k in kwargs if k not in signature.parameters)
+    return TypeError(f"{error}{_word_match(name, list(signature.parameters))}")
+
+
+@functools.cache
+def _signature(cls: type) -> inspect.Signature:
+    """A schedule class's signature as a function's: its ``__init__``'s, without ``self`` and
+    without the ``-> None`` (calling the class returns the schedule)."""
+    signature = inspect.signature(cls.__init__)
+    return signature.replace(
+        parameters=list(signature.parameters.values())[1:], return_annotation=inspect.Signature.empty
+    )
+
+
+class _ScheduleType(type):
+    """The type of the schedule classes: building one checks its arguments as a public function
+    does, and ``inspect.signature`` shows the arguments it takes.
+
+    A misspelt keyword names the closest valid ones (``warmup_cosine: got an unexpected keyword
+    argument 'peak'; did you mean 'peak_value'?``); a missing or extra argument is named after
+    the schedule (``warmup_cosine: missing a required argument: 'decay_steps'``), not after its
+    ``__init__``. Only calls of the class are checked: ``copy`` and ``pickle``, which create the
+    object without arguments, are not.
+    """
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        return _signature(cls)
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        who, signature = cls.__name__, _signature(cls)
+        try:
+            signature.bind(*args, **kwargs)
+        except TypeError as err:
+            raise _keyword_error(who, signature, kwargs) or TypeError(f"{who}: {err}") from None
+        return super().__call__(*args, **kwargs)
+
+
+class Schedule(metaclass=_ScheduleType):
     """The base of the schedules in this module: ``schedule(step)`` checks the step (an integer
     scalar) and returns :meth:`at` of it as a float64 0-d tensor.
 
     Subclasses are frozen dataclasses whose ``__post_init__`` checks and normalises the
     arguments, and whose ``at(step)`` builds the value from the int64 scalar ``step``.
     """
-
-    def __new__(cls, *args: Any, **kwargs: Any) -> Schedule:
-        if kwargs:
-            signature = inspect.signature(cls.__init__)
-            error = unknown_keyword(
-                cls.__name__, signature.replace(parameters=list(signature.parameters.values())[1:]), kwargs
-            )
-            if error is not None:
-                raise error
-        return super().__new__(cls)
 
     def __call__(self, step: Any) -> Variable:
         who = type(self).__name__
@@ -157,9 +208,24 @@ class Schedule:
         """The updates of the shared state this schedule keeps: none."""
         return {}
 
+    @property
+    def needs_loss(self) -> bool:
+        """Whether this schedule watches a loss it was built without: then a rule given a scalar
+        loss hands it over through :meth:`with_loss`. False here."""
+        return False
+
+    def with_loss(self, loss: Variable) -> Schedule:
+        """This schedule watching ``loss`` where it was built without one; itself here."""
+        return self
+
     def _set(self, **values: Any) -> None:
         for name, value in values.items():
             object.__setattr__(self, name, value)
+
+
+def _with_loss(schedule: Callable, loss: Variable) -> Callable:
+    """``schedule`` given ``loss`` if it needs one (the part of a combinator)."""
+    return schedule.with_loss(loss) if getattr(schedule, "needs_loss", False) else schedule
 
 
 # -- schedules of the step -------------------------------------------------------------------------
@@ -1039,6 +1105,15 @@ class join_schedules(Schedule):
         """The state updates of the joined schedules."""
         return schedule_state(self.schedules)
 
+    @property
+    def needs_loss(self) -> bool:
+        """Whether one of the joined schedules watches a loss it was built without."""
+        return any(getattr(s, "needs_loss", False) for s in self.schedules)
+
+    def with_loss(self, loss: Variable) -> join_schedules:
+        """The same join, each joined schedule that needs a loss watching ``loss``."""
+        return dataclasses.replace(self, schedules=tuple(_with_loss(s, loss) for s in self.schedules))
+
 
 @dataclass(frozen=True)
 class scale(Schedule):
@@ -1077,6 +1152,15 @@ class scale(Schedule):
         """The state updates of the scaled schedule."""
         return schedule_state([self.schedule])
 
+    @property
+    def needs_loss(self) -> bool:
+        """Whether the scaled schedule watches a loss it was built without."""
+        return getattr(self.schedule, "needs_loss", False)
+
+    def with_loss(self, loss: Variable) -> scale:
+        """The scaled schedule watching ``loss``."""
+        return dataclasses.replace(self, schedule=_with_loss(self.schedule, loss))
+
 
 # -- driven by the loss ----------------------------------------------------------------------------
 
@@ -1103,11 +1187,14 @@ class reduce_on_plateau(Schedule):
 
     Parameters
     ----------
-    loss : scalar tensor
+    loss : scalar tensor or None
         :math:`L`, the quantity to watch (lower is better): the training loss of the compiled
-        function, or an input such as a validation loss fed to it.
+        function, or an input such as a validation loss fed to it. None (the default): the loss
+        of the rule the schedule is given to, which the rule hands over when it is called with a
+        scalar loss (a rule given gradients, and a wrapper, refuse it: they have no loss).
     init_value : float
-        The first value of :math:`\eta`, >= 0.
+        The first value of :math:`\eta`, >= 0. Required (give it by name when ``loss`` is left
+        out).
     factor : float
         :math:`\gamma`, in (0, 1). Default 0.1.
     patience : int
@@ -1140,12 +1227,21 @@ class reduce_on_plateau(Schedule):
     ...                          updates=step_updates)
     >>> [float(step(x)) for x in (3.0, 2.0, 2.0, 2.0, 2.0)]
     [1.0, 1.0, 1.0, 1.0, 0.5]
+
+    Without a loss, it watches the loss of the rule it is given to, so that it can be given to a
+    rule built before its loss (partial application). ``pm.fit`` hands its optimizer gradients,
+    not the ELBO: there a rule has no loss to hand over and says so (``examples/pymc_advi.py``).
+
+    >>> v = pytensor.shared(np.array([2.0]), name="v")
+    >>> adam = updates.adam(learning_rate=updates.reduce_on_plateau(init_value=0.1, name="lr"))
+    >>> list(adam(((v - 1.0) ** 2).sum(), [v]).named_state())[-5:]
+    ['lr.value', 'lr.best', 'lr.num_bad_steps', 'lr.cooldown_counter', 'adam.t']
     """
 
     def __init__(
         self,
-        loss: Variable,
-        init_value: float,
+        loss: Variable | None = None,
+        init_value: float | None = None,
         factor: float = 0.1,
         patience: int = 10,
         threshold: float = 1e-4,
@@ -1155,18 +1251,11 @@ class reduce_on_plateau(Schedule):
         name: str = "reduce_on_plateau",
     ) -> None:
         who = "reduce_on_plateau"
-        if not isinstance(loss, Variable) or getattr(loss.type, "ndim", None) is None:
-            raise TypeError(f"{who}: loss must be a scalar tensor, got {describe(loss)}")
-        if loss.ndim != 0:
-            raise ValueError(
-                f"{who}: loss must be a scalar, got a {loss.ndim}-d tensor ({loss.type}); "
-                "reduce it with .sum() or .mean()"
-            )
-        if not loss.dtype.startswith(("float", "int", "uint")):
-            raise TypeError(f"{who}: loss must be real, got dtype {loss.dtype}")
+        self.loss = None if loss is None else _watched(loss, init_value)
+        if init_value is None:
+            raise TypeError(f"{who}: missing a required argument: 'init_value'")
         if not isinstance(name, str) or not name:
             raise TypeError(f"{who}: name must be a non-empty string, got {name!r}")
-        self.loss = pt.cast(loss, "float64")
         self.init_value = NON_NEGATIVE.check(who, "init_value", init_value)
         self.factor = Interval(0, 1, low_closed=False).check(who, "factor", factor)
         self.patience = Interval(0, integer=True).check(who, "patience", patience)
@@ -1193,8 +1282,27 @@ class reduce_on_plateau(Schedule):
     def at(self, step: Variable) -> Variable:
         return self.value
 
+    @property
+    def needs_loss(self) -> bool:
+        """True when built without a loss: the rule it is given to hands over its own."""
+        return self.loss is None
+
+    def with_loss(self, loss: Variable) -> reduce_on_plateau:
+        """This schedule watching ``loss``, sharing its state (the same shared variables); itself
+        if it has a loss already."""
+        if self.loss is not None:
+            return self
+        watching = copy.copy(self)
+        watching.loss = _watched(loss, self.init_value)
+        return watching
+
     def state_updates(self) -> dict[Variable, Variable]:
         """The new best loss, counters and value after a call that computed ``loss``."""
+        if self.loss is None:
+            raise ValueError(
+                f"{self!r} has no loss to watch: build it with one, or give it to a rule called "
+                "with a scalar loss (the rule hands it its own)"
+            )
         better = pt.lt(self.loss, self.best * np.float64(1.0 - self.threshold))
         best = pt.switch(better, self.loss, self.best)
         bad = pt.switch(better, np.int64(0), self.num_bad_steps + np.int64(1))
@@ -1209,6 +1317,24 @@ class reduce_on_plateau(Schedule):
             self.num_bad_steps: pt.switch(cut, np.int64(0), bad),
             self.cooldown_counter: pt.switch(cut, np.int64(self.cooldown), counter),
         }
+
+
+def _watched(loss: Any, init_value: Any) -> Variable:
+    """The loss a :class:`reduce_on_plateau` watches, checked, as float64."""
+    who = "reduce_on_plateau"
+    if not isinstance(loss, Variable) or getattr(loss.type, "ndim", None) is None:
+        hint = ""
+        if _is_number(loss) and init_value is None:
+            hint = f"; to watch the loss of the rule, give the first value by name: init_value={loss!r}"
+        raise TypeError(f"{who}: loss must be a scalar tensor or None, got {describe(loss)}{hint}")
+    if loss.ndim != 0:
+        raise ValueError(
+            f"{who}: loss must be a scalar, got a {loss.ndim}-d tensor ({loss.type}); "
+            "reduce it with .sum() or .mean()"
+        )
+    if not loss.dtype.startswith(("float", "int", "uint")):
+        raise TypeError(f"{who}: loss must be real, got dtype {loss.dtype}")
+    return pt.cast(loss, "float64")
 
 
 def _state(value: np.generic, name: str) -> Variable:

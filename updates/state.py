@@ -12,9 +12,15 @@ A checkpoint is one ``.npz`` file (a zip of ``.npy`` arrays, readable with ``num
     __config__        json.dumps(updates.config): the rules and wrappers, outermost last
     state/<name>      one array per piece of state, e.g. state/W.adam.m, state/adam.t
     param/<name>      the params, by name, if saved with params=True
+    live/<name>       the value of each live hyperparameter (a shared scalar of yours, e.g. from
+                      live()), by its name in Updates.hyperparameters, e.g. live/learning_rate,
+                      live/apply_momentum.momentum; only when there are such (optional: files
+                      without them load as before)
 
-Shared variables the updates do not own are not saved: a hyperparameter kept in a shared variable
-of your own (changed between calls) is yours to save, like the rest of the model.
+Shared variables the updates do not own are not part of the state: a live hyperparameter's
+value is recorded, and :func:`load_state` compares it with yours (and sets it back to the
+recorded one only when asked, ``hyperparameters="restore"``); the rest of the model (data
+pipelines, shared variables of your own that are not hyperparameters) is yours to save.
 """
 
 from __future__ import annotations
@@ -22,12 +28,14 @@ from __future__ import annotations
 import json
 import math
 import os
+import warnings
 import zipfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Variable
 
 from updates.atomic import write_atomically
@@ -37,11 +45,31 @@ from updates.layout import state_record
 from updates.public import checks_keywords
 from updates.sync import sync_variables
 
-__all__ = ["StateEntry", "StateSummary", "inspect_state", "load_state", "reset_state", "save_state"]
+__all__ = [
+    "HyperparameterWarning",
+    "StateEntry",
+    "StateSummary",
+    "inspect_state",
+    "load_state",
+    "reset_state",
+    "save_state",
+]
 
 FORMAT_VERSION = 1
-_FORMAT, _CONFIG, _STATE, _PARAM = "__format__", "__config__", "state/", "param/"
+_FORMAT, _CONFIG, _STATE, _PARAM, _LIVE = "__format__", "__config__", "state/", "param/", "live/"
+#: The choices of ``load_state(..., hyperparameters=...)``.
+_HYPERPARAMETER_CHOICES = ("warn", "error", "restore", "ignore")
+
+
 # Hyperparameters are scalar graphs: the Python linker evaluates them without compiling C or Numba.
+
+
+class HyperparameterWarning(UserWarning):
+    """A checkpoint was loaded (:func:`~updates.load_state`) with other hyperparameter values than saved.
+
+    The message names each one (with its rule or wrapper) and both values. Turn it into an
+    error with ``load_state(..., hyperparameters="error")``, or with the ``warnings`` module.
+    """
 
 
 @dataclass(frozen=True)
@@ -94,18 +122,32 @@ class StateSummary(list):
     ----------
     steps : dict of str to int
         The value of each step counter (``{"adam.t": 12}``): the number of steps taken.
+    scalars : dict of str to int or float
+        The value of every 0-d piece of state, by name, when the summary was made: the step
+        counters, the other counters (``apply_if_finite.skipped``, the steps skipped), carried
+        scalars (``nadam.mu_product``), a schedule's state, and the slots of 0-d params. The
+        table shows them in its ``value`` column.
     hyperparameters : dict of str to float or None
         The value of each hyperparameter at the next step, by name (a schedule's value at the
         current step); None for one that depends on an input of the compiled function.
     """
 
-    def __init__(self, entries: Iterable[StateEntry], steps: dict, hyperparameters: dict) -> None:
+    def __init__(
+        self,
+        entries: Iterable[StateEntry],
+        steps: dict,
+        hyperparameters: dict,
+        scalars: dict | None = None,
+    ) -> None:
         super().__init__(entries)
         self.steps: dict[str, int] = dict(steps)
         self.hyperparameters: dict[str, float | int | None] = dict(hyperparameters)
+        if scalars is None:
+            scalars = {e.name: e.view().item() for e in self if e.shape == ()}
+        self.scalars: dict[str, float | int] = dict(scalars)
 
     def __str__(self) -> str:
-        header = ("name", "param", "shape", "dtype", "variable", "offset")
+        header = ("name", "param", "shape", "dtype", "variable", "offset", "value")
         rows = [
             (
                 e.name,
@@ -114,6 +156,7 @@ class StateSummary(list):
                 e.dtype,
                 str(e.variable.name),
                 str(e.offset),
+                _format_value(self.scalars[e.name]) if e.name in self.scalars else "",
             )
             for e in self
         ]
@@ -229,9 +272,10 @@ def inspect_state(updates: Updates) -> StateSummary:
     -------
     StateSummary
         A list of :class:`~updates.state.StateEntry` (name, shape, dtype, param, variable, offset), one per
-        piece of state in the order of the updates, with ``.steps`` (each step counter's value)
-        and ``.hyperparameters`` (each hyperparameter's value at the next step, evaluated now).
-        ``str()`` of it is a small table.
+        piece of state in the order of the updates, with ``.steps`` (each step counter's value),
+        ``.scalars`` (the value of every 0-d piece of state: counters, carried scalars) and
+        ``.hyperparameters`` (each hyperparameter's value at the next step, evaluated now).
+        ``str()`` of it is a small table, with the value of each 0-d piece.
 
     Examples
     --------
@@ -239,12 +283,12 @@ def inspect_state(updates: Updates) -> StateSummary:
     >>> w = pytensor.shared(np.zeros(3), name="w")
     >>> b = pytensor.shared(np.zeros((2, 2)), name="b")
     >>> print(updates.inspect_state(updates.adam(((w - 1) ** 2).sum() + (b**2).sum(), [w, b])))
-    name      param  shape   dtype    variable  offset
+    name      param  shape   dtype    variable  offset  value
     w.adam.m  w      (3,)    float64  adam.m    0
     b.adam.m  b      (2, 2)  float64  adam.m    3
     w.adam.v  w      (3,)    float64  adam.v    0
     b.adam.v  b      (2, 2)  float64  adam.v    3
-    adam.t    -      ()      int64    adam.t    0
+    adam.t    -      ()      int64    adam.t    0       0
     steps: adam.t = 0
     hyperparameters: learning_rate = 0.001, beta1 = 0.9, beta2 = 0.999, epsilon = 1e-08
     """
@@ -263,9 +307,12 @@ def save_state(path: str | os.PathLike, updates: Updates, params: bool = False) 
 
     The file holds a format version, the configuration of the rules and wrappers
     (``updates.config``, as JSON), every piece of state under its per-parameter name
-    (``state/W.adam.m``, ``state/adam.t``) and, with ``params=True``, every param under its own
-    name (``param/W``). It does not depend on how the graph was built (per parameter or in flat
-    buffers): :func:`load_state` reads it into either.
+    (``state/W.adam.m``, ``state/adam.t``), with ``params=True`` every param under its own
+    name (``param/W``), and the current value of each live hyperparameter (a shared scalar such
+    as :func:`~updates.live` makes) under its name in ``updates.hyperparameters``
+    (``live/learning_rate``), for :func:`load_state` to compare or restore. It does not depend
+    on how the graph was built (per parameter or in flat buffers): :func:`load_state` reads it
+    into either.
 
     The write is atomic: the file is written to a temporary file in the same directory
     (``.<name>.<pid>.<random>.tmp``), flushed to disk, then renamed over ``path``. An interrupted
@@ -312,6 +359,8 @@ def save_state(path: str | os.PathLike, updates: Updates, params: bool = False) 
         arrays[_STATE + name] = entry.view()
     for name, param in named.items():
         arrays[_PARAM + name] = param.get_value(borrow=True)
+    for name, variable in _live(updates).items():
+        arrays[_LIVE + name] = np.asarray(variable.get_value(borrow=True))
     write_atomically(os.fspath(path), lambda file: _write_npz(file, arrays), who="save_state")
 
 
@@ -327,15 +376,20 @@ def _write_npz(file, arrays: dict[str, np.ndarray]) -> None:
 
 
 @checks_keywords
-def load_state(path: str | os.PathLike, updates: Updates, params: bool = False) -> None:
+def load_state(
+    path: str | os.PathLike, updates: Updates, params: bool = False, hyperparameters: str = "warn"
+) -> None:
     """Read a checkpoint written by :func:`save_state` into ``updates``'s state (and params).
 
     Everything is checked before anything is written, and a mismatch writes nothing: the format
-    version; the rules and wrappers, in order (by name: hyperparameter values may differ, e.g.
-    to resume with a new learning rate); that the file holds exactly the pieces of state the
-    updates have, by name (none unknown, none missing); their shapes and dtypes; and, with
-    ``params=True``, the same for the params. Then each variable is set once (a flat buffer is
-    rebuilt whole from its pieces, then set).
+    version; the rules and wrappers, in order (by name); that the file holds exactly the pieces
+    of state the updates have, by name (none unknown, none missing); their shapes and dtypes;
+    and, with ``params=True``, the same for the params. Then each variable is set once (a flat
+    buffer is rebuilt whole from its pieces, then set).
+
+    The hyperparameter values may differ (to resume with a new learning rate, say): each one
+    the file was saved with (its ``__config__``, and the recorded value of a live one) is
+    compared with the updates', and ``hyperparameters`` says what a difference does.
 
     Parameters
     ----------
@@ -348,15 +402,37 @@ def load_state(path: str | os.PathLike, updates: Updates, params: bool = False) 
     params : bool
         Also load the params, by name (the file must hold them). Default False: the params are
         left as they are.
+    hyperparameters : {"warn", "error", "restore", "ignore"}
+        What to do when a hyperparameter's value in the file differs from the updates' (the
+        message names each, with its rule or wrapper, and both values):
+
+        - ``"warn"`` (default): load, keep the updates' values, and warn
+          (:class:`~updates.state.HyperparameterWarning`);
+        - ``"error"``: refuse the file (a ``ValueError``), loading nothing;
+        - ``"restore"``: load, and set each live hyperparameter of the updates (a shared scalar,
+          e.g. from :func:`~updates.live`) to the file's value: the value recorded for a live one,
+          or the number the file was saved with. A number or schedule fixed in the graph cannot
+          be changed: those differences are warned about, as is a live hyperparameter whose value
+          the file does not record (files of older versions record none);
+        - ``"ignore"``: load, keep the updates' values, say nothing.
+
+        A live hyperparameter's value is compared only when the file records it.
 
     Raises
     ------
     FileNotFoundError
-        If there is no file at ``path``.
+        If there is no file at ``path`` (the message starts with ``load_state:`` and names it).
     ValueError
         If the file is not a readable checkpoint (corrupted, truncated, not written by
-        :func:`save_state`, or of another format version), or it does not match ``updates``;
-        the message names the file and the offending entries.
+        :func:`save_state`, or of another format version), or it does not match ``updates``,
+        or (``hyperparameters="error"``) a hyperparameter differs; the message names the file
+        and the offending entries. Also if ``hyperparameters`` is not one of the four choices.
+
+    Warns
+    -----
+    HyperparameterWarning
+        With ``hyperparameters="warn"``, when a hyperparameter differs; with ``"restore"``, when
+        one that differs cannot be restored.
 
     Examples
     --------
@@ -374,12 +450,40 @@ def load_state(path: str | os.PathLike, updates: Updates, params: bool = False) 
     >>> updates.load_state(path, adam)
     >>> updates.inspect_state(adam).steps
     {'adam.t': 3}
+
+    A live learning rate changed after the save is set back to the saved value on request:
+
+    >>> lr = updates.live(0.01, name="lr")
+    >>> sgd = updates.sgd((w**2).sum(), [w], learning_rate=lr)
+    >>> updates.save_state(path, sgd)
+    >>> lr.set_value(0.5)
+    >>> updates.load_state(path, sgd, hyperparameters="restore")
+    >>> float(lr.get_value())
+    0.01
     """
     _check_and_sync("load_state", updates)
-    _assign(_validated(os.fspath(path), updates, params))
+    _check_choice(hyperparameters)
+    _assign(_validated(os.fspath(path), updates, params, hyperparameters))
 
 
-def _validated(path: str, updates: Updates, params: bool) -> list[tuple[Variable, np.ndarray]]:
+def _check_choice(hyperparameters: Any) -> None:
+    if not isinstance(hyperparameters, str):
+        raise TypeError(
+            f"load_state: hyperparameters must be one of {_show_choices()}, got {describe(hyperparameters)}"
+        )
+    if hyperparameters not in _HYPERPARAMETER_CHOICES:
+        raise ValueError(
+            f"load_state: hyperparameters must be one of {_show_choices()}, got {hyperparameters!r}"
+        )
+
+
+def _show_choices() -> str:
+    return ", ".join(repr(choice) for choice in _HYPERPARAMETER_CHOICES)
+
+
+def _validated(
+    path: str, updates: Updates, params: bool, hyperparameters: str = "warn"
+) -> list[tuple[Variable, np.ndarray]]:
     """Check the checkpoint at ``path`` against ``updates``; assign nothing.
 
     Parameters
@@ -390,12 +494,15 @@ def _validated(path: str, updates: Updates, params: bool) -> list[tuple[Variable
         What it is to be loaded into.
     params : bool
         Whether the params are to be loaded too.
+    hyperparameters : str
+        What a differing hyperparameter does, as :func:`load_state`'s argument (warned here).
 
     Returns
     -------
     list of (shared variable, ndarray)
         Every variable to set and its new value, each variable once (a flat buffer rebuilt whole
-        from its pieces), the state first, then the params.
+        from its pieces), the state first, then the params, then (``"restore"``) the live
+        hyperparameters.
 
     Raises
     ------
@@ -406,22 +513,30 @@ def _validated(path: str, updates: Updates, params: bool) -> list[tuple[Variable
     entries = _named("load_state", _entries(updates))
     contents = _read(path)
     where = f"load_state: {path}"
-    _check_header(where, contents, updates)
+    saved_config = _check_header(where, contents, updates)
     saved_state = {k[len(_STATE) :]: v for k, v in contents.items() if k.startswith(_STATE)}
     saved_params = {k[len(_PARAM) :]: v for k, v in contents.items() if k.startswith(_PARAM)}
-    others = [k for k in contents if not k.startswith((_STATE, _PARAM))]
+    saved_live = {k[len(_LIVE) :]: v for k, v in contents.items() if k.startswith(_LIVE)}
+    others = [k for k in contents if not k.startswith((_STATE, _PARAM, _LIVE))]
     problems = [f"unknown entry {k!r}" for k in others]
     problems += _compare("state", saved_state, {n: (e.shape, e.dtype) for n, e in entries.items()})
     if params:
         problems += _compare_params(saved_params, named)
+    problems += [
+        f"live {name!r} is not a real scalar ({value.dtype}, shape {value.shape})"
+        for name, value in saved_live.items()
+        if value.shape != () or value.dtype.kind not in "iuf"
+    ]
     if problems:
         raise ValueError(f"{where} does not match the updates: {_join(problems)}; nothing was loaded")
+    restored = _checked_hyperparameters(where, saved_config, saved_live, updates, hyperparameters)
     assignments = _rebuilt(entries, saved_state)
-    return assignments + [(param, saved_params[name]) for name, param in named.items()]
+    return assignments + [(param, saved_params[name]) for name, param in named.items()] + restored
 
 
-def _check_header(where: str, contents: dict[str, np.ndarray], updates: Updates) -> None:
-    """Check (and take out of ``contents``) the format version and the chain of rules and wrappers."""
+def _check_header(where: str, contents: dict[str, np.ndarray], updates: Updates) -> list[dict]:
+    """Check (and take out of ``contents``) the format version and the chain of rules and wrappers;
+    the configuration the file was saved with."""
     version = contents.pop(_FORMAT, None)
     if version is None or version.shape != () or version.dtype.kind not in "iu":
         raise ValueError(f"{where} is not a checkpoint written by save_state (no valid {_FORMAT} entry)")
@@ -441,6 +556,7 @@ def _check_header(where: str, contents: dict[str, np.ndarray], updates: Updates)
             f"{where} holds the state of {_show_chain(saved_chain)}, but the updates are "
             f"{_show_chain(chain)}; load it into updates built by the same rule and wrappers"
         )
+    return config
 
 
 def _compare_params(saved: dict[str, np.ndarray], named: dict[str, Variable]) -> list[str]:
@@ -474,7 +590,11 @@ def _assign(assignments: list[tuple[Variable, np.ndarray]]) -> None:
 def _read(path: str) -> dict[str, np.ndarray]:
     """Every array of the ``.npz`` at ``path``, by key, each read to its end so that its CRC is
     checked: a corrupted byte anywhere in an array or its header is an error, not a number."""
-    with open(path, "rb") as file:  # a missing file is a FileNotFoundError, as usual
+    try:
+        file = open(path, "rb")  # noqa: SIM115 (closed by the with below)
+    except FileNotFoundError:
+        raise _not_found(path) from None
+    with file:
         try:
             contents = {}
             with zipfile.ZipFile(file) as archive:
@@ -491,6 +611,12 @@ def _read(path: str) -> dict[str, np.ndarray]:
             raise ValueError(
                 f"load_state: {path} is not a readable checkpoint ({type(err).__name__}: {err})"
             ) from err
+
+
+def _not_found(path: str) -> FileNotFoundError:
+    """A FileNotFoundError whose message names the function and the path (setting its ``errno``
+    or ``filename`` would make ``str()`` of it start with ``[Errno 2]``)."""
+    return FileNotFoundError(f"load_state: there is no file at {path!r}")
 
 
 def _chain(config: Any) -> list[tuple[str, str]]:
@@ -528,6 +654,190 @@ def _compare(kind: str, saved: dict[str, np.ndarray], current: dict[str, tuple])
 def _join(problems: list[str], most: int = 10) -> str:
     shown = "; ".join(problems[:most])
     return shown + (f"; and {len(problems) - most} more" if len(problems) > most else "")
+
+
+# -- hyperparameters -------------------------------------------------------------------------------
+
+_ABSENT = object()  # a hyperparameter one configuration has and the other has not
+
+
+@dataclass(frozen=True)
+class _Difference:
+    """A hyperparameter whose value in the file is not the updates' (or, ``known`` False, a live
+    one whose value the file does not record): where, both values as shown, and, for a live one
+    the file gives a number for, the variable and the value to restore."""
+
+    where: str
+    saved: str
+    current: str
+    restore: tuple[Variable, np.ndarray] | None = None
+    known: bool = True
+
+    def __str__(self) -> str:
+        if not self.known:
+            return (
+                f"{self.where} is {self.saved} in the file, no value recorded, {self.current} in the updates"
+            )
+        return f"{self.where} is {self.saved} in the file, {self.current} in the updates"
+
+
+def _live(updates: Updates) -> dict[str, Variable]:
+    """The live hyperparameters, by name in ``updates.hyperparameters``: shared scalars the
+    updates read and do not update (a schedule's own state, such as the value of
+    ``reduce_on_plateau``, is state, saved as such)."""
+    return {
+        name: value
+        for name, value in updates.hyperparameters.items()
+        if isinstance(value, SharedVariable) and value not in updates
+    }
+
+
+def _checked_hyperparameters(
+    where: str, saved_config: list, saved_live: dict[str, np.ndarray], updates: Updates, choice: str
+) -> list[tuple[Variable, np.ndarray]]:
+    """Warn about or refuse the differing hyperparameters, as ``choice`` says; what to restore."""
+    if choice == "ignore":
+        return []
+    found = _hyperparameter_differences(saved_config, saved_live, updates)
+    differences = [d for d in found if d.known]
+    restorable = [d.restore for d in differences if d.restore is not None]
+    listed = _join([str(d) for d in differences])
+    if choice == "error" and differences:
+        raise ValueError(
+            f"{where} was saved with other hyperparameters: {listed}; nothing was loaded "
+            "(hyperparameters='error')"
+        )
+    if choice == "warn" and differences:
+        hint = "; hyperparameters='restore' sets the live ones to the file's values" if restorable else ""
+        _warn(f"{where} was saved with other hyperparameters: {listed}; the updates keep their own{hint}")
+    if choice != "restore":
+        return []
+    fixed = [str(d) for d in found if d.restore is None]
+    if fixed:
+        _warn(
+            f"{where} was saved with other hyperparameters, which cannot be restored: {_join(fixed)}; "
+            "the updates keep their own (a number or schedule is fixed in the graph: build the updates "
+            "with the file's value, or with a live() one)"
+        )
+    return restorable
+
+
+def _warn(message: str) -> None:
+    # _warn <- _checked_hyperparameters <- _validated <- load_state <- its keyword check <- caller
+    warnings.warn(HyperparameterWarning(message), stacklevel=6)
+
+
+def _hyperparameter_differences(
+    saved_config: list, saved_live: dict[str, np.ndarray], updates: Updates
+) -> list[_Difference]:
+    """Compare each hyperparameter of the file with the updates', entry by entry of the configs.
+
+    A live hyperparameter is compared by its value (recorded in the file, current in the
+    updates), the others as the configs describe them.
+    """
+    saved_entries = [c for c in saved_config if _kind(c)]
+    current_entries = [c for c in json.loads(json.dumps(updates.config, default=str)) if _kind(c)]
+    live = _live(updates)
+    live_now = {slot: live[name] for slot, name in _live_slots(current_entries, list(live)).items()}
+    recorded = {slot: saved_live[name] for slot, name in _live_slots(saved_entries, list(saved_live)).items()}
+    owners = _owners(current_entries)
+    differences = []
+    for k, (saved, current) in enumerate(zip(saved_entries, current_entries)):
+        for name in dict.fromkeys([*saved, *current]):
+            if name not in ("rule", "wrapper"):
+                before = (saved.get(name, _ABSENT), recorded.get((k, name)))
+                now = (current.get(name, _ABSENT), live_now.get((k, name)))
+                differences += _difference(f"{owners[k]} {name}", before, now)
+    return differences
+
+
+def _difference(where: str, saved: tuple, current: tuple) -> list[_Difference]:
+    """``[]`` if a hyperparameter has the same value in the file and in the updates, else how
+    it differs. ``saved`` is its description in the file's config and its recorded value
+    (None if not recorded), ``current`` its description in the updates' and its live variable
+    (None if not live)."""
+    described, recorded = saved
+    now_described, variable = current
+    now = now_described if variable is None else variable.get_value(borrow=True).item()
+    shown_now = _show(now, now_described if variable is not None else None)
+    if recorded is None and _is_shared(described):  # a live value the file does not record
+        return [_Difference(where, described, shown_now, known=False)] if variable is not None else []
+    before = described if recorded is None else recorded.item()
+    if _same(before, now):
+        return []
+    restore = None
+    if variable is not None and _is_number(before):
+        restore = (variable, np.asarray(before if recorded is None else recorded, dtype=variable.dtype))
+    shown_before = _show(before, described if recorded is not None else None)
+    return [_Difference(where, shown_before, shown_now, restore)]
+
+
+def _kind(entry: Any) -> str | None:
+    """``"rule"`` or ``"wrapper"``: what a configuration entry describes (None: neither)."""
+    if not isinstance(entry, dict):
+        return None
+    return "rule" if "rule" in entry else "wrapper" if "wrapper" in entry else None
+
+
+def _owners(entries: list[dict]) -> list[str]:
+    """How messages name each rule or wrapper: ``adam``, or ``adam[1]`` for the second of two."""
+    names = [str(entry[_kind(entry)]) for entry in entries]
+    return [
+        name if names.count(name) == 1 else f"{name}[{names[:k].count(name)}]" for k, name in enumerate(names)
+    ]
+
+
+def _is_shared(described: Any) -> bool:
+    """Whether a configuration describes the value as a shared variable (``"shared lr"``)."""
+    return isinstance(described, str) and (described == "shared" or described.startswith("shared "))
+
+
+def _live_slots(entries: list[dict], names: list[str]) -> dict[tuple[int, str], str]:
+    """Which of ``names`` (live hyperparameters' names in ``Updates.hyperparameters``, in order)
+    each shared hyperparameter of the configuration is: ``{(entry index, argument): name}``.
+
+    Both list the rule's and then each wrapper's hyperparameters in order; a name is the
+    argument (``learning_rate``), ``<wrapper>.<argument>`` for a wrapper's, each behind its
+    group's index in merged updates (``1.learning_rate``).
+    """
+    slots, start = {}, 0
+    for k, entry in enumerate(entries):
+        kind = _kind(entry)
+        for argument, described in entry.items():
+            if argument == kind or not _is_shared(described):
+                continue
+            wanted = [str(entry[kind]), argument] if kind == "wrapper" else [argument]
+            found = next((i for i in range(start, len(names)) if _ungrouped(names[i]) == wanted), None)
+            if found is not None:
+                slots[k, argument] = names[found]
+                start = found + 1
+    return slots
+
+
+def _ungrouped(name: str) -> list[str]:
+    """A hyperparameter's name without its groups' indices, split at the dots."""
+    parts = name.split(".")
+    while len(parts) > 1 and parts[0].isdigit():
+        parts.pop(0)
+    return parts
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if _is_number(a) and _is_number(b):
+        return a == b or (math.isnan(a) and math.isnan(b))
+    return a == b
+
+
+def _show(value: Any, described: Any = None) -> str:
+    """A value as messages show it, with the file's or updates' description of a live one."""
+    if value is _ABSENT:
+        return "absent"
+    shown = value if isinstance(value, str) else repr(value)
+    return f"{shown} ({described})" if described is not None else shown
 
 
 # -- reset -----------------------------------------------------------------------------------------

@@ -17,15 +17,23 @@ a step that reads a variable another step holds on its device syncs that one fir
 calls reads the values of the last sync: call ``step.sync()`` first.
 
 With ``mesh`` (a ``jax.sharding.Mesh`` or a list of devices) the step is data-parallel: every
-input is split along its first axis over the mesh's devices, params and state are replicated,
-and XLA inserts the reductions, so the loss is the global-batch loss. Under
-``jax.distributed.initialize`` the mesh may span processes: each process then passes its own
-part of the global batch.
+input is split along its first axis over the mesh's batch axis (its only axis, or the one named
+by ``batch_axis``), params and state are replicated, and XLA inserts the reductions, so the loss
+is the global-batch loss. Under ``jax.distributed.initialize`` the mesh may span processes: each
+process then passes its own part of the global batch.
+
+PyTensor's JAX backend drops the graph's runtime assertions (``Assert``, ``CheckAndRaise``: the
+broadcast checks of tensors of unknown shape, :func:`apply_if_finite`'s budget) and warns once
+per assertion and per conversion; a build converts the graph twice, so :func:`compile_step`
+silences those and warns once, listing what is not checked.
 """
 
 from __future__ import annotations
 
 import math
+import re
+import warnings
+from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,7 +58,12 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["Step", "compile_step"]
 
+#: The axis of a mesh made of a list of devices, and the default one of a mesh with several.
 _BATCH_AXIS = "data"
+#: PyTensor's warning for each assertion its JAX backend drops: how it starts (a filter), and
+#: the whole of it (the assertion's text in the group).
+_SKIPPED_START = r"(?s)Skipping .* Op \(assertion: "
+_SKIPPED = re.compile(_SKIPPED_START + r"(.*)\) as JAX tracing would remove it\.")
 
 
 class Step:
@@ -97,7 +110,7 @@ class JAXStep(Step):
     flat buffers slowly: each multi-tensor node is traced as its kernel per param).
     """
 
-    def __init__(self, inputs, outputs, updates, single, mesh) -> None:
+    def __init__(self, inputs, outputs, updates, single, mesh, batch_axis=_BATCH_AXIS) -> None:
         import jax
 
         super().__init__(None, single, "JAX")
@@ -105,9 +118,13 @@ class JAXStep(Step):
         self.inputs = list(inputs)
         self.n_outputs = len(outputs)
         self.mesh = mesh
+        #: The mesh axis the batch is split along (the others hold copies of each part).
+        self.batch_axis = batch_axis
         self.local = mesh is None or jax.process_count() == 1
         if mesh is not None:
-            self.batch_multiple = mesh.devices.size // (1 if self.local else jax.process_count())
+            self.batch_multiple = _local_parts(mesh, batch_axis, jax.process_index())
+        #: The texts of the runtime assertions JAX does not check (one entry per assertion).
+        self.skipped_assertions: list[str] = []
         self.updated = list(updates)
         read = [v for v in ancestors([*outputs, *updates.values()]) if isinstance(v, SharedVariable)]
         self.shared = list(dict.fromkeys([*self.updated, *read]))
@@ -132,7 +149,7 @@ class JAXStep(Step):
         _register_piece_step()
         holders = {v: _holder(v) for v in self.shared}
         results = clone_replace([*outputs, *(updates[v] for v in self.updated)], holders)
-        with _quiet():
+        with _quiet(_SKIPPED_START):  # the conversion below tells the same
             traced = pytensor.function(
                 [*self.inputs, *holders.values()], results, mode="JAX", on_unused_input="ignore"
             )
@@ -141,7 +158,10 @@ class JAXStep(Step):
         head, self.parts, new_parts = _pieces(graph, len(self.inputs), self.shared, self.updated)
         arguments = [*graph.inputs[: len(self.inputs)], *(x for v in self.shared for x in self.parts[v])]
         outputs = [*head, *(x for v in self.updated for x in new_parts[v])]
-        converted = jax_funcify(FunctionGraph(arguments, outputs, clone=True))
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.filterwarnings("always", message=_SKIPPED_START)  # each, every build
+            converted = jax_funcify(FunctionGraph(arguments, outputs, clone=True))
+        self.skipped_assertions = _pass_on(caught)
         return _typed(converted, [x.dtype for x in outputs])
 
     def _jit(self) -> Any:
@@ -152,7 +172,7 @@ class JAXStep(Step):
         n_updated = sum(len(self.parts[v]) for v in self.updated)
         shardings = {}
         if self.mesh is not None:
-            batch, replicated = self._sharding((_BATCH_AXIS,)), self._sharding(())
+            batch, replicated = self._sharding((self.batch_axis,)), self._sharding(())
             shardings = dict(in_shardings=(*[batch] * n_in, *[replicated] * sum(n_parts)))
             shardings["out_shardings"] = replicated
         donated = tuple(range(n_in, n_in + n_updated))
@@ -234,15 +254,16 @@ class JAXStep(Step):
         array = np.asarray(variable.type.filter(value, strict=False, allow_downcast=None))
         if self.mesh is None:
             return self._put(array, None)
-        devices = self.batch_multiple
-        if array.ndim == 0 or array.shape[0] % devices:
+        parts = self.batch_multiple
+        if array.ndim == 0 or array.shape[0] % parts:
             got = "a scalar" if array.ndim == 0 else f"{array.shape[0]} rows"
             raise ValueError(
                 f"compile_step: input {index} ({variable.name or variable.type}) has {got}, which "
-                f"does not split over the {devices} {'local ' if not self.local else ''}devices of "
-                "the mesh along its first axis; give a batch whose size is a multiple of it"
+                f"does not split over the {parts} {'local ' if not self.local else ''}devices of "
+                f"the mesh's axis {self.batch_axis!r}; give a batch whose first axis is a multiple of "
+                f"{parts}"
             )
-        return self._put(array, self._sharding((_BATCH_AXIS,)))
+        return self._put(array, self._sharding((self.batch_axis,)))
 
     def _put(self, array: np.ndarray, sharding: Any) -> Any:
         if sharding is None:
@@ -391,41 +412,104 @@ def _holder(variable: SharedVariable) -> Variable:
 
 
 class _quiet:
-    """Silence PyTensor's warning about JAX-converted RNG copies while tracing (none here)."""
+    """Silence PyTensor's warning about JAX-converted RNG copies while tracing (none here), and
+    those matching the ``also`` patterns."""
+
+    def __init__(self, *also: str) -> None:
+        self.also = also
 
     def __enter__(self) -> None:
-        import warnings
-
         self.context = warnings.catch_warnings()
         self.context.__enter__()
-        warnings.filterwarnings("ignore", message="The RandomType SharedVariables")
+        for pattern in ("The RandomType SharedVariables", *self.also):
+            warnings.filterwarnings("ignore", message=pattern)
 
     def __exit__(self, *exc: Any) -> None:
         self.context.__exit__(*exc)
 
 
-def _as_mesh(mesh: Any) -> Any:
+def _pass_on(caught: list) -> list[str]:
+    """Warn again the ``caught`` warnings (as recorded: already through the filters), except
+    PyTensor's about skipped assertions; return the texts of those assertions."""
+    skipped = []
+    for record in caught:
+        match = _SKIPPED.fullmatch(str(record.message))
+        if match is not None:
+            skipped.append(match.group(1))
+            continue
+        warnings.warn_explicit(record.message, record.category, record.filename, record.lineno)
+    return skipped
+
+
+def _tell_skipped(skipped: list[str]) -> None:
+    """One warning for every assertion the JAX step does not check (none: no warning)."""
+    if not skipped:
+        return
+    listed = "; ".join(
+        f"{text!r}" + (f" ({n} times)" if n > 1 else "") for text, n in Counter(skipped).items()
+    )
+    warnings.warn(
+        f"compile_step: mode='JAX' does not check {len(skipped)} runtime assertion"
+        f"{'s' if len(skipped) > 1 else ''} of the graph (JAX tracing removes them): {listed}",
+        UserWarning,
+        stacklevel=4,
+    )
+
+
+def _as_mesh(mesh: Any, batch_axis: Any) -> tuple[Any, str]:
+    """The mesh (a list of devices made a one-axis mesh) and the name of its batch axis."""
     from jax.sharding import Mesh
 
-    if mesh is None or isinstance(mesh, Mesh):
-        if mesh is not None and _BATCH_AXIS not in mesh.axis_names:
-            raise ValueError(
-                f"compile_step: the mesh needs an axis named {_BATCH_AXIS!r}, got {mesh.axis_names}"
-            )
-        return mesh
+    if mesh is None:
+        return None, _BATCH_AXIS
+    if isinstance(mesh, Mesh):
+        return mesh, _mesh_batch_axis(mesh, batch_axis)
     devices = list(mesh) if isinstance(mesh, Sequence) else None
     if not devices:
         raise TypeError(
             f"compile_step: mesh must be a jax.sharding.Mesh or a list of devices, got {describe(mesh)}"
         )
-    return Mesh(np.array(devices), (_BATCH_AXIS,))
+    axis = batch_axis or _BATCH_AXIS
+    return Mesh(np.array(devices), (axis,)), axis
 
 
-def _check(inputs: Any, updates: Any, mesh: Any) -> None:
+def _mesh_batch_axis(mesh: Any, batch_axis: str | None) -> str:
+    """``batch_axis``, checked to be an axis of ``mesh``; by default its only axis, or ``"data"``."""
+    names = tuple(mesh.axis_names)
+    if batch_axis is not None and batch_axis not in names:
+        raise ValueError(
+            f"compile_step: batch_axis={batch_axis!r} is not an axis of the mesh, whose axes are {names}"
+        )
+    if batch_axis is not None:
+        return batch_axis
+    if len(names) == 1:
+        return names[0]
+    if _BATCH_AXIS in names:
+        return _BATCH_AXIS
+    raise ValueError(
+        f"compile_step: the mesh has several axes {names}; say which one the batch is split along "
+        "with batch_axis= (one of them)"
+    )
+
+
+def _local_parts(mesh: Any, axis: str, process: int) -> int:
+    """How many distinct parts of a batch split along ``axis`` this process's devices hold."""
+    where = np.vectorize(lambda device: device.process_index == process)(mesh.devices)
+    along = np.moveaxis(where, list(mesh.axis_names).index(axis), 0)
+    return int(along.reshape(along.shape[0], -1).any(axis=1).sum())
+
+
+def _check(inputs: Any, updates: Any, mesh: Any, batch_axis: Any) -> None:
     if not isinstance(inputs, (list, tuple)) or not all(isinstance(v, Variable) for v in inputs):
         raise TypeError(f"compile_step: inputs must be a list of symbolic variables, got {describe(inputs)}")
     if updates is not None and not hasattr(updates, "items"):
         raise TypeError(f"compile_step: updates must be a dictionary of updates, got {describe(updates)}")
+    if batch_axis is not None and not isinstance(batch_axis, str):
+        raise TypeError(
+            f"compile_step: batch_axis must be the name of a mesh axis, got {describe(batch_axis)}"
+        )
+    if batch_axis is not None and mesh is None:
+        raise ValueError(f"compile_step: batch_axis={batch_axis!r} needs a mesh; give mesh= too")
     if mesh is not None:
         for i, variable in enumerate(inputs):
             if variable.ndim == 0:
@@ -442,6 +526,7 @@ def compile_step(
     updates: Any = None,
     mode: Any = None,
     mesh: Any = None,
+    batch_axis: str | None = None,
 ) -> Step:
     """Compile a training step, on the device and in place with ``mode="JAX"``.
 
@@ -459,9 +544,15 @@ def compile_step(
         plain ``pytensor.function``, so a script changes backend with this one argument.
     mesh : jax.sharding.Mesh or list of devices, optional
         JAX only: train data-parallel. Every input is split along its first axis over the
-        devices (the mesh's axis ``"data"``), params and state are replicated; the outputs are
-        those of the global batch. Across processes (``jax.distributed.initialize``), each
-        process passes its own part of the global batch.
+        mesh's batch axis, params and state are replicated (over every other axis too); the
+        outputs are those of the global batch. A list of devices makes a one-axis mesh. Across
+        processes (``jax.distributed.initialize``), each process passes its own part of the
+        global batch.
+    batch_axis : str, optional
+        The name of the mesh axis the batch is split along. Default: the mesh's only axis,
+        whatever its name; for a mesh of several axes, the one named ``"data"`` (a mesh with
+        several axes and none named ``"data"`` needs ``batch_axis``). For a list of devices,
+        the name of the axis made (default ``"data"``).
 
     Returns
     -------
@@ -473,8 +564,15 @@ def compile_step(
     Raises
     ------
     TypeError, ValueError
-        For a mode whose backend is not installed, a mesh without JAX, an input without a batch
-        axis under a mesh (and, at a call, a batch that does not split over the devices).
+        For a mode whose backend is not installed, a mesh without JAX, a ``batch_axis`` without
+        a mesh or that is not one of its axes, an input without a batch axis under a mesh (and,
+        at a call, a batch that does not split over the devices).
+
+    Warns
+    -----
+    UserWarning
+        With ``mode="JAX"``, once per build when the graph holds runtime assertions, which JAX
+        does not check (e.g. the broadcast checks of inputs of unknown shape), listing them.
 
     Examples
     --------
@@ -486,7 +584,7 @@ def compile_step(
     >>> float(step(np.ones(2))), w.get_value()
     (2.0, array([0.5, 0.5]))
     """
-    _check(inputs, updates, mesh)
+    _check(inputs, updates, mesh, batch_axis)
     single = isinstance(outputs, Variable)
     listed = [outputs] if single else list(outputs or [])
     jax_mode = isinstance(mode, str) and mode.upper() == "JAX"
@@ -501,4 +599,7 @@ def compile_step(
         raise ValueError(
             "compile_step: mode='JAX' needs jax, which is not installed; pip install 'pytensor-updates[jax]'"
         ) from err
-    return JAXStep(inputs, listed, dict(updates or {}), single, _as_mesh(mesh))
+    mesh, axis = _as_mesh(mesh, batch_axis)
+    step = JAXStep(inputs, listed, dict(updates or {}), single, mesh, axis)
+    _tell_skipped(step.skipped_assertions)
+    return step

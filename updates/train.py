@@ -28,7 +28,7 @@ import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import InitVar, dataclass, field
+from dataclasses import InitVar, dataclass, field, fields
 from typing import Any, ParamSpec, TypeVar
 
 import numpy as np
@@ -75,7 +75,12 @@ class Record:
         The epoch this validation ends (1 for the first); for a last validation in the middle of
         an epoch (``max_updates``), that unfinished epoch.
     seconds : float
-        Wall time since training started (compilation excluded, first calls included).
+        Training time so far: the wall time since the loop started (training steps, validations,
+        the loop's own work; with :func:`iterate`, the caller's loop body too), less the first
+        call of the training function and of the validation function, which under Numba or JAX
+        is mostly compilation (timed apart, in ``History.first_call_seconds`` and
+        ``History.first_valid_call_seconds``). Building the functions is not counted either
+        (``History.compile_seconds``).
     train : dict of str to float
         The training monitors averaged over the finite steps since the previous record:
         ``loss``, each named monitor, ``grad_norm`` if asked for; ``learning_rate`` is the rate
@@ -103,12 +108,17 @@ class Record:
     step_seconds: float = math.nan
 
 
-@dataclass
+@dataclass(repr=False)
 class History:
     """The records of a training run, with their values as arrays.
 
     ``history.train["loss"]`` and ``history.valid["loss"]`` are arrays with one entry per record;
-    ``history.step``, ``history.epoch`` and ``history.seconds`` give the matching x axes.
+    ``history.step``, ``history.epoch`` and ``history.seconds`` give the matching x axes. Its
+    ``repr`` is one short line (records, steps, last and best loss, why it stopped); the records
+    are in ``history.records``.
+
+    The start-up costs (``compile_seconds``, ``first_call_seconds``, ``first_valid_call_seconds``)
+    are kept apart from the records' ``seconds``, which count the training time only.
 
     Attributes
     ----------
@@ -122,9 +132,14 @@ class History:
     restored : bool
         True if the params and optimizer state were set back to their values at ``best``.
     compile_seconds : float
-        Time spent in ``pytensor.function`` building the training and validation functions.
+        Time spent building the training and validation functions (``pytensor.function``, or
+        the JAX step), before training starts.
     first_call_seconds : float
-        Time of the first training call (under Numba, mostly the just-in-time compilation).
+        Time of the first training call (under Numba or JAX, mostly the just-in-time
+        compilation); NaN if no call completed.
+    first_valid_call_seconds : float
+        Time of the first call of the validation function (likewise); NaN without validation
+        data.
     """
 
     records: list[Record] = field(default_factory=list)
@@ -133,9 +148,23 @@ class History:
     restored: bool = False
     compile_seconds: float = 0.0
     first_call_seconds: float = math.nan
+    first_valid_call_seconds: float = math.nan
 
     def __len__(self) -> int:
         return len(self.records)
+
+    def __repr__(self) -> str:
+        """One line: counts, the last and the best loss, and why training stopped."""
+        if not self.records:
+            return f"History(0 records, stop_reason={self.stop_reason!r})"
+        last = self.records[-1]
+        best = "no finite loss" if self.best is None else f"{_loss_text(self.best)} at {_when(self.best)}"
+        restored = ", restored" if self.restored else ""
+        return (
+            f"History({_count(len(self.records), 'record')}, {_count(last.step, 'step')}, "
+            f"{_count(last.epoch, 'epoch')}, "
+            f"last {_loss_text(last)}, best {best}{restored}, stop_reason={self.stop_reason!r})"
+        )
 
     def __iter__(self) -> Iterator[Record]:
         return iter(self.records)
@@ -166,6 +195,40 @@ class History:
     def _column(self, part: str) -> dict[str, np.ndarray]:
         names = dict.fromkeys(name for r in self.records for name in getattr(r, part))
         return {n: np.array([getattr(r, part).get(n, math.nan) for r in self.records]) for n in names}
+
+
+def _loss_text(record: Record) -> str:
+    """The loss that scores ``record``: the validation loss, or the training loss without validation."""
+    part, values = ("valid", record.valid) if record.valid else ("train", record.train)
+    return f"{part} loss {values.get('loss', math.nan):.4g}"
+
+
+def _first_calls(history: History) -> float:
+    """The first training and validation calls together (0 for those that did not happen)."""
+    firsts = (history.first_call_seconds, history.first_valid_call_seconds)
+    return sum(s for s in firsts if not math.isnan(s))
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}{'' if number == 1 else 's'}"
+
+
+def _when(record: Record) -> str:
+    return f"step {record.step} (epoch {record.epoch})"
+
+
+def _duration(seconds: float) -> str:
+    """``seconds`` in words a person reads at a glance: 45.1 µs, 3.2 ms, 1.25 s, 0:02:05."""
+    if math.isnan(seconds):
+        return "n/a"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.3g} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.3g} ms"
+    if seconds < 60:
+        return f"{seconds:.3g} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes // 60}:{minutes % 60:02d}:{rest:02d}"
 
 
 # -- data --------------------------------------------------------------------------------------------
@@ -440,20 +503,114 @@ class _Options:
             raise TypeError(f"{who}: callback must be callable, got {describe(self.callback)}")
 
 
-def _progress_bar(who: str, progress: bool | None, total: int | None):
-    if progress is False:
-        return None
+_LINE_SECONDS = 30.0  # plain progress lines (output not a terminal): at most one per this many seconds
+
+
+def _interactive() -> bool:
+    """True if a live bar can be drawn: stderr is a terminal, or this runs in a Jupyter kernel."""
+    isatty = getattr(sys.stderr, "isatty", None)
+    try:
+        if isatty is not None and isatty():
+            return True
+    except ValueError:  # a closed stream
+        return False
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if hasattr(ipython, "get_ipython") else None
+    return getattr(shell, "kernel", None) is not None
+
+
+def _import_tqdm(who: str, required: bool):
     try:
         from tqdm.auto import tqdm
     except ImportError:
-        if progress:
+        if required:
             raise ImportError(
                 f"{who}: progress=True needs tqdm; install it with pip install 'pytensor-updates[progress]'"
             ) from None
         return None
-    if progress is None and not sys.stderr.isatty():
-        return None
-    return tqdm(total=total, unit="step", leave=False)
+    return tqdm
+
+
+def _values_text(values: Mapping[str, float]) -> str:
+    return " ".join(f"{name} {value:.4g}" for name, value in values.items())
+
+
+class _Quiet:
+    """Shows nothing (``progress=False``); the base of the reporters that show something."""
+
+    def step(self) -> None:
+        """One training step was taken."""
+
+    def record(self, record: Record, last: bool) -> None:
+        """A validation gave ``record``; ``last`` if training stops after it."""
+
+    def close(self) -> None:
+        """Training ended, whatever the reason."""
+
+    def summary(self, text: str) -> None:
+        """Training ended by a stopping rule: ``text`` says how it went."""
+
+
+class _Lines(_Quiet):
+    """Plain lines on stderr, for a log file or a pipe (no carriage returns, nothing redrawn).
+
+    One line for the first validation, one for the last, and in between one for a validation at
+    most every ``_LINE_SECONDS`` seconds; then the summary.
+    """
+
+    def __init__(self, who: str, total_steps: int | None, max_epochs: int | None) -> None:
+        self.who, self.total_steps, self.max_epochs = who, total_steps, max_epochs
+        self.last_line: float | None = None
+
+    def _write(self, text: str) -> None:
+        print(f"{self.who}: {text}", file=sys.stderr, flush=True)
+
+    def record(self, record: Record, last: bool) -> None:
+        now = time.perf_counter()
+        if not last and self.last_line is not None and now - self.last_line < _LINE_SECONDS:
+            return
+        self.last_line = now
+        epochs = "" if self.max_epochs is None else f"/{self.max_epochs}"
+        steps = "" if self.total_steps is None else f"/{self.total_steps}"
+        parts = [f"epoch {record.epoch}{epochs}, step {record.step}{steps}, {_duration(record.seconds)}"]
+        parts.append(f"train {_values_text(record.train)}")
+        if record.valid:
+            parts.append(f"valid {_values_text(record.valid)}")
+        if record.skipped:
+            parts.append(f"{record.skipped} skipped")
+        self._write("; ".join(parts) + (" (best)" if record.best else ""))
+
+    def summary(self, text: str) -> None:
+        self._write(text)
+
+
+class _Bar(_Lines):
+    """A tqdm bar, left on screen at the end, then the summary line under it."""
+
+    def __init__(self, tqdm: Callable, who: str, total_steps: int | None, max_epochs: int | None) -> None:
+        super().__init__(who, total_steps, max_epochs)
+        self.bar = tqdm(total=total_steps, desc=who, unit="step", leave=True)
+
+    def step(self) -> None:
+        self.bar.update(1)
+
+    def record(self, record: Record, last: bool) -> None:
+        postfix = {f"train_{k}": f"{v:.4g}" for k, v in record.train.items() if k == "loss"}
+        postfix.update({f"valid_{k}": f"{v:.4g}" for k, v in record.valid.items() if k == "loss"})
+        self.bar.set_postfix(postfix, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _reporter(who: str, progress: bool | None, total_steps: int | None, max_epochs: int | None) -> _Quiet:
+    """What to show: nothing, a live bar (a terminal or a notebook), or plain lines (a log, a pipe)."""
+    if progress is False:
+        return _Quiet()
+    tqdm = _import_tqdm(who, required=progress is True)
+    if tqdm is not None and _interactive():
+        return _Bar(tqdm, who, total_steps, max_epochs)
+    return _Lines(who, total_steps, max_epochs)
 
 
 class _Interval:
@@ -499,7 +656,8 @@ class _Loop:
         self.best_score = math.inf
         self.best_values: list[np.ndarray] | None = None
         self.since_best = 0
-        self.steps = 0
+        self.steps = self.epoch = 0
+        self.call_seconds, self.timed_calls = 0.0, 0  # training calls but the first
 
     def _validate(self) -> dict[str, float]:
         if self.valid is None:
@@ -507,7 +665,11 @@ class _Loop:
         sums, total = np.zeros(len(self.step.valid_names)), 0
         for batch in next(self.valid.passes()):
             n = _batch_length(batch)
-            sums += n * np.array([float(v) for v in self.step.valid(*batch)])
+            tick = time.perf_counter()
+            values = self.step.valid(*batch)
+            if math.isnan(self.history.first_valid_call_seconds):
+                self.history.first_valid_call_seconds = time.perf_counter() - tick
+            sums += n * np.array([float(v) for v in values])
             total += n
         if total == 0:
             raise ValueError(f"{self.who}: valid is empty (it gave no batches)")
@@ -526,13 +688,16 @@ class _Loop:
         else:
             self.since_best += 1
         step_seconds = interval.seconds / interval.timed if interval.timed else math.nan
-        record = Record(
-            self.steps, epoch, time.perf_counter() - start, train, valid, best, interval.skipped, step_seconds
-        )
+        seconds = self._training_seconds(start)
+        record = Record(self.steps, epoch, seconds, train, valid, best, interval.skipped, step_seconds)
         self.history.records.append(record)
         if best:
             self.history.best = record
         return record
+
+    def _training_seconds(self, start: float) -> float:
+        """Wall time since ``start``, less the first calls (compilation under Numba or JAX)."""
+        return time.perf_counter() - start - _first_calls(self.history)
 
     def _stop_after(self, record: Record, interval: _Interval) -> str:
         """Why to stop after this record (patience, callback, nothing but skipped steps), or ''."""
@@ -586,6 +751,9 @@ class _Loop:
         seconds = time.perf_counter() - tick
         if self.steps == 1:
             self.history.first_call_seconds, seconds = seconds, None
+        else:
+            self.call_seconds += seconds
+            self.timed_calls += 1
         interval.add(values, bool(ok), seconds)
         if not ok and self.options.on_nonfinite != "skip":
             return self._nonfinite(float(values[0]), epoch, number)
@@ -613,26 +781,24 @@ class _Loop:
         return reason
 
     def run(self) -> Iterator[Record]:
-        bar = _progress_bar(self.who, self.options.progress, self._total_steps())
+        report = _reporter(self.who, self.options.progress, self._total_steps(), self.options.max_epochs)
         start = time.perf_counter()
-        interval, epoch, stop = _Interval(self.step.train_names), 0, ""
+        interval, stop = _Interval(self.step.train_names), ""
         self.passes, self.batches, self.ran_out = self.train.passes(), iter(()), ""
         try:
             while not stop:
-                epoch += 1
-                for number, batch in enumerate(self._epoch(epoch), 1):
-                    stop = self._step(batch, epoch, number, interval)
-                    if bar is not None:
-                        bar.update(1)
+                self.epoch += 1
+                for number, batch in enumerate(self._epoch(self.epoch), 1):
+                    stop = self._step(batch, self.epoch, number, interval)
+                    report.step()
                     if stop:
                         break
-                stop = stop or self.ran_out or self._last_epoch(epoch)
-                if interval.steps and (stop or epoch % self.options.validate_every == 0):
-                    record = self._record(epoch, interval, start)
+                stop = stop or self.ran_out or self._last_epoch(self.epoch)
+                if interval.steps and (stop or self.epoch % self.options.validate_every == 0):
+                    record = self._record(self.epoch, interval, start)
                     stop = stop or self._stop_after(record, interval)
                     interval = _Interval(self.step.train_names)
-                    if bar is not None:
-                        bar.set_postfix(self._summary(record), refresh=False)
+                    report.record(record, last=bool(stop))
                     yield record
         except GeneratorExit:
             self.history.stop_reason = f"the caller stopped iterating at step {self.steps}"
@@ -640,11 +806,29 @@ class _Loop:
             raise
         finally:
             self.step.train.sync()  # JAX: the params and state back from the device, whatever happened
-            if bar is not None:
-                bar.close()
+            report.close()
         self.history.stop_reason = stop
         self._restore()
+        report.summary(self._summary(self._training_seconds(start)))
         return self.history
+
+    def _summary(self, seconds: float) -> str:
+        """One line on the whole run: steps, time, the best loss, the start-up cost, why it stopped."""
+        history = self.history
+        per_step = self.call_seconds / self.timed_calls if self.timed_calls else math.nan
+        skipped = sum(r.skipped for r in history)
+        parts = [
+            f"{_count(self.steps, 'step')} ({_count(self.epoch, 'epoch')}"
+            f"{f', {skipped} skipped' if skipped else ''}) "
+            f"in {_duration(seconds)}, {_duration(per_step)}/step",
+            "no finite loss"
+            if history.best is None
+            else f"best {_loss_text(history.best)} at {_when(history.best)}"
+            + (", restored" if history.restored else ""),
+            f"compile {_duration(history.compile_seconds)} + first calls {_duration(_first_calls(history))}",
+            f"stopped: {history.stop_reason}",
+        ]
+        return "; ".join(parts)
 
     def _last_epoch(self, epoch: int) -> str:
         """Why to stop after ``epoch`` if it is the last of ``max_epochs``, or ''."""
@@ -664,12 +848,6 @@ class _Loop:
             totals.append(per_epoch * max_epochs)
         totals = [t for t in totals if t is not None]
         return min(totals) if totals else None
-
-    @staticmethod
-    def _summary(record: Record) -> dict[str, str]:
-        summary = {f"train_{k}": f"{v:.4g}" for k, v in record.train.items() if k == "loss"}
-        summary.update({f"valid_{k}": f"{v:.4g}" for k, v in record.valid.items() if k == "loss"})
-        return summary
 
 
 # -- the public functions ------------------------------------------------------------------------------
@@ -741,9 +919,17 @@ loss : scalar TensorVariable
     callback : callable, optional
         Called with each :class:`Record`; returning True stops training.
     progress : bool or None
-        A tqdm progress bar (the ``progress`` extra): True to require one, False for none (quiet,
-        for scripts and tests), None (default) for one when tqdm is installed and stderr is a
-        terminal.
+        Progress output on stderr. None (default): on. Where stderr is a terminal (or in a
+        Jupyter notebook) and tqdm is installed (the ``progress`` extra), a live bar, left on
+        screen at the end; elsewhere (a log file, a pipe, or no tqdm) plain lines, never redrawn:
+        one for the first validation, one for the last, and between them one for a validation
+        at most every 30 seconds (``epoch 3/30, step 12/120, 4.1 ms; train loss 0.123; valid
+        loss 0.234 (best)``). Either way, a run that ends by a stopping rule (not by an error,
+        nor by breaking out of :func:`iterate`) ends with one summary line: the steps and
+        epochs, the training time and the mean time of a step, the best loss with its step and
+        epoch, the compile time and the first calls' time, and why it stopped. True: the same,
+        but tqdm is required (ImportError without it). False: nothing is printed (for scripts
+        and tests).
     mode : str or Mode, optional
         The PyTensor mode both functions are compiled with (default: PyTensor's default).
         With ``"JAX"`` the params and optimizer state stay on the device during training
@@ -764,8 +950,10 @@ _NOTES = """\
     the step counters, are guarded by ``switch(finite, new, old)``, which reads the old values
     after the step and so costs a copy of what it guards.
 
-    Compilation happens when this function is called; under PyTensor's Numba linker the first
-    call of each compiled function also compiles (``History.first_call_seconds``).\
+    Compilation happens when this function is called (``History.compile_seconds``); under
+    PyTensor's Numba linker, or JAX, the first call of each compiled function also compiles
+    (``History.first_call_seconds``, ``History.first_valid_call_seconds``). Neither counts in
+    the records' ``seconds``, which are the training time.\
 """
 
 
@@ -875,9 +1063,8 @@ def iterate(
     >>> [(record.step, record.epoch) for record in run]
     [(4, 1), (8, 2), (12, 3)]
     """
-    who = "iterate"
     options = _Options(
-        who,
+        "iterate",
         batch_size=batch_size,
         shuffle=shuffle,
         seed=seed,
@@ -897,13 +1084,18 @@ def iterate(
         mode=mode,
         mesh=mesh,
     )
+    return _start("iterate", loss, params, inputs, train, optimizer, valid, options)
+
+
+def _start(who: str, loss, params, inputs, train, optimizer, valid, options: _Options) -> Iterator[Record]:
+    """Check the data, compile, and return the training generator; errors and output name ``who``."""
     inputs = _check_inputs(who, inputs)
+    batch_size, shuffle, seed = options.batch_size, options.shuffle, options.seed
     train_data = _Data(who, "train", train, inputs, batch_size, shuffle, seed)
     valid_data = None if valid is None else _Data(who, "valid", valid, inputs, batch_size, False, None)
-    monitors = _check_monitors(who, monitors)
-    step = _compile(
-        who, loss, params, inputs, optimizer, monitors, gradient_norm, tolerance, valid_data, mode, mesh
-    )
+    monitors = _check_monitors(who, options.monitors)
+    extras = (options.gradient_norm, options.tolerance, valid_data, options.mode, options.mesh)
+    step = _compile(who, loss, params, inputs, optimizer, monitors, *extras)
     multiple = step.train.batch_multiple
     if multiple > 1 and train_data.arrays is not None and train_data.batch_size % multiple:
         raise ValueError(
@@ -967,7 +1159,12 @@ def minimize(*args: Any, **kwargs: Any) -> History:
     >>> np.round(w.get_value(), 6)
     array([ 2., -1.])
     """
-    run = iterate(*args, **kwargs)
+    arguments = inspect.signature(iterate).bind(*args, **kwargs)
+    arguments.apply_defaults()
+    given = arguments.arguments
+    options = _Options("minimize", **{f.name: given[f.name] for f in fields(_Options)})
+    positional = (given[name] for name in ("loss", "params", "inputs", "train", "optimizer", "valid"))
+    run = _start("minimize", *positional, options)
     while True:
         try:
             next(run)

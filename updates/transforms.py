@@ -4,16 +4,26 @@ r"""Gradient transforms: a list of gradients in, a list of gradients out, used b
     grads = updates.clip_by_global_norm(grads, max_norm=1.0)
     step = updates.adam(grads, params)
 
+or, composed, ``updates.chain(updates.clip_by_global_norm(max_norm=1.0), updates.adam())``: called
+without the gradients (keywords only), every transform returns itself awaiting them, its
+arguments bound, for :func:`chain`.
+
 Unlike Lasagne's :func:`~updates.total_norm_constraint` (kept as it was, for compatibility), the
 clipping transforms here leave a gradient under the limit exactly unchanged, as torch's
 ``clip_grad_norm_`` and optax's ``clip_by_global_norm`` do. Every transform keeps each gradient's
 type (dtype and static shape): hyperparameters are cast to the gradient's dtype.
+
+The clipping transforms and :func:`add_weight_decay` take a ``mask``: the gradients of the params
+it leaves out pass through unchanged (the same variables), and :func:`clip_by_global_norm`
+takes its norm over the selected gradients only. A mask that selects by param (a callable or a
+name pattern) needs the ``params`` the gradients belong to; :func:`chain` gives them.
 """
 
 from __future__ import annotations
 
+import string
 import warnings
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -21,10 +31,18 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.basic import Variable
 
-from updates.checks import NON_NEGATIVE, POSITIVE, Interval, check_hyperparameter, describe, is_concrete
+from updates.checks import (
+    NON_NEGATIVE,
+    POSITIVE,
+    Interval,
+    check_hyperparameter,
+    check_params,
+    describe,
+    is_concrete,
+)
 from updates.engine import as_dtype
 from updates.grads import clear_nan, l2_norm, prepare_grads
-from updates.public import checks_keywords
+from updates.public import awaits_input, select
 
 __all__ = [
     "add_gradient_noise",
@@ -54,8 +72,42 @@ def _tensors(who: str, grads: Any) -> list[Variable]:
     return tensors
 
 
-@checks_keywords
-def clip_by_value(grads: Sequence[Any], min_value: Any, max_value: Any) -> list[Variable]:
+def _selected(who: str, grads: Any, mask: Any, params: Any) -> tuple[list[Variable], list[bool]]:
+    """The gradients as tensors, and which of them ``mask`` selects (``params`` name them)."""
+    tensors = _tensors(who, grads)
+    if params is not None:
+        params = check_params(who, params)
+        if len(params) != len(tensors):
+            raise ValueError(
+                f"{who}: got {len(tensors)} gradients for {len(params)} params; give one param per gradient"
+            )
+    return tensors, select(who, mask, len(tensors), params)
+
+
+_GRADS = """\
+grads : list of TensorVariable
+        The gradients, e.g. from :func:`get_or_compute_grads`. Leave out (give keywords only) to
+        get the transform back awaiting them, for :func:`chain`.\
+"""
+
+_PARAMS = """\
+params : list of shared variables, optional
+        The params the gradients belong to, in order: needed only by a ``mask`` that selects by
+        param (a callable or a name pattern); :func:`chain` gives them.\
+"""
+
+
+def _transform(function: Callable) -> Callable:
+    """:func:`~updates.public.awaits_input`, with ``$grads`` and ``$params`` in the docstring."""
+    doc = string.Template(function.__doc__ or "").safe_substitute(grads=_GRADS, params=_PARAMS)
+    function.__doc__ = doc
+    return awaits_input(function)
+
+
+@_transform
+def clip_by_value(
+    grads: Sequence[Any], min_value: Any, max_value: Any, *, mask: Any = None, params: Any = None
+) -> list[Variable]:
     r"""Clip every gradient element into ``[min_value, max_value]``.
 
     .. math::
@@ -64,11 +116,12 @@ def clip_by_value(grads: Sequence[Any], min_value: Any, max_value: Any) -> list[
 
     Parameters
     ----------
-    grads : list of TensorVariable
-        The gradients, e.g. from :func:`get_or_compute_grads`.
+    $grads
     min_value, max_value : float or scalar tensor
         :math:`a \le b`, the bounds (torch's ``clip_grad_value_(clip_value=c)`` is
         ``a = -c, b = c``).
+    $mask
+    $params
 
     Returns
     -------
@@ -87,8 +140,10 @@ def clip_by_value(grads: Sequence[Any], min_value: Any, max_value: Any) -> list[
     check_hyperparameter(who, "max_value", max_value, anything)
     if is_concrete(min_value) and is_concrete(max_value) and float(min_value) > float(max_value):
         raise ValueError(f"{who}: min_value must be <= max_value, got {min_value!r} > {max_value!r}")
+    tensors, chosen = _selected(who, grads, mask, params)
     return [
-        pt.clip(g, as_dtype(min_value, g.dtype), as_dtype(max_value, g.dtype)) for g in _tensors(who, grads)
+        pt.clip(g, as_dtype(min_value, g.dtype), as_dtype(max_value, g.dtype)) if keep else g
+        for g, keep in zip(tensors, chosen)
     ]
 
 
@@ -99,8 +154,10 @@ def _exact_scale(grad: Variable, norm: Variable, max_norm: Any) -> Variable:
     return pt.switch(norm > limit, grad * factor, grad)
 
 
-@checks_keywords
-def clip_by_norm(grads: Sequence[Any], max_norm: Any) -> list[Variable]:
+@_transform
+def clip_by_norm(
+    grads: Sequence[Any], max_norm: Any, *, mask: Any = None, params: Any = None
+) -> list[Variable]:
     r"""Rescale each gradient whose norm exceeds ``max_norm`` to norm ``max_norm``; leave the rest.
 
     .. math::
@@ -114,10 +171,11 @@ def clip_by_norm(grads: Sequence[Any], max_norm: Any) -> list[Variable]:
 
     Parameters
     ----------
-    grads : list of TensorVariable
-        The gradients.
+    $grads
     max_norm : float or scalar tensor
         :math:`c > 0`.
+    $mask
+    $params
 
     Returns
     -------
@@ -136,12 +194,13 @@ def clip_by_norm(grads: Sequence[Any], max_norm: Any) -> list[Variable]:
     """
     who = "clip_by_norm"
     check_hyperparameter(who, "max_norm", max_norm, POSITIVE)
-    return [_exact_scale(g, l2_norm([g]), max_norm) for g in _tensors(who, grads)]
+    tensors, chosen = _selected(who, grads, mask, params)
+    return [_exact_scale(g, l2_norm([g]), max_norm) if keep else g for g, keep in zip(tensors, chosen)]
 
 
-@checks_keywords
+@_transform
 def clip_by_global_norm(
-    grads: Sequence[Any], max_norm: Any, return_norm: bool = False
+    grads: Sequence[Any], max_norm: Any, return_norm: bool = False, *, mask: Any = None, params: Any = None
 ) -> list[Variable] | tuple[list[Variable], Variable]:
     r"""Rescale all gradients together when their joint norm exceeds ``max_norm``.
 
@@ -152,12 +211,15 @@ def clip_by_global_norm(
 
     Parameters
     ----------
-    grads : list of TensorVariable
-        The gradients.
+    $grads
     max_norm : float or scalar tensor
         :math:`c > 0`.
     return_norm : bool
         Also return :math:`n` (before clipping), e.g. to log it. Default False.
+    $mask
+        With a mask, :math:`n` is the joint norm of the selected gradients only (optax's
+        ``masked(clip_by_global_norm(c), mask)``).
+    $params
 
     Returns
     -------
@@ -190,14 +252,16 @@ def clip_by_global_norm(
     check_hyperparameter(who, "max_norm", max_norm, POSITIVE)
     if not isinstance(return_norm, (bool, np.bool_)):
         raise TypeError(f"{who}: return_norm must be True or False, got {return_norm!r}")
-    tensors = _tensors(who, grads)
-    norm = l2_norm(tensors)
-    clipped = [_exact_scale(g, norm, max_norm) for g in tensors]
+    tensors, chosen = _selected(who, grads, mask, params)
+    norm = l2_norm([g for g, keep in zip(tensors, chosen) if keep])
+    clipped = [_exact_scale(g, norm, max_norm) if keep else g for g, keep in zip(tensors, chosen)]
     return (clipped, norm) if return_norm else clipped
 
 
-@checks_keywords
-def add_weight_decay(grads: Sequence[Any], params: Sequence[Any], weight_decay: Any = 1e-4) -> list[Variable]:
+@_transform
+def add_weight_decay(
+    grads: Sequence[Any], params: Sequence[Any], weight_decay: Any = 1e-4, *, mask: Any = None
+) -> list[Variable]:
     r"""Add L2 (coupled) weight decay to the gradients: the gradient of :math:`\lambda \lVert p\rVert^2 / 2`.
 
     .. math::
@@ -210,12 +274,14 @@ def add_weight_decay(grads: Sequence[Any], params: Sequence[Any], weight_decay: 
     Parameters
     ----------
     grads : list of TensorVariable
-        One gradient per parameter.
+        One gradient per parameter. Leave out ``grads`` and ``params`` (give keywords only) to get
+        the transform back awaiting them, for :func:`chain`.
     params : list of shared variables
-        The parameters, in the order of ``grads``; leave out the ones not to decay (give them and
-        their gradients to the rule separately, or pass ``weight_decay=0`` through a group).
+        The parameters, in the order of ``grads``.
     weight_decay : float or scalar tensor
         :math:`\lambda \ge 0`, default 1e-4.
+    $mask
+        Biases and norms are usually left out: ``mask=lambda p: p.ndim > 1``.
 
     Returns
     -------
@@ -233,16 +299,23 @@ def add_weight_decay(grads: Sequence[Any], params: Sequence[Any], weight_decay: 
     >>> w = pytensor.shared(np.array([1.0, -2.0]), name="w")
     >>> [g.eval() for g in updates.add_weight_decay([np.zeros(2)], [w], weight_decay=0.5)]
     [array([ 0.5, -1. ])]
+    >>> b = pytensor.shared(np.array([3.0]), name="b")
+    >>> [g.eval() for g in updates.add_weight_decay(
+    ...     [np.zeros(2), np.zeros(1)], [w, b], weight_decay=0.5, mask=lambda p: p.name != "b")]
+    [array([ 0.5, -1. ]), array([0.])]
     """
     who = "add_weight_decay"
     check_hyperparameter(who, "weight_decay", weight_decay, NON_NEGATIVE)
     if not isinstance(grads, (list, tuple)):
         raise TypeError(f"{who}: grads must be a list of tensors, got {describe(grads)}")
     params, grads = prepare_grads(who, list(grads), params)
-    return [g + as_dtype(weight_decay, p.dtype) * p for p, g in zip(params, grads)]
+    chosen = select(who, mask, len(params), params)
+    return [
+        g + as_dtype(weight_decay, p.dtype) * p if keep else g for p, g, keep in zip(params, grads, chosen)
+    ]
 
 
-@checks_keywords
+@_transform
 def zero_nans(grads: Sequence[Any]) -> list[Variable]:
     """Replace the NaN entries of every gradient by 0 (infinities are left alone).
 
@@ -251,8 +324,7 @@ def zero_nans(grads: Sequence[Any]) -> list[Variable]:
 
     Parameters
     ----------
-    grads : list of TensorVariable
-        The gradients.
+    $grads
 
     Returns
     -------
@@ -290,7 +362,7 @@ class NoisyGradients(list):
         self.generator = generator
 
 
-@checks_keywords
+@_transform
 def add_gradient_noise(
     grads: Sequence[Any], eta: Any = 0.01, gamma: Any = 0.55, seed: int | None = None
 ) -> NoisyGradients:
@@ -305,8 +377,7 @@ def add_gradient_noise(
 
     Parameters
     ----------
-    grads : list of TensorVariable
-        The gradients.
+    $grads
     eta : float
         :math:`\eta > 0`, the initial variance, default 0.01 (the paper tries 0.01, 0.3 and 1.0).
     gamma : float

@@ -14,6 +14,11 @@ and :func:`reset_state` work on it as on a rule's state.
 - :func:`accumulate_gradients`: a rule that sees the mean of ``steps`` gradients (wraps the rule);
 - :func:`merge_updates`: one dictionary from rules applied to groups of params.
 
+Called without the updates (keywords only), :func:`apply_weight_decay`, :func:`apply_if_finite`,
+:func:`apply_lookahead` and :func:`apply_ema` return themselves awaiting them, their arguments
+bound, for :func:`chain`. The elementwise ones take a ``mask`` too: the params it leaves out pass
+through unchanged.
+
 Weight decay, lookahead and averaging (like the momentum wrappers) are elementwise steps: they go
 through :func:`updates.engine.wrap_elementwise`, the path of the rules, so their state lives in one
 flat buffer per dtype (shown per param by ``named_state()``) and they add one multi-tensor node
@@ -44,7 +49,7 @@ from updates.container import Updates
 from updates.engine import Elementwise, as_dtype, begin_wrapper, params_to_wrap, wrap_elementwise
 from updates.grads import all_finite, l2_norm, prepare_grads
 from updates.layout import new_state, pieces_of, state_like, state_record, step_counter
-from updates.public import checks_keywords
+from updates.public import awaits_input, checks_keywords, select
 from updates.sync import sync_variables
 
 __all__ = [
@@ -60,6 +65,16 @@ __all__ = [
 
 
 # -- shared by the wrappers ------------------------------------------------------------------------
+
+
+def masked_params(who: str, updates: Any, params: Any, mask: Any) -> Any:
+    """The params an elementwise wrapper applies to: those of ``params`` (default: the params of
+    ``updates``) that ``mask`` selects."""
+    if mask is None:
+        return params
+    check_mapping(who, updates)
+    wrapped = params_to_wrap(who, updates, params)
+    return [p for p, keep in zip(wrapped, select(who, mask, len(wrapped), wrapped)) if keep]
 
 
 def _every(counter: Variable, period: int) -> Variable:
@@ -83,12 +98,14 @@ def _rule_learning_rate(who: str, updates: Mapping) -> Any:
     return given if isinstance(given, float) else hyper["learning_rate"]
 
 
-@checks_keywords
+@awaits_input
 def apply_weight_decay(
     updates: Mapping,
     params: list[Variable] | None = None,
     weight_decay: Any = 1e-2,
     learning_rate: Any = None,
+    *,
+    mask: Any = None,
 ) -> Updates:
     r"""Add decoupled weight decay to any rule: Adam becomes AdamW.
 
@@ -103,16 +120,19 @@ def apply_weight_decay(
     Parameters
     ----------
     updates : mapping
-        ``{shared variable: new value}``, e.g. the result of :func:`adam`. Not modified.
+        ``{shared variable: new value}``, e.g. the result of :func:`adam`. Not modified. Leave out
+        (give keywords only) to get the wrapper back awaiting it, for :func:`chain`.
     params : list of shared variables, optional
         The params to decay. Default: all params of an :class:`Updates` (every floating-point key
-        of a plain dict). Leave biases and norms out by listing the others.
+        of a plain dict). Leave biases and norms out by listing the others, or with ``mask``.
     weight_decay : float or scalar tensor or schedule
         :math:`\lambda \ge 0`, default 1e-2 (torch.optim.AdamW's default).
     learning_rate : float or scalar tensor or schedule, optional
         :math:`\eta \ge 0`. Default None: the learning rate of the rule that built ``updates``
         (its value at each step, if it is a schedule), as in torch.optim.AdamW; give 1.0 to
         decay by :math:`\lambda` alone.
+    $mask
+        Biases and norms are usually left out: ``mask=lambda p: p.ndim > 1``.
 
     Returns
     -------
@@ -141,9 +161,20 @@ def apply_weight_decay(
     >>> _ = step()
     >>> w.get_value()  # 1 - 0.1 (Adam's first step) - 0.1 * 0.01 * 1
     array([0.899, 0.899])
+
+    Decay the matrices only, in a chain:
+
+    >>> W = pytensor.shared(np.ones((2, 2)), name="W")
+    >>> adamw = updates.chain(updates.adam(learning_rate=0.1),
+    ...                       updates.apply_weight_decay(weight_decay=0.5, mask=lambda p: p.ndim > 1))
+    >>> step = pytensor.function([], [], updates=adamw((W**2).sum() + (w**2).sum(), [W, w]))
+    >>> _ = step()
+    >>> W.get_value()[0], w.get_value()  # 1 - 0.1 - 0.1 * 0.5 * 1; w: Adam's step alone
+    (array([0.85, 0.85]), array([0.799, 0.799]))
     """
     who = "apply_weight_decay"
     check_mapping(who, updates)
+    params = masked_params(who, updates, params, mask)
     if learning_rate is None:
         learning_rate = _rule_learning_rate(who, updates)
     hyper = dict(weight_decay=weight_decay, learning_rate=learning_rate)
@@ -187,7 +218,7 @@ class SkipBudgetError(FloatingPointError):
         super().__init__(message)
 
 
-@checks_keywords
+@awaits_input
 def apply_if_finite(
     updates: Mapping, grads: Any = None, *, max_norm: float | None = None, budget: int | None = None
 ) -> Updates:
@@ -216,11 +247,13 @@ def apply_if_finite(
     ----------
     updates : mapping
         ``{shared variable: new value}``, the result of a rule or of other wrappers (wrap last,
-        so that their state is restored too). Not modified.
+        so that their state is restored too). Not modified. Leave out (give keywords only) to get
+        the wrapper back awaiting it, for :func:`chain`.
     grads : tensor or list of tensors, optional
         Tensors that must be finite too: the gradients given to the rule (needed when the rule
         is built with ``clear_nan=True`` or may map a non-finite gradient to a finite value), the
-        loss, anything. Default: only the new values are checked.
+        loss, anything. Default: only the new values are checked; in a :func:`chain`, the
+        gradients the rule is given (after the chain's transforms).
     max_norm : float, optional
         :math:`c > 0`: also skip a step whose update is larger, the Euclidean norm over all the
         params of new value minus old value, computed in float64 (the params: ``updates.params``,
@@ -344,9 +377,9 @@ def _budget_message(budget: int, max_norm: float | None) -> str:
 # -- lookahead -------------------------------------------------------------------------------------
 
 
-@checks_keywords
+@awaits_input
 def apply_lookahead(
-    updates: Mapping, params: list[Variable] | None = None, k: int = 5, alpha: Any = 0.5
+    updates: Mapping, params: list[Variable] | None = None, k: int = 5, alpha: Any = 0.5, *, mask: Any = None
 ) -> Updates:
     r"""Lookahead: every ``k`` steps, move slow weights towards the fast ones and restart from them.
 
@@ -363,13 +396,15 @@ def apply_lookahead(
     Parameters
     ----------
     updates : mapping
-        ``{shared variable: new value}`` of the inner rule. Not modified.
+        ``{shared variable: new value}`` of the inner rule. Not modified. Leave out (give keywords
+        only) to get the wrapper back awaiting it, for :func:`chain`.
     params : list of shared variables, optional
         As in :func:`apply_weight_decay`.
     k : int
         Synchronize every ``k`` calls, ``k >= 1``; default 5 (the paper uses 5 and 10).
     alpha : float or scalar tensor or schedule
         :math:`\alpha \in [0, 1]`, the slow weights' step, default 0.5 (the paper's value).
+    $mask
 
     Returns
     -------
@@ -400,6 +435,7 @@ def apply_lookahead(
     """
     who = "apply_lookahead"
     k = COUNT.check(who, "k", k)
+    params = masked_params(who, updates, params, mask)
     ranges = dict(alpha=Interval(0.0, 1.0, high_closed=True))
 
     def scalars(dtype: str, values: dict, counter: Variable) -> SimpleNamespace:
@@ -424,8 +460,10 @@ _LOOKAHEAD = Elementwise("apply_lookahead", _lookahead, ("slow",))
 # -- parameter averaging ---------------------------------------------------------------------------
 
 
-@checks_keywords
-def apply_ema(updates: Mapping, params: list[Variable] | None = None, decay: Any = 0.999) -> Updates:
+@awaits_input
+def apply_ema(
+    updates: Mapping, params: list[Variable] | None = None, decay: Any = 0.999, *, mask: Any = None
+) -> Updates:
     r"""Keep a running average of the params in shadow variables, to evaluate or deploy with.
 
     With :math:`u` the new value ``updates`` gives parameter :math:`p` and :math:`t` the number
@@ -444,12 +482,14 @@ def apply_ema(updates: Mapping, params: list[Variable] | None = None, decay: Any
     Parameters
     ----------
     updates : mapping
-        ``{shared variable: new value}``. Not modified.
+        ``{shared variable: new value}``. Not modified. Leave out (give keywords only) to get the
+        wrapper back awaiting it, for :func:`chain`.
     params : list of shared variables, optional
         The params to average. As in :func:`apply_weight_decay`.
     decay : float or scalar tensor or schedule or None
         :math:`\beta \in [0, 1]`, default 0.999; None for the uniform average of all the params
         seen so far.
+    $mask
 
     Returns
     -------
@@ -485,6 +525,7 @@ def apply_ema(updates: Mapping, params: list[Variable] | None = None, decay: Any
     array([-2.])
     """
     who = "apply_ema"
+    params = masked_params(who, updates, params, mask)
     uniform = decay is None
     hyper = {} if uniform else dict(decay=decay)
     ranges = {} if uniform else dict(decay=Interval(0.0, 1.0, high_closed=True))
@@ -678,7 +719,10 @@ def merge_updates(*updates: Mapping) -> Updates:
     When two groups use the same rule, each has its own step counter of the same name
     (``adam.t``): those are renamed ``adam.t[0]``, ``adam.t[1]`` (the variables' names are
     changed in place, the dictionaries are not), so that :func:`save_state` can tell them apart.
-    This is torch.optim's parameter groups and optax's ``multi_transform``.
+    This is torch.optim's parameter groups and optax's ``multi_transform``. A group may be given
+    a whole composed optimizer: ``chain(clip_by_norm(max_norm=1.0), adam(), apply_ema())(grads[:2],
+    params[:2])`` (see :func:`chain`); for the same rule with a part that skips some params
+    (no weight decay on biases), a ``mask=`` on that part is enough.
 
     Examples
     --------
