@@ -302,12 +302,22 @@ def test_a_mesh_of_any_axis_names_splits_the_batch_along_its_batch_axis(tmp_path
             assert_close(got[f"{name}.{key}"], value)
 
 
-def minimized(mesh=None):
+def minimized(mesh=None, **more):
     """``minimize`` on the problem, on one device or over ``mesh``: (history, params)."""
     loss, params, inputs, _ = problem("adam")
     rule = updates.adam(learning_rate=0.05)
     options = dict(batch_size=8, max_epochs=3, shuffle=False, progress=False, mode="JAX", mesh=mesh)
-    return updates.minimize(loss, params, inputs, data(), rule, **options), params
+    return updates.minimize(loss, params, inputs, data(), rule, **options, **more), params
+
+
+def test_minimize_takes_the_batch_axis_of_a_mesh_with_several():
+    history, params = minimized(one_device_mesh("replica", "batch"), batch_axis="batch")
+    expected, expected_params = minimized()
+    assert_close(history.train["loss"], expected.train["loss"])
+    for p, q in zip(params, expected_params):
+        assert_close(p.get_value(), q.get_value())
+    with pytest.raises(ValueError, match=r"^compile_step: the mesh has several axes"):
+        minimized(one_device_mesh("replica", "batch"))
 
 
 def test_minimize_data_parallel_equals_one_device(tmp_path):

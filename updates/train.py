@@ -404,7 +404,18 @@ class _Step:
 
 
 def _compile(
-    who, loss, params, inputs, optimizer, monitors, gradient_norm, tolerance, valid, mode, mesh=None
+    who,
+    loss,
+    params,
+    inputs,
+    optimizer,
+    monitors,
+    gradient_norm,
+    tolerance,
+    valid,
+    mode,
+    mesh=None,
+    batch_axis=None,
 ) -> _Step:
     if params is None and isinstance(optimizer, Updates):
         params = list(optimizer.params)
@@ -433,7 +444,9 @@ def _compile(
         (var, new if inside(var) else pt.switch(ok, new, var)) for var, new in built.items()
     )
     start = time.perf_counter()
-    train = compile_step(inputs, [*outputs.values(), ok], guarded, mode=mode, mesh=mesh)
+    train = compile_step(
+        inputs, [*outputs.values(), ok], guarded, mode=mode, mesh=mesh, batch_axis=batch_axis
+    )
     valid_function = None
     if valid:  # one device: a validation batch need not split over a mesh
         valid_function = compile_step(inputs, [loss, *monitors.values()], mode=mode)
@@ -478,6 +491,7 @@ class _Options:
     progress: bool | None
     mode: Any
     mesh: Any
+    batch_axis: str | None
 
     def __post_init__(self, who: str) -> None:
         """Check the options, raising the errors ``who`` raises for bad values."""
@@ -938,7 +952,10 @@ loss : scalar TensorVariable
     mesh : jax.sharding.Mesh or list of devices, optional
         With ``mode="JAX"``, train data-parallel over these devices (see :func:`compile_step`):
         ``batch_size`` must be a multiple of their number; a last smaller batch of a pass that
-        does not split over them is left out. Validation runs on one device.\
+        does not split over them is left out. Validation runs on one device.
+    batch_axis : str, optional
+        With a ``mesh`` of several axes, the axis the batch is split along (see
+        :func:`compile_step`); a one-axis mesh needs none.\
 """
 
 _NOTES = """\
@@ -1022,6 +1039,7 @@ def iterate(
     progress: bool | None = None,
     mode: Any = None,
     mesh: Any = None,
+    batch_axis: str | None = None,
 ) -> Iterator[Record]:
     """Train step by step, yielding a :class:`Record` at every validation.
 
@@ -1083,6 +1101,7 @@ def iterate(
         progress=progress,
         mode=mode,
         mesh=mesh,
+        batch_axis=batch_axis,
     )
     return _start("iterate", loss, params, inputs, train, optimizer, valid, options)
 
@@ -1094,13 +1113,20 @@ def _start(who: str, loss, params, inputs, train, optimizer, valid, options: _Op
     train_data = _Data(who, "train", train, inputs, batch_size, shuffle, seed)
     valid_data = None if valid is None else _Data(who, "valid", valid, inputs, batch_size, False, None)
     monitors = _check_monitors(who, options.monitors)
-    extras = (options.gradient_norm, options.tolerance, valid_data, options.mode, options.mesh)
+    extras = (
+        options.gradient_norm,
+        options.tolerance,
+        valid_data,
+        options.mode,
+        options.mesh,
+        options.batch_axis,
+    )
     step = _compile(who, loss, params, inputs, optimizer, monitors, *extras)
     multiple = step.train.batch_multiple
     if multiple > 1 and train_data.arrays is not None and train_data.batch_size % multiple:
         raise ValueError(
-            f"{who}: batch_size={train_data.batch_size} does not split over the {multiple} devices of "
-            "the mesh; give a multiple of their number"
+            f"{who}: batch_size={train_data.batch_size} does not split over the mesh's batch axis "
+            f"({multiple} parts on this process); give a multiple of {multiple}"
         )
     return _Loop(who, step, train_data, valid_data, options).run()
 
