@@ -200,10 +200,11 @@ def test_the_built_site_renders_its_equations_offline(tmp_path):
         assert list(script.parent.glob("output/chtml/fonts/**/*.woff")), f"no MathJax fonts beside {script}"
 
 
-def test_the_readmes_reading_map_names_functions_that_exist_where_it_says():
-    """In "Reading map", each backticked name is an attribute of the module named last before it."""
-    readme = (Path(__file__).parents[1] / "README.md").read_text()
-    section = readme.split("### Reading map", 1)[1].split("\n", 1)[1].split("\n| ", 1)[0]
+def test_the_reading_map_names_functions_that_exist_where_it_says():
+    """In docs/design.md's "Reading map", each backticked name is an attribute of the module named
+    last before it."""
+    design = (DOCS / "design.md").read_text()
+    section = design.split("## Reading map", 1)[1].split("\n", 1)[1].split("\n| ", 1)[0]
     module, checked = None, []
     for span in re.findall(r"`([^`]+)`", section):
         if span.startswith("tests/"):

@@ -15,8 +15,8 @@ the params.
 
 Reading ``adam`` from the call to the kernel: ``rules.py`` (its equations and its body), this
 module (``apply_rule``, ``_scalars``, ``_apply_fused``), ``fused.py`` (the node) and the backend
-of the linker (``backends/c.py`` or ``backends/numba.py``); the README's "Reading map" lists
-them in order.
+of the linker (``backends/c.py`` or ``backends/numba.py``); the "Reading map" of
+``docs/design.md`` lists them in order.
 """
 
 from __future__ import annotations
