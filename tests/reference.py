@@ -323,3 +323,110 @@ def total_norm_constraint(xs, max_norm, epsilon=1e-7, return_norm=False):
     multiplier = np.clip(n, 0, cast(max_norm)) / (cast(epsilon) + n)
     scaled = [np.asarray(x * multiplier, dtype=x.dtype) for x in xs]
     return (scaled, n) if return_norm else scaled
+
+
+# -- L-BFGS over all params as one vector (Nocedal and Wright 2006, algorithms 7.4 and 7.5; the
+# Armijo condition, eq. 3.4; the quadratic interpolation of section 3.5), in float64
+
+
+def lbfgs_direction(g, pairs):
+    """d = -H g by the two-loop recursion over the pairs (s_i, y_i), oldest first.
+
+    q = -g; newest to oldest: a_i = (s_i . q) / (y_i . s_i), q <- q - a_i y_i;
+    r = gamma q, gamma = (y . s) / (y . y) of the newest pair (1 without pairs);
+    oldest to newest: b_i = (y_i . r) / (y_i . s_i), r <- r + (a_i - b_i) s_i.
+    """
+    q = -np.asarray(g, dtype=np.float64)
+    alphas = []
+    for s, y in reversed(pairs):
+        alphas.append((s @ q) / (y @ s))
+        q = q - alphas[-1] * y
+    gamma = (pairs[-1][1] @ pairs[-1][0]) / (pairs[-1][1] @ pairs[-1][1]) if pairs else 1.0
+    r = gamma * q
+    for (s, y), alpha in zip(pairs, reversed(alphas)):
+        r = r + (alpha - (y @ r) / (y @ s)) * s
+    return r
+
+
+def armijo_ladder(phi, f0, slope, t0, ladder=12, shrink=0.5, armijo=1e-4):
+    """The step the ladder line search takes along a direction with phi(0) = f0, phi'(0) = slope.
+
+    Candidates t_k = t0 shrink**k, k < ladder; t_j is the first with the Armijo condition
+    phi(t) <= f0 + armijo t slope, else the last. t_q = -slope t_j**2 / (2 (phi(t_j) - f0 - slope
+    t_j)), the minimum of the parabola through f0, slope and phi(t_j), is taken when that
+    denominator is positive, t_q > 0, phi(t_q) meets the condition and lies below phi(t_j) (or no
+    candidate met it); else t_j if it met it; else 0 (no step). Returns (t, candidates, met), the
+    candidates as (t_k, phi(t_k)).
+    """
+    candidates = [(t0 * shrink**k, phi(t0 * shrink**k)) for k in range(ladder)]
+    met = [value <= f0 + armijo * t * slope for t, value in candidates]
+    t, value = candidates[met.index(True)] if any(met) else candidates[-1]
+    excess = value - f0 - slope * t
+    if excess > 0 and np.isfinite(excess):
+        tq = -slope * t * t / (2 * excess)
+        if tq > 0:
+            at_tq = phi(tq)
+            if at_tq <= f0 + armijo * tq * slope and (not any(met) or at_tq < value):
+                return tq, candidates, met
+    return (t if any(met) else 0.0), candidates, met
+
+
+def _along(loss, x, d):
+    """phi(t) = loss(x + t d)."""
+    return lambda t: loss(x + t * d)
+
+
+def lbfgs(
+    loss,
+    grad,
+    x,
+    steps,
+    learning_rate=1.0,
+    history_size=10,
+    tolerance_grad=1e-7,
+    tolerance_change=1e-9,
+    line_search=None,
+    ladder=12,
+    shrink=0.5,
+    armijo=1e-4,
+):
+    """Each of ``steps`` calls of L-BFGS on ``loss(x)`` with gradient ``grad(x)``, as a dict: the
+    params after it (``x``), the step taken (``t``, 0 for none) and, with the ladder, its search
+    (``f0``, ``candidates``, ``met`` as :func:`armijo_ladder` returns them). One call:
+
+    g = grad(x); nothing at all (the call does not count) when max|g| <= tolerance_grad.
+    Otherwise the pair (s, y) = (last step, g - previous g) joins the history (the oldest leaves
+    beyond history_size) when y . s > 1e-10; d = lbfgs_direction(g, history); t0 = lr min(1,
+    1 / sum|g|) on the first call (with the ladder: whenever the history is empty), lr after. A
+    step only when g . d <= -tolerance_change: t = t0, or the ladder's choice; with the ladder, a
+    call without a step empties the history.
+    """
+    x = np.array(x, dtype=np.float64)
+    pairs, last, previous, trajectory, taken = [], np.zeros_like(x), np.zeros_like(x), [], 0
+    for _ in range(steps):
+        g = grad(x)
+        if np.max(np.abs(g)) <= tolerance_grad:
+            trajectory.append({"x": x.copy(), "t": 0.0})
+            continue
+        y = g - previous
+        if y @ last > 1e-10:
+            pairs = [*pairs, (last, y)][-history_size:]
+        d = lbfgs_direction(g, pairs)
+        fresh = taken == 0 or (line_search == "armijo" and not pairs)
+        t = t0 = learning_rate * min(1.0, 1.0 / np.abs(g).sum()) if fresh else learning_rate
+        descends = g @ d <= -tolerance_change
+        record = {}
+        if line_search == "armijo":
+            t = 0.0
+            if descends:
+                t, candidates, met = armijo_ladder(
+                    _along(loss, x, d), loss(x), g @ d, t0, ladder, shrink, armijo
+                )
+                record = {"f0": loss(x), "candidates": candidates, "met": met}
+            if t == 0:
+                pairs = []
+        if descends:
+            x = x + t * d
+        trajectory.append({"x": x.copy(), "t": t if descends else 0.0, **record})
+        last, previous, taken = t * d, g, taken + 1
+    return trajectory

@@ -1,24 +1,30 @@
 r"""L-BFGS inside the compiled step: the two-loop recursion over all params as one vector.
 
-The history of the last :math:`m` steps :math:`s_i` and gradient changes :math:`y_i` lives in two
-flat buffers of shape :math:`(m, N)` (the newest last), so the graph has a constant number of
-nodes whatever the number of params; the two loops are unrolled over the :math:`m` rows, whose
-unused (zero) rows change nothing. An optional backtracking line search evaluates the loss at a
-fixed ladder of step sizes within the same call (no Python loop) and takes the largest that
-decreases the loss enough (Armijo), or no step.
+The history of the last :math:`m` steps :math:`s_i` and gradient changes :math:`y_i` lives in one
+flat buffer of shape :math:`(2, m, N)` (the newest last), so the graph has a constant number of
+nodes whatever the number of params and the history size: the two loops of the recursion are two
+unit triangular systems of size :math:`m`, solved with a handful of small matrix products
+(unused rows of zeros change nothing). Two optional line searches run within the same call (no
+Python loop): a backtracking ladder of step sizes evaluated at once (Armijo), refined by
+quadratic interpolation, and torch's strong Wolfe search (cubic interpolation, bracketing and
+zoom) as a bounded loop inside the graph.
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
+import math
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import pytensor
 import pytensor.tensor as pt
-from pytensor.graph.basic import Variable
-from pytensor.graph.replace import vectorize_graph
+from pytensor.compile.builders import OpFromGraph
+from pytensor.graph.basic import Apply, Variable
+from pytensor.graph.op import Op
+from pytensor.graph.replace import graph_replace, vectorize_graph
+from pytensor.scan.utils import until
 
 from updates.checks import (
     COUNT,
@@ -37,14 +43,18 @@ from updates.public import awaits_loss_and_params
 
 __all__ = ["lbfgs"]
 
+_OPEN_UNIT = Interval(0.0, 1.0, low_closed=False)
 _RANGES = dict(
     learning_rate=NON_NEGATIVE,
     tolerance_grad=NON_NEGATIVE,
     tolerance_change=NON_NEGATIVE,
-    shrink=Interval(0.0, 1.0, low_closed=False),
-    armijo=Interval(0.0, 1.0, low_closed=False),
+    shrink=_OPEN_UNIT,
+    armijo=_OPEN_UNIT,
+    curvature=_OPEN_UNIT,
 )
-_LINE_SEARCHES = (None, "armijo")
+_COUNTS = dict(history_size=COUNT, ladder=COUNT, max_ls=Interval(0, integer=True))
+_LINE_SEARCHES = (None, "armijo", "strong_wolfe")
+_CURVATURE_FLOOR = 1e-10  # a pair is kept when y . s exceeds it (torch's)
 
 
 @awaits_loss_and_params
@@ -60,13 +70,16 @@ def lbfgs(
     shrink: float = 0.5,
     armijo: float = 1e-4,
     *,
+    curvature: float = 0.9,
+    max_ls: int = 25,
     clear_nan: bool = False,
 ) -> Updates:
     r"""L-BFGS: quasi-Newton steps from the last ``history_size`` steps and gradient changes.
 
     With :math:`g` the gradient of all params as one vector, :math:`s_i = x_{i+1} - x_i` and
     :math:`y_i = g_{i+1} - g_i` the stored pairs (kept when :math:`y_i \cdot s_i > 10^{-10}`),
-    :math:`\rho_i = 1 / y_i \cdot s_i` and :math:`\gamma = y \cdot s / y \cdot y` of the newest:
+    :math:`\rho_i = 1 / y_i \cdot s_i` and :math:`\gamma = y \cdot s / y \cdot y` of the newest
+    (1 while none is stored), the direction is the two-loop recursion
 
     .. math::
 
@@ -76,14 +89,40 @@ def lbfgs(
             d \leftarrow d + (\alpha_i - \beta_i) s_i \quad (\text{oldest to newest}) \\
         x &\leftarrow x + t\, d
 
-    with :math:`d = -g` and :math:`t = \eta \min(1, 1 / \lVert g \rVert_1)` on the first step and
-    :math:`t = \eta` after. No step is taken while :math:`g \cdot d > -\epsilon_{change}`, and
-    nothing changes at all (state included) while :math:`\max |g| \le \epsilon_{grad}`.
+    with :math:`d = -g` and the initial step :math:`t_0 = \eta \min(1, 1 / \lVert g \rVert_1)` on
+    the first step, :math:`t_0 = \eta` after. No step is taken while
+    :math:`\phi'(0) = g \cdot d > -\epsilon_{change}`, and nothing changes at all (state
+    included) while :math:`\max |g| \le \epsilon_{grad}`. Below, :math:`\phi(t) = f(x + t d)`.
 
-    With ``line_search="armijo"``, the loss is evaluated in the same call at the ladder
-    :math:`t_k = t\, c^k`, :math:`k < K`, and the step is the first :math:`t_k` with
-    :math:`f(x + t_k d) \le f(x) + a\, t_k\, g \cdot d`, or no step if none is: the loss never
-    increases. It needs the scalar loss, and evaluates the model :math:`K` more times per call.
+    **No line search** (``line_search=None``): :math:`t = t_0`.
+
+    **Armijo** (``line_search="armijo"``): the loss is evaluated at the ladder
+    :math:`t_k = t_0 c^k`, :math:`k < K`, all at once; :math:`t_j` is the first (largest) with
+    :math:`\phi(t_k) \le \phi(0) + a\, t_k\, \phi'(0)`, or the smallest if none is. The minimizer of
+    the parabola through :math:`\phi(0)`, :math:`\phi'(0)` and :math:`\phi(t_j)`,
+
+    .. math::
+
+        t_q = \frac{-\phi'(0)\, t_j^2}{2\, (\phi(t_j) - \phi(0) - \phi'(0)\, t_j)},
+
+    is evaluated too (when the denominator is positive) and taken if it meets the Armijo condition
+    and lowers the loss below :math:`\phi(t_j)` (or if no :math:`t_k` met it); else :math:`t_j` if
+    it met it; else no step. The loss never increases. On a quadratic :math:`t_q` is the exact
+    minimizer along :math:`d`, so the ladder can lengthen a step as well as shorten it. The
+    initial step is :math:`\eta \min(1, 1 / \lVert g \rVert_1)` whenever the history is empty,
+    and a call that takes no step empties the history (the next direction is :math:`-g`).
+
+    **Strong Wolfe** (``line_search="strong_wolfe"``): torch's search. From :math:`t_0` it brackets
+    an interval, extrapolating by cubic interpolation of :math:`\phi` and :math:`\phi'` at the
+    last two points within :math:`[t + 0.01 (t - t_{prev}), 10 t]`, until a point fails the Armijo
+    condition :math:`\phi(t) \le \phi(0) + c_1 t \phi'(0)` (or does not decrease after the second
+    trial), has :math:`\phi'(t) \ge 0`, or meets the strong Wolfe conditions (Armijo and
+    :math:`|\phi'(t)| \le -c_2 \phi'(0)`); then it zooms into the bracket by cubic interpolation
+    (kept 10% of its width away from its ends when progress stalls) until the strong Wolfe
+    conditions hold, the bracket is narrower than :math:`\epsilon_{change} / \max |d|`, or
+    :math:`1 + L` evaluations are spent; the step is the lowest point of the bracket. Each
+    evaluation computes :math:`\phi` and :math:`\phi'`: the model and its gradient, one at a time,
+    in a loop inside the graph that stops as soon as the search does.
 
     Parameters
     ----------
@@ -94,31 +133,48 @@ def lbfgs(
         :math:`m`, the number of pairs kept, default 10.
     tolerance_grad, tolerance_change : float
         :math:`\epsilon_{grad}` and :math:`\epsilon_{change}`, defaults 1e-7 and 1e-9 (torch's).
-    line_search : {None, "armijo"}
-        None (default): the step :math:`t` as above, as torch's ``LBFGS`` without a line
-        search; ``"armijo"``: backtracking over a fixed ladder of step sizes.
-    ladder, shrink, armijo : int, float, float
-        :math:`K`, :math:`c` and :math:`a` of the line search: 12 candidates, halving, 1e-4.
+    line_search : {None, "armijo", "strong_wolfe"}
+        None (default): the step :math:`t_0`, as torch's ``LBFGS`` without a line search;
+        ``"armijo"``: the ladder of step sizes and its interpolated step; ``"strong_wolfe"``:
+        torch's strong Wolfe search. Both need the scalar loss.
+    ladder, shrink : int, float
+        :math:`K` and :math:`c` of the Armijo ladder: 12 candidates, halving.
+    armijo : float
+        :math:`a = c_1`, the sufficient decrease of both line searches, in (0, 1), default 1e-4.
+    curvature : float
+        :math:`c_2` of the strong Wolfe conditions, in :math:`(c_1, 1)`, default 0.9 (torch's).
+    max_ls : int
+        :math:`L`, the evaluations of the strong Wolfe search after the first, >= 0, default 25
+        (as torch's ``_strong_wolfe``).
     $clear_nan
 
     Returns
     -------
     Updates
-        The params, then the state: ``lbfgs.s`` and ``lbfgs.y`` (the history, shape
-        :math:`(m, N)`), ``lbfgs.rho``, ``lbfgs.direction``, ``lbfgs.step_size``,
-        ``lbfgs.gamma``, ``lbfgs.previous_grad`` and the counter ``lbfgs.t``. All params must
-        share one dtype.
+        The params, then the state: ``lbfgs.history`` (the pairs, shape :math:`(2, m, N)`:
+        :math:`s_i` then :math:`y_i`, the newest last), ``lbfgs.step`` (the last :math:`t d`),
+        ``lbfgs.previous_grad`` and the counter ``lbfgs.t``. All params must share one dtype.
 
     Notes
     -----
     Without a line search one call is one iteration of ``torch.optim.LBFGS(lr, max_iter=1,
-    history_size=m, line_search_fn=None)`` (the same trajectory: ``tests/test_lbfgs.py``).
-    For full-batch problems: the gradients of mini-batches break the pairs' curvature.
+    history_size=m, line_search_fn=None)``; with ``line_search="strong_wolfe"`` one of
+    ``torch.optim.LBFGS(lr, max_iter=1, max_eval=1 + L, history_size=m,
+    line_search_fn="strong_wolfe")`` (the same trajectories: ``tests/test_lbfgs.py``). torch's
+    default ``max_eval`` for ``max_iter=1`` is 1, which leaves its search one evaluation
+    (:math:`L = 0`: the step :math:`t_0` if it lowers the loss, else none, for good). The
+    two loops are computed as triangular systems (:math:`R \alpha = S(-g)`, then the same
+    factor transposed for :math:`\beta`), the same numbers up to rounding. For full-batch
+    problems: the gradients of mini-batches break the pairs' curvature. The strong Wolfe loop
+    is a ``scan`` with a stopping condition: backends without such loops (JAX) cannot run it.
 
     References
     ----------
     Nocedal (1980). Updating quasi-Newton matrices with limited storage. Math. Comp. 35.
-    Nocedal and Wright (2006). Numerical Optimization, 2nd ed., algorithms 7.4, 7.5 and 3.1.
+    Byrd, Nocedal and Schnabel (1994). Representations of quasi-Newton matrices and their use in
+    limited memory methods. Math. Prog. 63.
+    Nocedal and Wright (2006). Numerical Optimization, 2nd ed., algorithms 7.4, 7.5, 3.1, 3.5
+    and 3.6, and section 3.5 (interpolation).
 
     Examples
     --------
@@ -139,13 +195,17 @@ def lbfgs(
         ladder=ladder,
         shrink=shrink,
         armijo=armijo,
+        curvature=curvature,
+        max_ls=max_ls,
         clear_nan=clear_nan,
     )
     if loss_or_grads is None and params is None:
         return None  # checked: the decorator returns lbfgs awaiting them
     params, grads = prepare_grads("lbfgs", loss_or_grads, params)
     if line_search is not None and isinstance(loss_or_grads, (list, tuple)):
-        raise TypeError("lbfgs: line_search='armijo' evaluates the loss; give the scalar loss, not gradients")
+        raise TypeError(
+            f"lbfgs: line_search={line_search!r} evaluates the loss; give the scalar loss, not gradients"
+        )
     dtypes = sorted({p.dtype for p in params})
     if len(dtypes) > 1:
         raise ArgumentError(f"lbfgs: all params must share one dtype (one vector), got {', '.join(dtypes)}")
@@ -166,61 +226,87 @@ class _Settings:
     ladder: int
     shrink: float
     armijo: float
+    curvature: float
+    max_ls: int
     clear_nan: bool
 
     def __post_init__(self) -> None:
         """Check every setting, raising what :func:`lbfgs` raises for a bad value."""
         for name, interval in _RANGES.items():
             check_hyperparameter("lbfgs", name, getattr(self, name), interval)
-        for name in ("history_size", "ladder"):
-            COUNT.check("lbfgs", name, getattr(self, name))
+        for name, interval in _COUNTS.items():
+            interval.check("lbfgs", name, getattr(self, name))
         if self.line_search not in _LINE_SEARCHES:
             raise ValueError(f"lbfgs: line_search must be one of {_LINE_SEARCHES}, got {self.line_search!r}")
+        if self.line_search == "strong_wolfe" and not self.armijo < self.curvature:
+            raise ValueError(
+                "lbfgs: the strong Wolfe conditions need armijo < curvature (0 < c1 < c2 < 1), "
+                f"got armijo={self.armijo!r} and curvature={self.curvature!r}"
+            )
         if not isinstance(self.clear_nan, (bool, np.bool_)):
             raise TypeError(f"lbfgs: clear_nan must be True or False, got {self.clear_nan!r}")
 
 
-def _build(params: list, grads: list, loss: Variable | None, settings: _Settings) -> Updates:
-    dtype = params[0].dtype
-    size = sum(int(np.prod(p.get_value(borrow=True).shape)) for p in params)
-    state = _State(dtype, settings.history_size, size)
-    g = pt.concatenate([pt.flatten(x) for x in grads])
-    cast = functools.partial(pt.cast, dtype=dtype)
-    first = pt.eq(state.counter, 0)
-    history, gamma = state.remember(g, first)
-    direction = pt.switch(first, -g, _two_loops(g, *history, gamma, settings.history_size))
-    given = settings.learning_rate
-    rate = cast(given(state.counter) if is_schedule(given) else given)
-    t, move = _step(g, direction, first, rate, loss, params, settings, cast)
-    new = {
-        p: pt.switch(move, p + t * x.reshape(p.shape), p) for p, x in zip(params, _split(direction, params))
-    }
-    new.update(state.advance(history, gamma, direction, t, g))
-    stop = pt.max(pt.abs(g)) <= cast(settings.tolerance_grad)
-    updates = Updates(params=params, config=[_config(settings)], hyperparameters={"learning_rate": rate})
-    for variable, value in new.items():  # nothing changes while the gradient is below tolerance
-        updates[variable] = pt.switch(stop, variable, value)
-    return updates
-
-
-def _step(g, direction, first, rate, loss, params, settings, cast) -> tuple[Variable, Variable]:
-    """The step size and whether to take it: torch's rule, or the line search's choice."""
-    t = pt.switch(first, pt.minimum(cast(1.0), cast(1.0) / pt.abs(g).sum()) * rate, rate)
-    slope = pt.dot(g, direction)
-    if loss is None:
-        return t, slope <= -cast(settings.tolerance_change)
-    return _armijo(loss, params, direction, t, slope, settings, cast)
-
-
 def _config(settings: _Settings) -> dict:
     config = {"rule": "lbfgs"}
-    config.update(
-        (name, getattr(settings, name))
-        for name in ("history_size", "line_search", "ladder", "shrink", "armijo")
-    )
+    names = ("history_size", "line_search", "ladder", "shrink", "armijo", "curvature", "max_ls")
+    config.update((name, getattr(settings, name)) for name in names)
     for name in ("learning_rate", "tolerance_grad", "tolerance_change"):
         config[name] = describe_hyperparameter(getattr(settings, name))
     return config
+
+
+@dataclass(frozen=True)
+class _Search:
+    """What a line search starts from: the point, the direction, and :math:`\\phi(0)`, :math:`\\phi'(0)`."""
+
+    loss: Variable
+    params: list
+    pieces: list  # the direction split and shaped like each param
+    direction: Variable
+    t0: Variable
+    slope: Variable
+    settings: _Settings
+
+    def cast(self, value: Any) -> Variable:
+        return pt.cast(value, self.loss.dtype)
+
+    def at(self, t: Variable, pieces: list | None = None) -> Variable:
+        """:math:`\\phi(t)`, the loss at ``x + t d`` (``t`` a scalar; ``pieces``: ``d`` per param,
+        by default :attr:`pieces`)."""
+        steps = {p: p + t * x for p, x in zip(self.params, pieces or self.pieces)}
+        return graph_replace(self.loss, steps, strict=False)
+
+
+def _build(params: list, grads: list, loss: Variable | None, settings: _Settings) -> Updates:
+    dtype = params[0].dtype
+    cast = functools.partial(pt.cast, dtype=dtype)
+    sizes = [math.prod(p.get_value(borrow=True).shape) for p in params]
+    state = _State(dtype, settings.history_size, sum(sizes))
+    g = pt.concatenate([x.ravel() for x in grads]) if len(grads) > 1 else grads[0].ravel()
+    given = settings.learning_rate
+    rate = cast(given(state.counter) if is_schedule(given) else given)
+    core = _core(settings, g, state.history, state.step, state.previous, state.counter, rate)
+    pairs, direction, t0, slope, stop, moves, step, previous, counter = core
+    pieces = [x.reshape(p.shape) for p, x in zip(params, _split(direction, sizes))]
+    taken = t0  # the step along d
+    if loss is not None:
+        search = _Search(cast(loss), params, pieces, direction, t0, slope, settings)
+        taken = (_armijo if settings.line_search == "armijo" else _strong_wolfe)(search)
+        kept = pt.switch(slope <= -cast(settings.tolerance_change), taken, t0)  # torch's t
+        if settings.line_search == "armijo":  # no step taken: forget the history, start from -g
+            moves = pt.and_(moves, taken > 0)
+            kept = pt.switch(moves, taken, cast(0.0))
+            pairs = pt.switch(pt.or_(moves, stop), pairs, pt.zeros_like(pairs))
+        step = pt.switch(stop, state.step, kept * direction)
+    updates = Updates(params=params, config=[_config(settings)], hyperparameters={"learning_rate": rate})
+    for p, x in zip(params, pieces):
+        updates[p] = pt.switch(moves, p + taken * x, p)
+    updates[state.history] = pairs
+    updates[state.step] = step
+    updates[state.previous] = previous
+    updates[state.counter] = counter
+    return updates
 
 
 class _State:
@@ -228,66 +314,368 @@ class _State:
 
     def __init__(self, dtype: str, m: int, size: int) -> None:
         zeros = functools.partial(np.zeros, dtype=dtype)
-        self.s = new_state(zeros((m, size)), "lbfgs.s", 0.0)
-        self.y = new_state(zeros((m, size)), "lbfgs.y", 0.0)
-        self.rho = new_state(zeros(m), "lbfgs.rho", 0.0)
-        self.direction = new_state(zeros(size), "lbfgs.direction", 0.0)
-        self.step_size = new_state(zeros(()), "lbfgs.step_size", 0.0)
-        self.gamma = new_state(np.ones((), dtype=dtype), "lbfgs.gamma", 1.0)
-        self.previous = new_state(zeros(size), "lbfgs.previous_grad", 0.0)
+        self.history = new_state(zeros((2, m, size)), "lbfgs.history", 0.0, shape=(2, m, size))
+        self.step = new_state(zeros(size), "lbfgs.step", 0.0, shape=(size,))
+        self.previous = new_state(zeros(size), "lbfgs.previous_grad", 0.0, shape=(size,))
         self.counter = step_counter("lbfgs.t")
 
-    def remember(self, g: Variable, first: Variable) -> tuple[tuple, Variable]:
-        """The history with the newest pair appended (oldest dropped) if its curvature is positive."""
-        s, y = self.direction * self.step_size, g - self.previous
-        ys = pt.dot(y, s)
-        keep = pt.and_(pt.invert(first), ys > np.asarray(1e-10, dtype=ys.dtype))
-        rows = [(self.s, s), (self.y, y), (self.rho, 1 / ys)]
-        history = tuple(
-            pt.switch(keep, pt.concatenate([old[1:], pt.shape_padleft(new)]), old) for old, new in rows
-        )
-        gamma = pt.switch(first, np.ones((), dtype=g.dtype), pt.switch(keep, ys / pt.dot(y, y), self.gamma))
-        return history, gamma
 
-    def advance(self, history: tuple, gamma: Variable, direction: Variable, t: Variable, g: Variable) -> dict:
-        new = dict(zip((self.s, self.y, self.rho), history))
-        new.update({self.gamma: gamma, self.direction: direction, self.step_size: t, self.previous: g})
-        new[self.counter] = self.counter + 1
-        return new
+def _split(vector: Variable, sizes: list[int]) -> list[Variable]:
+    if len(sizes) == 1:
+        return [vector]
+    return pt.split(vector, sizes, n_splits=len(sizes))
 
 
-def _two_loops(g: Variable, s: Variable, y: Variable, rho: Variable, gamma: Variable, m: int) -> Variable:
-    """The direction :math:`-H g` from the history, newest row last (rows of zeros change nothing)."""
-    q, alphas = -g, {}
-    for i in reversed(range(m)):
-        alphas[i] = pt.dot(s[i], q) * rho[i]
-        q = q - alphas[i] * y[i]
-    r = q * gamma
-    for i in range(m):
-        beta = pt.dot(y[i], r) * rho[i]
-        r = r + s[i] * (alphas[i] - beta)
-    return r
+# -- the step before the line search: one node, the graph below or, under Numba, a kernel
 
 
-def _split(vector: Variable, params: list) -> list[Variable]:
-    sizes = [int(np.prod(p.get_value(borrow=True).shape)) for p in params]
-    starts = np.cumsum([0, *sizes]).tolist()
-    return [vector[a:b] for a, b in itertools.pairwise(starts)]
+class _Core(OpFromGraph):
+    """:func:`_core_graph` as one node: PyTensor inlines it (``inline=True``) in every mode but
+    Numba's, where :func:`_core_as_kernel` replaces it by :class:`_CoreKernel` first."""
+
+    def __init__(self, inputs, outputs, constants: tuple) -> None:
+        super().__init__(inputs, outputs, inline=True)
+        self.constants = constants  # (m, tolerance_grad, tolerance_change, restart): the kernel's
 
 
-def _armijo(loss, params, direction, t, slope, settings, cast) -> tuple[Variable, Variable]:
-    """The largest step of the ladder ``t c^k`` that decreases the loss enough, and whether any does.
+def _core(settings: _Settings, *inputs: Variable) -> list[Variable]:
+    r"""The step before the line search. From the gradient ``g``, the state (history, last step,
+    previous gradient, counter) and the learning rate: the history with the newest pair, the
+    direction :math:`d`, the initial step :math:`t_0`, the slope :math:`g \cdot d`, whether
+    :math:`\max |g| \le \epsilon_{grad}` (stop: nothing changes), whether to step (the slope
+    below :math:`-\epsilon_{change}`, no stop), and the new last step (:math:`t_0 d`, the one
+    without a line search), previous gradient and counter."""
+    _register_kernel()
+    restart = settings.line_search == "armijo"
+    tolerances = float(settings.tolerance_grad), float(settings.tolerance_change)
+    constants = (settings.history_size, *tolerances, restart)
+    inner = [x.type() for x in inputs]
+    outputs = _core_graph(*inner, *constants)
+    return _Core(inner, outputs, constants)(*inputs)
+
+
+def _core_graph(g, history, step, previous, counter, rate, m, tolerance, change, restart):
+    """:func:`_core` as a graph: the pair, the two loops as triangular systems, the scalars."""
+    cast = functools.partial(pt.cast, dtype=g.dtype)
+    stop = pt.max(pt.abs(g)) <= cast(tolerance)  # then nothing changes at all
+    y = g - previous
+    keep = pt.and_(pt.dot(y, step) > cast(_CURVATURE_FLOOR), pt.invert(stop))
+    grown = pt.concatenate([history, pt.stack([step, y])[:, None, :]], axis=1)
+    start = pt.cast(keep, "int64")
+    pairs = grown[:, start : start + m]  # the oldest pair dropped if the newest is kept
+    direction, empty = _two_loops(g, pairs, m)
+    fresh = pt.eq(counter, 0)
+    if restart:
+        fresh = pt.or_(fresh, empty)
+    t0 = pt.switch(fresh, pt.minimum(cast(1.0), cast(1.0) / pt.abs(g).sum()) * rate, rate)
+    slope = pt.dot(g, direction)
+    go = pt.and_(slope <= -cast(change), pt.invert(stop))
+    step = pt.switch(stop, step, t0 * direction)
+    previous = pt.switch(stop, previous, g)
+    counter = counter + pt.cast(pt.invert(stop), "int64")
+    return [pairs, direction, t0, slope, stop, go, step, previous, counter]
+
+
+def _two_loops(g: Variable, pairs: Variable, m: int) -> tuple[Variable, Variable]:
+    r"""The direction :math:`-H g` of the two-loop recursion, and whether the history is empty.
+
+    With :math:`S`, :math:`Y` the rows :math:`s_i`, :math:`y_i` (oldest first) and :math:`C = S
+    Y^T`, the first loop is :math:`R \alpha = S(-g)`, :math:`R = \mathrm{triu}(C)`; with
+    :math:`r_0 = \gamma (-g - Y^T \alpha)` the second is :math:`R^T e = \sigma \circ \alpha - Y r_0`
+    for :math:`e = \alpha - \beta`, :math:`\sigma_i = y_i \cdot s_i`, and :math:`d = r_0 + S^T e`.
+    With :math:`R = \mathrm{diag}(\sigma)(I + N)`, :math:`N` strictly upper triangular, so
+    nilpotent: :math:`Q = (I + N)^{-1} = (I - N)(I + N^2)(I + N^4)\cdots` costs
+    :math:`\lceil \log_2 m \rceil` products of :math:`m \times m` matrices, and
+    :math:`R^{-1} = Q\, \mathrm{diag}(\rho)`. Unused rows are zeros, with :math:`\rho_i = 0`:
+    they change nothing.
+    """
+    s, y = pairs[0], pairs[1]
+    dtype = g.dtype
+    curvature = s @ y.T  # C[i, j] = s_i . y_j
+    sigma = pt.diagonal(curvature)
+    used = sigma > 0
+    rho = pt.switch(used, 1 / pt.switch(used, sigma, 1), 0)
+    newest = pt.dot(y[-1], y[-1])
+    gamma = pt.switch(used[-1], sigma[-1] / pt.switch(used[-1], newest, 1), np.ones((), dtype))
+    upper = np.triu(np.ones((m, m), dtype=dtype), 1)
+    inverse = _unit_triangular_inverse(rho[:, None] * curvature * upper, m)
+    alpha = inverse @ (rho * (s @ -g))
+    r0 = gamma * (-g - alpha @ y)
+    e = rho * ((sigma * alpha - y @ r0) @ inverse)
+    return r0 + e @ s, pt.invert(used[-1])
+
+
+def _unit_triangular_inverse(nilpotent: Variable, m: int) -> Variable:
+    """:math:`(I + N)^{-1}` for a strictly triangular :math:`m \\times m` matrix :math:`N`, as
+    :math:`(I - N) \\prod_k (I + N^{2^k})`, exact once :math:`2^k \\ge m`."""
+    eye = np.eye(m, dtype=nilpotent.dtype)
+    inverse, power = eye - nilpotent, nilpotent
+    for _ in range(max(0, math.ceil(math.log2(m)) - 1)):
+        power = power @ power
+        inverse = inverse @ (eye + power)
+    return inverse
+
+
+def _core_kernel(g, history, step, previous, counter, rate, tolerance, change, restart):
+    """:func:`_core_graph` as loops, the two-loop recursion as written. Only loops and scalars:
+    Numba compiles this in a fraction of the time the graph or NumPy's array functions take."""
+    m, n = history.shape[1], g.shape[0]
+    zero, one = g.dtype.type(0), g.dtype.type(1)
+    largest, total, ys = zero, zero, zero
+    y = np.empty_like(g)
+    for k in range(n):
+        total += abs(g[k])
+        largest = max(largest, abs(g[k]))
+        y[k] = g[k] - previous[k]
+        ys += y[k] * step[k]
+    stop = largest <= g.dtype.type(tolerance)
+    shift = 1 if ys > g.dtype.type(_CURVATURE_FLOOR) and not stop else 0
+    pairs = np.empty_like(history)
+    for i in range(m):  # the oldest pair dropped if the newest is kept
+        for k in range(n):
+            new = i + shift == m
+            pairs[0, i, k] = step[k] if new else history[0, i + shift, k]
+            pairs[1, i, k] = y[k] if new else history[1, i + shift, k]
+    d = np.empty_like(g)
+    for k in range(n):
+        d[k] = -g[k]
+    alpha, rho = np.zeros(m, g.dtype), np.zeros(m, g.dtype)
+    for i in range(m - 1, -1, -1):  # newest to oldest
+        sy, sd = zero, zero
+        for k in range(n):
+            sy += pairs[1, i, k] * pairs[0, i, k]
+            sd += pairs[0, i, k] * d[k]
+        if sy > 0:
+            rho[i] = one / sy
+            alpha[i] = sd * rho[i]
+            for k in range(n):
+                d[k] -= alpha[i] * pairs[1, i, k]
+    if rho[m - 1] > 0:
+        yy = zero
+        for k in range(n):
+            yy += pairs[1, m - 1, k] * pairs[1, m - 1, k]
+        gamma = (one / rho[m - 1]) / yy
+        for k in range(n):
+            d[k] *= gamma
+    for i in range(m):  # oldest to newest
+        if rho[i] > 0:
+            yd = zero
+            for k in range(n):
+                yd += pairs[1, i, k] * d[k]
+            step_i = alpha[i] - yd * rho[i]
+            for k in range(n):
+                d[k] += step_i * pairs[0, i, k]
+    slope = zero
+    for k in range(n):
+        slope += g[k] * d[k]
+    t0 = rate
+    if counter == 0 or (restart and rho[m - 1] == 0):
+        t0 = min(one, one / total) * rate
+    new_step, new_previous = np.empty_like(g), np.empty_like(g)
+    for k in range(n):
+        new_step[k] = step[k] if stop else t0 * d[k]
+        new_previous[k] = previous[k] if stop else g[k]
+    go = slope <= -g.dtype.type(change) and not stop
+    return pairs, d, t0, slope, stop, go, new_step, new_previous, counter + (0 if stop else 1)
+
+
+class _CoreKernel(Op):
+    """:func:`_core_kernel` as a node, made by the Numba rewrite only (``perform`` runs it in Python)."""
+
+    __props__ = ("m", "tolerance", "change", "restart")
+
+    def __init__(self, m: int, tolerance: float, change: float, restart: bool) -> None:
+        self.m, self.tolerance, self.change, self.restart = m, tolerance, change, restart
+
+    def make_node(self, *inputs):
+        inputs = [pt.as_tensor_variable(x) for x in inputs]
+        g, history, step, _, counter, _ = inputs
+        scalar = pt.TensorType(g.dtype, shape=())
+        flag = pt.TensorType("bool", shape=())
+        vector = step.type  # the state's static shape, so that no SpecifyShape follows
+        types = [history.type, vector, scalar, scalar, flag, flag, vector, vector, counter.type]
+        return Apply(self, inputs, [t() for t in types])
+
+    def perform(self, node, inputs, output_storage):
+        constants = self.tolerance, self.change, self.restart
+        results = _core_kernel(*inputs[:4], int(inputs[4]), inputs[5][()], *constants)
+        for storage, value, variable in zip(output_storage, results, node.outputs):
+            storage[0] = np.asarray(value, dtype=variable.dtype)
+
+
+_KERNEL: list[bool] = []  # whether the Numba kernel and its rewrite are registered, once asked
+
+
+def _register_kernel() -> None:
+    """Under PyTensor 3's Numba linker, replace each :class:`_Core` by :class:`_CoreKernel`
+    before PyTensor inlines it (position -0.02; the inlining runs at -0.01)."""
+    if _KERNEL:
+        return
+    try:
+        from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_default_op_cache_key
+    except ImportError:  # PyTensor 2.38: its Numba backend takes no cache keys; the graph serves
+        _KERNEL.append(False)
+        return
+    _KERNEL.append(True)
+    from pytensor.compile import optdb
+    from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
+
+    @register_funcify_default_op_cache_key(_CoreKernel)
+    def _numba_core(op, node=None, **kwargs):
+        kernel, constants = numba_njit(_core_kernel), (op.tolerance, op.change, op.restart)
+
+        @numba_njit
+        def core(g, history, step, previous, counter, rate):
+            out = kernel(g, history, step, previous, counter[()], rate[()], *constants)
+            pairs, d, t0, slope, stop, go, new_step, new_previous, count = out
+            scalars = np.asarray(t0), np.asarray(slope), np.asarray(stop), np.asarray(go)
+            return pairs, d, *scalars, new_step, new_previous, np.asarray(count)
+
+        return core
+
+    @node_rewriter([_Core])
+    def _core_as_kernel(fgraph, node):
+        return _CoreKernel(*node.op.constants).make_node(*node.inputs).outputs
+
+    optdb.register("updates_lbfgs_kernel", dfs_rewriter(_core_as_kernel), "numba", position=-0.02)
+
+
+def _armijo(search: _Search) -> Variable:
+    """The step of the ladder ``t0 c^k`` and its interpolated refinement (0: no step).
 
     The loss at every step of the ladder is one vectorized graph (a leading axis of candidates
     on every param), not one copy of the model per candidate: PyTensor's Numba linker compiles
-    in time growing faster than the node count.
+    in time growing faster than the node count. The interpolated step needs one more copy.
     """
-    powers = np.asarray([settings.shrink**k for k in range(settings.ladder)], dtype=loss.dtype)
-    steps = t * cast(powers)
+    settings, cast = search.settings, search.cast
+    powers = np.asarray([settings.shrink**k for k in range(settings.ladder)])
+    steps = search.t0 * cast(powers)
     batched = {
-        p: pt.shape_padleft(p) + steps.reshape((-1,) + (1,) * p.ndim) * pt.shape_padleft(x.reshape(p.shape))
-        for p, x in zip(params, _split(direction, params))
+        p: pt.shape_padleft(p) + steps.reshape((-1,) + (1,) * p.ndim) * pt.shape_padleft(x)
+        for p, x in zip(search.params, search.pieces)
     }
-    losses = vectorize_graph(loss, batched)
-    found = losses <= loss + cast(settings.armijo) * steps * slope
-    return pt.switch(pt.any(found), steps[pt.argmax(found)], cast(0.0)), pt.any(found)
+    losses = vectorize_graph(search.loss, batched)
+    enough = cast(settings.armijo) * search.slope
+    found = losses <= search.loss + enough * steps
+    any_found = pt.any(found)
+    t = pt.switch(any_found, pt.max(pt.switch(found, steps, cast(0.0))), steps[-1])  # the largest
+    value = pt.max(pt.switch(pt.eq(steps, t), losses, cast(-np.inf)))
+    excess = value - search.loss - search.slope * t  # phi(t) - phi(0) - phi'(0) t: half the curvature t^2
+    usable = pt.and_(excess > 0, pt.isfinite(excess))
+    tq = pt.switch(usable, -search.slope * t * t / (cast(2.0) * pt.switch(usable, excess, 1)), cast(0.0))
+    at_tq = search.at(tq)
+    better = pt.and_(
+        pt.and_(tq > 0, at_tq <= search.loss + enough * tq), pt.or_(pt.invert(any_found), at_tq < value)
+    )
+    return pt.switch(better, tq, pt.switch(any_found, t, cast(0.0)))
+
+
+def _cubic_minimum(x1, f1, g1, x2, f2, g2, low, high, cast):
+    """The minimizer of the cubic through two points with their values and slopes, clipped to
+    ``[low, high]``; their midpoint if the cubic has no minimum (torch's ``_cubic_interpolate``)."""
+    d1 = g1 + g2 - cast(3.0) * (f1 - f2) / (x1 - x2)
+    square = d1 * d1 - g1 * g2
+    d2 = pt.sqrt(pt.maximum(square, cast(0.0)))
+    ascending = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + cast(2.0) * d2))
+    descending = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + cast(2.0) * d2))
+    minimum = pt.switch(x1 <= x2, ascending, descending)
+    return pt.switch(square >= 0, pt.minimum(pt.maximum(minimum, low), high), (low + high) / cast(2.0))
+
+
+def _strong_wolfe(search: _Search) -> Variable:
+    """torch's strong Wolfe line search as a bounded loop in the graph: the step it returns.
+
+    The loop's body is one evaluation of the loss and its derivative along ``d`` and the
+    search's decisions; what it needs from the step (``d``, :math:`\\phi(0)`, :math:`\\phi'(0)`)
+    enters as inputs, so that the body does not compute them again.
+    """
+    settings, cast = search.settings, search.cast
+    zero, false = cast(0.0), pt.as_tensor_variable(np.bool_(False))
+    start = [search.t0, zero, search.loss, search.slope, *[zero] * 6, false, false, false]
+    given = [*search.pieces, search.loss, search.slope, pt.max(pt.abs(search.direction))]
+    constants = dict(
+        c1=cast(settings.armijo),
+        c2=cast(settings.curvature),
+        tolerance=cast(settings.tolerance_change),
+        last=settings.max_ls,
+        cast=cast,
+    )
+    count = len(search.pieces)
+
+    def iteration(j, t, *inputs):
+        carry, pieces, (f0, slope, reach) = inputs[:12], inputs[12 : 12 + count], inputs[12 + count :]
+        value = search.at(t, list(pieces))
+        derivative = pytensor.grad(value, t)
+        return _wolfe_iteration(j, t, value, derivative, *carry, f0=f0, slope=slope, reach=reach, **constants)
+
+    outputs = pytensor.scan(
+        iteration,
+        sequences=[pt.arange(settings.max_ls + 1, dtype="int64")],
+        outputs_info=[*start, None],
+        non_sequences=given,
+        return_updates=False,
+    )
+    return outputs[-1][-1]
+
+
+def _wolfe_iteration(
+    j, t, f, g, t_prev, f_prev, g_prev, a_t, a_f, a_g, b_t, b_f, b_g, low_b, stuck, zoom, **k
+):
+    """One evaluation of the strong Wolfe search and what follows from it.
+
+    The carry: the trial step ``t``; the previous point of the bracketing phase; the bracket as
+    two positions ``a`` and ``b`` (``low_b``: the lowest is ``b``); the zoom's insufficient
+    progress flag; the phase. Returns the next carry, the step found so far, and the stop.
+    """
+    cast, f0, slope, c1, c2 = k["cast"], k["f0"], k["slope"], k["c1"], k["c2"]
+    last = pt.eq(j, k["last"])
+    rises = f > f0 + c1 * t * slope
+    flat = pt.abs(g) <= -c2 * slope
+    # bracketing: the point found, a bracket around one, or a longer step
+    high = pt.or_(rises, pt.and_(j > 1, f >= f_prev))
+    enter = pt.and_(pt.invert(last), pt.or_(high, pt.and_(pt.invert(flat), g >= 0)))
+    extrapolate = pt.and_(pt.invert(last), pt.invert(pt.or_(high, pt.or_(flat, g >= 0))))
+    bracket_result = pt.switch(pt.and_(last, f0 <= f), cast(0.0), t)
+    # zoom: the new point replaces an end of the bracket
+    low = [pt.switch(low_b, x, y) for x, y in ((b_t, a_t), (b_f, a_f), (b_g, a_g))]
+    upper = [pt.switch(low_b, y, x) for x, y in ((b_t, a_t), (b_f, a_f), (b_g, a_g))]
+    replaces_high = pt.or_(rises, f >= low[1])
+    found = pt.and_(pt.invert(replaces_high), flat)
+    swap = pt.and_(pt.invert(pt.or_(replaces_high, flat)), g * (upper[0] - low[0]) >= 0)
+    new = (t, f, g)
+    kept_high = [pt.switch(swap, lo, hi) for lo, hi in zip(low, upper)]
+    # positions after the update: the high end gets the new point, or the low end does
+    into_a = pt.switch(replaces_high, low_b, pt.invert(low_b))
+    zoom_a = [pt.switch(into_a, n, pt.switch(low_b, h, lo)) for n, h, lo in zip(new, kept_high, low)]
+    zoom_b = [pt.switch(into_a, pt.switch(low_b, lo, h), n) for n, h, lo in zip(new, kept_high, low)]
+    zoom_low_b = pt.switch(replaces_high, zoom_a[1] > zoom_b[1], low_b)
+    # the bracket from here on, in either phase
+    in_zoom = pt.or_(zoom, enter)
+    next_a = [pt.switch(zoom, z, e) for z, e in zip(zoom_a, (t_prev, f_prev, g_prev))]
+    next_b = [pt.switch(zoom, z, e) for z, e in zip(zoom_b, new)]
+    next_low_b = pt.switch(zoom, zoom_low_b, f_prev > f)
+    narrow = pt.abs(next_b[0] - next_a[0]) * k["reach"] < k["tolerance"]
+    done = pt.switch(zoom, pt.or_(found, last), pt.invert(pt.or_(enter, extrapolate)))
+    done = pt.or_(done, pt.and_(in_zoom, narrow))
+    result = pt.switch(in_zoom, pt.switch(next_low_b, next_b[0], next_a[0]), bracket_result)
+    # the next trial: inside the bracket, or beyond t
+    ends = (pt.minimum(next_a[0], next_b[0]), pt.maximum(next_a[0], next_b[0]))
+    bounds = [pt.switch(in_zoom, z, e) for z, e in zip(ends, (t + cast(0.01) * (t - t_prev), cast(10.0) * t))]
+    points = [pt.switch(in_zoom, z, e) for z, e in zip((*next_a, *next_b), (t_prev, f_prev, g_prev, *new))]
+    trial = _cubic_minimum(*points, *bounds, cast)
+    margin = cast(0.1) * (ends[1] - ends[0])
+    near = pt.minimum(ends[1] - trial, trial - ends[0]) < margin
+    moved = pt.and_(near, pt.or_(pt.and_(zoom, stuck), pt.or_(trial >= ends[1], trial <= ends[0])))
+    away = pt.switch(pt.abs(trial - ends[1]) < pt.abs(trial - ends[0]), ends[1] - margin, ends[0] + margin)
+    trial = pt.switch(pt.and_(in_zoom, moved), away, trial)
+    next_stuck = pt.and_(near, pt.invert(moved))
+    carry = [
+        trial,
+        *[pt.switch(in_zoom, a, n) for a, n in zip((t_prev, f_prev, g_prev), new)],
+        *next_a,
+        *next_b,
+        next_low_b,
+        next_stuck,
+        in_zoom,
+    ]
+    return [*carry, result], until(done)
