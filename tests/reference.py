@@ -10,6 +10,7 @@ cast to that dtype first, ``1 - beta`` is computed in it, and the integer step c
 ``t`` (1 on the first step) is cast to it before any power. State starts at zero.
 """
 
+import math
 from collections.abc import Callable
 
 import numpy as np
@@ -430,3 +431,19 @@ def lbfgs(
         trajectory.append({"x": x.copy(), "t": t if descends else 0.0, **record})
         last, previous, taken = t * d, g, taken + 1
     return trajectory
+
+
+def plateau_reference(losses, init_value, factor, patience, threshold, cooldown, min_value):
+    """The value used at each call, written from torch's documented algorithm (mode min, rel)."""
+    value, best, bad, cooling, used = init_value, math.inf, 0, 0, []
+    for loss in losses:
+        used.append(value)
+        if loss < best * (1 - threshold):
+            best, bad = loss, 0
+        else:
+            bad += 1
+        if cooling > 0:
+            cooling, bad = cooling - 1, 0
+        if bad > patience:
+            value, cooling, bad = max(value * factor, min_value), cooldown, 0
+    return np.array(used)

@@ -14,6 +14,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from reference import plateau_reference
 
 import updates
 from updates import schedules
@@ -837,22 +838,6 @@ def test_momentum_rule_with_two_schedules_shares_one_counter():
 
 
 # -- reduce_on_plateau -----------------------------------------------------------------------------
-
-
-def plateau_reference(losses, init_value, factor, patience, threshold, cooldown, min_value):
-    """The value used at each call, written from torch's documented algorithm (mode min, rel)."""
-    value, best, bad, cooling, used = init_value, math.inf, 0, 0, []
-    for loss in losses:
-        used.append(value)
-        if loss < best * (1 - threshold):
-            best, bad = loss, 0
-        else:
-            bad += 1
-        if cooling > 0:
-            cooling, bad = cooling - 1, 0
-        if bad > patience:
-            value, cooling, bad = max(value * factor, min_value), cooldown, 0
-    return np.array(used)
 
 
 def plateau_losses(seed=0, n=200):

@@ -12,8 +12,11 @@ zoom) as a bounded loop inside the graph.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import inspect
 import math
+import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +39,7 @@ from updates.checks import (
     is_schedule,
 )
 from updates.container import Updates
+from updates.engine import give_loss, schedule_state
 from updates.grads import clear_nan as zero_nan
 from updates.grads import prepare_grads
 from updates.layout import new_state, step_counter
@@ -211,7 +215,10 @@ def lbfgs(
         raise ArgumentError(f"lbfgs: all params must share one dtype (one vector), got {', '.join(dtypes)}")
     if clear_nan:
         grads = [zero_nan(g) for g in grads]
-    return _build(params, grads, loss_or_grads if line_search else None, settings)
+    loss = None if isinstance(loss_or_grads, (list, tuple)) else pt.as_tensor_variable(loss_or_grads)
+    rate = give_loss("lbfgs", "learning_rate", learning_rate, loss)  # a plateau schedule watches it
+    settings = dataclasses.replace(settings, learning_rate=rate)
+    return _build(params, grads, loss if line_search else None, settings)
 
 
 @dataclass(frozen=True)
@@ -306,6 +313,7 @@ def _build(params: list, grads: list, loss: Variable | None, settings: _Settings
     updates[state.step] = step
     updates[state.previous] = previous
     updates[state.counter] = counter
+    updates.update(schedule_state([settings.learning_rate]))
     return updates
 
 
@@ -314,9 +322,9 @@ class _State:
 
     def __init__(self, dtype: str, m: int, size: int) -> None:
         zeros = functools.partial(np.zeros, dtype=dtype)
-        self.history = new_state(zeros((2, m, size)), "lbfgs.history", 0.0, shape=(2, m, size))
-        self.step = new_state(zeros(size), "lbfgs.step", 0.0, shape=(size,))
-        self.previous = new_state(zeros(size), "lbfgs.previous_grad", 0.0, shape=(size,))
+        self.history = new_state(zeros((2, m, size)), "lbfgs.history", 0.0)
+        self.step = new_state(zeros(size), "lbfgs.step", 0.0)
+        self.previous = new_state(zeros(size), "lbfgs.previous_grad", 0.0)
         self.counter = step_counter("lbfgs.t")
 
 
@@ -360,9 +368,8 @@ def _core_graph(g, history, step, previous, counter, rate, m, tolerance, change,
     stop = pt.max(pt.abs(g)) <= cast(tolerance)  # then nothing changes at all
     y = g - previous
     keep = pt.and_(pt.dot(y, step) > cast(_CURVATURE_FLOOR), pt.invert(stop))
-    grown = pt.concatenate([history, pt.stack([step, y])[:, None, :]], axis=1)
-    start = pt.cast(keep, "int64")
-    pairs = grown[:, start : start + m]  # the oldest pair dropped if the newest is kept
+    rolled = pt.concatenate([history[:, 1:], history[:, :1]], axis=1)  # of the state's type
+    pairs = pt.switch(keep, pt.set_subtensor(rolled[:, -1], pt.stack([step, y])), history)
     direction, empty = _two_loops(g, pairs, m)
     fresh = pt.eq(counter, 0)
     if restart:
@@ -487,13 +494,24 @@ class _CoreKernel(Op):
     def __init__(self, m: int, tolerance: float, change: float, restart: bool) -> None:
         self.m, self.tolerance, self.change, self.restart = m, tolerance, change, restart
 
-    def make_node(self, *inputs):
+    def make_node(self, *inputs, types=None):
+        """``types``: those of the outputs (default: the state's), given by the rewrite as those of
+        the node replaced, so that no SpecifyShape follows."""
         inputs = [pt.as_tensor_variable(x) for x in inputs]
         g, history, step, _, counter, _ = inputs
         scalar = pt.TensorType(g.dtype, shape=())
         flag = pt.TensorType("bool", shape=())
-        vector = step.type  # the state's static shape, so that no SpecifyShape follows
-        types = [history.type, vector, scalar, scalar, flag, flag, vector, vector, counter.type]
+        types = types or [
+            history.type,
+            step.type,
+            scalar,
+            scalar,
+            flag,
+            flag,
+            step.type,
+            step.type,
+            counter.type,
+        ]
         return Apply(self, inputs, [t() for t in types])
 
     def perform(self, node, inputs, output_storage):
@@ -504,6 +522,15 @@ class _CoreKernel(Op):
 
 
 _KERNEL: list[bool] = []  # whether the Numba kernel and its rewrite are registered, once asked
+
+
+def _kernel_version() -> int:
+    """Salts the kernel's key in PyTensor's compile cache (which knows the Op's props only): a
+    checksum of the kernel's source, so that an edited kernel is compiled again."""
+    try:
+        return zlib.crc32(inspect.getsource(_core_kernel).encode())
+    except OSError:  # no source (a frozen install): the cache keys by props alone
+        return 0
 
 
 def _register_kernel() -> None:
@@ -531,11 +558,12 @@ def _register_kernel() -> None:
             scalars = np.asarray(t0), np.asarray(slope), np.asarray(stop), np.asarray(go)
             return pairs, d, *scalars, new_step, new_previous, np.asarray(count)
 
-        return core
+        return core, _kernel_version()
 
     @node_rewriter([_Core])
     def _core_as_kernel(fgraph, node):
-        return _CoreKernel(*node.op.constants).make_node(*node.inputs).outputs
+        types = [x.type for x in node.outputs]
+        return _CoreKernel(*node.op.constants).make_node(*node.inputs, types=types).outputs
 
     optdb.register("updates_lbfgs_kernel", dfs_rewriter(_core_as_kernel), "numba", position=-0.02)
 
@@ -561,7 +589,7 @@ def _armijo(search: _Search) -> Variable:
     t = pt.switch(any_found, pt.max(pt.switch(found, steps, cast(0.0))), steps[-1])  # the largest
     value = pt.max(pt.switch(pt.eq(steps, t), losses, cast(-np.inf)))
     excess = value - search.loss - search.slope * t  # phi(t) - phi(0) - phi'(0) t: half the curvature t^2
-    usable = pt.and_(excess > 0, pt.isfinite(excess))
+    usable = pt.and_(excess > 0, excess < cast(np.inf))  # positive and finite
     tq = pt.switch(usable, -search.slope * t * t / (cast(2.0) * pt.switch(usable, excess, 1)), cast(0.0))
     at_tq = search.at(tq)
     better = pt.and_(

@@ -1,0 +1,87 @@
+"""The start of an L-BFGS step against Adam's and SGD's on the same model, cold.
+
+    .venv/bin/python benchmarks/lbfgs_start.py            # 3 rounds, about 3 minutes on 2 cores
+    .venv/bin/python benchmarks/lbfgs_start.py --rounds 5
+
+The model is the 100-d Rosenbrock function of one float64 vector. Each measurement runs in a new
+process with every compile cache in a new folder (``run.pytensor_env``), in the default mode
+(Numba under PyTensor 3): the seconds from the call of the rule to the end of the first call of the
+compiled function (build, compile and first call). Rounds are interleaved; the table gives the
+median per rule and its ratio to Adam's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from run import pytensor_env
+
+RULES = {
+    "sgd": {"rule": "sgd", "options": {"learning_rate": 1e-3}},
+    "adam": {"rule": "adam", "options": {}},
+    "lbfgs": {"rule": "lbfgs", "options": {}},
+    "lbfgs armijo": {"rule": "lbfgs", "options": {"line_search": "armijo"}},
+    "lbfgs strong_wolfe": {"rule": "lbfgs", "options": {"line_search": "strong_wolfe"}},
+}
+
+
+def child(spec: dict) -> None:
+    """Build, compile and call once; print the seconds taken."""
+    started = time.perf_counter()
+    import numpy as np
+    import pytensor
+
+    import updates
+
+    imported = time.perf_counter()
+    n = 100
+    x = pytensor.shared(np.tile([-1.2, 1.0], n // 2), name="x")
+    loss = (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
+    built = getattr(updates, spec["rule"])(loss, [x], **spec["options"])
+    step = pytensor.function([], loss, updates=built)
+    step()
+    done = time.perf_counter()
+    print(json.dumps({"import": imported - started, "start": done - imported}))
+
+
+def measure(spec: dict) -> float:
+    with tempfile.TemporaryDirectory() as folder:
+        output = subprocess.run(
+            [sys.executable, __file__, "--child", json.dumps(spec)],
+            env=pytensor_env(folder),
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    return json.loads(output.splitlines()[-1])["start"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--child")
+    args = parser.parse_args()
+    if args.child:
+        return child(json.loads(args.child))
+    seconds: dict[str, list[float]] = {name: [] for name in RULES}
+    for round_ in range(args.rounds):
+        for name, spec in RULES.items():
+            seconds[name].append(measure(spec))
+            print(f"round {round_ + 1}: {name} {seconds[name][-1]:.2f} s", file=sys.stderr, flush=True)
+    adam = statistics.median(seconds["adam"])
+    print("| rule | cold start (median) | / Adam |\n|---|---|---|")
+    for name, values in seconds.items():
+        median = statistics.median(values)
+        print(f"| {name} | {median:.2f} s | {median / adam:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
