@@ -1,0 +1,167 @@
+"""The equivalences with optax that ``docs/coming_from.md`` states, checked live against optax.
+
+Each pair is run on the same stream of gradients (given as inputs, so that both sides see the
+very same numbers) in float64 (JAX's 64-bit mode, inside a context), and the params must agree
+after every step to 1e-10 relative. Schedules are compared value by value over their steps.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytensor
+import pytensor.tensor as pt
+import pytest
+
+import updates
+from updates import schedules
+
+jax = pytest.importorskip("jax")
+optax = pytest.importorskip("optax")
+
+STEPS = 50
+SHAPES = [(3, 4), (5,), ()]
+
+# (optax's transformation, this library's rule on (grads, params)): the rows of coming_from.md
+# that say "the same".
+RULES = {
+    "sgd": (lambda: optax.sgd(0.1), lambda g, p: updates.sgd(g, p, learning_rate=0.1)),
+    "momentum": (
+        lambda: optax.sgd(0.05, momentum=0.8),
+        lambda g, p: updates.momentum(g, p, learning_rate=0.05, momentum=0.8),
+    ),
+    "nesterov_momentum": (
+        lambda: optax.sgd(0.05, momentum=0.8, nesterov=True),
+        lambda g, p: updates.nesterov_momentum(g, p, learning_rate=0.05, momentum=0.8),
+    ),
+    "adagrad": (
+        lambda: optax.adagrad(0.1, initial_accumulator_value=0.0, eps=1e-6),
+        lambda g, p: updates.adagrad(g, p, learning_rate=0.1, epsilon=1e-6),
+    ),
+    "rmsprop": (
+        lambda: optax.rmsprop(0.01, decay=0.9, eps=1e-6),
+        lambda g, p: updates.rmsprop(g, p, learning_rate=0.01, rho=0.9, epsilon=1e-6),
+    ),
+    "adadelta": (
+        lambda: optax.adadelta(1.0, rho=0.95, eps=1e-6),
+        lambda g, p: updates.adadelta(g, p, learning_rate=1.0, rho=0.95, epsilon=1e-6),
+    ),
+    "adam": (
+        lambda: optax.adam(0.01, eps=0.0),
+        lambda g, p: updates.adam(g, p, learning_rate=0.01, epsilon=0.0),
+    ),
+    "adamax": (
+        lambda: optax.adamax(0.01, eps=0.0),
+        lambda g, p: updates.adamax(g, p, learning_rate=0.01, epsilon=0.0),
+    ),
+    "adamw": (
+        lambda: optax.adamw(0.01, weight_decay=0.1),
+        lambda g, p: updates.adamw(g, p, learning_rate=0.01, weight_decay=0.1),
+    ),
+    "adabelief": (
+        lambda: optax.adabelief(0.01, eps=1e-8, eps_root=1e-8),
+        lambda g, p: updates.adabelief(g, p, learning_rate=0.01, epsilon=1e-8),
+    ),
+    "lion": (
+        lambda: optax.lion(0.01, weight_decay=0.1),
+        lambda g, p: updates.lion(g, p, learning_rate=0.01, weight_decay=0.1),
+    ),
+    "lamb": (lambda: optax.lamb(0.01), lambda g, p: updates.lamb(g, p, learning_rate=0.01)),
+    "clip_by_global_norm then sgd": (
+        lambda: optax.chain(optax.clip_by_global_norm(1.0), optax.sgd(0.1)),
+        lambda g, p: updates.sgd(updates.clip_by_global_norm(g, 1.0), p, learning_rate=0.1),
+    ),
+    "add_decayed_weights then sgd": (
+        lambda: optax.chain(optax.add_decayed_weights(0.1), optax.sgd(0.1)),
+        lambda g, p: updates.sgd(updates.add_weight_decay(g, p, 0.1), p, learning_rate=0.1),
+    ),
+    "zero_nans then sgd": (
+        lambda: optax.chain(optax.zero_nans(), optax.sgd(0.1)),
+        lambda g, p: updates.sgd(updates.zero_nans(g), p, learning_rate=0.1),
+    ),
+}
+
+
+def gradient_stream(seed: int, with_nan: bool) -> list[list[np.ndarray]]:
+    rng = np.random.default_rng(seed)
+    stream = [[rng.normal(size=shape) * (1 + k % 3) for shape in SHAPES] for k in range(STEPS)]
+    if with_nan:
+        for k in (3, 17):
+            stream[k][0][1, 2] = np.nan
+    return stream
+
+
+def optax_trajectory(transformation, start: list[np.ndarray], stream) -> list[list[np.ndarray]]:
+    with jax.enable_x64(True):
+        params = [jax.numpy.asarray(x) for x in start]
+        state = transformation.init(params)
+        trajectory = []
+        for grads in stream:
+            steps, state = transformation.update([jax.numpy.asarray(g) for g in grads], state, params)
+            params = optax.apply_updates(params, steps)
+            trajectory.append([np.asarray(x) for x in params])
+    return trajectory
+
+
+@pytest.mark.parametrize("name", RULES)
+def test_the_rules_coming_from_optax_calls_the_same_are_the_same(name):
+    make_optax, rule = RULES[name]
+    rng = np.random.default_rng(1)
+    start = [rng.normal(size=shape) for shape in SHAPES]
+    stream = gradient_stream(2, with_nan=name.startswith("zero_nans"))
+    expected = optax_trajectory(make_optax(), start, stream)
+    params = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(start)]
+    grads = [pt.tensor(f"g{i}", dtype="float64", shape=shape) for i, shape in enumerate(SHAPES)]
+    step = pytensor.function(grads, [], updates=rule(grads, params))
+    for k, (g, want) in enumerate(zip(stream, expected)):
+        step(*g)
+        for p, w in zip(params, want):
+            np.testing.assert_allclose(p.get_value(), w, rtol=1e-10, atol=1e-300, err_msg=f"step {k + 1}")
+
+
+SCHEDULES = {
+    "exponential_decay": (
+        lambda: optax.exponential_decay(0.5, transition_steps=7, decay_rate=0.8),
+        lambda: schedules.exponential_decay(0.5, 0.8, 7),
+    ),
+    "exponential_decay staircase": (
+        lambda: optax.exponential_decay(0.5, transition_steps=7, decay_rate=0.8, staircase=True),
+        lambda: schedules.exponential_decay(0.5, 0.8, 7, staircase=True),
+    ),
+    "polynomial": (
+        lambda: optax.polynomial_schedule(0.5, 0.01, power=2.0, transition_steps=30),
+        lambda: schedules.polynomial_decay(0.5, 0.01, 30, 2.0),
+    ),
+    "linear": (
+        lambda: optax.linear_schedule(0.1, 0.6, transition_steps=20),
+        lambda: schedules.linear_warmup(peak_value=0.6, warmup_steps=20, init_value=0.1),
+    ),
+    "cosine_decay": (
+        lambda: optax.cosine_decay_schedule(0.5, decay_steps=30, alpha=0.1),
+        lambda: schedules.cosine_decay(0.5, 30, 0.1),
+    ),
+    "warmup_cosine": (
+        lambda: optax.warmup_cosine_decay_schedule(0.0, 1.0, warmup_steps=5, decay_steps=40, end_value=0.05),
+        lambda: schedules.warmup_cosine(1.0, 5, 40, init_value=0.0, end_value=0.05),
+    ),
+    "join_schedules": (
+        lambda: optax.join_schedules(
+            [optax.linear_schedule(0.0, 1.0, 10), optax.cosine_decay_schedule(1.0, 30)], [10]
+        ),
+        lambda: schedules.join_schedules(
+            [schedules.linear_warmup(1.0, 10), schedules.cosine_decay(1.0, 30)], [10]
+        ),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SCHEDULES)
+def test_the_schedules_coming_from_optax_maps_give_optax_values(name):
+    """optax's schedule at count k (k updates done) is the value this library's uses at step k
+    (the step counter before the step: 0 on the first)."""
+    make_optax, make_ours = SCHEDULES[name]
+    counts = np.arange(STEPS)
+    with jax.enable_x64(True):
+        expected = np.array([float(make_optax()(k)) for k in counts])
+    t = pt.lscalar("t")
+    ours = pytensor.function([t], make_ours()(t))
+    np.testing.assert_allclose([float(ours(k)) for k in counts], expected, rtol=1e-12, atol=1e-15)
