@@ -109,3 +109,60 @@ def test_gradient_of_the_wrong_size_is_refused(mode):
     step = pytensor.function(grads, [], updates=updates.momentum(grads, params), mode=mode)
     with pytest.raises(ValueError, match="differ in size"):
         step(np.ones(5))
+
+
+def _wrapped_adam(grads, params):
+    """Adam, then decoupled weight decay (scheduled, so that it keeps a counter), lookahead and EMA."""
+    decay = updates.schedules.exponential_decay(0.01, 0.5, 3)
+    inner = updates.apply_weight_decay(updates.adam(grads, params, learning_rate=0.1), weight_decay=decay)
+    return updates.apply_ema(updates.apply_lookahead(inner, k=2), decay=0.9)
+
+
+@pytest.mark.parametrize("mode", ["CVM", "NUMBA", "JAX"])
+def test_a_rule_and_its_elementwise_wrappers_run_as_one_node(mode):
+    """The wrappers' nodes join the rule's (one pass over the params, one kernel), with the
+    numbers of the per-parameter graph, state included, step after step."""
+    pytest.importorskip({"CVM": "numpy", "NUMBA": "numba", "JAX": "jax"}[mode])
+    shapes = [(3,), (2, 4), ()]
+    grads = [pt.tensor(f"g{i}", dtype="float64", shape=shape) for i, shape in enumerate(shapes)]
+    runs = {}
+    for path in ("fused", "per-parameter"):
+        params = [pytensor.shared(np.full(shape, 1.0 + i), name=f"w{i}") for i, shape in enumerate(shapes)]
+        with updates.per_parameter(path == "per-parameter"):
+            built = _wrapped_adam(grads, params)
+        runs[path] = (
+            built,
+            pytensor.function(grads, [], updates=built, mode=mode if path == "fused" else "FAST_COMPILE"),
+        )
+    nodes = runs["fused"][1].maker.fgraph.apply_nodes
+    kernels = {
+        str(getattr(n.op, "label", None) or getattr(getattr(n.op, "kernel", None), "name", "")) for n in nodes
+    }
+    if mode != "JAX":
+        assert "adam+apply_weight_decay+apply_lookahead+apply_ema" in kernels
+        assert not {"adam", "apply_lookahead", "apply_ema"} & kernels
+    rng = np.random.default_rng(0)
+    for _ in range(7):
+        values = [rng.normal(size=shape) for shape in shapes]
+        for _, step in runs.values():
+            step(*values)
+        fused, reference = (built.named_state() for built, _ in runs.values())
+        assert fused.keys() == reference.keys()
+        for name in reference:
+            np.testing.assert_allclose(fused[name], reference[name], rtol=1e-13, atol=1e-15, err_msg=name)
+        for a, b in zip(*(built.params for built, _ in runs.values())):
+            np.testing.assert_allclose(a.get_value(), b.get_value(), rtol=1e-13, atol=1e-15)
+
+
+def test_a_rule_whose_new_params_are_used_elsewhere_keeps_its_own_node():
+    """Asking for the rule's new params as an output leaves the two steps apart, and right."""
+    w = pytensor.shared(np.ones(3), name="w")
+    g = pt.vector("g", shape=(3,))
+    inner = updates.adam([g], [w], learning_rate=0.1)
+    outer = updates.apply_lookahead(inner, k=2)
+    step = pytensor.function([g], inner[w], updates=outer, mode="CVM")
+    labels = sorted(n.op.label for n in step.maker.fgraph.apply_nodes if hasattr(n.op, "label"))
+    assert labels == ["adam", "apply_lookahead"]
+    before = w.get_value()
+    proposed = step(np.full(3, 2.0))
+    np.testing.assert_allclose(proposed, before - 0.1, rtol=1e-7)  # Adam's first step: lr * g / (|g| + eps)

@@ -172,18 +172,6 @@ def get_or_compute_grads(loss_or_grads: Any, params: Sequence[SharedVariable]) -
     return loss_or_grads
 
 
-def all_finite(tensors: list[Variable]) -> Variable:
-    """A boolean scalar: every element of every floating-point tensor is finite (one node)."""
-    checks = [pt.all(_isfinite(x)) for x in tensors if x.dtype.startswith(("float", "complex"))]
-    return pt.all(pt.stack(checks)) if checks else pt.constant(True)
-
-
-def _isfinite(x: Variable) -> Variable:
-    if hasattr(pt, "isfinite"):
-        return pt.isfinite(x)
-    return pt.invert(pt.or_(pt.isnan(x), pt.isinf(x)))  # PyTensor 2.38 has no isfinite
-
-
 def l2_norm(tensors: Sequence[Variable], dtype: str | None = None) -> Variable:
     """The Euclidean norm of all the elements of ``tensors`` together (of one tensor: its norm).
 

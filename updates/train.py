@@ -39,7 +39,8 @@ from pytensor.graph.basic import Constant, Variable
 from updates.checks import COUNT, Interval, describe
 from updates.container import Updates
 from updates.engine import gated
-from updates.grads import all_finite, l2_norm, prepare_grads
+from updates.finite import all_finite
+from updates.grads import l2_norm, prepare_grads
 from updates.public import checks_keywords
 from updates.step import compile_step
 from updates.wrappers import SkipBudgetError

@@ -22,11 +22,13 @@ through unchanged.
 Weight decay, lookahead and averaging (like the momentum wrappers) are elementwise steps: they go
 through :func:`updates.engine.wrap_elementwise`, the path of the rules, so their state lives in one
 flat buffer per dtype (shown per param by ``named_state()``) and they add one multi-tensor node
-per dtype, whatever the number of params. :func:`accumulate_gradients` keeps one shared variable
-per param (``W.accumulate_gradients.sum``) and builds its running sums and switches per param;
-:func:`apply_if_finite` keeps one counter (two with a budget) and guards every entry with a
-switch, which reads the old values after the new ones and so keeps PyTensor from updating params
-and state in place.
+per dtype, whatever the number of params, which joins the node of the rule they wrap when the
+graph is compiled (``updates.fused._merge_with_the_step_before``). :func:`accumulate_gradients`
+keeps one shared variable per param (``W.accumulate_gradients.sum``) and builds its running sums
+and switches per param;
+:func:`apply_if_finite` keeps one counter (two with a budget), checks every value in one node
+(``updates.finite.AllFinite``) and guards every entry with a switch, which reads the old
+values after the new ones and so keeps PyTensor from updating params and state in place.
 Those two cost the most to compile: about 3x the start of the model alone at 30 params
 (``benchmarks/run.py --only share``), against about 1.5x for the elementwise wrappers.
 """
@@ -47,7 +49,8 @@ from pytensor.raise_op import CheckAndRaise
 from updates.checks import COUNT, NON_NEGATIVE, POSITIVE, Interval, check_mapping, describe, label
 from updates.container import Updates
 from updates.engine import Elementwise, as_dtype, begin_wrapper, params_to_wrap, wrap_elementwise
-from updates.grads import all_finite, l2_norm, prepare_grads
+from updates.finite import all_finite
+from updates.grads import l2_norm, prepare_grads
 from updates.layout import new_state, pieces_of, state_like, state_record, step_counter
 from updates.public import awaits_input, checks_keywords, select
 from updates.sync import sync_variables

@@ -39,6 +39,7 @@ from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.tensor.basic import MakeVector
 from pytensor.tensor.elemwise import Elemwise
 
+from updates.finite import AllFinite
 from updates.fused import FusedStep, chain_widths
 
 
@@ -434,6 +435,18 @@ def _register_numba() -> bool:
         key = hashlib.sha256(f"{_VERSION}\n{source}\n{sorted(map(str, keys))}".encode()).hexdigest()[:40]
         function = compile_numba_function_src(source, "scalar_step", namespace, cache_key=f"updates-{key}")
         return numba_njit(function), None if None in keys else f"updates-scalar-step-{key}"
+
+    @register_funcify_and_cache_key(AllFinite)
+    def numba_funcify_all_finite(op, node=None, **kwargs):
+        names = [f"x{j}" for j in range(len(node.inputs))]
+        lines = [f"def all_finite({', '.join(names)}):", "    result = np.empty((), np.bool_)"]
+        for x in names:
+            lines += [f"    for value in {x}.flat:", "        if not np.isfinite(value):"]
+            lines += ["            result[()] = False", "            return result"]
+        source = "\n".join([*lines, "    result[()] = True", "    return result"])
+        key = "updates-all-finite-" + hashlib.sha256(f"{_VERSION}\n{source}".encode()).hexdigest()[:40]
+        function = compile_numba_function_src(source, "all_finite", {"np": np}, cache_key=key)
+        return numba_njit(function), key
 
     return True
 

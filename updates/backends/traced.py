@@ -21,6 +21,7 @@ import sys
 
 from pytensor.graph.fg import FunctionGraph
 
+from updates.finite import AllFinite
 from updates.fused import FusedStep
 
 
@@ -83,7 +84,8 @@ def when_imported(name: str, callback) -> None:
 
 
 def _register(funcify, typed: bool) -> None:
-    funcify.register(FusedStep)(_funcify_expanded(funcify, typed))
+    for op in (FusedStep, AllFinite):
+        funcify.register(op)(_funcify_expanded(funcify, typed))
 
 
 def register() -> None:
