@@ -211,6 +211,36 @@ def updates_jax_step(rule: str, params, grads):
     return step, read, info
 
 
+def updates_jax_input_step(rule: str, params, grads):
+    """``updates.compile_step(mode="JAX")`` with the gradients as inputs that are already JAX
+    arrays on the device (a prefetched batch, another jitted function's output): they go straight
+    in, as optax's do."""
+    import jax
+    import pytensor
+    import pytensor.tensor as pt
+
+    import updates
+
+    shared = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(params)]
+    inputs = [pt.tensor(f"g{i}", dtype=g.dtype, shape=g.shape) for i, g in enumerate(grads)]
+    start = time.perf_counter()
+    function = updates.compile_step(
+        inputs, [], getattr(updates, rule)(inputs, shared, **HYPER[rule]), mode="JAX"
+    )
+    info = {"compile_s": time.perf_counter() - start, "jax": jax.__version__}
+    device_grads = [jax.device_put(g) for g in grads]
+
+    def step():
+        function(*device_grads)
+        function.wait()
+
+    def read():
+        function.sync()
+        return [s.get_value(borrow=True) for s in shared]
+
+    return step, read, info
+
+
 def pytensor_jax_step(rule: str, params, grads):
     """``pytensor.function(mode="JAX")``: every param and state array copied anew per call."""
     import jax
@@ -261,6 +291,7 @@ def optax_step(rule: str, params, grads):
 
 IMPLEMENTATIONS = {
     "updates-jax": updates_jax_step,
+    "updates-jax-input": updates_jax_input_step,
     "pytensor-jax": pytensor_jax_step,
     "optax": optax_step,
     "updates-numba": lambda r, p, g: updates_step(r, p, g, mode=None, per_param=False),

@@ -85,6 +85,7 @@ SHARE_JAX_LARGE = 1000  # JAX: Adam and the model alone also at this P
 # XLA on one thread as the others; then build + compile + first call on the probe model.
 DEVICE_IMPLEMENTATIONS = {
     "updates-jax": "updates compile_step (JAX)",
+    "updates-jax-input": "the same, gradients as device inputs",
     "pytensor-jax": "PyTensor JAX mode",
     "optax": "optax (jit, donated)",
     "torch-fused": "torch fused",
@@ -317,8 +318,15 @@ def device_markdown(section: dict) -> str:
         cells = [fmt_time(t) if t else short_status(found[impl]) for impl, t in times.items()]
         mine = times["updates-jax"]
         ratios = [ratio(mine, times[other]) for other in ("optax", "pytensor-jax", "torch-fused")]
-        rows.append([workload_label(w), *cells, *ratios])
-    header = ["workload", *DEVICE_IMPLEMENTATIONS.values(), "/ optax", "/ PyTensor JAX", "/ torch fused"]
+        rows.append([workload_label(w), *cells, *ratios, ratio(times["updates-jax-input"], times["optax"])])
+    header = [
+        "workload",
+        *DEVICE_IMPLEMENTATIONS.values(),
+        "/ optax",
+        "/ PyTensor JAX",
+        "/ torch fused",
+        "device inputs / optax",
+    ]
     start_rows = []
     for n_params, row in section["start"].items():
         cells = [total_cell(result_of(row, impl)) for impl in ("updates-jax", "pytensor-jax", "optax")]

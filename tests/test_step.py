@@ -472,3 +472,58 @@ def test_a_param_whose_shape_changed_is_refused():
         ValueError, match=r"^compile_step: b now has shape \(3,\), but the step was compiled for \(2,\)"
     ):
         step(*data())
+
+
+def test_inputs_already_on_the_device_go_straight_in(monkeypatch):
+    """A batch that is a JAX array is not copied through the host: the step gets its very buffer,
+    and trains as with NumPy inputs."""
+    reference = run(problem, "JAX")
+    loss, params, inputs, built = problem()
+    step = updates.compile_step(inputs, loss, built, mode="JAX")
+    batch = [jax.device_put(x) for x in data()]
+    put = step._put_input(0, batch[0])
+    assert put.unsafe_buffer_pointer() == batch[0].unsafe_buffer_pointer()
+    for variable in inputs:  # the host path converts through the type's filter
+        monkeypatch.setattr(
+            variable.type, "filter", lambda *a, **k: pytest.fail("an input went through NumPy")
+        )
+    losses = train(step, batch)
+    monkeypatch.undo()
+    step.sync()
+    assert_same_run((losses, [p.get_value() for p in params], built.named_state()), reference)
+
+
+def test_a_device_input_of_another_type_is_converted_or_refused_by_name():
+    x = pt.tensor("x", dtype="float64", shape=(None, 3))
+    w = pytensor.shared(np.ones(3), name="w")
+    loss = ((x @ w) ** 2).sum()
+    step = updates.compile_step([x], loss, updates.sgd(loss, [w], learning_rate=0.0), mode="JAX")
+    exact = float(step(np.arange(6.0).reshape(2, 3)))
+    assert float(step(jax.numpy.arange(6, dtype="int32").reshape(2, 3))) == exact  # converts without loss
+    with pytest.raises(
+        TypeError, match=r"^compile_step: input 0 \(x\) takes 2 dimensions, the JAX array has 1"
+    ):
+        step(jax.numpy.ones(3))
+    with pytest.raises(TypeError, match=r"^compile_step: input 0 \(x\) takes the shape \(None, 3\), the JAX"):
+        step(jax.numpy.ones((2, 4)))
+    with jax.enable_x64(True):
+        wide = jax.numpy.ones((2, 3), dtype="complex128")
+    with pytest.raises(
+        TypeError, match=r"^compile_step: input 0 \(x\) takes float64, got a JAX array of complex128"
+    ):
+        step(wide)
+
+
+def test_results_may_stay_on_the_device():
+    """results="device": the outputs are JAX arrays (the calls queue), equal to the host ones."""
+    reference = run(problem, "JAX")
+    loss, _, inputs, built = problem()
+    step = updates.compile_step(inputs, [loss, loss * 2], built, mode="JAX", results="device")
+    outputs = [step(*data()) for _ in range(STEPS)]
+    assert all(isinstance(x, jax.Array) for pair in outputs for x in pair)
+    assert_close(np.array([float(first) for first, _ in outputs]), reference[0])
+    np.testing.assert_array_equal([float(b) for _, b in outputs], [2 * float(a) for a, _ in outputs])
+    with pytest.raises(ValueError, match=r"^compile_step: results='device' needs mode='JAX', got mode=None"):
+        updates.compile_step(inputs, loss, built, results="device")
+    with pytest.raises(ValueError, match=r"^compile_step: results must be 'host' or 'device', got 'gpu'"):
+        updates.compile_step(inputs, loss, built, mode="JAX", results="gpu")

@@ -30,6 +30,7 @@ silences those and warns once, listing what is not checked.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import warnings
@@ -110,7 +111,9 @@ class JAXStep(Step):
     flat buffers slowly: each multi-tensor node is traced as its kernel per param).
     """
 
-    def __init__(self, inputs, outputs, updates, single, mesh, batch_axis=_BATCH_AXIS) -> None:
+    def __init__(
+        self, inputs, outputs, updates, single, mesh, batch_axis=_BATCH_AXIS, on_device=False
+    ) -> None:
         import jax
 
         super().__init__(None, single, "JAX")
@@ -140,6 +143,8 @@ class JAXStep(Step):
         self.containers = [v.container for v in self.shared]
         self.seen: list = [object()] * len(self.shared)  # the host values last uploaded or synced
         self.updated_ids = frozenset(map(id, self.updated))
+        #: Whether a call returns its outputs as JAX arrays (``results="device"``), not NumPy ones.
+        self.on_device = on_device
 
     def _trace(self, outputs: list, updates: dict) -> Any:
         """The step as a Python function of JAX arrays: (inputs, parts) -> (outputs, new parts)."""
@@ -201,7 +206,9 @@ class JAXStep(Step):
         results = self.compiled(*arguments, *self.values)
         self.values[: self.n_updated_parts] = results[self.n_outputs :]
         mark_unsynced(self)  # the device now holds values the host has not seen
-        outputs = [self._to_host(x) for x in results[: self.n_outputs]]
+        outputs = list(results[: self.n_outputs])
+        if not self.on_device:
+            outputs = [self._to_host(x) for x in outputs]
         return outputs[0] if self.single else outputs
 
     def wait(self) -> None:
@@ -250,8 +257,13 @@ class JAXStep(Step):
         return copies
 
     def _put_input(self, index: int, value: Any) -> Any:
+        """The input on the step's devices: a JAX array goes there directly (moved by
+        ``jax.device_put`` if elsewhere, a no-op if already there), anything else through NumPy."""
         variable = self.inputs[index]
-        array = np.asarray(variable.type.filter(value, strict=False, allow_downcast=None))
+        if isinstance(value, self.jax.Array):
+            array = self._device_input(index, variable, value)
+        else:
+            array = np.asarray(variable.type.filter(value, strict=False, allow_downcast=None))
         if self.mesh is None:
             return self._put(array, None)
         parts = self.batch_multiple
@@ -265,12 +277,40 @@ class JAXStep(Step):
             )
         return self._put(array, self._sharding((self.batch_axis,)))
 
-    def _put(self, array: np.ndarray, sharding: Any) -> Any:
+    def _device_input(self, index: int, variable: Variable, value: Any) -> Any:
+        """A JAX array checked against the input's type as a host array is (dimensions, static
+        shape, a dtype it converts to without loss), converted on its device if it must be."""
+        kind = variable.type
+        name = f"input {index} ({variable.name or kind})"
+        if value.ndim != kind.ndim:
+            raise TypeError(
+                f"compile_step: {name} takes {kind.ndim} dimensions, the JAX array has {value.ndim}"
+            )
+        if any(want is not None and want != got for want, got in zip(kind.shape, value.shape)):
+            raise TypeError(
+                f"compile_step: {name} takes the shape {kind.shape}, the JAX array has {value.shape}"
+            )
+        if str(value.dtype) == kind.dtype:
+            return value
+        if not np.can_cast(value.dtype, kind.dtype, "safe"):
+            raise TypeError(
+                f"compile_step: {name} takes {kind.dtype}, got a JAX array of {value.dtype}, which does "
+                f"not convert to it without loss; cast it first"
+            )
+        return value.astype(kind.dtype)
+
+    def _put(self, array: Any, sharding: Any) -> Any:
+        """``array`` (NumPy or JAX) on the step's device, or laid out by ``sharding``."""
         if sharding is None:
-            return self.jax.device_put(array)
-        if self.local:
+            return self.jax.device_put(array, self._device)
+        if self.local or isinstance(array, self.jax.Array):
             return self.jax.device_put(array, sharding)
         return self.jax.make_array_from_process_local_data(sharding, array)
+
+    @functools.cached_property
+    def _device(self) -> Any:
+        """The device of a step without a mesh: JAX's default one."""
+        return next(iter(self.jax.device_put(np.zeros(())).devices()))
 
     def _to_host(self, value: Any) -> np.ndarray:
         if not self.local:
@@ -527,6 +567,7 @@ def compile_step(
     mode: Any = None,
     mesh: Any = None,
     batch_axis: str | None = None,
+    results: str = "host",
 ) -> Step:
     """Compile a training step, on the device and in place with ``mode="JAX"``.
 
@@ -553,6 +594,10 @@ def compile_step(
         whatever its name; for a mesh of several axes, the one named ``"data"`` (a mesh with
         several axes and none named ``"data"`` needs ``batch_axis``). For a list of devices,
         the name of the axis made (default ``"data"``).
+    results : {"host", "device"}
+        JAX only: ``"host"`` (default) returns the outputs as NumPy arrays, which waits for the
+        step to finish; ``"device"`` returns them as JAX arrays, read when the caller wants
+        (``np.asarray``, ``float``), so that calls queue on the device without waiting.
 
     Returns
     -------
@@ -590,6 +635,10 @@ def compile_step(
     jax_mode = isinstance(mode, str) and mode.upper() == "JAX"
     if mesh is not None and not jax_mode:
         raise ValueError(f"compile_step: mesh needs mode='JAX', got mode={mode!r}")
+    if results not in ("host", "device"):
+        raise ValueError(f"compile_step: results must be 'host' or 'device', got {results!r}")
+    if results == "device" and not jax_mode:
+        raise ValueError(f"compile_step: results='device' needs mode='JAX', got mode={mode!r}")
     if not jax_mode:
         function = pytensor.function(list(inputs), outputs, updates=updates, mode=mode)
         return Step(function, single, mode)
@@ -600,6 +649,6 @@ def compile_step(
             "compile_step: mode='JAX' needs jax, which is not installed; pip install 'pytensor-updates[jax]'"
         ) from err
     mesh, axis = _as_mesh(mesh, batch_axis)
-    step = JAXStep(inputs, listed, dict(updates or {}), single, mesh, axis)
+    step = JAXStep(inputs, listed, dict(updates or {}), single, mesh, axis, on_device=results == "device")
     _tell_skipped(step.skipped_assertions)
     return step
