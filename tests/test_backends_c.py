@@ -10,8 +10,8 @@ import pytest
 from registry import GRADIENT_RULES
 
 import updates
-from updates.backends.c import CStep
-from updates.fused import FusedStep, chain_widths
+from updates.backends.c import CStep, c_chain_widths
+from updates.fused import FusedStep
 
 if not pytensor.config.cxx:
     pytest.skip("no C compiler: the C VM runs the Python perform", allow_module_level=True)
@@ -48,7 +48,7 @@ def gradients(k):
 @pytest.mark.parametrize("rule", ["momentum", "adam", "nadam"])
 def test_a_chain_of_c_nodes_updates_params_and_state_in_place_as_the_readable_graph(rule):
     step, params, result = run("CVM", False, values, gradients, rule=rule)
-    assert [node.op.n_params for node in nodes_of(step, CStep)] == chain_widths(2)
+    assert [node.op.n_params for node in nodes_of(step, CStep)] == c_chain_widths(2)
     assert not nodes_of(step, FusedStep)
     arrays = [*params, *(s for s in result.state if s.ndim)]
     storage = [v.get_value(borrow=True) for v in arrays]
@@ -93,9 +93,10 @@ def test_the_node_pickles_for_pytensors_cache_key():
     assert again == c_op and hash(again) == hash(c_op)
 
 
-@pytest.mark.parametrize("n_params", [3, 20])
-def test_the_chain_covers_every_param_with_nodes_of_two_widths(n_params):
+@pytest.mark.parametrize(("n_params", "widths"), [(3, [2, 1]), (20, [8, 8, 4]), (15, [8, 4, 2, 1])])
+def test_the_chain_covers_every_param_with_nodes_of_eight_four_two_and_one(n_params, widths):
     """Nodes of a few params each (one C module per width), equal to the readable graph."""
+    assert c_chain_widths(n_params) == widths
 
     def many():
         return [np.linspace(-1, 1, 2 + i) for i in range(n_params)]
@@ -104,7 +105,7 @@ def test_the_chain_covers_every_param_with_nodes_of_two_widths(n_params):
         return [np.cos(np.arange(2 + i) + k) for i in range(n_params)]
 
     step, params, _ = run("CVM", False, many, grads)
-    assert sorted(node.op.n_params for node in nodes_of(step, CStep)) == sorted(chain_widths(n_params))
+    assert sorted(node.op.n_params for node in nodes_of(step, CStep)) == sorted(widths)
     _, reference, _ = run("FAST_COMPILE", True, many, grads)
     for got, expected in zip(params, reference):
         np.testing.assert_allclose(got.get_value(), expected.get_value(), rtol=1e-13)
