@@ -187,34 +187,11 @@ def torch_step(rule: str, params, grads, options: dict):
     return optimizer.step, lambda: [x.detach().numpy() for x in tensors], info
 
 
-def updates_jax_step(rule: str, params, grads):
-    """``updates.compile_step(mode="JAX")``: params and state on the device, donated, in place."""
-    import jax
-    import pytensor
-
-    import updates
-
-    shared = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(params)]
-    fixed = [pytensor.shared(g, name=f"g{i}") for i, g in enumerate(grads)]  # uploaded once
-    start = time.perf_counter()
-    function = updates.compile_step([], [], getattr(updates, rule)(fixed, shared, **HYPER[rule]), mode="JAX")
-    info = {"compile_s": time.perf_counter() - start, "jax": jax.__version__}
-
-    def step():
-        function()
-        function.wait()
-
-    def read():
-        function.sync()
-        return [s.get_value(borrow=True) for s in shared]
-
-    return step, read, info
-
-
-def updates_jax_input_step(rule: str, params, grads):
-    """``updates.compile_step(mode="JAX")`` with the gradients as inputs that are already JAX
-    arrays on the device (a prefetched batch, another jitted function's output): they go straight
-    in, as optax's do."""
+def updates_jax_step(rule: str, params, grads, device_inputs: bool = False):
+    """``updates.compile_step(mode="JAX")``: params and state on the device, donated, in place.
+    The gradients are shared variables uploaded once, or with ``device_inputs`` inputs that are
+    already JAX arrays on the device (a prefetched batch, another jitted function's output),
+    which go straight in, as optax's do."""
     import jax
     import pytensor
     import pytensor.tensor as pt
@@ -222,16 +199,19 @@ def updates_jax_input_step(rule: str, params, grads):
     import updates
 
     shared = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(params)]
-    inputs = [pt.tensor(f"g{i}", dtype=g.dtype, shape=g.shape) for i, g in enumerate(grads)]
+    if device_inputs:
+        symbolic = [pt.tensor(f"g{i}", dtype=g.dtype, shape=g.shape) for i, g in enumerate(grads)]
+        inputs, values = symbolic, [jax.device_put(g) for g in grads]
+    else:
+        symbolic = [pytensor.shared(g, name=f"g{i}") for i, g in enumerate(grads)]  # uploaded once
+        inputs, values = [], []
     start = time.perf_counter()
-    function = updates.compile_step(
-        inputs, [], getattr(updates, rule)(inputs, shared, **HYPER[rule]), mode="JAX"
-    )
+    built = getattr(updates, rule)(symbolic, shared, **HYPER[rule])
+    function = updates.compile_step(inputs, [], built, mode="JAX")
     info = {"compile_s": time.perf_counter() - start, "jax": jax.__version__}
-    device_grads = [jax.device_put(g) for g in grads]
 
     def step():
-        function(*device_grads)
+        function(*values)
         function.wait()
 
     def read():
@@ -291,7 +271,7 @@ def optax_step(rule: str, params, grads):
 
 IMPLEMENTATIONS = {
     "updates-jax": updates_jax_step,
-    "updates-jax-input": updates_jax_input_step,
+    "updates-jax-input": lambda r, p, g: updates_jax_step(r, p, g, device_inputs=True),
     "pytensor-jax": pytensor_jax_step,
     "optax": optax_step,
     "updates-numba": lambda r, p, g: updates_step(r, p, g, mode=None, per_param=False),

@@ -13,7 +13,8 @@ from registry import GRADIENT_RULES
 
 import updates
 from updates.backends import numba as numba_step
-from updates.fused import FusedStep, chain_widths
+from updates.backends.numba import chain_widths
+from updates.fused import FusedStep
 
 if not numba_step.NUMBA:
     pytest.skip("PyTensor's Numba backend has no cache keys here (PyTensor 2.38)", allow_module_level=True)

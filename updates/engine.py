@@ -47,7 +47,7 @@ from updates.checks import (
 )
 from updates.container import Updates
 from updates.fused import FusedStep
-from updates.grads import clear_nan, prepare_grads
+from updates.grads import clear_nan, loss_of, prepare_grads
 from updates.layout import flat_state, new_state, state_like, step_counter
 from updates.public import checks_keywords
 
@@ -247,7 +247,7 @@ def apply_rule(
     if loss_or_grads is None and params is None:
         return rule
     params, grads = prepare_grads(rule.name, loss_or_grads, params)
-    loss = None if isinstance(loss_or_grads, (list, tuple)) else pt.as_tensor_variable(loss_or_grads)
+    loss = loss_of(loss_or_grads)
     hyper = {name: give_loss(rule.name, name, value, loss) for name, value in hyper.items()}
     step = Elementwise(rule.name, rule.kernel, rule.slots, bool(clear_nan))
     scheduled = any(is_schedule(value) for value in hyper.values())

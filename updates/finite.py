@@ -47,7 +47,7 @@ class AllFinite(COp):
 
     def expand(self, inputs: list[Variable]) -> list[Variable]:
         """The same check in ordinary ops (for the tracing linkers)."""
-        checks = [pt.all(_isfinite(x)) for x in inputs]
+        checks = [pt.all(isfinite(x)) for x in inputs]
         return [pt.all(pt.stack(checks)) if checks else pt.constant(True)]
 
     def c_code_cache_version(self):
@@ -89,7 +89,8 @@ def _c_check(x: str, dtype: str, fail: str) -> str:
 }}"""
 
 
-def _isfinite(x: Variable) -> Variable:
+def isfinite(x: Variable) -> Variable:
+    """``pt.isfinite(x)``, written out where PyTensor has none (2.38)."""
     if hasattr(pt, "isfinite"):
         return pt.isfinite(x)
     return pt.invert(pt.or_(pt.isnan(x), pt.isinf(x)))  # PyTensor 2.38 has no isfinite

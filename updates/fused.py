@@ -159,16 +159,6 @@ class FusedStep(MultiTensorOp):
         return [*new_params, *new_buffers]
 
 
-def chain_widths(n_params: int) -> list[int]:
-    """How many params each node of a chain updates, when a backend splits a step into nodes of a
-    few params each: one each up to 16 params, else 8 each and one each for the rest. A node of
-    each width is compiled once; wider nodes make fewer nodes (measured under Numba at 30 and 100
-    params)."""
-    if n_params <= 16:
-        return [1] * n_params
-    return [8] * (n_params // 8) + [1] * (n_params % 8)
-
-
 def vector_function(inputs: list[Variable], outputs: list[Variable]):
     """A function of 1-d arrays, compiled with PyTensor's C loops (Python's without a compiler),
     returning new arrays (in place, the rewritten graph may write one output over another's

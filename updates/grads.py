@@ -107,6 +107,12 @@ def _check_length(who: str, grads: Sequence, params: list) -> None:
         )
 
 
+def loss_of(loss_or_grads: Any) -> Variable | None:
+    """The scalar loss given as ``loss_or_grads`` as a tensor, or None when it is a list of
+    gradients."""
+    return None if isinstance(loss_or_grads, (list, tuple)) else pt.as_tensor_variable(loss_or_grads)
+
+
 def prepare_grads(who: str, loss_or_grads: Any, params: Any) -> tuple[list[SharedVariable], list[Variable]]:
     """Validate ``params`` and return them with one gradient each, of the parameter's dtype."""
     _check_missing(who, loss_or_grads, params)

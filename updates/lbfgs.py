@@ -40,8 +40,9 @@ from updates.checks import (
 )
 from updates.container import Updates
 from updates.engine import give_loss, schedule_state
+from updates.finite import isfinite
 from updates.grads import clear_nan as zero_nan
-from updates.grads import prepare_grads
+from updates.grads import loss_of, prepare_grads
 from updates.layout import new_state, step_counter
 from updates.public import awaits_loss_and_params
 
@@ -215,7 +216,7 @@ def lbfgs(
         raise ArgumentError(f"lbfgs: all params must share one dtype (one vector), got {', '.join(dtypes)}")
     if clear_nan:
         grads = [zero_nan(g) for g in grads]
-    loss = None if isinstance(loss_or_grads, (list, tuple)) else pt.as_tensor_variable(loss_or_grads)
+    loss = loss_of(loss_or_grads)
     rate = give_loss("lbfgs", "learning_rate", learning_rate, loss)  # a plateau schedule watches it
     settings = dataclasses.replace(settings, learning_rate=rate)
     return _build(params, grads, loss if line_search else None, settings)
@@ -589,7 +590,7 @@ def _armijo(search: _Search) -> Variable:
     t = pt.switch(any_found, pt.max(pt.switch(found, steps, cast(0.0))), steps[-1])  # the largest
     value = pt.max(pt.switch(pt.eq(steps, t), losses, cast(-np.inf)))
     excess = value - search.loss - search.slope * t  # phi(t) - phi(0) - phi'(0) t: half the curvature t^2
-    usable = pt.and_(excess > 0, excess < cast(np.inf))  # positive and finite
+    usable = pt.and_(excess > 0, isfinite(excess))
     tq = pt.switch(usable, -search.slope * t * t / (cast(2.0) * pt.switch(usable, excess, 1)), cast(0.0))
     at_tq = search.at(tq)
     better = pt.and_(

@@ -9,7 +9,7 @@ that thread the flat state buffers from one to the next::
 
     p_i', m', v' = ParamStep(p_i, g_i, m, v, offsets, h)      (in place on p_i, m and v)
 
-one param per node, or 8 per node beyond 16 params (:func:`~updates.fused.chain_widths`). The nodes of a width
+one param per node, or 8 per node beyond 16 params (:func:`chain_widths`). The nodes of a width
 are one Op (the offsets are an input), so Numba compiles each width once; each call passes a
 handful of arrays; the scalars ``h`` travel as one vector, and the 0-d elementwise nodes that
 compute them (Adam's bias correction, the counter's increment) become :class:`ScalarStep` nodes,
@@ -40,7 +40,7 @@ from pytensor.tensor.basic import MakeVector
 from pytensor.tensor.elemwise import Elemwise
 
 from updates.finite import AllFinite
-from updates.fused import FusedStep, chain_widths
+from updates.fused import FusedStep
 
 
 class ParamStep(Op):
@@ -149,6 +149,15 @@ def _feeds_a_step(fgraph, node) -> bool:
 
 
 # -- the rewrites ----------------------------------------------------------------------------------
+
+
+def chain_widths(n_params: int) -> list[int]:
+    """How many params each node of a Numba chain updates: one each up to 16 params, else 8 each
+    and one each for the rest. A node of each width is compiled once; wider nodes make fewer
+    nodes (measured under Numba at 30 and 100 params)."""
+    if n_params <= 16:
+        return [1] * n_params
+    return [8] * (n_params // 8) + [1] * (n_params % 8)
 
 
 @node_rewriter([FusedStep])
