@@ -166,3 +166,44 @@ def test_a_rule_whose_new_params_are_used_elsewhere_keeps_its_own_node():
     before = w.get_value()
     proposed = step(np.full(3, 2.0))
     np.testing.assert_allclose(proposed, before - 0.1, rtol=1e-7)  # Adam's first step: lr * g / (|g| + eps)
+
+
+@pytest.mark.parametrize("mode", ["CVM", "NUMBA", "JAX", "py"])
+def test_a_guarded_step_checks_then_steps_in_place(mode):
+    """Under apply_if_finite the rule's node first checks the new values without writing, then
+    steps gated by the check, in place: no copies, no switch per tensor, and the numbers of the
+    per-parameter graph, skipped steps included (a NaN gradient; a finite gradient that
+    overflows a new value)."""
+    pytest.importorskip({"NUMBA": "numba", "JAX": "jax"}.get(mode, "numpy"))
+    shapes = [(3,), (2, 4), ()]
+    grads = [pt.tensor(f"g{i}", dtype="float64", shape=shape) for i, shape in enumerate(shapes)]
+    runs = {}
+    for path in ("fused", "per-parameter"):
+        params = [pytensor.shared(np.full(shape, 1.0 + i), name=f"w{i}") for i, shape in enumerate(shapes)]
+        with updates.per_parameter(path == "per-parameter"):
+            built = updates.apply_if_finite(_wrapped_adam(grads, params), grads=grads)
+        compiled_mode = {"py": pytensor.compile.mode.Mode("py", "fast_run")}.get(mode, mode)
+        compiled_mode = compiled_mode if path == "fused" else "FAST_COMPILE"
+        runs[path] = (built, pytensor.function(grads, [], updates=built, mode=compiled_mode))
+    step = runs["fused"][1]
+    nodes = step.maker.fgraph.apply_nodes
+    if mode != "JAX":
+        switches = [n for n in nodes if "Switch" in str(n.op) and n.outputs[0].ndim]
+        copies = [n for n in nodes if "Identity" in str(n.op) or "DeepCopy" in str(n.op)]
+        assert not switches and not copies, (switches, copies)
+    rng = np.random.default_rng(0)
+    for k in range(9):
+        values = [rng.normal(size=shape) for shape in shapes]
+        if k == 3:
+            values[1][1, 2] = np.nan
+        if k == 5:
+            values[0][0] = 1e308  # finite, but its square overflows Adam's second moment
+        for _, compiled_step in runs.values():
+            compiled_step(*values)
+        fused, reference = (built.named_state() for built, _ in runs.values())
+        assert fused.keys() == reference.keys()
+        for name in reference:
+            np.testing.assert_allclose(fused[name], reference[name], rtol=1e-13, atol=1e-15, err_msg=name)
+        for a, b in zip(*(built.params for built, _ in runs.values())):
+            np.testing.assert_allclose(a.get_value(), b.get_value(), rtol=1e-13, atol=1e-15)
+    assert fused["apply_if_finite.skipped"] == 2

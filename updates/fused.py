@@ -17,6 +17,11 @@ a backend (``FAST_COMPILE``, the Python linker) ``perform`` runs the kernel comp
 once on all the params end to end. A step without state becomes its equations per param in every mode that
 rewrites for speed, joining the gradient's own nodes. Before either, an elementwise wrapper's node
 joins the node of the rule it wraps (:class:`ComposedKernel`): one node for the whole stack.
+Guarded by :func:`~updates.apply_if_finite`, the step is two passes over the same inputs: a
+:class:`FusedCheck` computes the new values and checks them without writing, then the step gated
+by its answer (:class:`GatedKernel`) writes them in place. The README's stack, under the C VM:
+28 fewer nodes at P = 10, step 24 -> 20 us (the model alone: 7 us), 84 -> 67 us at P = 30;
+under Numba, start 3.9x -> 3.5x the model's at P = 10, 3.8x -> 3.0x at P = 30.
 """
 
 from __future__ import annotations
@@ -34,7 +39,10 @@ from pytensor.compile.mode import Mode
 from pytensor.graph.basic import Apply, Constant, Variable
 from pytensor.graph.op import Op
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
-from pytensor.tensor.elemwise import Elemwise
+from pytensor.scalar import Switch
+from pytensor.tensor.elemwise import DimShuffle, Elemwise
+
+from updates.finite import AllFinite
 
 try:  # PyTensor >= 2.32
     from pytensor.graph.traversal import ancestors, toposort
@@ -251,6 +259,118 @@ def _merge_with_the_step_before(fgraph, node):
     return dict(zip([*node.outputs[:n], *before.outputs[n:], *node.outputs[n:]], outputs))
 
 
+# -- the non-finite gate inside the step --------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GatedKernel:
+    """``kernel``, leaving the param and slots as they were where the scalar ``h.all_finite`` is 0."""
+
+    kernel: object
+
+    @property
+    def name(self) -> str:
+        return f"{getattr(self.kernel, 'name', '?')}+apply_if_finite"
+
+    def __call__(self, h: SimpleNamespace, param, x, *slots):
+        new = self.kernel(h, param, x, *slots)
+        return tuple(pt.switch(h.all_finite > 0, value, old) for value, old in zip(new, (param, *slots)))
+
+
+class FusedCheck(Op):
+    """``FusedCheck(step)(*inputs)``: a boolean scalar, true when the :class:`FusedStep` ``step``
+    would give only finite new values on ``inputs`` (its layout). Writes nothing: the first pass
+    of a guarded step, whose second pass, the step gated by this flag, then runs in place."""
+
+    __props__ = ("step",)
+
+    def __init__(self, step: FusedStep):
+        self.step = step
+
+    def __str__(self):
+        return f"FusedCheck{{{getattr(self.step.kernel, 'name', '?')}, {self.step.dtype}}}"
+
+    def make_node(self, *inputs):
+        return Apply(self, [pt.as_tensor_variable(x) for x in inputs], [pt.tensor(dtype="bool", shape=())])
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [()]
+
+    def perform(self, node, inputs, output_storage):
+        params, grads, buffers, scalars = self.step.split(inputs)
+        new = [[None] for _ in range(self.step.n_params + self.step.n_slots)]
+        starts = self.step.starts
+        self.step._run(params, grads, buffers, scalars, 0, starts, starts[-1], new)
+        output_storage[0][0] = np.asarray(all(np.isfinite(x[0]).all() for x in new))
+
+    def expand(self, inputs):
+        """The same check in ordinary ops (for the tracing linkers)."""
+        return AllFinite().expand(self.step.expand(inputs))
+
+
+@node_rewriter([AllFinite])
+def _gate_inside_the_step(fgraph, node):
+    """``switch(ok, new, old)`` on every output of a step, ``ok`` the check of (among others)
+    those outputs (:func:`~updates.apply_if_finite`), becomes two passes: :class:`FusedCheck`
+    computes the new values and checks them without writing, then the step gated by ``ok``
+    (:class:`GatedKernel`) writes them, in place. The guard otherwise reads the old values after
+    the step, so every param and buffer is copied first, and adds a switch node per tensor (the
+    README's stack under the C VM at P = 10: 28 of its nodes)."""
+    ok = node.outputs[0]
+    steps = list(
+        dict.fromkeys(
+            x.owner for x in node.inputs if x.owner is not None and isinstance(x.owner.op, FusedStep)
+        )
+    )
+    steps = [step for step in steps if step.op.n_slots and not step.op.inplace]
+    switches = [_guarded_switches(fgraph, step, node) for step in steps]
+    if not steps or None in switches:
+        return None
+    outputs = {x for step in steps for x in step.outputs}
+    others = [x for x in node.inputs if x not in outputs]
+    if outputs & set(ancestors([*others, *(x for step in steps for x in step.inputs)])):
+        return None
+    checks = [FusedCheck(step.op)(*step.inputs) for step in steps]
+    new_ok = AllFinite()(*others) if others else checks.pop()
+    for check in checks:
+        new_ok = pt.and_(new_ok, check)
+    replacements = {ok: new_ok}
+    for step, guarded in zip(steps, switches):
+        op = step.op
+        kernel = GatedKernel(op.kernel)
+        gate = pt.cast(new_ok, op.dtype)
+        gated = FusedStep(kernel, op.dtype, op.shapes, op.n_slots, (*op.scalar_names, "all_finite"))
+        for output, switch in zip(gated(*step.inputs, gate, return_list=True), guarded):
+            replacements.update((x, x.type.filter_variable(output, allow_convert=True)) for x in switch)
+    return replacements
+
+
+def _guarded_switches(fgraph, step, check) -> list[list[Variable]] | None:
+    """Per output of ``step``, the switches ``switch(ok, output, old)`` that use it, ``ok`` the
+    output of ``check``, ``old`` what the output replaces; None when an output is unchecked or
+    used otherwise."""
+    ok = check.outputs[0]
+    params, _, buffers, _ = step.op.split(step.inputs)
+    guarded = []
+    for output, old in zip(step.outputs, [*params, *buffers]):
+        switches = []
+        for client, _ in fgraph.clients[output]:
+            if client is check:
+                continue
+            if not (isinstance(client.op, Elemwise) and isinstance(client.op.scalar_op, Switch)):
+                return None
+            condition, new, before = client.inputs
+            if isinstance(condition.owner and condition.owner.op, DimShuffle):
+                condition = condition.owner.inputs[0]
+            if (condition, new, before) != (ok, output, old):
+                return None
+            switches.append(client.outputs[0])
+        if not switches or output not in check.inputs:
+            return None
+        guarded.append(switches)
+    return guarded
+
+
 # -- in place ------------------------------------------------------------------------------------
 
 
@@ -289,6 +409,7 @@ def register_rewrites() -> None:
     optdb.register(
         "updates_merge_consecutive_steps", in2out(_merge_with_the_step_before), "fast_run", position=0.45
     )
+    optdb.register("updates_gate_inside_the_step", in2out(_gate_inside_the_step), "fast_run", position=0.46)
     optdb.register(
         "updates_stateless_step_per_param", in2out(_stateless_step_per_param), "fast_run", position=0.5
     )

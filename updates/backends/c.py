@@ -17,6 +17,9 @@ arguments, took 125 s to compile, against 1.4 s for the whole rest of the step. 
 positions in the buffers are an input of each node, so a node of a width is one C module, cached
 by PyTensor and shared by every chain, model and process with the same rule and dtype.
 
+A :class:`~updates.fused.FusedCheck` (the first pass of a guarded step) becomes a chain of the
+same nodes in their ``check`` form, which run the rule's code into locals and thread a flag.
+
 A gradient of another dtype or layout is cast to a contiguous copy first; a param or buffer that
 is not C-contiguous (a value set by the user) is replaced by a contiguous copy.
 """
@@ -29,48 +32,78 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.compile import optdb
+from pytensor.graph.basic import Apply
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.link.c.op import COp
 from pytensor.scalar import get_scalar_type
 from pytensor.tensor.elemwise import Elemwise
 
-from updates.fused import FusedStep, MultiTensorOp, vector_function
+from updates.fused import FusedCheck, FusedStep, MultiTensorOp, vector_function
 
 #: Bumped when the generated code changes meaning (part of PyTensor's C cache key).
-_VERSION = 4
+_VERSION = 5
 
 
 class CStep(MultiTensorOp, COp):
     """A few params' share of a :class:`~updates.fused.FusedStep`, in place, with C code (built
-    by the C rewrite only).
+    by the C rewrite only); with ``check``, the share of a :class:`~updates.fused.FusedCheck`.
 
     Inputs: as a FusedStep's (params, gradients, the whole flat buffers, scalars), then the
     int64 vector ``[first, start_0, ..., start_n, total]``: the index of its first param in the
     step, where each of its params begins in the buffers (and where the last ends), and the
-    buffers' size. Its properties are what the C code depends on, and what PyTensor's C cache
-    pickles as the key: the rule's Composite, the dtype, the numbers of params, slots and
-    scalars, and the rule's name for messages.
+    buffers' size; with ``check``, then the boolean scalar that the checks before it give. Its
+    properties are what the C code depends on, and what PyTensor's C cache pickles as the key:
+    the rule's Composite, the dtype, the numbers of params, slots and scalars, the rule's name
+    for messages, and whether it checks (output: the boolean scalar, true when the checks
+    before it and its own new values are all finite; it writes nothing) or steps.
     """
 
-    __props__ = ("composite", "dtype", "n_params", "n_slots", "n_scalars", "label")
+    __props__ = ("composite", "dtype", "n_params", "n_slots", "n_scalars", "label", "check")
 
-    def __init__(self, composite, dtype: str, n_params: int, n_slots: int, n_scalars: int, label: str):
+    def __init__(
+        self,
+        composite,
+        dtype: str,
+        n_params: int,
+        n_slots: int,
+        n_scalars: int,
+        label: str,
+        check: bool = False,
+    ):
         self.composite = composite
         self.n_scalars = n_scalars
         self.label = label
-        self._set_layout(dtype, n_params, n_slots, inplace=True)
+        self.check = check
+        self._set_layout(dtype, n_params, n_slots, inplace=not check)
 
     def __str__(self):
-        return f"CStep{{{self.label}, {self.dtype}, {self.n_params} params}}"
+        return f"{'CCheck' if self.check else 'CStep'}{{{self.label}, {self.dtype}, {self.n_params} params}}"
+
+    def make_node(self, *inputs):
+        if not self.check:
+            return super().make_node(*inputs)
+        inputs = [pt.as_tensor_variable(x) for x in inputs]
+        return Apply(self, inputs, [pt.tensor(dtype="bool", shape=())])
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [()] if self.check else super().infer_shape(fgraph, node, shapes)
 
     def split(self, inputs):
         params, grads, buffers, rest = super().split(inputs)
-        return params, grads, buffers, rest[:-1]
+        return params, grads, buffers, rest[: self.n_scalars]
 
     def perform(self, node, inputs, output_storage):
         params, grads, buffers, scalars = self.split(inputs)
-        first, *starts, total = inputs[-1].tolist()
-        self._run(params, grads, buffers, scalars, first, starts, total, output_storage)
+        first, *starts, total = inputs[2 * self.n_params + self.n_slots + self.n_scalars].tolist()
+        if not self.check:
+            self._run(params, grads, buffers, scalars, first, starts, total, output_storage)
+            return
+        new = [[None] for _ in range(self.n_params + self.n_slots)]
+        ok = bool(inputs[-1])
+        if ok:
+            self._run(params, grads, buffers, scalars, first, starts, total, new)
+            ok = all(np.isfinite(x[0]).all() for x in new)
+        output_storage[0][0] = np.asarray(ok)
 
     @cached_property
     def vector_function(self):
@@ -103,41 +136,74 @@ class CStep(MultiTensorOp, COp):
         return self.composite.c_support_code(**kwargs)
 
     def c_support_code_apply(self, node, name):
-        """``<name>_kernel(p, g, *slots, *h, n)``: the rule on ``n`` elements, in place."""
+        """``<name>_kernel(p, g, *slots, *h, n)``: the rule on ``n`` elements, in place (with
+        ``check``: whether a new value is not finite, writing nothing); ``<name>_contiguous``,
+        ``<name>_gradient``: the arrays it reads."""
         ctype = _ctype(self.dtype)
         slots = [f"s{j}" for j in range(self.n_slots)]
         scalars = [f"h{j}" for j in range(self.n_scalars)]
         elements = ["p[k]", *(f"{s}[k]" for s in slots)]
+        targets = [f"o{j}" for j in range(len(elements))] if self.check else elements
         body = self.composite.c_code(
             self._scalar_node(),
             f"{name}_scalar",
             [elements[0], "g[k]", *elements[1:], *scalars],
-            elements,
+            targets,
             {"fail": "return 1;"},
         )
+        written = "const " if self.check else ""
         arguments = [
-            f"{ctype}* __restrict__ p",
+            f"{written}{ctype}* __restrict__ p",
             f"const {ctype}* __restrict__ g",
-            *(f"{ctype}* __restrict__ {s}" for s in slots),
+            *(f"{written}{ctype}* __restrict__ {s}" for s in slots),
             *(f"const {ctype} {h}" for h in scalars),
             "const npy_intp n",
         ]
+        if self.check:  # no branch in the loop, which gcc vectorizes
+            loop = f"""int bad = 0;
+    for (npy_intp k = 0; k < n; ++k) {{
+        {ctype} {", ".join(targets)};
+        {body}
+        bad |= {" | ".join(f"!isfinite({o})" for o in targets)};
+    }}
+    return bad;"""
+        else:
+            loop = f"for (npy_intp k = 0; k < n; ++k) {body}\n    return 0;"
         inner = self.composite.c_support_code_apply(self._scalar_node(), f"{name}_scalar")
         typenum = _typenum(self.dtype)
         return f"""
 {inner}
+/* A new reference to source itself if C-contiguous, aligned and of the step's dtype, else to a
+   copy that is (a copy always with ensure_copy); NULL on failure. */
+static PyArrayObject* {name}_contiguous(PyArrayObject* source, int ensure_copy) {{
+    if (!ensure_copy && PyArray_IS_C_CONTIGUOUS(source) && PyArray_ISALIGNED(source)
+            && PyArray_TYPE(source) == {typenum}) {{
+        Py_INCREF(source);
+        return source;
+    }}
+    int flags = NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST;
+    if (ensure_copy) flags |= NPY_ARRAY_ENSURECOPY;
+    PyArray_Descr* descr = PyArray_DescrFromType({typenum});
+    return (PyArrayObject*) PyArray_FromAny((PyObject*) source, descr, 0, 0, flags, NULL);
+}}
+
 /* Make *target the array the step writes: source itself if C-contiguous, else a C-contiguous
    copy of it. */
 static int {name}_writable(PyArrayObject* source, PyArrayObject** target) {{
     Py_XDECREF(*target);
-    if (PyArray_IS_C_CONTIGUOUS(source) && PyArray_ISALIGNED(source)) {{
-        *target = source;
-        Py_INCREF(source);
-        return 0;
-    }}
-    *target = (PyArrayObject*) PyArray_FromAny((PyObject*) source, PyArray_DescrFromType({typenum}),
-        0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_ENSURECOPY, NULL);
+    *target = {name}_contiguous(source, !(PyArray_IS_C_CONTIGUOUS(source) && PyArray_ISALIGNED(source)));
     return *target == NULL;
+}}
+
+/* The gradient of params[index] as the kernel reads it: a new reference, NULL on failure. */
+static PyArrayObject* {name}_gradient(PyArrayObject* g, npy_intp size, long index) {{
+    PyArrayObject* read = {name}_contiguous(g, 0);
+    if (read != NULL && PyArray_SIZE(read) != size) {{
+        Py_DECREF(read);
+        PyErr_Format(PyExc_ValueError, "{self.label}: grads[%ld] and its param differ in size", index);
+        return NULL;
+    }}
+    return read;
 }}
 
 /* Not inlined: inlined into its caller, the kernel loses its restrict pointers and gcc no longer
@@ -148,15 +214,15 @@ __declspec(noinline)
 __attribute__((noinline))
 #endif
 static int {name}_kernel({", ".join(arguments)}) {{
-    for (npy_intp k = 0; k < n; ++k) {body}
-    return 0;
+    {loop}
 }}
 """
 
     def c_code(self, node, name, inputs, outputs, sub):
         n, n_slots, ctype, fail = self.n_params, self.n_slots, _ctype(self.dtype), sub["fail"]
         params, grads, buffers, scalars = self.split(list(inputs))
-        typenum, label, layout = _typenum(self.dtype), str(self).replace('"', ""), inputs[-1]
+        layout = inputs[2 * n + n_slots + self.n_scalars]
+        label = str(self).replace('"', "")
 
         def array(kind: str, array_name: str, items: list[str]) -> str:
             return f"{kind} {array_name}[] = {{{', '.join(items) or 'NULL'}}};"
@@ -165,21 +231,20 @@ static int {name}_kernel({", ".join(arguments)}) {{
             f"h[{j}] = ({ctype}) ((({_ctype(variable.dtype)}*) PyArray_DATA({x}))[0]);"
             for j, (x, variable) in enumerate(zip(scalars, node.inputs[2 * n + n_slots :]))
         ]
+        slot = "slots_c[{j}]" if self.check else "*slots_out[{j}]"
         arguments = ", ".join(
             [
-                f"({ctype}*) PyArray_DATA(*params_out[i])",
+                f"({ctype}*) PyArray_DATA({'p' if self.check else '*params_out[i]'})",
                 f"({ctype}*) PyArray_DATA(g)",
-                *(f"({ctype}*) PyArray_DATA(*slots_out[{j}]) + layout[1 + i]" for j in range(n_slots)),
+                *(f"({ctype}*) PyArray_DATA({slot.format(j=j)}) + layout[1 + i]" for j in range(n_slots)),
                 *(f"h[{j}]" for j in range(self.n_scalars)),
                 "size",
             ]
         )
-        return f"""{{
+        common = f"""
 {array("PyArrayObject*", "params_in", params)}
 {array("PyArrayObject*", "grads_in", grads)}
 {array("PyArrayObject*", "slots_in", buffers)}
-{array("PyArrayObject**", "params_out", [f"&{x}" for x in outputs[:n]])}
-{array("PyArrayObject**", "slots_out", [f"&{x}" for x in outputs[n:]])}
 {ctype} h[{max(self.n_scalars, 1)}];
 {" ".join(read_scalars)}
 if (PyArray_TYPE({layout}) != NPY_INT64 || PyArray_SIZE({layout}) != {n + 3}
@@ -196,7 +261,36 @@ for (int i = 0; i < {n}; ++i) {{
             (long) (layout[0] + i));
         {fail}
     }}
+}}"""
+        gradient = f"""npy_intp size = PyArray_SIZE(params_in[i]);
+    PyArrayObject* g = {name}_gradient(grads_in[i], size, (long) (layout[0] + i));"""
+        if self.check:
+            (out,) = outputs
+            return f"""{{{common}
+int bad = !*(npy_bool*) PyArray_DATA({inputs[-1]});
+PyArrayObject* slots_c[] = {{{", ".join(["NULL"] * max(n_slots, 1))}}};
+for (int j = 0; j < {n_slots} && !bad; ++j) {{
+    slots_c[j] = {name}_contiguous(slots_in[j], 0);
+    bad = slots_c[j] == NULL ? -1 : 0;
 }}
+for (int i = 0; i < {n} && !bad; ++i) {{
+    {gradient}
+    PyArrayObject* p = g == NULL ? NULL : {name}_contiguous(params_in[i], 0);
+    bad = p == NULL ? -1 : {name}_kernel({arguments});
+    Py_XDECREF(p);
+    Py_XDECREF(g);
+}}
+for (int j = 0; j < {n_slots}; ++j) Py_XDECREF(slots_c[j]);
+if (bad < 0) {{ {fail} }}
+if ({out} == NULL) {{
+    {out} = (PyArrayObject*) PyArray_ZEROS(0, NULL, NPY_BOOL, 0);
+    if ({out} == NULL) {{ {fail} }}
+}}
+*(npy_bool*) PyArray_DATA({out}) = !bad;
+}}"""
+        return f"""{{{common}
+{array("PyArrayObject**", "params_out", [f"&{x}" for x in outputs[:n]])}
+{array("PyArrayObject**", "slots_out", [f"&{x}" for x in outputs[n:]])}
 for (int i = 0; i < {n}; ++i) {{
     if ({name}_writable(params_in[i], params_out[i])) {{ {fail} }}
 }}
@@ -204,21 +298,8 @@ for (int j = 0; j < {n_slots}; ++j) {{
     if ({name}_writable(slots_in[j], slots_out[j])) {{ {fail} }}
 }}
 for (int i = 0; i < {n}; ++i) {{
-    npy_intp size = PyArray_SIZE(params_in[i]);
-    PyArrayObject* g = grads_in[i];
-    if (PyArray_IS_C_CONTIGUOUS(g) && PyArray_ISALIGNED(g) && PyArray_TYPE(g) == {typenum}) {{
-        Py_INCREF(g);
-    }} else {{
-        g = (PyArrayObject*) PyArray_FromAny((PyObject*) g, PyArray_DescrFromType({typenum}),
-            0, 0, NPY_ARRAY_C_CONTIGUOUS | NPY_ARRAY_ALIGNED | NPY_ARRAY_FORCECAST, NULL);
-        if (g == NULL) {{ {fail} }}
-    }}
-    if (PyArray_SIZE(g) != size) {{
-        Py_DECREF(g);
-        PyErr_Format(PyExc_ValueError, "{label}: grads[%ld] and its param differ in size",
-            (long) (layout[0] + i));
-        {fail}
-    }}
+    {gradient}
+    if (g == NULL) {{ {fail} }}
     int status = {name}_kernel({arguments});
     Py_DECREF(g);
     if (status) {{ {fail} }}
@@ -244,25 +325,40 @@ def c_chain_widths(n_params: int) -> list[int]:
     return [8] * (n_params // 8) + [width for width in (4, 2, 1) if rest & width]
 
 
-@node_rewriter([FusedStep])
-def _fused_step_as_c_chain(fgraph, node):
-    """Replace a FusedStep by a chain of CSteps over its params, threading the buffers through."""
-    if not pytensor.config.cxx:
-        return None
-    op = node.op
-    params, grads, buffers, scalars = op.split(node.inputs)
-    if not op.inplace:  # the step may not overwrite its inputs: give it copies it may
-        params = [pt.tensor_copy(p) for p in params]
-        buffers = [pt.tensor_copy(b) for b in buffers]
+def _chain(op: FusedStep, inputs, check: bool) -> list:
+    """The CStep nodes of ``op`` on ``inputs`` (its layout): the new params and buffers, or with
+    ``check`` the flag of :class:`~updates.fused.FusedCheck`."""
+    params, grads, buffers, scalars = op.split(inputs)
+    ok = pt.constant(np.array(True))
     new_params, first = [], 0
     for width in c_chain_widths(op.n_params):
         chunk, first = slice(first, first + width), first + width
         layout = np.array([chunk.start, *op.starts[chunk.start : first + 1], op.starts[-1]], dtype=np.int64)
-        step = CStep(op.composite, op.dtype, width, op.n_slots, len(op.scalar_names), op.kernel.name)
-        new = step(*params[chunk], *grads[chunk], *buffers, *scalars, pt.constant(layout), return_list=True)
+        step = CStep(op.composite, op.dtype, width, op.n_slots, len(op.scalar_names), op.kernel.name, check)
+        arguments = [*params[chunk], *grads[chunk], *buffers, *scalars, pt.constant(layout)]
+        if check:
+            ok = step(*arguments, ok)
+            continue
+        new = step(*arguments, return_list=True)
         new_params += new[:width]
         buffers = new[width:]
-    return [*new_params, *buffers]
+    return [ok] if check else [*new_params, *buffers]
+
+
+@node_rewriter([FusedStep, FusedCheck])
+def _fused_step_as_c_chain(fgraph, node):
+    """Replace a FusedStep by a chain of CSteps over its params, threading the buffers through
+    (a FusedCheck: the flag through)."""
+    if not pytensor.config.cxx:
+        return None
+    if isinstance(node.op, FusedCheck):
+        return _chain(node.op.step, node.inputs, check=True)
+    op, inputs = node.op, list(node.inputs)
+    if not op.inplace:  # the step may not overwrite its inputs: give it copies it may
+        params, _, buffers, _ = op.split(range(len(inputs)))
+        for i in [*params, *buffers]:
+            inputs[i] = pt.tensor_copy(inputs[i])
+    return _chain(op, inputs, check=False)
 
 
 def register() -> None:

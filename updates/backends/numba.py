@@ -9,7 +9,9 @@ that thread the flat state buffers from one to the next::
 
     p_i', m', v' = ParamStep(p_i, g_i, m, v, offsets, h)      (in place on p_i, m and v)
 
-one param per node, or 8 per node beyond 16 params (:func:`chain_widths`). The nodes of a width
+one param per node, or 8 per node beyond 16 params (:func:`chain_widths`); a
+:class:`~updates.fused.FusedCheck` (the first pass of a guarded step) becomes such a chain in the
+nodes' ``check`` form, threading a flag. The nodes of a width
 are one Op (the offsets are an input), so Numba compiles each width once; each call passes a
 handful of arrays; the scalars ``h`` travel as one vector, and the 0-d elementwise nodes that
 compute them (Adam's bias correction, the counter's increment) become :class:`ScalarStep` nodes,
@@ -40,35 +42,43 @@ from pytensor.tensor.basic import MakeVector
 from pytensor.tensor.elemwise import Elemwise
 
 from updates.finite import AllFinite
-from updates.fused import FusedStep
+from updates.fused import FusedCheck, FusedStep
 
 
 class ParamStep(Op):
-    """A few params' share of a :class:`FusedStep`, in place (built by the Numba rewrite only).
+    """A few params' share of a :class:`FusedStep`, in place (built by the Numba rewrite only);
+    with ``check``, the share of a :class:`FusedCheck`.
 
     Inputs: ``n_params`` params, their gradients, one flat buffer per slot, the params' offsets
-    in the buffers (an int64 vector) and the scalars ``h`` as one vector. Outputs: the new
-    params, then the new buffers.
+    in the buffers (an int64 vector) and the scalars ``h`` as one vector; with ``check``, then
+    the boolean scalar the checks before it give. Outputs: the new params, then the new
+    buffers; with ``check``, the boolean scalar, true when the checks before it and its own new
+    values are all finite (it writes nothing).
     """
 
-    __props__ = ("kernel", "dtype", "n_params", "n_slots", "scalar_names")
+    __props__ = ("kernel", "dtype", "n_params", "n_slots", "scalar_names", "check")
 
-    def __init__(self, kernel, dtype: str, n_params: int, n_slots: int, scalar_names: tuple[str, ...]):
+    def __init__(self, kernel, dtype: str, n_params: int, n_slots: int, scalar_names: tuple, check=False):
         self.kernel = kernel
         self.dtype = dtype
         self.n_params = n = n_params
         self.n_slots = n_slots
         self.scalar_names = tuple(scalar_names)
-        self.destroy_map = {out: [i] for out, i in enumerate([*range(n), *range(2 * n, 2 * n + n_slots)])}
+        self.check = check
+        if not check:
+            self.destroy_map = {out: [i] for out, i in enumerate([*range(n), *range(2 * n, 2 * n + n_slots)])}
 
     def make_node(self, *inputs):
         inputs = [pt.as_tensor_variable(x) for x in inputs]
+        if self.check:
+            return Apply(self, inputs, [pt.tensor(dtype="bool", shape=())])
         n = self.n_params
         params, buffers = inputs[:n], inputs[2 * n : 2 * n + self.n_slots]
         return Apply(self, inputs, [x.type() for x in (*params, *buffers)])
 
     def __str__(self):
-        return f"ParamStep{{{self.kernel.name}, {self.dtype}, {self.n_params} params}}"
+        kind = "ParamCheck" if self.check else "ParamStep"
+        return f"{kind}{{{self.kernel.name}, {self.dtype}, {self.n_params} params}}"
 
     @property
     def fused(self) -> FusedStep:
@@ -76,22 +86,32 @@ class ParamStep(Op):
         return _fused(self.kernel, self.dtype, self.n_slots, self.scalar_names)
 
     def perform(self, node, inputs, output_storage):
-        n = self.n_params
-        params, grads, buffers, (offsets, h) = inputs[:n], inputs[n : 2 * n], inputs[2 * n : -2], inputs[-2:]
+        n, s = self.n_params, self.n_slots
+        params, grads, buffers = inputs[:n], inputs[n : 2 * n], inputs[2 * n : 2 * n + s]
+        offsets, h = inputs[2 * n + s : 2 * n + s + 2]
+        ok = not self.check or bool(inputs[-1])
         for param, grad, start in zip(params, grads, offsets.tolist()):
+            if not ok:
+                break
             segments = [buffer[start : start + param.size] for buffer in buffers]
             new_param, *new_segments = self.fused.vector_function(
                 param.ravel(), np.ravel(grad).astype(self.dtype), *segments, *h
             )
+            if self.check:
+                ok = all(np.isfinite(x).all() for x in (new_param, *new_segments))
+                continue
             param.reshape(-1)[...] = new_param
             for segment, new in zip(segments, new_segments):
                 segment[...] = new
+        if self.check:
+            output_storage[0][0] = np.asarray(ok)
+            return
         for storage, value in zip(output_storage, [*params, *buffers]):
             storage[0] = value
 
     def infer_shape(self, fgraph, node, shapes):
         n = self.n_params
-        return [*shapes[:n], *shapes[2 * n : 2 * n + self.n_slots]]
+        return [()] if self.check else [*shapes[:n], *shapes[2 * n : 2 * n + self.n_slots]]
 
 
 @cache
@@ -160,24 +180,31 @@ def chain_widths(n_params: int) -> list[int]:
     return [8] * (n_params // 8) + [1] * (n_params % 8)
 
 
-@node_rewriter([FusedStep])
+@node_rewriter([FusedStep, FusedCheck])
 def _fused_step_as_chain(fgraph, node):
-    """Replace a FusedStep by a chain of ParamSteps over its params, threading the buffers through."""
-    op = node.op
+    """Replace a FusedStep by a chain of ParamSteps over its params, threading the buffers
+    through (a FusedCheck: the flag through)."""
+    check = isinstance(node.op, FusedCheck)
+    op = node.op.step if check else node.op
     params, grads, buffers, scalars = op.split(node.inputs)
-    if not op.inplace:  # the step may not overwrite its inputs: give it copies it may
+    if not (op.inplace or check):  # the step may not overwrite its inputs: give it copies it may
         params = [pt.tensor_copy(p) for p in params]
         buffers = [pt.tensor_copy(b) for b in buffers]
     h = MakeVector(op.dtype)(*scalars) if scalars else pt.constant(np.zeros(1, op.dtype))
+    ok = pt.constant(np.array(True))
     new_params, first = [], 0
     for width in chain_widths(op.n_params):
         chunk, first = slice(first, first + width), first + width
-        step = ParamStep(op.kernel, op.dtype, width, op.n_slots, op.scalar_names)
+        step = ParamStep(op.kernel, op.dtype, width, op.n_slots, op.scalar_names, check)
         offsets = pt.constant(np.array(op.starts[chunk], dtype=np.int64))
-        new = step(*params[chunk], *grads[chunk], *buffers, offsets, h, return_list=True)
+        arguments = [*params[chunk], *grads[chunk], *buffers, offsets, h]
+        if check:
+            ok = step(*arguments, ok)
+            continue
+        new = step(*arguments, return_list=True)
         new_params += new[:width]
         buffers = new[width:]
-    return [*new_params, *buffers]
+    return [ok] if check else [*new_params, *buffers]
 
 
 def _register_rewrite():
@@ -201,14 +228,16 @@ _NODE_CALL = """\
 
 
 def _node_source(op: ParamStep) -> str:
-    """``param_step(*params, *grads, *slots, offsets, h)``: the kernel on each param, in place."""
+    """``param_step(*params, *grads, *slots, offsets, h)``: the kernel on each param, in place;
+    with ``check``, ``param_check(..., ok)``: whether ``ok`` and every new value is finite."""
     n, slots = op.n_params, [f"s{j}" for j in range(op.n_slots)]
     params, grads = [f"p{i}" for i in range(n)], [f"g{i}" for i in range(n)]
-    results = [f"{p}_" for p in params] + slots
+    results = ["result"] if op.check else [f"{p}_" for p in params] + slots
+    arguments = [*params, *grads, *slots, "offsets", "h", *(["ok"] if op.check else [])]
     return "\n".join(
         [
-            f"def param_step({', '.join([*params, *grads, *slots, 'offsets', 'h'])}):",
-            "    status = 0",
+            f"def {'param_check' if op.check else 'param_step'}({', '.join(arguments)}):",
+            "    status = 0 if ok[()] else 3" if op.check else "    status = 0",
             *(
                 _NODE_CALL.format(
                     i=i,
@@ -221,6 +250,7 @@ def _node_source(op: ParamStep) -> str:
             f'        raise ValueError("FusedStep: {STATUS[1]}")',
             "    if status == 2:",
             f'        raise ValueError("FusedStep: {STATUS[2]}")',
+            *(["    result = np.empty((), np.bool_)", "    result[()] = status == 0"] if op.check else []),
             f"    return {results[0]}" if len(results) == 1 else f"    return ({', '.join(results)},)",
         ]
     )
@@ -238,6 +268,9 @@ def kernel(p, g, {slots}h, offset, n, n_grad, size):
     return 0
 """
 
+#: The kernel's last line with ``check``: a new value not finite stops it with status 3.
+_CHECK_LINE = "if not ({}):\n    return 3"
+
 
 @dataclass(frozen=True)
 class CompiledKernel:
@@ -252,7 +285,7 @@ class CompiledKernel:
 _KERNELS: dict[str, CompiledKernel] = {}
 
 
-def compiled_kernel(op: FusedStep) -> CompiledKernel:
+def compiled_kernel(op: FusedStep, check: bool = False) -> CompiledKernel:
     """Compile the kernel of ``op`` (or load it from Numba's cache) once per process, and make its
     address known to LLVM under a name of its own, which cached code refers to.
 
@@ -260,6 +293,7 @@ def compiled_kernel(op: FusedStep) -> CompiledKernel:
     the rule applied in place to one param's ``n`` elements and its segment of each flat buffer,
     its equations written out as one function (see :func:`_scalar_source`), compiled without
     fast-math flags (the rules' numbers stay those of their equations, as torch computes them).
+    With ``check`` it writes nothing and returns 3 at the first new value that is not finite.
     """
     import numba
     from llvmlite import binding
@@ -268,7 +302,10 @@ def compiled_kernel(op: FusedStep) -> CompiledKernel:
     slots = [f"s{j}" for j in range(op.n_slots)]
     items = ["p[i]", *(f"{s}[offset + i]" for s in slots)]
     scalars = [f"h{j}" for j in range(len(op.scalar_names))]
-    lines, namespace, keys = _scalar_source(op.composite, [items[0], "g[i]", *items[1:], *scalars], items)
+    targets = [f"o{j}" for j in range(len(items))] if check else items
+    lines, namespace, keys = _scalar_source(op.composite, [items[0], "g[i]", *items[1:], *scalars], targets)
+    if check:
+        lines += _CHECK_LINE.format(" and ".join(f"np.isfinite({o})" for o in targets)).splitlines()
     source = _KERNEL_SOURCE.format(
         slots="".join(f"{s}, " for s in slots),
         scalars="\n".join(f"    {name} = h[{j}]" for j, name in enumerate(scalars)),
@@ -292,6 +329,7 @@ def compiled_kernel(op: FusedStep) -> CompiledKernel:
 STATUS = {
     1: "a gradient and its param differ in size",
     2: "the params changed size after the updates were built",
+    3: "a new value is not finite (a check's answer, not an error)",
 }
 
 
@@ -378,7 +416,7 @@ def _kernel_signature(op: FusedStep | ParamStep):
 
 
 #: Changes the cache keys of everything compiled here when the generated code changes meaning.
-_VERSION = 4
+_VERSION = 5
 
 
 def _register_numba() -> bool:
@@ -413,16 +451,18 @@ def _register_numba() -> bool:
 
     @register_funcify_and_cache_key(ParamStep)
     def numba_funcify_param_step(op, node=None, **kwargs):
-        kernel = compiled_kernel(op.fused)
+        kernel = compiled_kernel(op.fused, op.check)
         source = _node_source(op)
         namespace = {
             "__name__": __name__,
+            "np": np,
             "kernel": types.ExternalFunction(kernel.symbol, _kernel_signature(op)),
             "data": data,
             "contiguous": contiguous,
         }
         key = "updates-param-step-" + hashlib.sha256(f"{kernel.symbol}\n{source}".encode()).hexdigest()[:40]
-        function = compile_numba_function_src(source, "param_step", namespace, cache_key=key)
+        name = "param_check" if op.check else "param_step"
+        function = compile_numba_function_src(source, name, namespace, cache_key=key)
         return numba_njit(function), key if kernel.cacheable else None
 
     @register_funcify_and_cache_key(ScalarStep)

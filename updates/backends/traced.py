@@ -22,7 +22,7 @@ import sys
 from pytensor.graph.fg import FunctionGraph
 
 from updates.finite import AllFinite
-from updates.fused import FusedStep
+from updates.fused import FusedCheck, FusedStep
 
 
 def _funcify_expanded(funcify, typed: bool):
@@ -84,7 +84,7 @@ def when_imported(name: str, callback) -> None:
 
 
 def _register(funcify, typed: bool) -> None:
-    for op in (FusedStep, AllFinite):
+    for op in (FusedStep, FusedCheck, AllFinite):
         funcify.register(op)(_funcify_expanded(funcify, typed))
 
 
