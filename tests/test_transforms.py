@@ -103,7 +103,7 @@ def test_lasagne_total_norm_constraint_is_unchanged_and_not_exact():
 
 
 def test_norms_of_a_negative_scalar_gradient():
-    """One shared norm (grads.l2_norm) serves every clip: PyTensor 2.38 rewrote the root of a lone
+    """One shared norm (reductions.l2_norm) serves every clip: PyTensor 2.38 rewrote the root of a lone
     scalar's square to the scalar itself, so a negative one escaped clipping."""
     g = pt.dscalar("g")
     _, norm = updates.total_norm_constraint([g], 1.0, return_norm=True)

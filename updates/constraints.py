@@ -19,8 +19,8 @@ from pytensor.graph.basic import Variable
 
 from updates.checks import NON_NEGATIVE, POSITIVE, check_hyperparameter, check_params, describe
 from updates.engine import as_dtype
-from updates.grads import l2_norm
 from updates.public import awaits_input, checks_keywords, select
+from updates.reductions import l2_norm
 
 __all__ = ["norm_constraint", "total_norm_constraint"]
 

@@ -42,7 +42,7 @@ from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.scalar import Switch
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
 
-from updates.finite import AllFinite
+from updates.reductions import AllFinite
 
 try:  # PyTensor >= 2.32
     from pytensor.graph.traversal import ancestors, toposort

@@ -176,14 +176,3 @@ def get_or_compute_grads(loss_or_grads: Any, params: Sequence[SharedVariable]) -
     for i, (grad, param) in enumerate(zip(loss_or_grads, params)):
         _check_grad(who, i, grad, param)
     return loss_or_grads
-
-
-def l2_norm(tensors: Sequence[Variable], dtype: str | None = None) -> Variable:
-    """The Euclidean norm of all the elements of ``tensors`` together (of one tensor: its norm).
-
-    Each tensor's squares are summed in its own dtype (or in ``dtype``, cast first), the sums in
-    their common dtype. The squares are those of ``abs(x)``, the same numbers: PyTensor 2.38
-    rewrites ``sqrt(sqr(x))`` of a lone scalar to ``x``, sign included.
-    """
-    squares = [pt.sum(pt.sqr(abs(x if dtype is None else pt.cast(x, dtype)))) for x in tensors]
-    return pt.sqrt(squares[0] if len(squares) == 1 else pt.add(*squares))

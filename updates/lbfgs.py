@@ -40,11 +40,11 @@ from updates.checks import (
 )
 from updates.container import Updates
 from updates.engine import give_loss, schedule_state
-from updates.finite import isfinite
 from updates.grads import clear_nan as zero_nan
 from updates.grads import loss_of, prepare_grads
 from updates.layout import new_state, step_counter
 from updates.public import awaits_loss_and_params
+from updates.reductions import isfinite
 
 __all__ = ["lbfgs"]
 

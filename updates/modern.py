@@ -20,8 +20,8 @@ import pytensor.tensor as pt
 from updates.checks import COUNT, NON_NEGATIVE, POSITIVE, UNIT, Interval
 from updates.container import Updates
 from updates.engine import Rule, apply_rule
-from updates.grads import l2_norm
 from updates.public import update_rule
+from updates.reductions import l2_norm
 from updates.rules import ADAM_RANGES, first_moment, moments
 
 __all__ = [

@@ -39,9 +39,9 @@ from pytensor.graph.basic import Constant, Variable
 from updates.checks import COUNT, Interval, describe
 from updates.container import Updates
 from updates.engine import gated
-from updates.finite import all_finite
-from updates.grads import l2_norm, prepare_grads
+from updates.grads import prepare_grads
 from updates.public import checks_keywords
+from updates.reductions import all_finite, l2_norm
 from updates.step import compile_step
 from updates.wrappers import SkipBudgetError
 

@@ -41,8 +41,9 @@ from updates.checks import (
     is_concrete,
 )
 from updates.engine import as_dtype
-from updates.grads import clear_nan, l2_norm, prepare_grads
+from updates.grads import clear_nan, prepare_grads
 from updates.public import awaits_input, select
+from updates.reductions import l2_norm
 
 __all__ = [
     "add_gradient_noise",

@@ -27,7 +27,7 @@ graph is compiled (``updates.fused._merge_with_the_step_before``). :func:`accumu
 keeps one shared variable per param (``W.accumulate_gradients.sum``) and builds its running sums
 and switches per param;
 :func:`apply_if_finite` keeps one counter (two with a budget), checks every value in one node
-(``updates.finite.AllFinite``) and guards every entry with a switch, which reads the old
+(``updates.reductions.AllFinite``) and guards every entry with a switch, which reads the old
 values after the new ones and so keeps PyTensor from updating params and state in place.
 Those two cost the most to compile: about 3x the start of the model alone at 30 params
 (``benchmarks/run.py --only share``), against about 1.5x for the elementwise wrappers.
@@ -49,10 +49,10 @@ from pytensor.raise_op import CheckAndRaise
 from updates.checks import COUNT, NON_NEGATIVE, POSITIVE, Interval, check_mapping, describe, label
 from updates.container import Updates
 from updates.engine import Elementwise, as_dtype, begin_wrapper, params_to_wrap, wrap_elementwise
-from updates.finite import all_finite
-from updates.grads import l2_norm, prepare_grads
+from updates.grads import prepare_grads
 from updates.layout import new_state, pieces_of, state_like, state_record, step_counter
 from updates.public import awaits_input, checks_keywords, select
+from updates.reductions import all_finite, l2_norm
 from updates.sync import sync_variables
 
 __all__ = [

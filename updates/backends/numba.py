@@ -41,8 +41,8 @@ from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.tensor.basic import MakeVector
 from pytensor.tensor.elemwise import Elemwise
 
-from updates.finite import AllFinite
 from updates.fused import FusedCheck, FusedStep
+from updates.reductions import AllFinite, SumOfSquares
 
 
 class ParamStep(Op):
@@ -495,6 +495,19 @@ def _register_numba() -> bool:
         source = "\n".join([*lines, "    result[()] = True", "    return result"])
         key = "updates-all-finite-" + hashlib.sha256(f"{_VERSION}\n{source}".encode()).hexdigest()[:40]
         function = compile_numba_function_src(source, "all_finite", {"np": np}, cache_key=key)
+        return numba_njit(function), key
+
+    @register_funcify_and_cache_key(SumOfSquares)
+    def numba_funcify_sum_of_squares(op, node=None, **kwargs):
+        names, dtype = [f"x{j}" for j in range(len(node.inputs))], node.outputs[0].dtype
+        lines = [f"def sum_of_squares({', '.join(names)}):", f"    total = np.{dtype}(0)"]
+        for x, variable in zip(names, node.inputs):  # squares in the tensor's dtype, summed in float64
+            lines += ["    s = 0.0", f"    for value in {x}.flat:", "        s += value * value"]
+            lines += [f"    total = np.{dtype}(total + np.{variable.dtype}(s))"]
+        lines += [f"    result = np.empty((), np.{dtype})", "    result[()] = total", "    return result"]
+        source = "\n".join(lines)
+        key = "updates-sum-of-squares-" + hashlib.sha256(f"{_VERSION}\n{source}".encode()).hexdigest()[:40]
+        function = compile_numba_function_src(source, "sum_of_squares", {"np": np}, cache_key=key)
         return numba_njit(function), key
 
     return True

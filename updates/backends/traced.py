@@ -21,12 +21,13 @@ import sys
 
 from pytensor.graph.fg import FunctionGraph
 
-from updates.finite import AllFinite
 from updates.fused import FusedCheck, FusedStep
+from updates.reductions import AllFinite, SumOfSquares
 
 
 def _funcify_expanded(funcify, typed: bool):
-    """The step as the backend's function of the expanded graph; ``typed``: inputs cast first."""
+    """The step as the backend's function of the expanded graph; ``typed``: inputs cast first,
+    outputs cast to their declared dtypes (with 64-bit types on, JAX sums float32 in float64)."""
 
     def funcify_fused_step(op, node, **kwargs):
         kwargs.pop("storage_map", None)
@@ -39,9 +40,13 @@ def _funcify_expanded(funcify, typed: bool):
         import jax.numpy as jnp
 
         dtypes = [x.dtype for x in node.inputs]
+        out_dtypes = [x.dtype for x in node.outputs]
 
         def fused_step(*arguments):
-            return function(*(jnp.asarray(x, dtype=d) for x, d in zip(arguments, dtypes)))
+            results = function(*(jnp.asarray(x, dtype=d) for x, d in zip(arguments, dtypes)))
+            if len(out_dtypes) == 1:
+                return jnp.asarray(results, dtype=out_dtypes[0])
+            return tuple(jnp.asarray(x, dtype=d) for x, d in zip(results, out_dtypes))
 
         return fused_step
 
@@ -84,7 +89,7 @@ def when_imported(name: str, callback) -> None:
 
 
 def _register(funcify, typed: bool) -> None:
-    for op in (FusedStep, FusedCheck, AllFinite):
+    for op in (FusedStep, FusedCheck, AllFinite, SumOfSquares):
         funcify.register(op)(_funcify_expanded(funcify, typed))
 
 

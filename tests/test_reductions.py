@@ -1,11 +1,11 @@
-"""AllFinite: one node over many tensors, in every linker, equal to NumPy's check."""
+"""AllFinite and SumOfSquares: one node over many tensors, in every linker, equal to NumPy."""
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
 
-from updates.finite import AllFinite, all_finite
+from updates.reductions import AllFinite, SumOfSquares, all_finite, l2_norm
 
 MODES = ["FAST_COMPILE", "CVM", "NUMBA", "JAX", "PYTORCH"]
 NEEDS = {"NUMBA": "numba", "JAX": "jax", "PYTORCH": "torch"}
@@ -53,3 +53,37 @@ def test_gradients_pass_around_the_check():
     w = pytensor.shared(np.array([1.0, 2.0]), name="w")
     loss = pt.switch(all_finite([w]), (w**2).sum(), 0.0)
     np.testing.assert_array_equal(pytensor.grad(loss, w).eval(), [2.0, 4.0])
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtypes", [("float64", "float32"), ("float32", "float32")], ids=str)
+def test_the_norm_of_many_tensors_is_one_node_that_agrees_with_numpy(mode, dtypes):
+    """Over a vector, a strided matrix and a scalar: one node, the norm NumPy gives (each
+    tensor's squares summed in float64, as PyTensor's Sum does), in the common dtype; its
+    gradient is x / norm."""
+    if mode in NEEDS:
+        pytest.importorskip(NEEDS[mode])
+    first, second = dtypes
+    x, y, z = (
+        pt.tensor("x", dtype=first, shape=(None,)),
+        pt.matrix("y", dtype=second),
+        pt.scalar("z", dtype=second),
+    )
+    norm = l2_norm([x, y, z])
+    f = pytensor.function([x, y, z], [norm, *pytensor.grad(norm, [x, y, z])], mode=mode)
+    if mode not in ("JAX", "PYTORCH"):
+        assert SumOfSquares in {type(n.op) for n in f.maker.fgraph.apply_nodes}
+    rng = np.random.default_rng(0)
+    values = [
+        rng.normal(size=7).astype(first),
+        rng.normal(size=(6, 3)).astype(second)[::2],
+        np.array(-3.0, second),
+    ]
+    expected = np.sqrt(sum(float(np.sum(np.square(v), dtype="float64").astype(v.dtype)) for v in values))
+    got, *grads = f(*values)
+    rtol = 1e-6 if "float32" in (first, second, got.dtype) else 1e-14
+    assert got.dtype == np.result_type(first, second)
+    np.testing.assert_allclose(got, expected, rtol=rtol)
+    for g, v in zip(grads, values):
+        assert g.dtype == v.dtype
+        np.testing.assert_allclose(g, v / expected, rtol=rtol)
