@@ -380,7 +380,7 @@ def _core_graph(g, history, step, previous, counter, rate, m, tolerance, change,
     go = pt.and_(slope <= -cast(change), pt.invert(stop))
     step = pt.switch(stop, step, t0 * direction)
     previous = pt.switch(stop, previous, g)
-    counter = counter + pt.cast(pt.invert(stop), "int64")
+    counter = counter + pt.switch(stop, np.int64(0), np.int64(1))  # see apply_if_finite's counter
     return [pairs, direction, t0, slope, stop, go, step, previous, counter]
 
 

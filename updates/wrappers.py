@@ -28,9 +28,10 @@ keeps one shared variable per param (``W.accumulate_gradients.sum``) and builds 
 and switches per param;
 :func:`apply_if_finite` keeps one counter (two with a budget), checks every value in one node
 (``updates.reductions.AllFinite``) and guards every entry with a switch, which reads the old
-values after the new ones and so keeps PyTensor from updating params and state in place.
-Those two cost the most to compile: about 3x the start of the model alone at 30 params
-(``benchmarks/run.py --only share``), against about 1.5x for the elementwise wrappers.
+values after the new ones; around a rule on the multi-tensor path the graph's rewrites turn
+that into two passes of the rule's node instead (``updates.fused._gate_inside_the_step``):
+the first checks the gradients and new values without writing, the second steps, gated, in
+place.
 """
 
 from __future__ import annotations
@@ -327,7 +328,8 @@ def apply_if_finite(
     for key, value in updates.items():
         wrapped[key] = pt.switch(ok, value, key)
     skipped = new_state(np.int64(0), f"{who}.skipped", 0)
-    wrapped[skipped] = skipped + pt.cast(pt.invert(ok), "int64")
+    # a switch, not cast(invert(ok)): PyTensor's Python linker evaluates that to 1 for ok = True
+    wrapped[skipped] = skipped + pt.switch(ok, np.int64(0), np.int64(1))
     if in_row is not None:
         wrapped[in_row] = pt.switch(ok, 0, in_row + 1)
     return wrapped

@@ -98,11 +98,13 @@ class CStep(MultiTensorOp, COp):
         if not self.check:
             self._run(params, grads, buffers, scalars, first, starts, total, output_storage)
             return
-        new = [[None] for _ in range(self.n_params + self.n_slots)]
         ok = bool(inputs[-1])
         if ok:
-            self._run(params, grads, buffers, scalars, first, starts, total, new)
-            ok = all(np.isfinite(x[0]).all() for x in new)
+            self._check_sizes(params, grads, buffers, first, starts, total)
+            segments = [buffer[starts[0] : starts[-1]] for buffer in buffers]
+            scalars = [np.asarray(x, dtype=self.dtype) for x in scalars]
+            new = self.vector_function(*self._flat(params, grads), *segments, *scalars)
+            ok = all(np.isfinite(x).all() for x in new)
         output_storage[0][0] = np.asarray(ok)
 
     @cached_property
@@ -143,7 +145,7 @@ class CStep(MultiTensorOp, COp):
         slots = [f"s{j}" for j in range(self.n_slots)]
         scalars = [f"h{j}" for j in range(self.n_scalars)]
         elements = ["p[k]", *(f"{s}[k]" for s in slots)]
-        targets = [f"o{j}" for j in range(len(elements))] if self.check else elements
+        targets = [f"o{j}" for j in range(len(self.composite.outputs))] if self.check else elements
         body = self.composite.c_code(
             self._scalar_node(),
             f"{name}_scalar",
@@ -352,7 +354,7 @@ def _fused_step_as_c_chain(fgraph, node):
     if not pytensor.config.cxx:
         return None
     if isinstance(node.op, FusedCheck):
-        return _chain(node.op.step, node.inputs, check=True)
+        return _chain(node.op.checked, node.inputs, check=True)
     op, inputs = node.op, list(node.inputs)
     if not op.inplace:  # the step may not overwrite its inputs: give it copies it may
         params, _, buffers, _ = op.split(range(len(inputs)))

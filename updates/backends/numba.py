@@ -185,7 +185,7 @@ def _fused_step_as_chain(fgraph, node):
     """Replace a FusedStep by a chain of ParamSteps over its params, threading the buffers
     through (a FusedCheck: the flag through)."""
     check = isinstance(node.op, FusedCheck)
-    op = node.op.step if check else node.op
+    op = node.op.checked if check else node.op
     params, grads, buffers, scalars = op.split(node.inputs)
     if not (op.inplace or check):  # the step may not overwrite its inputs: give it copies it may
         params = [pt.tensor_copy(p) for p in params]
@@ -302,7 +302,7 @@ def compiled_kernel(op: FusedStep, check: bool = False) -> CompiledKernel:
     slots = [f"s{j}" for j in range(op.n_slots)]
     items = ["p[i]", *(f"{s}[offset + i]" for s in slots)]
     scalars = [f"h{j}" for j in range(len(op.scalar_names))]
-    targets = [f"o{j}" for j in range(len(items))] if check else items
+    targets = [f"o{j}" for j in range(len(op.composite.outputs))] if check else items
     lines, namespace, keys = _scalar_source(op.composite, [items[0], "g[i]", *items[1:], *scalars], targets)
     if check:
         lines += _CHECK_LINE.format(" and ".join(f"np.isfinite({o})" for o in targets)).splitlines()
