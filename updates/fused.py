@@ -18,10 +18,15 @@ once on all the params end to end. A step without state becomes its equations pe
 rewrites for speed, joining the gradient's own nodes. Before either, an elementwise wrapper's node
 joins the node of the rule it wraps (:class:`ComposedKernel`): one node for the whole stack.
 Guarded by :func:`~updates.apply_if_finite`, the step is two passes over the same inputs: a
-:class:`FusedCheck` computes the new values and checks them without writing, then the step gated
-by its answer (:class:`GatedKernel`) writes them in place. The README's stack, under the C VM:
-28 fewer nodes at P = 10, step 24 -> 20 us (the model alone: 7 us), 84 -> 67 us at P = 30;
-under Numba, start 3.9x -> 3.5x the model's at P = 10, 3.8x -> 3.0x at P = 30.
+:class:`FusedCheck` computes the gradients and new values and checks them without writing, then
+the step gated by its answer (:class:`GatedKernel`) writes them in place. An elementwise
+transform of every gradient by shared scalars (the scale of
+:func:`~updates.clip_by_global_norm`) runs inside both (:class:`PrefixedKernel`). With the
+global norm as one node (``updates.reductions.SumOfSquares``), the README's stack (clip, Adam,
+weight decay, lookahead, EMA, the guard) adds 14 nodes to the model's 12 at P = 10 under the C
+VM, where it added 67: step 24 -> 15 us at P = 10 (the model alone: 7 us), 82 -> 44 us at
+P = 30 (20 us); start 36 -> 25 s at P = 30 (14 s). Under Numba: start 5.5 -> 4.8 s at P = 10
+(1.6 s), 18.9 -> 11.8 s at P = 30 (5.1 s); step 43 -> 34 us at P = 30 (22 us).
 """
 
 from __future__ import annotations
@@ -433,18 +438,13 @@ class PrefixedKernel:
         inner = self.prefix.fgraph
         scalars = [pt.cast(getattr(h, name), x.dtype) for name, x in zip(self.names, inner.inputs[1:])]
         value = dict(zip(inner.inputs, [g, *scalars]))
+
+        def get(x):
+            return pt.constant(np.asarray(x.data, dtype=x.dtype)) if isinstance(x, Constant) else value[x]
+
         for node in inner.toposort():
-            args = [
-                pt.constant(np.asarray(x.data, dtype=x.dtype)) if isinstance(x, Constant) else value[x]
-                for x in node.inputs
-            ]
-            value.update(zip(node.outputs, Elemwise(node.op)(*args, return_list=True)))
-        (output,) = inner.outputs
-        return (
-            pt.constant(np.asarray(output.data, dtype=output.dtype))
-            if isinstance(output, Constant)
-            else value[output]
-        )
+            value.update(zip(node.outputs, Elemwise(node.op)(*map(get, node.inputs), return_list=True)))
+        return get(inner.outputs[0])
 
     def __call__(self, h: SimpleNamespace, param, x, *slots):
         return self.kernel(h, param, self.gradient(h, x), *slots)
@@ -476,9 +476,11 @@ def _common_transform(fgraph, grads, dtype: str):
     """``(prefix, tensors, shared)`` when each gradient is ``prefix(tensor_i, *shared)``, through
     elementwise nodes that nothing else uses, ``shared`` single numbers (0-d, of ``dtype`` or
     boolean); else None."""
-    found = [_transform_of(fgraph, grad) for grad in grads]
-    if None in found:
-        return None
+    found = []
+    for grad in grads:
+        found.append(_transform_of(fgraph, grad))
+        if found[-1] is None:
+            return None
     common = set.intersection(*(set(leaves) for _, leaves in found))
     shared = [x for x in found[0][1] if x in common]
     if any(not all(x.type.broadcastable) or x.dtype not in (dtype, "bool") for x in shared):
@@ -496,25 +498,36 @@ def _common_transform(fgraph, grads, dtype: str):
     return prefixes[0][0], tensors, [x.dimshuffle([]) if x.type.ndim else x for x in shared]
 
 
+#: The most elementwise nodes a gradient's transform may take to be run inside the step.
+_MOST_TRANSFORM_NODES = 16
+
+
 def _transform_of(fgraph, grad):
-    """The elementwise nodes that compute ``grad`` and serve nothing else (in topological order),
-    and what they read (0-d values under a broadcast as themselves); None without such nodes."""
-    allowed = (FusedStep, FusedCheck)
-    nodes = []
-    for node in reversed(list(toposort([grad]))):
-        if not isinstance(node.op, Elemwise) or len(node.outputs) != 1:
-            continue
-        clients = [client for client, _ in fgraph.clients[node.outputs[0]]]
-        if node.outputs[0] is grad:
-            inside = all(isinstance(getattr(client, "op", None), allowed) for client in clients)
-        else:
-            inside = bool(clients) and all(client in nodes for client in clients)
-        if inside:
-            nodes.append(node)
-    if not nodes:
+    """The elementwise nodes that compute ``grad`` and serve nothing else (at most
+    ``_MOST_TRANSFORM_NODES``, in topological order), and what they read (0-d values under a
+    broadcast as themselves); None without such nodes, or with more."""
+
+    def single_elemwise(node) -> bool:
+        return node is not None and isinstance(node.op, Elemwise) and len(node.outputs) == 1
+
+    clients = [client for client, _ in fgraph.clients[grad]]
+    if not single_elemwise(grad.owner) or not all(
+        isinstance(getattr(c, "op", None), (FusedStep, FusedCheck)) for c in clients
+    ):
         return None
+    nodes, todo = [], [grad.owner]
+    while todo:  # a node joins once every node that reads it has: reverse topological order
+        node = todo.pop()
+        nodes.append(node)
+        if len(nodes) > _MOST_TRANSFORM_NODES:
+            return None
+        for x in node.inputs:
+            owner = x.owner
+            fresh = single_elemwise(owner) and owner not in nodes and owner not in todo
+            if fresh and all(client in nodes for client, _ in fgraph.clients[x]):
+                todo.append(owner)
     nodes.reverse()
-    made = {x for node in nodes for x in node.outputs}
+    made = {node.outputs[0] for node in nodes}
     leaves = [
         _unbroadcast(x)
         for node in nodes
