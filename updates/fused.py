@@ -495,7 +495,7 @@ def _common_transform(fgraph, grads, dtype: str):
             return None
         prefixes.append(prefix)
         tensors.append(own[0])
-    return prefixes[0][0], tensors, [x.dimshuffle([]) if x.type.ndim else x for x in shared]
+    return prefixes[0][0], tensors, [_zero_dimensional(x) for x in shared]
 
 
 #: The most elementwise nodes a gradient's transform may take to be run inside the step.
@@ -535,6 +535,27 @@ def _transform_of(fgraph, grad):
         if x not in made and not isinstance(x, Constant)
     ]
     return nodes, list(dict.fromkeys(leaves))
+
+
+def _zero_dimensional(x: Variable) -> Variable:
+    """``x``, whose every axis has length 1, as a 0-d value: computed on 0-d values where it is
+    an elementwise function of such values under broadcasts (PyTensor's rewrites move the
+    broadcasts of 0-d values down to the graph's inputs), else squeezed."""
+    if not x.type.ndim:
+        return x
+    if isinstance(x, Constant):
+        return pt.constant(np.asarray(x.data, dtype=x.dtype).reshape(()))
+    owner = x.owner
+    if owner is not None and isinstance(owner.op, DimShuffle) and all(owner.inputs[0].type.broadcastable):
+        return _zero_dimensional(owner.inputs[0])
+    if (
+        owner is not None
+        and isinstance(owner.op, Elemwise)
+        and all(all(i.type.broadcastable) for i in owner.inputs)
+    ):
+        outputs = Elemwise(owner.op.scalar_op)(*map(_zero_dimensional, owner.inputs), return_list=True)
+        return outputs[owner.outputs.index(x)]
+    return x.dimshuffle([])
 
 
 def _unbroadcast(x: Variable) -> Variable:
