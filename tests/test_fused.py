@@ -118,22 +118,54 @@ def _wrapped_adam(grads, params):
     return updates.apply_ema(updates.apply_lookahead(inner, k=2), decay=0.9)
 
 
+def both_paths(build, grads, initial, mode, outputs=lambda built: []):
+    """``{"fused": (updates, step), "per-parameter": (...)}``: ``build(params)`` on params of the
+    ``initial`` values, compiled in ``mode`` (the per-parameter graph in FAST_COMPILE) as
+    functions of ``grads`` returning ``outputs(updates)``."""
+    runs = {}
+    for path in ("fused", "per-parameter"):
+        params = [pytensor.shared(np.array(value), name=f"w{i}") for i, value in enumerate(initial)]
+        with updates.per_parameter(path == "per-parameter"):
+            built = build(params)
+        compiled_mode = mode if path == "fused" else "FAST_COMPILE"
+        runs[path] = built, pytensor.function(grads, outputs(built), updates=built, mode=compiled_mode)
+    return runs
+
+
+def step_both(runs, values, rtol=1e-13, atol=1e-15):
+    """One step of both paths on the gradients ``values``; asserts equal outputs, state and
+    params (dtypes included); returns the fused path's named state."""
+    results = [step(*values) for _, step in runs.values()]
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(got, expected, rtol=rtol, atol=atol)
+    fused, reference = (built.named_state() for built, _ in runs.values())
+    assert fused.keys() == reference.keys()
+    for name in reference:
+        np.testing.assert_allclose(fused[name], reference[name], rtol=rtol, atol=atol, err_msg=name)
+    for a, b in zip(*(built.params for built, _ in runs.values())):
+        assert a.get_value().dtype == b.get_value().dtype
+        np.testing.assert_allclose(a.get_value(), b.get_value(), rtol=rtol, atol=atol)
+    return fused
+
+
+SHAPES = [(3,), (2, 4), ()]
+
+
+def float64_grads(shapes=SHAPES):
+    return [pt.tensor(f"g{i}", dtype="float64", shape=shape) for i, shape in enumerate(shapes)]
+
+
+def initial(shapes=SHAPES):
+    return [np.full(shape, 1.0 + i) for i, shape in enumerate(shapes)]
+
+
 @pytest.mark.parametrize("mode", ["CVM", "NUMBA", "JAX"])
 def test_a_rule_and_its_elementwise_wrappers_run_as_one_node(mode):
     """The wrappers' nodes join the rule's (one pass over the params, one kernel), with the
     numbers of the per-parameter graph, state included, step after step."""
     pytest.importorskip({"CVM": "numpy", "NUMBA": "numba", "JAX": "jax"}[mode])
-    shapes = [(3,), (2, 4), ()]
-    grads = [pt.tensor(f"g{i}", dtype="float64", shape=shape) for i, shape in enumerate(shapes)]
-    runs = {}
-    for path in ("fused", "per-parameter"):
-        params = [pytensor.shared(np.full(shape, 1.0 + i), name=f"w{i}") for i, shape in enumerate(shapes)]
-        with updates.per_parameter(path == "per-parameter"):
-            built = _wrapped_adam(grads, params)
-        runs[path] = (
-            built,
-            pytensor.function(grads, [], updates=built, mode=mode if path == "fused" else "FAST_COMPILE"),
-        )
+    grads = float64_grads()
+    runs = both_paths(lambda params: _wrapped_adam(grads, params), grads, initial(), mode)
     nodes = runs["fused"][1].maker.fgraph.apply_nodes
     kernels = {
         str(getattr(n.op, "label", None) or getattr(getattr(n.op, "kernel", None), "name", "")) for n in nodes
@@ -143,15 +175,7 @@ def test_a_rule_and_its_elementwise_wrappers_run_as_one_node(mode):
         assert not {"adam", "apply_lookahead", "apply_ema"} & kernels
     rng = np.random.default_rng(0)
     for _ in range(7):
-        values = [rng.normal(size=shape) for shape in shapes]
-        for _, step in runs.values():
-            step(*values)
-        fused, reference = (built.named_state() for built, _ in runs.values())
-        assert fused.keys() == reference.keys()
-        for name in reference:
-            np.testing.assert_allclose(fused[name], reference[name], rtol=1e-13, atol=1e-15, err_msg=name)
-        for a, b in zip(*(built.params for built, _ in runs.values())):
-            np.testing.assert_allclose(a.get_value(), b.get_value(), rtol=1e-13, atol=1e-15)
+        step_both(runs, [rng.normal(size=shape) for shape in SHAPES])
 
 
 def test_a_rule_whose_new_params_are_used_elsewhere_keeps_its_own_node():
@@ -177,38 +201,27 @@ def test_a_guarded_step_checks_then_steps_in_place(mode, clip):
     steps included (a NaN gradient; a finite gradient that overflows a new value; an infinite
     one, which clipping turns into NaN)."""
     pytest.importorskip({"NUMBA": "numba", "JAX": "jax"}.get(mode, "numpy"))
-    shapes = [(3,), (2, 4), ()]
-    grads = [pt.tensor(f"g{i}", dtype="float64", shape=shape) for i, shape in enumerate(shapes)]
-    runs = {}
-    for path in ("fused", "per-parameter"):
-        params = [pytensor.shared(np.full(shape, 1.0 + i), name=f"w{i}") for i, shape in enumerate(shapes)]
-        with updates.per_parameter(path == "per-parameter"):
-            clipped = updates.clip_by_global_norm(grads, max_norm=2.0) if clip else grads
-            built = updates.apply_if_finite(_wrapped_adam(clipped, params), grads=clipped)
-        compiled_mode = {"py": pytensor.compile.mode.Mode("py", "fast_run")}.get(mode, mode)
-        compiled_mode = compiled_mode if path == "fused" else "FAST_COMPILE"
-        runs[path] = (built, pytensor.function(grads, [], updates=built, mode=compiled_mode))
-    step = runs["fused"][1]
-    nodes = step.maker.fgraph.apply_nodes
+    grads = float64_grads()
+
+    def build(params):
+        clipped = updates.clip_by_global_norm(grads, max_norm=2.0) if clip else grads
+        return updates.apply_if_finite(_wrapped_adam(clipped, params), grads=clipped)
+
+    mode = pytensor.compile.mode.Mode("py", "fast_run") if mode == "py" else mode
+    runs = both_paths(build, grads, initial(), mode)
     if mode != "JAX":
+        nodes = runs["fused"][1].maker.fgraph.apply_nodes
         tensors = [n for n in nodes if any(x.ndim for x in n.outputs) and not hasattr(n.op, "n_params")]
         tensors = [n for n in tensors if "MakeVector" not in str(n.op)]  # Numba's scalars
         assert not tensors, tensors  # the norm is one node of a scalar, the rest is the steps
     rng = np.random.default_rng(0)
     for k in range(9):
-        values = [rng.normal(size=shape) for shape in shapes]
+        values = [rng.normal(size=shape) for shape in SHAPES]
         if k == 3:
             values[1][1, 2] = np.nan
         if k == 5:  # finite, but its square overflows Adam's second moment; clipped, infinite
             values[0][0] = np.inf if clip else 1e308  # (XLA rewrites (2 g) / n to g (2 / n))
-        for _, compiled_step in runs.values():
-            compiled_step(*values)
-        fused, reference = (built.named_state() for built, _ in runs.values())
-        assert fused.keys() == reference.keys()
-        for name in reference:
-            np.testing.assert_allclose(fused[name], reference[name], rtol=1e-13, atol=1e-15, err_msg=name)
-        for a, b in zip(*(built.params for built, _ in runs.values())):
-            np.testing.assert_allclose(a.get_value(), b.get_value(), rtol=1e-13, atol=1e-15)
+        fused = step_both(runs, values)
     assert fused["apply_if_finite.skipped"] == 2
 
 
@@ -217,24 +230,39 @@ def test_a_transform_of_every_gradient_runs_inside_the_step(elsewhere):
     """Clipped gradients that only the step reads are clipped inside it (no node per param);
     asked for as outputs too, they stay nodes of their own. The numbers are the per-parameter
     graph's either way."""
-    shapes = [(3,), (2, 4), ()]
-    grads = [pt.tensor(f"g{i}", dtype="float64", shape=shape) for i, shape in enumerate(shapes)]
-    runs = {}
-    for path in ("fused", "per-parameter"):
-        params = [pytensor.shared(np.full(shape, 1.0 + i), name=f"w{i}") for i, shape in enumerate(shapes)]
-        with updates.per_parameter(path == "per-parameter"):
-            clipped = updates.clip_by_global_norm(grads, max_norm=1.0)
-            built = updates.adam(clipped, params, learning_rate=0.1)
-        mode = "CVM" if path == "fused" else "FAST_COMPILE"
-        runs[path] = built, pytensor.function(grads, clipped if elsewhere else [], updates=built, mode=mode)
+    grads, clipped = float64_grads(), {}
+
+    def build(params):
+        clipped["grads"] = updates.clip_by_global_norm(grads, max_norm=1.0)
+        return updates.adam(clipped["grads"], params, learning_rate=0.1)
+
+    runs = both_paths(build, grads, initial(), "CVM", lambda built: clipped["grads"] if elsewhere else [])
     nodes = runs["fused"][1].maker.fgraph.apply_nodes
     per_param = [n for n in nodes if any(x.ndim for x in n.outputs) and not hasattr(n.op, "n_params")]
     assert bool(per_param) == elsewhere
     rng = np.random.default_rng(1)
     for _ in range(5):
-        values = [rng.normal(size=shape) for shape in shapes]
-        outputs = [step(*values) for _, step in runs.values()]
-        for got, expected in zip(*outputs):
-            np.testing.assert_allclose(got, expected, rtol=1e-14)
-        for a, b in zip(*(built.params for built, _ in runs.values())):
-            np.testing.assert_allclose(a.get_value(), b.get_value(), rtol=1e-13, atol=1e-15)
+        step_both(runs, [rng.normal(size=shape) for shape in SHAPES])
+
+
+@pytest.mark.parametrize("mode", ["CVM", "NUMBA"])
+def test_a_guarded_step_over_two_dtypes_checks_both_before_either_steps(mode):
+    """float32 and float64 params: one node per dtype, each checked before either steps (a NaN
+    in the float32 gradient holds the float64 params too); the float64 norm is not folded into
+    the float32 step. The per-parameter graph's numbers, state included."""
+    pytest.importorskip({"NUMBA": "numba"}.get(mode, "numpy"))
+    dtypes = ["float32", "float64", "float32"]
+    grads = [pt.vector(f"g{i}", dtype=dtype, shape=(3,)) for i, dtype in enumerate(dtypes)]
+
+    def build(params):
+        clipped = updates.clip_by_global_norm(grads, max_norm=1.0)
+        return updates.apply_if_finite(updates.adam(clipped, params, learning_rate=0.1), grads=clipped)
+
+    runs = both_paths(build, grads, [np.full(3, 1.0 + i, dtype=d) for i, d in enumerate(dtypes)], mode)
+    rng = np.random.default_rng(2)
+    for k in range(6):
+        values = [rng.normal(size=3).astype(dtype) for dtype in dtypes]
+        if k == 2:
+            values[0][1] = np.nan
+        fused = step_both(runs, values, rtol=2e-6, atol=0)
+    assert fused["apply_if_finite.skipped"] == 1
