@@ -109,6 +109,8 @@ def updates_step(rule: str, params, grads, mode: str | None, per_param: bool):
 
     import updates
 
+    if mode == "CVM_NOGC":  # the C VM without its garbage collection (docs/benchmarks.md)
+        mode = pytensor.compile.mode.Mode(linker="cvm_nogc", optimizer="fast_run")
     shared = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(params)]
     # The fixed gradients live in shared variables, as torch's sit in .grad: a real step computes
     # them inside the graph and does not pass them in as 1000 arguments either.
@@ -198,6 +200,8 @@ def updates_jax_step(rule: str, params, grads, device_inputs: bool = False):
 
     import updates
 
+    if mode == "CVM_NOGC":  # the C VM without its garbage collection (docs/benchmarks.md)
+        mode = pytensor.compile.mode.Mode(linker="cvm_nogc", optimizer="fast_run")
     shared = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(params)]
     if device_inputs:
         symbolic = [pt.tensor(f"g{i}", dtype=g.dtype, shape=g.shape) for i, g in enumerate(grads)]
@@ -228,6 +232,8 @@ def pytensor_jax_step(rule: str, params, grads):
 
     import updates
 
+    if mode == "CVM_NOGC":  # the C VM without its garbage collection (docs/benchmarks.md)
+        mode = pytensor.compile.mode.Mode(linker="cvm_nogc", optimizer="fast_run")
     shared = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(params)]
     fixed = [pytensor.shared(g, name=f"g{i}") for i, g in enumerate(grads)]
     start = time.perf_counter()
@@ -276,6 +282,7 @@ IMPLEMENTATIONS = {
     "optax": optax_step,
     "updates-numba": lambda r, p, g: updates_step(r, p, g, mode=None, per_param=False),
     "updates-cvm": lambda r, p, g: updates_step(r, p, g, mode="CVM", per_param=False),
+    "updates-cvm-nogc": lambda r, p, g: updates_step(r, p, g, mode="CVM_NOGC", per_param=False),
     "per-param-numba": lambda r, p, g: updates_step(r, p, g, mode=None, per_param=True),
     "per-param-cvm": lambda r, p, g: updates_step(r, p, g, mode="CVM", per_param=True),
     "numpy-loop": numpy_step,

@@ -46,6 +46,7 @@ QUICK_WORKLOADS = {
 IMPLEMENTATIONS = {  # name in cases.py: column title
     "updates-numba": "updates (Numba)",
     "updates-cvm": "updates (C VM)",
+    "updates-cvm-nogc": "updates (C VM, no GC)",
     "per-param-numba": "per-param (Numba)",
     "per-param-cvm": "per-param (C VM)",
     "numpy-loop": "NumPy loop",
