@@ -200,8 +200,6 @@ def updates_jax_step(rule: str, params, grads, device_inputs: bool = False):
 
     import updates
 
-    if mode == "CVM_NOGC":  # the C VM without its garbage collection (docs/benchmarks.md)
-        mode = pytensor.compile.mode.Mode(linker="cvm_nogc", optimizer="fast_run")
     shared = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(params)]
     if device_inputs:
         symbolic = [pt.tensor(f"g{i}", dtype=g.dtype, shape=g.shape) for i, g in enumerate(grads)]
@@ -232,8 +230,6 @@ def pytensor_jax_step(rule: str, params, grads):
 
     import updates
 
-    if mode == "CVM_NOGC":  # the C VM without its garbage collection (docs/benchmarks.md)
-        mode = pytensor.compile.mode.Mode(linker="cvm_nogc", optimizer="fast_run")
     shared = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(params)]
     fixed = [pytensor.shared(g, name=f"g{i}") for i, g in enumerate(grads)]
     start = time.perf_counter()
