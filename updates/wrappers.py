@@ -29,7 +29,7 @@ and switches per param;
 :func:`apply_if_finite` keeps one counter (two with a budget), checks every value in one node
 (``updates.reductions.AllFinite``) and guards every entry with a switch, which reads the old
 values after the new ones; around a rule on the multi-tensor path the graph's rewrites turn
-that into two passes of the rule's node instead (``updates.fused._gate_inside_the_step``):
+that into two passes of the rule's node instead (``updates.folding._gate_inside_the_step``):
 the first checks the gradients and new values without writing, the second steps, gated, in
 place.
 """

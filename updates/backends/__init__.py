@@ -1,9 +1,10 @@
 """How each PyTensor linker runs the multi-tensor step, one module per linker.
 
 A rule or elementwise wrapper adds one :class:`~updates.fused.FusedStep` per dtype to the graph
-(``updates.fused``, the Op alone; a step without state becomes its equations per param in every
-mode that rewrites for speed). Each backend replaces or converts that node during PyTensor's
-rewriting, in the form that costs least for its linker:
+(``updates.fused``, the Op alone, and ``updates.folding``, what the rewrites fold into it; a
+step without state becomes its equations per param in every mode that rewrites for speed). Each
+backend replaces or converts that node during PyTensor's rewriting, in the form that costs least
+for its linker:
 
 - ``c``: the C linkers (the C VM, PyMC's default): the node with C code generated from the rule's
   scalar Composite, one loop per param, in place, no Python per call;
@@ -16,7 +17,7 @@ the kernel compiled on vectors, param by param. :func:`register`, called once by
 updates``, adds the node's rewrites and every backend to PyTensor.
 """
 
-from updates import fused
+from updates import folding, fused
 from updates.backends import c, numba, traced
 
 __all__ = ["c", "numba", "register", "traced"]
@@ -31,5 +32,6 @@ def register() -> None:
         return
     _registered = True
     fused.register_rewrites()
+    folding.register_rewrites()
     for backend in (c, numba, traced):
         backend.register()

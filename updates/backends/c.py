@@ -17,7 +17,7 @@ arguments, took 125 s to compile, against 1.4 s for the whole rest of the step. 
 positions in the buffers are an input of each node, so a node of a width is one C module, cached
 by PyTensor and shared by every chain, model and process with the same rule and dtype.
 
-A :class:`~updates.fused.FusedCheck` (the first pass of a guarded step) becomes a chain of the
+A :class:`~updates.folding.FusedCheck` (the first pass of a guarded step) becomes a chain of the
 same nodes in their ``check`` form, which run the rule's code into locals and thread a flag.
 
 A gradient of another dtype or layout is cast to a contiguous copy first; a param or buffer that
@@ -38,7 +38,8 @@ from pytensor.link.c.op import COp
 from pytensor.scalar import get_scalar_type
 from pytensor.tensor.elemwise import Elemwise
 
-from updates.fused import FusedCheck, FusedStep, MultiTensorOp, vector_function
+from updates.folding import FusedCheck
+from updates.fused import FusedStep, MultiTensorOp, vector_function
 
 #: Bumped when the generated code changes meaning (part of PyTensor's C cache key).
 _VERSION = 5
@@ -46,7 +47,7 @@ _VERSION = 5
 
 class CStep(MultiTensorOp, COp):
     """A few params' share of a :class:`~updates.fused.FusedStep`, in place, with C code (built
-    by the C rewrite only); with ``check``, the share of a :class:`~updates.fused.FusedCheck`.
+    by the C rewrite only); with ``check``, the share of a :class:`~updates.folding.FusedCheck`.
 
     Inputs: as a FusedStep's (params, gradients, the whole flat buffers, scalars), then the
     int64 vector ``[first, start_0, ..., start_n, total]``: the index of its first param in the
@@ -329,7 +330,7 @@ def c_chain_widths(n_params: int) -> list[int]:
 
 def _chain(op: FusedStep, inputs, check: bool) -> list:
     """The CStep nodes of ``op`` on ``inputs`` (its layout): the new params and buffers, or with
-    ``check`` the flag of :class:`~updates.fused.FusedCheck`."""
+    ``check`` the flag of :class:`~updates.folding.FusedCheck`."""
     params, grads, buffers, scalars = op.split(inputs)
     ok = pt.constant(np.array(True))
     new_params, first = [], 0

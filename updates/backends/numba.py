@@ -10,7 +10,7 @@ that thread the flat state buffers from one to the next::
     p_i', m', v' = ParamStep(p_i, g_i, m, v, offsets, h)      (in place on p_i, m and v)
 
 one param per node, or 8 per node beyond 16 params (:func:`chain_widths`); a
-:class:`~updates.fused.FusedCheck` (the first pass of a guarded step) becomes such a chain in the
+:class:`~updates.folding.FusedCheck` (the first pass of a guarded step) becomes such a chain in the
 nodes' ``check`` form, threading a flag. The nodes of a width
 are one Op (the offsets are an input), so Numba compiles each width once; each call passes a
 handful of arrays; the scalars ``h`` travel as one vector, and the 0-d elementwise nodes that
@@ -41,7 +41,8 @@ from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.tensor.basic import MakeVector
 from pytensor.tensor.elemwise import Elemwise
 
-from updates.fused import FusedCheck, FusedStep
+from updates.folding import FusedCheck
+from updates.fused import FusedStep
 from updates.reductions import AllFinite, SumOfSquares
 
 

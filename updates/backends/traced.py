@@ -21,7 +21,8 @@ import sys
 
 from pytensor.graph.fg import FunctionGraph
 
-from updates.fused import FusedCheck, FusedStep
+from updates.folding import FusedCheck
+from updates.fused import FusedStep
 from updates.reductions import AllFinite, SumOfSquares
 
 
