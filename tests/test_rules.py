@@ -254,17 +254,18 @@ def _installed(module):
     return True
 
 
-# PyTensor's own PyTorch backend cannot run most rules yet: it converts Pow and Mod to `torch.power` and
-# `torch.mod`, which do not exist (the step counter's powers, adagrad_window's slot index), and
-# torch.compile fails on the constants of the expanded multi-tensor graph ("module
-# 'pytensor.link.utils' has no attribute 'tensor_constant_N'"), and rprop's sign comparison reaches
-# PyTensor's Elemwise as a Python bool ("'bool' object has no attribute 'shape'"). Rules without
-# constants in their kernel (sgd, the momentum rules, adagrad) and per-tensor rules without powers
-# pass; the test of every other rule is a strict xfail, so a fix in PyTensor shows up as a failure
-# to update. The xfail names what those failures raise (torch 2.13, PyTensor 3.0.7): an
-# AttributeError, which torch.compile wraps in its InternalTorchDynamoError; anything else, a
-# numeric mismatch (AssertionError) above all, fails the test.
-PYTORCH_WORKS = {"sgd", "momentum", "nesterov_momentum", "adagrad", "lars"}
+# PyTensor's own PyTorch backend cannot run every rule yet: it converts Pow and Mod to `torch.power`
+# and `torch.mod`, which do not exist (the step counter's powers, adagrad_window's slot index), and
+# rprop's sign comparison reaches PyTensor's Elemwise as a Python bool ("'bool' object has no
+# attribute 'shape'"). (torch.compile also failed on the constants of the expanded multi-tensor
+# graph, "module 'pytensor.link.utils' has no attribute 'tensor_constant_N'": the library now
+# passes them in as arguments, `updates.backends.traced`.) The test of every other rule is a strict
+# xfail, so a fix in PyTensor shows up as a failure to update. The xfail names what those failures
+# raise (torch 2.13, PyTensor 3.0.7): an AttributeError, which torch.compile wraps in its
+# InternalTorchDynamoError; anything else, a numeric mismatch (AssertionError) above all, fails.
+PYTORCH_WORKS = {
+    "sgd", "momentum", "nesterov_momentum", "adagrad", "rmsprop", "adadelta", "yogi", "lion", "lars"
+}  # fmt: skip
 PYTORCH_BROKEN = "PyTensor's PyTorch backend cannot convert an op of the rule (see PYTORCH_WORKS)"
 MODES = ["CVM", "NUMBA", "JAX", "PYTORCH"]
 NEEDS = {"NUMBA": "numba", "JAX": "jax", "PYTORCH": "torch"}

@@ -19,10 +19,13 @@ import importlib.abc
 import importlib.util
 import sys
 
+import numpy as np
+from pytensor.graph.basic import Constant
 from pytensor.graph.fg import FunctionGraph
+from pytensor.graph.replace import clone_replace
 
 from updates.folding import FusedCheck
-from updates.fused import FusedStep
+from updates.fused import FusedStep, ancestors
 from updates.reductions import AllFinite, SumOfSquares
 
 
@@ -33,11 +36,10 @@ def _funcify_expanded(funcify, typed: bool):
     def funcify_fused_step(op, node, **kwargs):
         kwargs.pop("storage_map", None)
         inputs = [x.type() for x in node.inputs]
-        function = funcify(
-            FunctionGraph(inputs, op.expand(inputs), clone=False), squeeze_output=True, **kwargs
-        )
-        if not typed:
-            return function
+        outputs = op.expand(inputs)
+        if not typed:  # PyTorch: constants as inputs (see _without_constants)
+            return _without_constants(funcify, inputs, outputs, kwargs)
+        function = funcify(FunctionGraph(inputs, outputs, clone=False), squeeze_output=True, **kwargs)
         import jax.numpy as jnp
 
         dtypes = [x.dtype for x in node.inputs]
@@ -52,6 +54,24 @@ def _funcify_expanded(funcify, typed: bool):
         return fused_step
 
     return funcify_fused_step
+
+
+def _without_constants(funcify, inputs, outputs, kwargs):
+    """The PyTorch function of the graph ``inputs -> outputs`` with its constants passed in as
+    arguments: PyTorch's compiler cannot find the constants of a graph converted inside another
+    (``tensor_constant_6`` "not an attribute of pytensor.link.utils")."""
+    import torch
+
+    constants = [x for x in ancestors(outputs) if isinstance(x, Constant)]
+    held = [x.type() for x in constants]
+    outputs = clone_replace(outputs, dict(zip(constants, held)))
+    function = funcify(FunctionGraph([*inputs, *held], outputs, clone=False), squeeze_output=True, **kwargs)
+    values = [torch.as_tensor(np.asarray(x.data)) for x in constants]
+
+    def fused_step(*arguments):
+        return function(*arguments, *values)
+
+    return fused_step
 
 
 def when_imported(name: str, callback) -> None:
