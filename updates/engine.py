@@ -46,7 +46,7 @@ from updates.checks import (
     which,
 )
 from updates.container import Updates
-from updates.fused import FusedStep
+from updates.fused import FusedStep, gated_by
 from updates.grads import clear_nan, loss_of, prepare_grads
 from updates.layout import flat_state, new_state, state_like, step_counter
 from updates.public import checks_keywords
@@ -166,8 +166,7 @@ class Elementwise:
         outputs = self.equations(h, param, clear_nan(x) if self.clear_nan else x, *rest)
         if not self.gated:
             return outputs
-        old = (param, *rest[len(rest) - len(self.slots) :])
-        return tuple(pt.switch(h.gate > 0, new, before) for new, before in zip(outputs, old))
+        return gated_by(h.gate, outputs, (param, *rest[len(rest) - len(self.slots) :]))
 
 
 _PER_PARAMETER: ContextVar[bool] = ContextVar("per_parameter", default=False)

@@ -35,7 +35,7 @@ from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.scalar import Switch
 from pytensor.tensor.elemwise import DimShuffle, Elemwise
 
-from updates.fused import FusedStep, ancestors
+from updates.fused import FusedStep, ancestors, gated_by
 from updates.reductions import AllFinite
 
 
@@ -50,8 +50,7 @@ class GatedKernel:
         return f"{getattr(self.kernel, 'name', '?')}+apply_if_finite"
 
     def __call__(self, h: SimpleNamespace, param, x, *slots):
-        new = self.kernel(h, param, x, *slots)
-        return tuple(pt.switch(h.all_finite > 0, value, old) for value, old in zip(new, (param, *slots)))
+        return gated_by(h.all_finite, self.kernel(h, param, x, *slots), (param, *slots))
 
 
 @dataclass(frozen=True)
@@ -101,12 +100,9 @@ class FusedCheck(Op):
         return [()]
 
     def perform(self, node, inputs, output_storage):
-        step = self.step
-        params, grads, buffers, scalars = step.split(inputs)
-        step._check_sizes(params, grads, buffers, 0, step.starts, step.starts[-1])
-        scalars = [np.asarray(x, dtype=step.dtype) for x in scalars]
-        new = self.checked.vector_function(*step._flat(params, grads), *buffers, *scalars)
-        output_storage[0][0] = np.asarray(all(np.isfinite(x).all() for x in new))
+        step = self.checked
+        ok = step._all_finite(*step.split(inputs), 0, step.starts, step.starts[-1])
+        output_storage[0][0] = np.asarray(ok)
 
     def expand(self, inputs):
         """The same check in ordinary ops (for the tracing linkers)."""

@@ -100,6 +100,18 @@ class MultiTensorOp(Op):
             np.concatenate(xs, axis=None, dtype=self.dtype, casting="same_kind") for xs in (params, grads)
         )
 
+    def _outputs(self, params, grads, segments, scalars) -> list:
+        """The kernel on the params and gradients end to end and the buffers' ``segments``."""
+        scalars = [np.asarray(x, dtype=self.dtype) for x in scalars]
+        return self.vector_function(*self._flat(params, grads), *segments, *scalars)
+
+    def _all_finite(self, params, grads, buffers, scalars, first, starts, total) -> bool:
+        """Whether the kernel's outputs on what ``_run`` would step are all finite (it writes
+        nothing): the Python form of a check."""
+        self._check_sizes(params, grads, buffers, first, starts, total)
+        segments = [buffer[starts[0] : starts[-1]] for buffer in buffers]
+        return all(np.isfinite(x).all() for x in self._outputs(params, grads, segments, scalars))
+
     def _run(self, params, grads, buffers, scalars, first, starts, total, output_storage) -> None:
         """The kernel on ``params`` (the step's params from index ``first`` on) and their segments
         ``starts[0]:starts[-1]`` of the buffers (``total`` elements each), once on them all end to
@@ -108,10 +120,8 @@ class MultiTensorOp(Op):
         if not self.inplace:
             params, buffers = [p.copy() for p in params], [b.copy() for b in buffers]
         params = [p if p.flags.c_contiguous else p.copy() for p in params]  # strided (set by the user)
-        flat_param, flat_grad = self._flat(params, grads)
         segments = [buffer[starts[0] : starts[-1]] for buffer in buffers]
-        scalars = [np.asarray(x, dtype=self.dtype) for x in scalars]
-        new_param, *new_segments = self.vector_function(flat_param, flat_grad, *segments, *scalars)
+        new_param, *new_segments = self._outputs(params, grads, segments, scalars)
         for param, a, b in zip(params, starts, starts[1:]):
             param.reshape(-1)[...] = new_param[a - starts[0] : b - starts[0]]
         for segment, new in zip(segments, new_segments):
@@ -167,6 +177,12 @@ class FusedStep(MultiTensorOp):
         starts = self.starts
         new_params = [new_param[a:b].reshape(shape) for a, b, shape in zip(starts, starts[1:], self.shapes)]
         return [*new_params, *new_buffers]
+
+
+def gated_by(flag: Variable, new, old) -> tuple:
+    """``new`` where the scalar ``flag`` is positive, else ``old``, pair by pair: a step that
+    leaves the param and slots as they were (the loop's guard, :func:`~updates.apply_if_finite`)."""
+    return tuple(pt.switch(flag > 0, value, before) for value, before in zip(new, old))
 
 
 def vector_function(inputs: list[Variable], outputs: list[Variable]):

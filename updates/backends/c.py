@@ -99,13 +99,7 @@ class CStep(MultiTensorOp, COp):
         if not self.check:
             self._run(params, grads, buffers, scalars, first, starts, total, output_storage)
             return
-        ok = bool(inputs[-1])
-        if ok:
-            self._check_sizes(params, grads, buffers, first, starts, total)
-            segments = [buffer[starts[0] : starts[-1]] for buffer in buffers]
-            scalars = [np.asarray(x, dtype=self.dtype) for x in scalars]
-            new = self.vector_function(*self._flat(params, grads), *segments, *scalars)
-            ok = all(np.isfinite(x).all() for x in new)
+        ok = bool(inputs[-1]) and self._all_finite(params, grads, buffers, scalars, first, starts, total)
         output_storage[0][0] = np.asarray(ok)
 
     @cached_property
