@@ -8,7 +8,9 @@ its last line. A spec's ``kind`` is one of
   reference, then timed;
 - ``share``: ``pytensor.function``, first-call and step time of a small model, alone or trained
   by one rule (the optimizer's share of the start);
-- ``device-start``: build, compile and first call of Adam on that model on a JAX device.
+- ``device-start``: build, compile and first call of Adam on that model on a JAX device;
+- ``device-probe``: what the device benchmark can use here (JAX and its devices, optax, torch
+  and CUDA, PyTensor and ``updates``), with the reason of each that is missing.
 
 Each runs in its own process so that a compile that never ends can be killed (the caller's
 timeout), memory is returned between measurements, and the compile caches are what the caller
@@ -40,6 +42,8 @@ import resource
 import statistics
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -170,14 +174,15 @@ def numpy_step(rule: str, params, grads):
     return {"sgd": sgd, "momentum": momentum, "adam": adam}[rule], lambda: p, {}
 
 
-def torch_step(rule: str, params, grads, options: dict):
-    """``torch.optim`` with ``options`` (foreach / fused), one thread."""
+def torch_step(rule: str, params, grads, options: dict, device: str = "cpu"):
+    """``torch.optim`` with ``options`` (foreach / fused), one thread; on ``device`` ("cuda": the
+    params and gradients on the GPU, each step waited for)."""
     import torch
 
     torch.set_num_threads(1)
-    tensors = [torch.tensor(x, requires_grad=True) for x in params]
+    tensors = [torch.tensor(x, device=device, requires_grad=True) for x in params]
     for tensor, g in zip(tensors, grads):
-        tensor.grad = torch.from_numpy(g)
+        tensor.grad = torch.from_numpy(g).to(device)
     h = SimpleNamespace(**HYPER[rule])
     if rule == "adam":
         betas = (h.beta1, h.beta2)
@@ -185,8 +190,24 @@ def torch_step(rule: str, params, grads, options: dict):
     else:
         momentum = h.momentum if rule == "momentum" else 0.0
         optimizer = torch.optim.SGD(tensors, lr=h.learning_rate, momentum=momentum, **options)
-    info = {"torch": torch.__version__}
-    return optimizer.step, lambda: [x.detach().numpy() for x in tensors], info
+    info = {"torch": torch.__version__, "device": device}
+    if device == "cpu":
+        return optimizer.step, lambda: [x.detach().numpy() for x in tensors], info
+    info["device"] = f"{device}:{torch.cuda.get_device_name(device)}"
+
+    def step():
+        optimizer.step()
+        torch.cuda.synchronize(device)
+
+    return step, lambda: [x.detach().cpu().numpy() for x in tensors], info
+
+
+def jax_device() -> str:
+    """JAX's default device, as ``platform:kind`` (``gpu:NVIDIA H100 80GB HBM3``, ``cpu:cpu``)."""
+    import jax
+
+    device = jax.devices()[0]
+    return f"{device.platform}:{device.device_kind}"
 
 
 def updates_jax_step(rule: str, params, grads, device_inputs: bool = False):
@@ -210,7 +231,7 @@ def updates_jax_step(rule: str, params, grads, device_inputs: bool = False):
     start = time.perf_counter()
     built = getattr(updates, rule)(symbolic, shared, **HYPER[rule])
     function = updates.compile_step(inputs, [], built, mode="JAX")
-    info = {"compile_s": time.perf_counter() - start, "jax": jax.__version__}
+    info = {"compile_s": time.perf_counter() - start, "jax": jax.__version__, "device": jax_device()}
 
     def step():
         function(*values)
@@ -236,7 +257,7 @@ def pytensor_jax_step(rule: str, params, grads):
     function = pytensor.function(
         [], [], updates=getattr(updates, rule)(fixed, shared, **HYPER[rule]), mode="JAX"
     )
-    info = {"compile_s": time.perf_counter() - start, "jax": jax.__version__}
+    info = {"compile_s": time.perf_counter() - start, "jax": jax.__version__, "device": jax_device()}
 
     def step():
         function()
@@ -268,7 +289,8 @@ def optax_step(rule: str, params, grads):
         state["params"], state["opt"] = update(state["params"], state["opt"], device_grads)
         jax.block_until_ready(state["params"])
 
-    return step, lambda: [np.asarray(x) for x in state["params"]], {"optax": optax.__version__}
+    info = {"optax": optax.__version__, "device": jax_device()}
+    return step, lambda: [np.asarray(x) for x in state["params"]], info
 
 
 IMPLEMENTATIONS = {
@@ -282,10 +304,13 @@ IMPLEMENTATIONS = {
     "per-param-numba": lambda r, p, g: updates_step(r, p, g, mode=None, per_param=True),
     "per-param-cvm": lambda r, p, g: updates_step(r, p, g, mode="CVM", per_param=True),
     "numpy-loop": numpy_step,
-    "torch-foreach=False": lambda r, p, g: torch_step(r, p, g, {"foreach": False}),
-    "torch-foreach=True": lambda r, p, g: torch_step(r, p, g, {"foreach": True}),
-    "torch-fused": lambda r, p, g: torch_step(r, p, g, {"fused": True}),
+    "torch-foreach=False": lambda r, p, g, device="cpu": torch_step(r, p, g, {"foreach": False}, device),
+    "torch-foreach=True": lambda r, p, g, device="cpu": torch_step(r, p, g, {"foreach": True}, device),
+    "torch-fused": lambda r, p, g, device="cpu": torch_step(r, p, g, {"fused": True}, device),
 }
+#: What ``platform`` ("cpu" or "gpu") of a device spec puts torch on; JAX's platform is the
+#: caller's ``JAX_PLATFORMS``.
+TORCH_DEVICE = {"cpu": "cpu", "gpu": "cuda"}
 
 
 # -- timing ----------------------------------------------------------------------------------------
@@ -364,7 +389,10 @@ def measure_step(spec: dict) -> dict:
     params, grads = workload_arrays(spec)
     torch_eps = impl.startswith(("torch", "optax"))  # epsilon added after the bias corrections
     expected = reference_params(rule, params, grads, CHECK_STEPS, torch_eps=torch_eps)
-    step, read_params, info = IMPLEMENTATIONS[impl](rule, params, grads)
+    options = {}
+    if impl.startswith("torch") and "platform" in spec:
+        options["device"] = TORCH_DEVICE[spec["platform"]]
+    step, read_params, info = IMPLEMENTATIONS[impl](rule, params, grads, **options)
     del params
     rtol = RTOL[spec["dtype"]]
     errors = []
@@ -500,11 +528,75 @@ def measure_device_start(spec: dict) -> dict:
     return {"status": "ok", "total_s": time.perf_counter() - start}
 
 
+def _found(check: Callable[[], dict]) -> dict:
+    """``{"ok": True, **check()}``, or ``{"ok": False, "error": <its last line>}`` if it raises."""
+    try:
+        return {"ok": True, **check()}
+    except Exception as error:  # an import that fails, a platform JAX cannot start
+        text = f"{type(error).__name__}: {error}".strip().splitlines()
+        return {"ok": False, "error": text[-1] if text else type(error).__name__}
+
+
+def _probe_jax() -> dict:
+    import jax
+
+    try:
+        devices = jax.devices()
+    except Exception as error:  # jax 0.10 without a CUDA plugin: a bare AssertionError
+        platforms = os.environ.get("JAX_PLATFORMS", "")
+        why = f"{type(error).__name__} {error}".strip()
+        raise RuntimeError(f"JAX_PLATFORMS={platforms!r}: no device ({why})") from error
+    names = [f"{d.platform}:{d.device_kind}" for d in devices]
+    return {"version": jax.__version__, "backend": jax.default_backend(), "devices": names}
+
+
+def _probe_optax() -> dict:
+    import optax
+
+    return {"version": optax.__version__}
+
+
+def _probe_torch(platform: str) -> dict:
+    import torch
+
+    found = {"version": torch.__version__, "cuda": torch.cuda.is_available()}
+    if platform == "gpu" and not found["cuda"]:
+        raise RuntimeError(f"torch {torch.__version__} sees no CUDA device")
+    if found["cuda"]:
+        found["device"] = torch.cuda.get_device_name()
+    return found
+
+
+def _probe_updates() -> dict:
+    import pytensor
+
+    import updates
+
+    return {"pytensor": pytensor.__version__, "updates": str(Path(updates.__file__).parent)}
+
+
+def measure_device_probe(spec: dict) -> dict:
+    """What the device benchmark can use on ``spec["platform"]`` ("cpu" or "gpu"): each part is
+    ``{"ok": bool, ...}`` with its versions and devices, or the error that stopped it. JAX on the
+    platform the caller's ``JAX_PLATFORMS`` names; JAX that runs but only on the CPU does not
+    count for "gpu"."""
+    platform = spec["platform"]
+    found = {"status": "ok", "platform": platform, "python": sys.version.split()[0]}
+    found["jax"] = _found(_probe_jax)
+    if found["jax"]["ok"] and platform == "gpu" and found["jax"]["backend"] != "gpu":
+        found["jax"] = {"ok": False, "error": f"JAX sees no GPU, only {found['jax']['devices']}"}
+    found["optax"] = _found(_probe_optax)
+    found["torch"] = _found(lambda: _probe_torch(platform))
+    found["updates"] = _found(_probe_updates)
+    return found
+
+
 MEASUREMENTS = {
     "bandwidth": measure_bandwidth,
     "step": measure_step,
     "share": measure_share,
     "device-start": measure_device_start,
+    "device-probe": measure_device_probe,
 }
 
 

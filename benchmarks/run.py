@@ -1,6 +1,7 @@
 """Benchmark suite of ``updates``: optimizer step time and the start's cost, one command.
 
     python benchmarks/run.py [--quick] [--only step|share|device] [--repeats N] [--out PATH]
+    python benchmarks/run.py --only device --device-platform gpu [--time-budget S]   # gpu.sh
 
 Every measurement runs in a fresh process (``benchmarks/cases.py``) under a timeout; this script
 chooses what to measure, collects the results, prints the markdown tables and writes the JSON
@@ -10,6 +11,7 @@ chooses what to measure, collects the results, prints the markdown tables and wr
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import importlib.metadata
 import importlib.util
@@ -20,6 +22,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from cases import SHARE_RULES, STACK, THREAD_VARIABLES, TRAFFIC  # sets one thread each for the workers
@@ -93,13 +96,36 @@ DEVICE_IMPLEMENTATIONS = {
 }
 DEVICE_WORKLOADS = ("big", "many", "tiny")
 DEVICE_START_P = (100, 1000)
+DEVICE_START_IMPLEMENTATIONS = ("updates-jax", "pytensor-jax", "optax")
 ONE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+# --device-platform: JAX_PLATFORMS of the workers (JAX fails rather than falling back to the CPU);
+# cases.TORCH_DEVICE puts torch there too.
+JAX_PLATFORMS = {"cpu": "cpu", "gpu": "cuda"}
+# What each device implementation needs, by the parts of the probe (cases.measure_device_probe).
+DEVICE_NEEDS = {
+    "updates-jax": ("jax", "updates"),
+    "updates-jax-input": ("jax", "updates"),
+    "pytensor-jax": ("jax", "updates"),
+    "optax": ("jax", "optax"),
+    "torch-fused": ("torch",),
+}
+# Under --time-budget, a measurement is not started with less than this left.
+MIN_CASE_S = 10.0
 
 # -- running one measurement -----------------------------------------------------------------------
 
 
+class Stopped(Exception):
+    """SIGTERM arrived (``timeout``, the device tool's limit): the run ends with what it has."""
+
+
+def stop(signum: int, frame: object) -> None:
+    raise Stopped(signal.Signals(signum).name)
+
+
 def run_case(spec: dict, timeout: float, env: dict | None = None) -> dict:
-    """Run ``cases.py`` on ``spec`` in a new process group; a timeout kills the group."""
+    """Run ``cases.py`` on ``spec`` in a new process group; a timeout kills the group, and so
+    does anything that stops this process meanwhile (Ctrl-C, SIGTERM): no worker outlives it."""
     command = [sys.executable, str(CASES), json.dumps(spec)]
     process = subprocess.Popen(
         command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, start_new_session=True
@@ -110,10 +136,27 @@ def run_case(spec: dict, timeout: float, env: dict | None = None) -> dict:
         os.killpg(process.pid, signal.SIGKILL)
         process.communicate()
         return {"status": "timeout", "timeout_s": timeout}
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.communicate()
+        raise
     results = [line[len("RESULT ") :] for line in stdout.splitlines() if line.startswith("RESULT ")]
     if process.returncode != 0 or not results:
         return {"status": "error", "returncode": process.returncode, "stderr": stderr[-4000:]}
     return json.loads(results[-1])
+
+
+def measure(args: argparse.Namespace, spec: dict, env: dict | None = None) -> dict:
+    """:func:`run_case` under ``--compile-timeout``, cut to what is left of ``--time-budget``
+    (a measurement that would start with less than MIN_CASE_S left is not run)."""
+    timeout = args.compile_timeout
+    if args.deadline is not None:
+        left = args.deadline - time.monotonic()
+        if left < MIN_CASE_S:
+            return {"status": f"not run: out of time (--time-budget {args.time_budget:g} s)"}
+        timeout = min(timeout, left)
+    return run_case(spec, timeout, env)
 
 
 def pytensor_env(folder: str) -> dict:
@@ -176,7 +219,7 @@ def step_workload(args, env, entry: dict, torch_available: bool) -> None:
     n_params, size, dtype = entry["n_params"], entry["size"], entry["dtype"]
     base = {**entry, "repeats": args.repeats, "min_time": args.min_time}
     log(f"[step] {entry['workload']}: bandwidth")
-    bandwidth = run_case({**base, "kind": "bandwidth", "size": n_params * size}, args.compile_timeout)
+    bandwidth = measure(args, {**base, "kind": "bandwidth", "size": n_params * size})
     entry.update(elements=n_params * size, bandwidth=bandwidth, rules={})
     args.save()
     speeds = [bandwidth[k]["gb_per_s"] for k in ("add", "triad")] if bandwidth["status"] == "ok" else []
@@ -198,7 +241,7 @@ def step_rule(args, env, spec: dict, results: dict, torch_available: bool, given
             results[impl] = {"status": reason}
             continue
         log(f"[step] {spec['workload']} {spec['rule']} {impl}")
-        results[impl] = run_case({**spec, "impl": impl}, args.compile_timeout, env)
+        results[impl] = measure(args, {**spec, "impl": impl}, env)
         args.save()
         log(f"        {describe(results[impl])}")
         if results[impl]["status"] == "timeout":
@@ -240,7 +283,7 @@ def share_benchmark(args, results: dict) -> None:
             env = pytensor_env(cache)
             for state in ("cold", "warm"):
                 log(f"[share] {cell['mode']} P={cell['n_params']} {cell['rule']} {state}")
-                run[state] = run_case(spec, args.compile_timeout, env)
+                run[state] = measure(args, spec, env)
                 args.save()
                 log(f"        {describe(run[state])}")
                 if run[state]["status"] != "ok":
@@ -277,12 +320,37 @@ def share_markdown(section: dict, rules: tuple[str, ...] | None = None) -> str:
 # -- the device step and start (issue 12) ----------------------------------------------------------
 
 
+def device_env(platform: str, cache: str) -> dict:
+    """The workers' environment on ``platform``: JAX there only, XLA's CPU on one thread."""
+    env = {**pytensor_env(cache), "JAX_PLATFORMS": JAX_PLATFORMS[platform]}
+    if platform == "cpu":
+        env["XLA_FLAGS"] = ONE_THREAD_XLA
+    return env
+
+
+def device_missing(probe: dict, impl: str, platform: str) -> str | None:
+    """Why ``impl`` cannot run by the probe's findings (None: it can)."""
+    if probe["status"] != "ok":
+        return f"not run: the probe of the {platform} failed ({describe(probe).splitlines()[-1]})"
+    for part in DEVICE_NEEDS[impl]:
+        if not probe[part]["ok"]:
+            return f"not run: {part} is missing or unusable on the {platform} ({probe[part]['error']})"
+    return None
+
+
 def device_benchmark(args, workloads: dict, results: dict) -> None:
-    """Adam's step time per implementation and workload, then the start at DEVICE_START_P."""
-    section = {"started": now(), "commit": git_commit(), "workloads": {}, "start": {}}
+    """What the platform offers (the probe), then Adam's step time per implementation and
+    workload, then the start at DEVICE_START_P; each implementation that cannot run there is
+    recorded as not run, with the reason."""
+    platform = args.device_platform
+    section = {"started": now(), "commit": git_commit(), "platform": platform, "workloads": {}, "start": {}}
     results["device"] = section
     with tempfile.TemporaryDirectory(prefix="updates-device-") as cache:
-        env = {**pytensor_env(cache), "XLA_FLAGS": ONE_THREAD_XLA}
+        env = device_env(platform, cache)
+        log(f"[device] probe of the {platform}")
+        probe = section["probe"] = measure(args, {"kind": "device-probe", "platform": platform}, env)
+        args.save()
+        log(f"        {describe(probe)}")
         for name in DEVICE_WORKLOADS:
             n_params, size, dtype = workloads[name]
             entry = {"workload": name, "n_params": n_params, "size": size, "dtype": dtype, "results": {}}
@@ -293,21 +361,49 @@ def device_benchmark(args, workloads: dict, results: dict) -> None:
                 "rule": "adam",
                 "repeats": args.repeats,
                 "min_time": args.min_time,
+                "platform": platform,
             }
             del spec["results"]
             for impl in DEVICE_IMPLEMENTATIONS:
+                missing = device_missing(probe, impl, platform)
+                if missing:
+                    entry["results"][impl] = {"status": missing}
+                    continue
                 log(f"[device] {name} {impl}")
-                entry["results"][impl] = run_case({**spec, "impl": impl}, args.compile_timeout, env)
+                entry["results"][impl] = measure(args, {**spec, "impl": impl}, env)
                 args.save()
                 log(f"        {describe(entry['results'][impl])}")
         for n_params in (10,) if args.quick else DEVICE_START_P:
             row = section["start"][str(n_params)] = {}
-            for impl in ("updates-jax", "pytensor-jax", "optax"):
+            for impl in DEVICE_START_IMPLEMENTATIONS:
+                missing = device_missing(probe, impl, platform)
+                if missing:
+                    row[impl] = {"status": missing}
+                    continue
                 log(f"[device] start P={n_params} {impl}")
                 spec = {"kind": "device-start", "impl": impl, "n_params": n_params}
-                row[impl] = run_case(spec, args.compile_timeout, env)
+                row[impl] = measure(args, spec, env)
                 args.save()
+                log(f"        {describe(row[impl])}")
     section["finished"] = now()
+
+
+def device_title(section: dict) -> str:
+    """Where the device table ran: the CPU on one thread, or the GPU by name, and what ran there."""
+    probe = section.get("probe") or {}
+    if section.get("platform", "cpu") == "cpu":
+        where = "a JAX device (CPU, one thread)"
+    else:
+        names = [*probe.get("jax", {}).get("devices", []), probe.get("torch", {}).get("device")]
+        gpu = next((n.split(":", 1)[-1] for n in names if n and not n.startswith("cpu")), "unknown")
+        where = f"a GPU ({gpu})"
+    found = []
+    for part, label in (("jax", "JAX"), ("optax", "optax"), ("torch", "torch")):
+        if probe.get(part, {}).get("ok"):
+            found.append(f"{label} {probe[part]['version']}")
+    if probe.get("updates", {}).get("ok"):
+        found.append(f"PyTensor {probe['updates']['pytensor']}")
+    return f"Adam on {where}: step time, median of repeats" + (f" ({', '.join(found)})" if found else "")
 
 
 def device_markdown(section: dict) -> str:
@@ -330,11 +426,11 @@ def device_markdown(section: dict) -> str:
     ]
     start_rows = []
     for n_params, row in section["start"].items():
-        cells = [total_cell(result_of(row, impl)) for impl in ("updates-jax", "pytensor-jax", "optax")]
+        cells = [total_cell(result_of(row, impl)) for impl in DEVICE_START_IMPLEMENTATIONS]
         start_rows.append([n_params, *cells])
     return "\n\n".join(
         [
-            "### Adam on a JAX device (CPU, one thread): step time, median of repeats",
+            f"### {device_title(section)}",
             table(header, rows),
             "### Build, compile and first call of Adam on the probe model (P float64 params of shape (10,))",
             table(["P", "updates compile_step (JAX)", "PyTensor JAX mode", "optax"], start_rows),
@@ -363,7 +459,7 @@ def machine() -> dict:
 
 def versions() -> dict:
     found = {"python": platform.python_version()}
-    for package in ("numpy", "pytensor", "numba", "torch", "pytensor-updates"):
+    for package in ("numpy", "pytensor", "numba", "torch", "jax", "jaxlib", "optax", "pytensor-updates"):
         try:
             found[package] = importlib.metadata.version(package)
         except importlib.metadata.PackageNotFoundError:
@@ -428,9 +524,8 @@ def short_status(result: dict) -> str:
     if status == "timeout":
         return f"timeout (> {result['timeout_s']:g} s)"
     if status.startswith("not run"):
-        return "not run" + (
-            " (compile)" if "(compile)" in status else " (timeout)" if "timed out" in status else ""
-        )
+        markers = {"(compile)": " (compile)", "timed out": " (timeout)", "out of time": " (time)"}
+        return "not run" + next((label for m, label in markers.items() if m in status), "")
     return status.upper()
 
 
@@ -519,6 +614,8 @@ def all_results(results: dict):
             yield result_of(run, "cold")
             yield result_of(run, "warm")
     if results.get("device"):
+        if results["device"].get("probe"):
+            yield results["device"]["probe"]
         for w in results["device"]["workloads"].values():
             yield from w["results"].values()
         for row in results["device"]["start"].values():
@@ -581,7 +678,19 @@ def parse_args(argv=None):
         "--impls", help=f"comma-separated step implementations (default all: {','.join(IMPLEMENTATIONS)})"
     )
     parser.add_argument("--share-modes", help="share table modes: default,cvm,jax (default all installed)")
+    parser.add_argument(
+        "--device-platform",
+        choices=tuple(JAX_PLATFORMS),
+        default="cpu",
+        help="where the device part runs JAX and torch (gpu: JAX_PLATFORMS=cuda, torch on cuda)",
+    )
+    parser.add_argument(
+        "--time-budget",
+        type=float,
+        help="seconds for the whole run: measurements past it are recorded as not run (default: none)",
+    )
     args = parser.parse_args(argv)
+    args.deadline = None if args.time_budget is None else time.monotonic() + args.time_budget
     if args.repeats is None:
         args.repeats = 3 if args.quick else STEP_SETTINGS["repeats"]
     args.min_time = QUICK_MIN_TIME_S if args.quick else STEP_SETTINGS["min_time_s"]
@@ -601,6 +710,8 @@ def main(argv=None) -> int:
     settings = {
         "quick": args.quick,
         "only": args.only,
+        "device_platform": args.device_platform,
+        "time_budget_s": args.time_budget,
         "threads": {v: os.environ[v] for v in THREAD_VARIABLES},
     }
     results = {
@@ -615,15 +726,22 @@ def main(argv=None) -> int:
                 keep_previous(results, part, args.out)
     # Saved after every measurement, so that a stopped run keeps what it measured.
     args.save = lambda: write_results(results, args.out)
-    if args.only in (None, "step"):
-        workloads = QUICK_WORKLOADS if args.quick else WORKLOADS
-        if args.workloads:
-            workloads = {name: workloads[name] for name in args.workloads.split(",")}
-        step_benchmark(args, workloads, results)
-    if args.only in (None, "share"):
-        share_benchmark(args, results)
-    if args.only in (None, "device") and importlib.util.find_spec("jax") is not None:
-        device_benchmark(args, QUICK_WORKLOADS if args.quick else WORKLOADS, results)
+    signal.signal(signal.SIGTERM, stop)
+    stopped = False
+    try:
+        if args.only in (None, "step"):
+            workloads = QUICK_WORKLOADS if args.quick else WORKLOADS
+            if args.workloads:
+                workloads = {name: workloads[name] for name in args.workloads.split(",")}
+            step_benchmark(args, workloads, results)
+        if args.only in (None, "share"):
+            share_benchmark(args, results)
+        # A full run skips the device part without JAX; --only device records what is missing.
+        if args.only == "device" or (args.only is None and importlib.util.find_spec("jax") is not None):
+            device_benchmark(args, QUICK_WORKLOADS if args.quick else WORKLOADS, results)
+    except (Stopped, KeyboardInterrupt) as reason:
+        log(f"stopped ({type(reason).__name__} {reason}): the tables hold what was measured")
+        stopped = True
     tables = write_results(results, args.out)
     print(tables)
     if args.out.resolve() == (HERE / "results" / "latest.json").resolve():
@@ -632,7 +750,7 @@ def main(argv=None) -> int:
     problems = failures(results)
     for problem in problems:
         log(f"FAILED: {problem}")
-    return 1 if problems else 0
+    return 1 if problems or stopped else 0
 
 
 if __name__ == "__main__":
