@@ -9,6 +9,8 @@ its last line. A spec's ``kind`` is one of
 - ``share``: ``pytensor.function``, first-call and step time of a small model, alone or trained
   by one rule (the optimizer's share of the start);
 - ``device-start``: build, compile and first call of Adam on that model on a JAX device;
+- ``device-shard``: Adam through ``updates.compile_step`` over every JAX device, the state
+  replicated and split (``shard_state=True``): bytes per device and step time;
 - ``device-probe``: what the device benchmark can use here (JAX and its devices, optax, torch
   and CUDA, PyTensor and ``updates``), with the reason of each that is missing.
 
@@ -528,6 +530,39 @@ def measure_device_start(spec: dict) -> dict:
     return {"status": "ok", "total_s": time.perf_counter() - start}
 
 
+def measure_device_shard(spec: dict) -> dict:
+    """Adam on a workload through ``updates.compile_step`` over all the JAX devices (a one-axis
+    mesh; no inputs, the gradients shared variables), the optimizer state replicated and split
+    over the devices: the bytes of params and state on the most loaded device, the step time, and
+    how far the split state's params are from the replicated ones' after the first 5 steps."""
+    import jax
+    import pytensor
+
+    import updates
+
+    params, grads = workload_arrays(spec)
+    forms = {}
+    for form, shard_state in (("replicated", False), ("sharded", True)):
+        shared = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(params)]
+        fixed = [pytensor.shared(g, name=f"g{i}") for i, g in enumerate(grads)]
+        built = updates.adam(fixed, shared, **HYPER["adam"])
+        step = updates.compile_step([], [], built, mode="JAX", mesh=jax.devices(), shard_state=shard_state)
+
+        for _ in range(5):
+            step()
+        step.sync()
+        checked = [s.get_value() for s in shared]
+
+        def call(step=step):
+            step()
+            step.wait()
+
+        timing = time_calls(call, spec["repeats"], spec["min_time"])
+        forms[form] = {**timing, "bytes": step.bytes_per_device(), "params": checked}
+    error = max_relative_error(forms["sharded"].pop("params"), forms["replicated"].pop("params"))
+    return {"status": "ok", "devices": len(jax.devices()), "forms": forms, "max_rel_error": error}
+
+
 def _found(check: Callable[[], dict]) -> dict:
     """``{"ok": True, **check()}``, or ``{"ok": False, "error": <its last line>}`` if it raises."""
     try:
@@ -596,6 +631,7 @@ MEASUREMENTS = {
     "step": measure_step,
     "share": measure_share,
     "device-start": measure_device_start,
+    "device-shard": measure_device_shard,
     "device-probe": measure_device_probe,
 }
 

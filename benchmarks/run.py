@@ -97,7 +97,9 @@ DEVICE_IMPLEMENTATIONS = {
 DEVICE_WORKLOADS = ("big", "many", "tiny")
 DEVICE_START_P = (100, 1000)
 DEVICE_START_IMPLEMENTATIONS = ("updates-jax", "pytensor-jax", "optax")
-ONE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+#: The virtual CPU devices the split state is measured over (on a GPU: the GPUs there are).
+SHARD_CPU_DEVICES = 4
+ONE_THREAD_XLA = "--xla_cpu_multi_thread_eigen=false"
 # --device-platform: JAX_PLATFORMS of the workers (JAX fails rather than falling back to the CPU);
 # cases.TORCH_DEVICE puts torch there too.
 JAX_PLATFORMS = {"cpu": "cpu", "gpu": "cuda"}
@@ -373,6 +375,7 @@ def device_benchmark(args, workloads: dict, results: dict) -> None:
                 entry["results"][impl] = measure(args, {**spec, "impl": impl}, env)
                 args.save()
                 log(f"        {describe(entry['results'][impl])}")
+        device_shard(args, workloads, section, probe, env)
         for n_params in (10,) if args.quick else DEVICE_START_P:
             row = section["start"][str(n_params)] = {}
             for impl in DEVICE_START_IMPLEMENTATIONS:
@@ -386,6 +389,47 @@ def device_benchmark(args, workloads: dict, results: dict) -> None:
                 args.save()
                 log(f"        {describe(row[impl])}")
     section["finished"] = now()
+
+
+def device_shard(args, workloads: dict, section: dict, probe: dict, env: dict) -> None:
+    """Adam on the workload "many" over all the devices, the state replicated and split
+    (``shard_state``); on the CPU, over SHARD_CPU_DEVICES virtual devices."""
+    n_params, size, dtype = workloads["many"]
+    spec = {"kind": "device-shard", "workload": "many", "n_params": n_params, "size": size, "dtype": dtype}
+    spec.update(repeats=args.repeats, min_time=args.min_time)
+    missing = device_missing(probe, "updates-jax", args.device_platform)
+    if missing:
+        section["shard"] = {"status": missing, **spec}
+        return
+    if args.device_platform == "cpu":
+        devices = f"--xla_force_host_platform_device_count={SHARD_CPU_DEVICES}"
+        env = {**env, "XLA_FLAGS": f"{devices} {env.get('XLA_FLAGS', '')}".strip()}
+    log("[device] the state split over the devices")
+    section["shard"] = {**measure(args, spec, env), **spec}
+    args.save()
+    log(f"        {describe(section['shard'])}")
+
+
+def shard_markdown(shard: dict) -> str:
+    """The table of the split state: bytes per device and step time, replicated and split."""
+    title = f"### Adam on {workload_label(shard)}, data-parallel: the optimizer state split over the devices"
+    if shard.get("status") != "ok":
+        return f"{title}\n\n{short_status(shard)}"
+    forms = shard["forms"]
+    rows = [
+        [
+            form,
+            fmt_bytes(result["bytes"]["params"]),
+            fmt_bytes(result["bytes"]["state"]),
+            fmt_time(result["median_s"]),
+            ratio(result["median_s"], forms["replicated"]["median_s"]),
+        ]
+        for form, result in forms.items()
+    ]
+    header = ["state", "params bytes per device", "state bytes per device", "step", "/ replicated"]
+    error = shard["max_rel_error"]
+    note = f"{shard['devices']} devices; the params after 5 steps, split to replicated: {error:.1e} relative"
+    return f"{title} ({note})\n\n{table(header, rows)}"
 
 
 def device_title(section: dict) -> str:
@@ -432,6 +476,7 @@ def device_markdown(section: dict) -> str:
         [
             f"### {device_title(section)}",
             table(header, rows),
+            *([shard_markdown(section["shard"])] if "shard" in section else []),
             "### Build, compile and first call of Adam on the probe model (P float64 params of shape (10,))",
             table(["P", "updates compile_step (JAX)", "PyTensor JAX mode", "optax"], start_rows),
         ]
@@ -508,6 +553,10 @@ def fmt_size(n: int) -> str:
         if n >= scale and n % scale == 0:
             return f"{n // scale}{suffix}"
     return str(n)
+
+
+def fmt_bytes(n: int) -> str:
+    return f"{n / 2**20:.2f} MiB" if n >= 2**20 else f"{n / 2**10:.1f} KiB"
 
 
 PENDING = {"status": "not run: the run stopped before this measurement"}

@@ -30,13 +30,20 @@ def parallel(out: str) -> None:
 
 
 def process(index: str, port: str, out: str) -> None:
-    loss, params, inputs, built = problem("adam")
-    step = updates.compile_step(inputs, loss, built, mode="JAX", mesh=jax.devices())
+    """Train with the state replicated, then split over the 4 devices of both processes."""
     half = len(data()[0]) // 2
     mine = [array[int(index) * half : (int(index) + 1) * half] for array in data()]
-    losses = train(step, mine)
-    step.sync()
-    np.savez(out, losses=losses, devices=len(jax.devices()), **{p.name: p.get_value() for p in params})
+    saved = {"devices": len(jax.devices())}
+    for name, shard_state in (("replicated", False), ("sharded", True)):
+        loss, params, inputs, built = problem("adam")
+        step = updates.compile_step(
+            inputs, loss, built, mode="JAX", mesh=jax.devices(), shard_state=shard_state
+        )
+        saved[f"{name}.losses"] = train(step, mine)
+        step.sync()
+        saved.update({f"{name}.{key}": value for key, value in built.named_state().items()})
+        saved.update({f"{name}.{p.name}": p.get_value() for p in params})
+    np.savez(out, **saved)
 
 
 def resume(checkpoint: str, out: str) -> None:
@@ -49,8 +56,13 @@ def resume(checkpoint: str, out: str) -> None:
 
 
 def minimize(out: str) -> None:
-    history, params = minimized(jax.devices())
-    np.savez(out, losses=history.train["loss"], **{p.name: p.get_value() for p in params})
+    """minimize on 4 devices, the state replicated, then split over them."""
+    saved = {}
+    for name, shard_state in (("replicated", False), ("sharded", True)):
+        history, params = minimized(jax.devices(), shard_state=shard_state)
+        saved[f"{name}.losses"] = history.train["loss"]
+        saved.update({f"{name}.{p.name}": p.get_value() for p in params})
+    np.savez(out, **saved)
 
 
 if __name__ == "__main__":

@@ -27,18 +27,19 @@ CVM = Mode(linker="cvm", optimizer="fast_run")
 HERE = Path(__file__).parent
 
 
-def data(rows: int = 16) -> list[np.ndarray]:
+def data(rows: int = 16, width: int = 3) -> list[np.ndarray]:
     rng = np.random.default_rng(7)
-    return [rng.normal(size=(rows, 3)), rng.normal(size=(rows, 2))]
+    return [rng.normal(size=(rows, width)), rng.normal(size=(rows, 2))]
 
 
-def problem(rule: str = "adam", wrapper: str | None = None, case=None):
-    """A small least-squares fit: (loss, params, inputs, updates of ``rule`` or a registry case)."""
+def problem(rule: str = "adam", wrapper: str | None = None, case=None, width: int = 3, rows=None):
+    """A small least-squares fit of ``width`` features: (loss, params, inputs, updates of ``rule``
+    or a registry case); the inputs' number of rows is static if given."""
     params = [
-        pytensor.shared(np.linspace(-0.5, 0.5, 6).reshape(3, 2), name="W"),
+        pytensor.shared(np.linspace(-0.5, 0.5, 2 * width).reshape(width, 2), name="W"),
         pytensor.shared(np.array([0.1, -0.2]), name="b"),
     ]
-    x, y = pt.matrix("x"), pt.matrix("y")
+    x, y = pt.matrix("x", shape=(rows, width)), pt.matrix("y", shape=(rows, 2))
     loss = ((x @ params[0] + params[1] - y) ** 2).mean()
     if wrapper is not None:
         inner = updates.adam(learning_rate=0.05)
@@ -97,6 +98,63 @@ def test_every_wrapper_trains_on_the_device_as_in_the_c_vm(wrapper):
         return problem(wrapper=wrapper)
 
     assert_same_run(run(build, "JAX"), run(build, CVM))
+
+
+@pytest.mark.parametrize("line_search", [None, "armijo"])
+def test_lbfgs_trains_on_the_device_as_in_the_c_vm(line_search):
+    def build():
+        loss, params, inputs, _ = problem()
+        return loss, params, inputs, updates.lbfgs(loss, params, history_size=4, line_search=line_search)
+
+    assert_same_run(run(build, "JAX"), run(build, CVM))
+
+
+def noisy_problem(seed: int = 0):
+    """The problem's Adam on gradients with annealed noise: (loss, params, inputs, noisy
+    gradients, the noise drawn, updates)."""
+    loss, params, inputs, _ = problem()
+    grads = updates.get_or_compute_grads(loss, params)
+    noisy = updates.add_gradient_noise(grads, eta=0.05, seed=seed)
+    noise = [n - g for n, g in zip(noisy, grads)]
+    return loss, params, inputs, noisy, noise, updates.adam(noisy, params, learning_rate=0.05)
+
+
+def test_gradient_noise_is_drawn_on_the_device_and_trains_as_the_c_vm_on_the_same_draws():
+    loss, params, inputs, noisy, noise, built = noisy_problem()
+    step = updates.compile_step(inputs, [loss, *noise], built, mode="JAX")
+    drawn = [step(*data()) for _ in range(STEPS)]
+    step.sync()
+    assert noisy.counter.get_value() == STEPS
+    # the C VM, given the draws as inputs
+    loss, params_c, inputs, _ = problem()
+    given = [p.type() for p in params_c]
+    grads = updates.get_or_compute_grads(loss, params_c)
+    noisy_c = [g + n for g, n in zip(grads, given)]
+    replay = pytensor.function(
+        [*inputs, *given], loss, updates=updates.adam(noisy_c, params_c, 0.05), mode=CVM
+    )
+    losses = [replay(*data(), *outputs[1:]) for outputs in drawn]
+    assert_close([outputs[0] for outputs in drawn], losses)
+    for p, q in zip(params, params_c):
+        assert_close(p.get_value(), q.get_value())
+    # the draws: the annealed variance, new at every step
+    variance = 0.05 / (1 + np.arange(STEPS)) ** 0.55
+    pooled = np.array([np.concatenate([x.ravel() for x in outputs[1:]]) for outputs in drawn])
+    assert np.all(np.abs(pooled / np.sqrt(variance)[:, None]) < 6)
+    assert abs(np.mean(pooled**2 / variance[:, None]) - 1) < 0.15  # 400 draws in all
+    assert len(np.unique(pooled)) == pooled.size
+
+
+def test_the_device_generator_is_reproducible_and_goes_on_after_a_sync():
+    first, again = [], []
+    for drawn in (first, again):
+        _loss, _params, inputs, _noisy, noise, built = noisy_problem(seed=3)
+        step = updates.compile_step(inputs, noise, built, mode="JAX")
+        drawn += [np.concatenate([x.ravel() for x in step(*data())]) for _ in range(3)]
+    np.testing.assert_array_equal(first, again)
+    step.sync()  # the host generator is now seeded by the device key: a new step goes on
+    later = updates.compile_step(inputs, noise, built, mode="JAX")
+    assert not np.isin(np.concatenate([x.ravel() for x in later(*data())]), np.concatenate(first)).any()
 
 
 def test_another_mode_is_pytensor_function():
@@ -240,13 +298,14 @@ def test_two_processes_train_as_one_on_the_global_batch(tmp_path):
     for process in processes:
         _, errors = process.communicate(timeout=600)
         assert process.returncode == 0, errors
-    losses, params, _ = one_device()
+    losses, params, state = one_device()
     for i in range(2):
         got = np.load(tmp_path / f"{i}.npz")
         assert got["devices"] == 4
-        assert_close(got["losses"], losses)
-        for name, value in params.items():
-            assert_close(got[name], value)
+        for form in ("replicated", "sharded"):
+            assert_close(got[f"{form}.losses"], losses)
+            for name, value in {**params, **state}.items():
+                assert_close(got[f"{form}.{name}"], value)
 
 
 def with_devices(count: int, function: str, out: Path) -> dict:
@@ -302,6 +361,48 @@ def test_a_mesh_of_any_axis_names_splits_the_batch_along_its_batch_axis(tmp_path
             assert_close(got[f"{name}.{key}"], value)
 
 
+def sharded_state(out: str) -> None:
+    """Run in :func:`with_devices` (4 devices): train with the state replicated, split over the
+    devices, and on one device (a state value set by hand halfway); save what each computed,
+    how it held each array and the bytes per device."""
+    saved = {}
+    meshes = {"one": {}, "replicated": {"mesh": jax.devices()}}
+    meshes["sharded"] = {"mesh": jax.devices(), "shard_state": True}
+    for name, options in meshes.items():
+        loss, params, inputs, built = problem(wrapper="apply_lookahead", width=8)
+        step = updates.compile_step(inputs, loss, built, mode="JAX", **options)
+        batch = data(width=8)
+        first = train(step, batch, STEPS // 2)
+        step.sync()
+        moment = built.state[0]  # uploaded again, split, by the next call
+        moment.set_value(moment.get_value() * 0.5)
+        saved[f"{name}.losses"] = np.concatenate([first, train(step, batch, STEPS // 2)])
+        saved[f"{name}.specs"] = [str(getattr(x.sharding, "spec", None)) for x in step.values]
+        saved[f"{name}.bytes"] = [step.bytes_per_device()[kind] for kind in ("params", "state")]
+        step.sync()
+        saved.update({f"{name}.{p.name}": p.get_value() for p in params})
+        saved.update({f"{name}.{key}": value for key, value in built.named_state().items()})
+    np.savez(out, **saved)
+
+
+def test_the_state_split_over_the_devices_trains_as_replicated(tmp_path):
+    got = with_devices(4, "sharded_state", tmp_path / "sharded.npz")
+    computed = [key[4:] for key in got if key.startswith("one.") and key[4:] not in ("specs", "bytes")]
+    for key in computed:
+        assert_close(got[f"replicated.{key}"], got[f"one.{key}"])
+        assert_close(got[f"sharded.{key}"], got[f"one.{key}"])
+    # W (8, 2) splits along its rows, b (2,) is padded to (4,): one element per device
+    split = "P('data',)"
+    assert list(got["sharded.specs"]) == ["P()"] * 2 + [split] * 4 + ["P()"] + [split] * 2 + ["P()"]
+    state = [got[f"one.{key}"] for key in computed if key not in ("losses", "W", "b")]
+    arrays, counters = [x for x in state if x.ndim], [x for x in state if not x.ndim]
+    whole = sum(x.nbytes for x in state)
+    quarter = sum(-(-x.size // 4) * x.itemsize for x in arrays) + sum(x.nbytes for x in counters)
+    params = got["one.W"].nbytes + got["one.b"].nbytes
+    assert list(got["replicated.bytes"]) == [params, whole]
+    assert list(got["sharded.bytes"]) == [params, quarter]
+
+
 def minimized(mesh=None, **more):
     """``minimize`` on the problem, on one device or over ``mesh``: (history, params)."""
     loss, params, inputs, _ = problem("adam")
@@ -323,10 +424,11 @@ def test_minimize_takes_the_batch_axis_of_a_mesh_with_several():
 def test_minimize_data_parallel_equals_one_device(tmp_path):
     got = worker(["minimize"], tmp_path / "minimize.npz")
     history, params = minimized()
-    assert_close(got["losses"], history.train["loss"])
-    for p in params:
-        assert type(p.get_value()) is np.ndarray
-        assert_close(got[p.name], p.get_value())
+    for form in ("replicated", "sharded"):
+        assert_close(got[f"{form}.losses"], history.train["loss"])
+        for p in params:
+            assert type(p.get_value()) is np.ndarray
+            assert_close(got[f"{form}.{p.name}"], p.get_value())
 
 
 # -- bad input ----------------------------------------------------------------------------------
@@ -398,6 +500,28 @@ def test_a_batch_axis_needs_a_mesh_and_a_name():
         updates.compile_step(inputs, loss, built, mode="JAX", mesh=jax.devices()[:1], batch_axis=0)
 
 
+def test_a_split_state_needs_a_mesh_and_a_flag():
+    loss, _params, inputs, built = problem("sgd")
+    with pytest.raises(
+        ValueError, match=r"^compile_step: shard_state=True splits the state over a mesh; give"
+    ):
+        updates.compile_step(inputs, loss, built, mode="JAX", shard_state=True)
+    with pytest.raises(TypeError, match=r"^compile_step: shard_state must be True or False, got str"):
+        updates.compile_step(inputs, loss, built, mode="JAX", mesh=jax.devices()[:1], shard_state="yes")
+
+
+@pytest.mark.parametrize("kind", [lambda built: built, dict], ids=["Updates", "dict"])
+def test_the_bytes_per_device_tell_params_from_state(kind):
+    """An Updates knows its params; of a plain dictionary, they are the keys the loss reads."""
+    loss, params, inputs, built = problem("momentum")
+    step = updates.compile_step(
+        inputs, loss, kind(built), mode="JAX", mesh=jax.devices()[:1], shard_state=True
+    )
+    step(*data())
+    size = sum(p.get_value().nbytes for p in params)
+    assert step.bytes_per_device() == {"params": size, "state": size, "other": 0}
+
+
 # -- what a build says ----------------------------------------------------------------------------
 
 
@@ -413,12 +537,18 @@ def test_a_build_warns_once_of_the_assertions_jax_does_not_check():
     caught, step = build_warnings(inputs, loss, built)
     assert len(caught) == 1, [str(w.message) for w in caught]
     assert caught[0].category is UserWarning and caught[0].filename == __file__
-    n = len(step.skipped_assertions)
-    assert n > 1 and str(caught[0].message).startswith(
-        f"compile_step: mode='JAX' does not check {n} runtime assertions of the graph (JAX tracing "
-        f"removes them): 'Could not broadcast dimensions. Broadcasting is only allowed"
+    assert len(step.skipped_assertions) == 1  # the graph's one, not the copies of a clone
+    assert str(caught[0].message).startswith(
+        "compile_step: mode='JAX' does not check 1 runtime assertion of the graph (JAX tracing "
+        "removes them): 'Could not broadcast dimensions. Broadcasting is only allowed"
     )
-    assert str(caught[0].message).endswith(f"({n} times)")
+    assert "times" not in str(caught[0].message)
+    a, b, c, d = (pt.matrix(name) for name in "abcd")  # two checks of the same text are counted
+    caught, step = build_warnings(
+        [*inputs, a, b, c, d], loss + ((a - b) ** 2).mean() + ((c - d) ** 2).mean(), built
+    )
+    n = len(step.skipped_assertions)
+    assert n > 1 and len(caught) == 1 and str(caught[0].message).endswith(f"shape.' ({n} times)")
 
 
 def static_problem(budget=None):
@@ -474,20 +604,23 @@ def test_a_param_whose_shape_changed_is_refused():
         step(*data())
 
 
-def test_inputs_already_on_the_device_go_straight_in(monkeypatch):
-    """A batch that is a JAX array is not copied through the host: the step gets its very buffer,
-    and trains as with NumPy inputs."""
+@pytest.mark.parametrize("rows", [None, 16], ids=["some shape unknown", "static shape"])
+def test_inputs_already_on_the_device_go_straight_in(monkeypatch, rows):
+    """A batch that is a JAX array is not copied through the host, nor put again where it is:
+    the step gets its very buffer, and trains as with NumPy inputs."""
     reference = run(problem, "JAX")
-    loss, params, inputs, built = problem()
+    loss, params, inputs, built = problem(rows=rows)
     step = updates.compile_step(inputs, loss, built, mode="JAX")
     batch = [jax.device_put(x) for x in data()]
     put = step._put_input(0, batch[0])
     assert put.unsafe_buffer_pointer() == batch[0].unsafe_buffer_pointer()
+    losses = [float(step(*batch))]  # the params' first upload
     for variable in inputs:  # the host path converts through the type's filter
         monkeypatch.setattr(
             variable.type, "filter", lambda *a, **k: pytest.fail("an input went through NumPy")
         )
-    losses = train(step, batch)
+    monkeypatch.setattr(jax, "device_put", lambda *a, **k: pytest.fail("an input was put again"))
+    losses += list(train(step, batch, STEPS - 1))
     monkeypatch.undo()
     step.sync()
     assert_same_run((losses, [p.get_value() for p in params], built.named_state()), reference)

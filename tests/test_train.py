@@ -1010,3 +1010,154 @@ def test_the_guarded_step_still_updates_in_place():
     before = w.get_value().copy()
     step.train(np.array([np.nan, 0.0, 0.0]))
     np.testing.assert_array_equal(w.get_value(), before)
+
+
+# -- JAX: the loss stays on the device, the next batch goes there ahead ---------------------------------
+
+JAX_CASES = {  # name: (training data, options); each run once in JAX mode and once with MODE
+    "monitors": (  # w as a monitor; validation in batches of 3, 3 and 1 (a weighted mean)
+        DATA,
+        dict(valid=[DATA[:7]], monitor_w=True, gradient_norm=True, max_epochs=3),
+    ),
+    "skip": (np.tile(BAD, 2), dict(on_nonfinite="skip", shuffle=False, max_epochs=3)),
+    "tolerance": (DATA, dict(batch_size=None, tolerance=0.05, max_epochs=50)),
+}
+
+
+def jax_case_run(name, mode):
+    """The run of JAX_CASES[name] under ``mode``: (history, final w, optimizer state)."""
+    pytest.importorskip("jax")
+    data, options = JAX_CASES[name]
+    w, x, loss = mean_model()
+    options = {"batch_size": 3, **options, "progress": False, "mode": mode}
+    if options.pop("monitor_w", False):
+        options["monitors"] = {"w": w}
+    schedule = updates.exponential_decay(init_value=0.3, decay_rate=0.5, decay_steps=4)
+    optimizer = updates.adam(loss, [w], learning_rate=schedule)
+    history = updates.minimize(loss, None, [x], data, optimizer, **options)
+    return history, w.get_value(), optimizer.named_state()
+
+
+@pytest.mark.parametrize("name", list(JAX_CASES))
+def test_jax_mode_keeps_the_records_of_the_other_modes(name, monkeypatch):
+    """Reading the outputs later changes no record: every field of every record, the stop
+    reason, the params and the optimizer state are those of the Python linker. (With 'skip',
+    the outputs are read every 3 steps too, not only at the records of 4 steps.)"""
+    if name == "skip":
+        monkeypatch.setattr(train_module, "_UNREAD_STEPS", 3)
+    (got, w, state), (expected, w_expected, state_expected) = (jax_case_run(name, m) for m in ("JAX", MODE))
+    assert got.stop_reason == expected.stop_reason and len(got) == len(expected) > 1
+    fields = [[(r.step, r.epoch, r.best, r.skipped) for r in h] for h in (got, expected)]
+    assert fields[0] == fields[1]
+    for part in ("train", "valid"):
+        values, reference = getattr(got, part), getattr(expected, part)
+        assert values.keys() == reference.keys()
+        for key in reference:
+            np.testing.assert_allclose(values[key], reference[key], rtol=1e-12, err_msg=f"{part} {key}")
+    assert got.best.step == expected.best.step and got.restored == expected.restored
+    np.testing.assert_allclose(w, w_expected, rtol=1e-12)
+    for key, value in state.items():
+        np.testing.assert_allclose(value, state_expected[key], rtol=1e-12, err_msg=key)
+    assert any(r.skipped for r in got) == (name == "skip")
+    assert got.stop_reason.startswith("converged") == (name == "tolerance")
+
+
+def test_jax_mode_raises_at_the_nonfinite_step_with_the_last_good_params():
+    pytest.importorskip("jax")
+    w, optimizer, run = nan_run("raise", mode="JAX")
+    with pytest.raises(
+        updates.NonFiniteLossError, match=r"the loss was nan at step 3 \(epoch 1, batch 3\)"
+    ) as err:
+        run()
+    assert err.value.step == 3 and math.isnan(err.value.loss)
+    assert w.get_value() == pytest.approx(adam_path(BAD[:2, None])[-1], rel=1e-13)
+    assert optimizer.named_state()["adam.t"] == 2
+
+
+@pytest.fixture
+def jax_calls(monkeypatch):
+    """The JAX step's calls, prefetches and reads to the host, logged in order as
+    ``(event, number of calls so far, what)``."""
+    pytest.importorskip("jax")
+    from updates.step import JAXStep
+
+    log = []
+    call, prefetch, to_host = JAXStep.__call__, JAXStep.prefetch, JAXStep._to_host
+
+    def logged_call(self, *values):
+        log.append(("call", 1 + sum(e[0] == "call" for e in log), values))
+        return call(self, *values)
+
+    def logged_prefetch(self, *values):
+        placed = prefetch(self, *values)
+        log.append(("prefetch", sum(e[0] == "call" for e in log), placed))
+        return placed
+
+    def logged_read(self, value, *args):
+        log.append(("read", sum(e[0] == "call" for e in log), value))
+        return to_host(self, value, *args)
+
+    monkeypatch.setattr(JAXStep, "__call__", logged_call)
+    monkeypatch.setattr(JAXStep, "prefetch", logged_prefetch)
+    monkeypatch.setattr(JAXStep, "_to_host", logged_read)
+    return log
+
+
+@pytest.mark.parametrize("on_nonfinite", ["skip", "raise"])
+def test_jax_mode_reads_the_loss_only_for_the_records(on_nonfinite, jax_calls):
+    """Nothing comes back from the device between two records, but the finiteness of each step
+    where a non-finite step must stop the loop (on_nonfinite='raise'): read after that step."""
+    w, x, loss = mean_model()
+    options = dict(batch_size=4, max_epochs=2, on_nonfinite=on_nonfinite, progress=False, mode="JAX")
+    updates.minimize(loss, [w], [x], DATA, updates.sgd(), **options)
+    log = jax_calls
+    reads = [(calls, value) for event, calls, value in log if event == "read"]
+    at_records = {calls for calls, _ in reads if calls % 3 == 0}  # 3 steps an epoch
+    assert at_records == {3, 6}
+    between = [value for calls, value in reads if calls % 3]
+    if on_nonfinite == "skip":
+        assert between == []
+    else:  # one read per step: its finiteness flag, not the loss
+        assert len(between) == 4 and all(v.dtype == bool and v.shape == () for v in between)
+
+
+def test_jax_mode_puts_the_next_batch_on_the_device_while_the_step_runs(jax_calls):
+    """Each batch is placed on the device after the call before it and before that step is
+    waited for (its finiteness read), the call gets those very device arrays, and nothing is
+    placed past max_updates nor across an epoch's end (a pass of the data would start early)."""
+    import jax
+
+    w, x, loss = mean_model()
+    updates.minimize(
+        loss, [w], [x], DATA, updates.sgd(), batch_size=4, max_updates=5, progress=False, mode="JAX"
+    )
+    order = [(event, calls) for event, calls, _ in jax_calls]
+    order = [e for i, e in enumerate(order) if i == 0 or e != order[i - 1]]  # the record's reads as one
+    P, C, R = "prefetch", "call", "read"
+    assert order == [
+        (P, 0), (C, 1), (P, 1), (R, 1), (C, 2), (P, 2), (R, 2), (C, 3), (R, 3),  # epoch 1: 3 batches
+        (P, 3), (C, 4), (P, 4), (R, 4), (C, 5), (R, 5),  # epoch 2 stops at max_updates=5
+    ]  # fmt: skip
+    placed = [values for event, _, values in jax_calls if event == P]
+    given = [values for event, _, values in jax_calls if event == C]
+    assert len(placed) == len(given) == 5
+    assert all(a is b for p, g in zip(placed, given) for a, b in zip(p, g))  # the very arrays
+    device = jax.devices()[0]
+    assert all(isinstance(a, jax.Array) and a.devices() == {device} for g in given for a in g)
+    expected = list(batches_of(DATA, 4, 0, 2))[:5]
+    for (value,), batch in zip(given, expected):
+        np.testing.assert_array_equal(np.asarray(value), batch)
+
+
+@pytest.mark.parametrize("mode", [MODE, "JAX"])
+def test_a_bad_batch_drawn_ahead_fails_in_its_turn(mode):
+    """Under JAX the next batch is drawn while a step runs: its error is still raised after
+    that step ends the run (here with a non-finite loss), and raised when its turn comes."""
+    pytest.importorskip("jax")
+    w, x, loss = mean_model()
+    good, bad = [np.array([1.0])], [np.array([1.0]), np.array([2.0])]
+    options = dict(progress=False, mode=mode, max_epochs=1)
+    with pytest.raises(updates.NonFiniteLossError, match="at step 2"):
+        updates.minimize(loss, [w], [x], [good, [np.array([np.nan])], bad], updates.sgd(), **options)
+    with pytest.raises(ValueError, match=r"batch 2 of train has 2 arrays, expected a sequence of 1"):
+        updates.minimize(loss, [w], [x], [good, good, bad], updates.sgd(), **options)

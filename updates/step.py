@@ -20,7 +20,16 @@ With ``mesh`` (a ``jax.sharding.Mesh`` or a list of devices) the step is data-pa
 input is split along its first axis over the mesh's batch axis (its only axis, or the one named
 by ``batch_axis``), params and state are replicated, and XLA inserts the reductions, so the loss
 is the global-batch loss. Under ``jax.distributed.initialize`` the mesh may span processes: each
-process then passes its own part of the global batch.
+process then passes its own part of the global batch. With ``shard_state=True`` the optimizer
+state is split over the batch axis instead of replicated (ZeRO stage 1): each device holds and
+updates its 1/n of every state array, and XLA gathers the new params. A state array is split
+along its first axis that the n devices divide, or else held as a flat vector padded to a
+multiple of n; 0-d state (a step counter) stays replicated.
+
+A random generator (that of :func:`~updates.add_gradient_noise`) is held on the device as the JAX key
+PyTensor's JAX backend derives from it; :meth:`Step.sync` gives the host a NumPy generator
+seeded by the key. The ``default_update`` of every shared variable the step reads is applied, as
+``pytensor.function`` does.
 
 PyTensor's JAX backend drops the graph's runtime assertions (``Assert``, ``CheckAndRaise``: the
 broadcast checks of tensors of unknown shape, :func:`apply_if_finite`'s budget) and warns once
@@ -32,6 +41,7 @@ from __future__ import annotations
 
 import functools
 import math
+import operator
 import re
 import warnings
 from collections import Counter
@@ -45,9 +55,11 @@ from pytensor.compile.sharedvalue import SharedVariable
 from pytensor.graph.basic import Apply, Variable
 from pytensor.graph.op import Op
 from pytensor.graph.replace import clone_replace
+from pytensor.tensor.random.type import RandomType
 from pytensor.tensor.type import TensorType
 
 from updates.checks import describe
+from updates.container import Updates
 from updates.fused import FusedStep
 from updates.public import checks_keywords
 from updates.sync import mark_synced, mark_unsynced, sync_variables
@@ -59,6 +71,9 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["Step", "compile_step"]
 
+_first = operator.itemgetter(0)
+#: The dtype of a random generator's JAX key.
+_KEY_DTYPE = "uint32"
 #: The axis of a mesh made of a list of devices, and the default one of a mesh with several.
 _BATCH_AXIS = "data"
 #: PyTensor's warning for each assertion its JAX backend drops: how it starts (a filter), and
@@ -112,7 +127,16 @@ class JAXStep(Step):
     """
 
     def __init__(
-        self, inputs, outputs, updates, single, mesh, batch_axis=_BATCH_AXIS, on_device=False
+        self,
+        inputs,
+        outputs,
+        updates,
+        single,
+        mesh,
+        batch_axis=_BATCH_AXIS,
+        on_device=False,
+        params=(),
+        shard_state=False,
     ) -> None:
         import jax
 
@@ -128,10 +152,20 @@ class JAXStep(Step):
             self.batch_multiple = _local_parts(mesh, batch_axis, jax.process_index())
         #: The texts of the runtime assertions JAX does not check (one entry per assertion).
         self.skipped_assertions: list[str] = []
+        updates = _with_default_updates(updates, outputs)
         self.updated = list(updates)
+        #: The updated variables that are params (the others are optimizer state).
+        self.params = frozenset(params)
         read = [v for v in ancestors([*outputs, *updates.values()]) if isinstance(v, SharedVariable)]
         self.shared = list(dict.fromkeys([*self.updated, *read]))
         self.python_function = self._trace(outputs, updates)
+        #: How each part of a state variable split over the mesh is held (per part: a
+        #: :class:`_Shard`, or None for a part kept whole), by variable.
+        self.layouts = {
+            v: [_Shard.of(part.type.shape, self._split_count) for part in self.parts[v]]
+            for v in (self.updated if shard_state else ())
+            if v not in self.params and isinstance(v.type, TensorType)
+        }
         self.compiled = self._jit()
         self.shapes = {v: np.shape(v.get_value(borrow=True)) for v in self.shared}
         starts = np.cumsum([0, *(len(self.parts[v]) for v in self.shared)]).tolist()
@@ -141,6 +175,7 @@ class JAXStep(Step):
         #: The device arrays of every part, in the order the compiled function takes them.
         self.values: list = [None] * starts[-1]
         self.containers = [v.container for v in self.shared]
+        self.storages = [container.storage for container in self.containers]
         self.seen: list = [object()] * len(self.shared)  # the host values last uploaded or synced
         self.updated_ids = frozenset(map(id, self.updated))
         #: Whether a call returns its outputs as JAX arrays (``results="device"``), not NumPy ones.
@@ -165,23 +200,45 @@ class JAXStep(Step):
         outputs = [*head, *(x for v in self.updated for x in new_parts[v])]
         with warnings.catch_warnings(record=True) as caught:
             warnings.filterwarnings("always", message=_SKIPPED_START)  # each, every build
-            converted = jax_funcify(FunctionGraph(arguments, outputs, clone=True))
+            converted = jax_funcify(_merged(FunctionGraph(arguments, outputs, clone=True)))
         self.skipped_assertions = _pass_on(caught)
-        return _typed(converted, [x.dtype for x in outputs])
+        keys = [_KEY_DTYPE if _is_generator(x) else x.dtype for x in outputs]
+        return _typed(_with_keys(converted, list(map(_is_generator, arguments))), keys)
 
     def _jit(self) -> Any:
         """The traced function under ``jax.jit``: the updated parts donated, inputs split over the
-        mesh's devices (if any) and everything else replicated."""
+        mesh's devices (if any), the state split too with ``shard_state``, the rest replicated."""
         n_in = len(self.inputs)
-        n_parts = [len(self.parts[v]) for v in self.shared]
+        layouts = [x for v in self.shared for x in self.layouts.get(v, [None] * len(self.parts[v]))]
         n_updated = sum(len(self.parts[v]) for v in self.updated)
         shardings = {}
         if self.mesh is not None:
             batch, replicated = self._sharding((self.batch_axis,)), self._sharding(())
-            shardings = dict(in_shardings=(*[batch] * n_in, *[replicated] * sum(n_parts)))
-            shardings["out_shardings"] = replicated
+            held = [replicated if x is None else self._sharding(x.spec(self.batch_axis)) for x in layouts]
+            shardings = dict(in_shardings=(*[batch] * n_in, *held))
+            shardings["out_shardings"] = [*[replicated] * self.n_outputs, *held[:n_updated]]
+        function = self.python_function
+        if any(layouts):
+            function = _held_as(function, n_in, self.n_outputs, layouts)
         donated = tuple(range(n_in, n_in + n_updated))
-        return self.jax.jit(self.python_function, donate_argnums=donated, **shardings)
+        return self.jax.jit(function, donate_argnums=donated, **shardings)
+
+    @property
+    def _split_count(self) -> int:
+        """Into how many parts a state array split over the mesh's batch axis is cut."""
+        return dict(zip(self.mesh.axis_names, self.mesh.devices.shape))[self.batch_axis]
+
+    def bytes_per_device(self) -> dict[str, int]:
+        """The bytes of ``"params"``, optimizer ``"state"`` and ``"other"`` shared variables the
+        step holds on its most loaded device (the state's: 1/n of it with ``shard_state``)."""
+        totals: dict[str, Counter] = {"params": Counter(), "state": Counter(), "other": Counter()}
+        for variable in self.shared:
+            updated = id(variable) in self.updated_ids
+            kind = "params" if variable in self.params else "state" if updated else "other"
+            for array in self.values[self.places[variable]]:
+                for shard in array.addressable_shards:
+                    totals[kind][shard.device] += shard.data.nbytes
+        return {kind: max(count.values(), default=0) for kind, count in totals.items()}
 
     @property
     def device(self) -> dict[SharedVariable, Any]:
@@ -214,7 +271,7 @@ class JAXStep(Step):
     def wait(self) -> None:
         """Wait until the device has finished the steps started (JAX runs them asynchronously:
         a call returns once the step is queued, or when its outputs are read), e.g. to time them."""
-        self.jax.block_until_ready(self.values)
+        self.jax.block_until_ready(self.values[:1])  # one call's outputs are ready together
 
     def sync(self) -> None:
         """Write the params and state held on the device back into their shared variables.
@@ -227,12 +284,19 @@ class JAXStep(Step):
         for i, variable in enumerate(self.updated):
             if self.containers[i].storage[0] is not self.seen[i]:
                 continue  # set by hand since: the host value wins
-            parts = [self._to_host(x).reshape(-1) for x in self.values[self.places[variable]]]
-            variable.set_value(np.concatenate(parts).reshape(self.shapes[variable]), borrow=True)
+            layouts = self.layouts.get(variable) or [None] * len(self.parts[variable])
+            held = self.values[self.places[variable]]
+            if _is_generator(variable):  # a NumPy generator seeded by the device's key
+                variable.set_value(np.random.default_rng(self._to_host(held[0])), borrow=True)
+            else:
+                parts = [self._to_host(x, layout).reshape(-1) for x, layout in zip(held, layouts)]
+                variable.set_value(np.concatenate(parts).reshape(self.shapes[variable]), borrow=True)
             self.seen[i] = self.containers[i].storage[0]
 
     def _upload_changed(self) -> None:
         seen = self.seen
+        if all(map(operator.is_, map(_first, self.storages), seen)):  # a C loop: 30 ns a variable
+            return
         changed = [i for i, container in enumerate(self.containers) if container.storage[0] is not seen[i]]
         for i in changed:
             variable, host = self.shared[i], self.containers[i].storage[0]
@@ -241,14 +305,27 @@ class JAXStep(Step):
                     f"compile_step: {variable.name or variable} now has shape {np.shape(host)}, "
                     f"but the step was compiled for {self.shapes[variable]}; compile it again"
                 )
-            sharding = self._sharding(()) if self.mesh else None
+            layouts = self.layouts.get(variable) or [None] * len(self.parts[variable])
             self.values[self.places[variable]] = [
-                self._put(part, sharding) for part in self._split(variable, host)
+                self._put_held(part, layout) for part, layout in zip(self._split(variable, host), layouts)
             ]
             seen[i] = host
 
+    def _put_held(self, part: np.ndarray, layout: _Shard | None) -> Any:
+        """A part of a shared variable on the device: whole on each, or split (``layout``)."""
+        if self.mesh is None:
+            return self._put(part, None)
+        if layout is None:
+            return self._put(part, self._sharding(()))
+        held = layout.outside(part)
+        sharding = self._sharding(layout.spec(self.batch_axis))
+        return self.jax.make_array_from_callback(held.shape, sharding, lambda index: held[index])
+
     def _split(self, variable: SharedVariable, host: Any) -> list[np.ndarray]:
-        """Copies of the parts of ``host`` as the device holds them (a flat buffer: per param)."""
+        """Copies of the parts of ``host`` as the device holds them (a flat buffer: per param; a
+        random generator: its JAX key)."""
+        if _is_generator(variable):
+            return [_jax_key(host)]
         flat, start, copies = np.asarray(host).reshape(-1), 0, []
         for part in self.parts[variable]:
             size = math.prod(part.type.shape)
@@ -261,7 +338,11 @@ class JAXStep(Step):
         ``jax.device_put`` if elsewhere, a no-op if already there), anything else through NumPy."""
         variable = self.inputs[index]
         if isinstance(value, self.jax.Array):
+            if self._ready(index, value):
+                return value
             array = self._device_input(index, variable, value)
+            if array.sharding == self._input_sharding:
+                return array  # where a call needs it (jax.device_put would take 10 us to see it)
         else:
             array = np.asarray(variable.type.filter(value, strict=False, allow_downcast=None))
         if self.mesh is None:
@@ -277,6 +358,18 @@ class JAXStep(Step):
             )
         return self._put(array, self._sharding((self.batch_axis,)))
 
+    def _ready(self, index: int, value: Any) -> bool:
+        """Whether a JAX array is already the input as a call takes it: of its type's dtype and
+        static shape, where the call needs it (the checks of a call in a microsecond)."""
+        shape, dtype = self._input_types[index]
+        return value.shape == shape and value.dtype == dtype and value.sharding == self._input_sharding
+
+    @functools.cached_property
+    def _input_types(self) -> list[tuple]:
+        """Per input, its static shape (None if partly unknown) and its NumPy dtype."""
+        types = [v.type for v in self.inputs]
+        return [(None if None in t.shape else t.shape, t.numpy_dtype) for t in types]
+
     def _device_input(self, index: int, variable: Variable, value: Any) -> Any:
         """A JAX array checked against the input's type as a host array is (dimensions, static
         shape, a dtype it converts to without loss), converted on its device if it must be."""
@@ -290,7 +383,7 @@ class JAXStep(Step):
             raise TypeError(
                 f"compile_step: {name} takes the shape {kind.shape}, the JAX array has {value.shape}"
             )
-        if str(value.dtype) == kind.dtype:
+        if value.dtype == kind.numpy_dtype:
             return value
         if not np.can_cast(value.dtype, kind.dtype, "safe"):
             raise TypeError(
@@ -308,17 +401,101 @@ class JAXStep(Step):
         return self.jax.make_array_from_process_local_data(sharding, array)
 
     @functools.cached_property
+    def _input_sharding(self) -> Any:
+        """Where a call puts each input: on the step's device, or split over the mesh."""
+        if self.mesh is None:
+            return self.jax.sharding.SingleDeviceSharding(self._device)
+        return self._sharding((self.batch_axis,))
+
+    @functools.cached_property
     def _device(self) -> Any:
         """The device of a step without a mesh: JAX's default one."""
         return next(iter(self.jax.device_put(np.zeros(())).devices()))
 
-    def _to_host(self, value: Any) -> np.ndarray:
+    def _to_host(self, value: Any, layout: _Shard | None = None) -> np.ndarray:
+        """A device array as NumPy (a part held split: gathered, and as its variable has it)."""
+        if layout is None:
+            return np.asarray(value if self.local else value.addressable_data(0))
         if not self.local:
-            value = value.addressable_data(0)
-        return np.asarray(value)
+            from jax.experimental.multihost_utils import process_allgather
+
+            return layout.inside(np.asarray(process_allgather(value, tiled=True)))
+        return layout.inside(np.asarray(value))
 
     def __repr__(self) -> str:
         return f"Step(mode='JAX', mesh={self.mesh}, {len(self.updated)} variables on the device)"
+
+    def prefetch(self, *values: Any) -> list:
+        """Put a batch on the step's devices now, laid out as a call lays it out (split over the
+        mesh, if any), without waiting for the transfer: give the arrays returned to a later call,
+        which takes them as they are, so that the batch travels while the steps before it run.
+
+        Raises the errors a call raises for the same inputs.
+        """
+        if len(values) != len(self.inputs):
+            raise TypeError(f"compile_step: the step takes {len(self.inputs)} inputs, got {len(values)}")
+        return [self._put_input(i, value) for i, value in enumerate(values)]
+
+
+class _Shard:
+    """How a state array of ``shape`` is held split over ``n`` devices: along its first axis
+    that ``n`` divides (``axis``), or else as a flat vector padded to a multiple of ``n``."""
+
+    def __init__(self, shape: tuple[int, ...], axis: int | None, n: int) -> None:
+        self.shape, self.axis = shape, axis
+        self.size = math.prod(shape)
+        self.padded = -(-self.size // n) * n
+
+    @classmethod
+    def of(cls, shape: tuple[int, ...], n: int) -> _Shard | None:
+        """The layout of an array of ``shape`` split over ``n`` devices (None: a 0-d one, kept
+        whole)."""
+        if not shape:
+            return None
+        axis = next((k for k, size in enumerate(shape) if size % n == 0), None)
+        return cls(shape, axis, n)
+
+    def spec(self, name: str) -> tuple:
+        """The partition spec of the held array: the mesh axis ``name`` on the split axis."""
+        return (None,) * self.axis + (name,) if self.axis is not None else (name,)
+
+    def outside(self, array: Any) -> Any:
+        """The array as held (NumPy or JAX)."""
+        if self.axis is not None:
+            return array
+        flat, padding = array.reshape(-1), self.padded - self.size
+        if not padding:
+            return flat
+        numpy = _module(array)
+        return numpy.concatenate([flat, numpy.zeros(padding, flat.dtype)])
+
+    def inside(self, held: Any) -> Any:
+        """The array of ``shape`` that ``held`` holds."""
+        return held if self.axis is not None else held[: self.size].reshape(self.shape)
+
+
+def _module(array: Any) -> Any:
+    """numpy for a NumPy array, jax.numpy for a traced or JAX one."""
+    if isinstance(array, np.ndarray):
+        return np
+    import jax.numpy as jnp
+
+    return jnp
+
+
+def _held_as(function: Any, n_inputs: int, n_outputs: int, layouts: list) -> Any:
+    """``function`` taking and returning the parts with a layout as they are held."""
+
+    def held(*arguments: Any) -> list:
+        parts = arguments[n_inputs:]
+        inside = [x if layout is None else layout.inside(x) for x, layout in zip(parts, layouts)]
+        results = list(function(*arguments[:n_inputs], *inside))
+        for k, layout in enumerate(layouts[: len(results) - n_outputs]):
+            if layout is not None:
+                results[n_outputs + k] = layout.outside(results[n_outputs + k])
+        return results
+
+    return held
 
 
 def _pieces(graph, n_inputs: int, shared: list, updated: list) -> tuple[list, dict, dict]:
@@ -443,12 +620,64 @@ def _typed(function: Any, dtypes: list[str]) -> Any:
 
 def _holder(variable: SharedVariable) -> Variable:
     """A symbolic input standing for ``variable``, with the static shape of its value."""
+    if _is_generator(variable):
+        return variable.type()
     if not isinstance(variable.type, TensorType):
         raise TypeError(
-            f"compile_step: mode='JAX' keeps tensors on the device; {variable.name or variable} is a "
-            f"{variable.type} (a random generator?), which it cannot hold"
+            f"compile_step: mode='JAX' keeps tensors and random generators on the device; "
+            f"{variable.name or variable} is a {variable.type}, which it cannot hold"
         )
     return variable.type.clone(shape=np.shape(variable.get_value(borrow=True)))()
+
+
+def _merged(graph: Any) -> Any:
+    """``graph`` with the nodes that :func:`_pieces` cloned merged back into one (a random draw
+    computed twice would draw twice: PyTensor's JAX draws advance the generator they are given)."""
+    from pytensor.graph.rewriting.basic import MergeOptimizer
+
+    MergeOptimizer().rewrite(graph)
+    return graph
+
+
+def _is_generator(variable: Variable) -> bool:
+    """Whether ``variable`` is a random generator (held on the device as a JAX key)."""
+    return isinstance(variable.type, RandomType)
+
+
+def _jax_key(generator: np.random.Generator) -> np.ndarray:
+    """The JAX key PyTensor's JAX backend derives from a NumPy generator's state."""
+    from pytensor.link.jax.dispatch import jax_typify
+
+    return np.asarray(jax_typify(generator)["jax_state"], dtype=_KEY_DTYPE)
+
+
+def _with_keys(function: Any, generators: list[bool]) -> Any:
+    """``function`` (PyTensor's JAX conversion, which passes a random generator as a dictionary
+    holding its key) taking and returning each generator as its key alone."""
+
+    def keyed(*arguments: Any) -> list:
+        arguments = [{"jax_state": x} if g else x for x, g in zip(arguments, generators)]
+        return [x["jax_state"] if isinstance(x, dict) else x for x in function(*arguments)]
+
+    return keyed
+
+
+def _with_default_updates(updates: dict, outputs: list) -> dict:
+    """``updates`` and the ``default_update`` of each shared variable the step reads that they
+    leave out (a counter, the generator of :func:`add_gradient_noise`), as ``pytensor.function``
+    applies them."""
+    updates, pending = dict(updates), [*outputs, *updates.values()]
+    while pending:
+        found = [
+            v
+            for v in ancestors(pending)
+            if isinstance(v, SharedVariable)
+            and v not in updates
+            and getattr(v, "default_update", None) is not None
+        ]
+        updates.update((v, v.default_update) for v in found)
+        pending = [v.default_update for v in found]
+    return updates
 
 
 class _quiet:
@@ -539,6 +768,15 @@ def _local_parts(mesh: Any, axis: str, process: int) -> int:
     return int(along.reshape(along.shape[0], -1).any(axis=1).sum())
 
 
+def _params_of(updates: Any, outputs: list) -> list:
+    """The keys of ``updates`` that are params: an :class:`~updates.Updates` knows them; of a plain
+    dictionary, those the outputs read."""
+    if isinstance(updates, Updates):
+        return list(updates.params)
+    read = set(ancestors(outputs)) if outputs else set()
+    return [v for v in updates if v in read]
+
+
 def _check(inputs: Any, updates: Any, mesh: Any, batch_axis: Any) -> None:
     if not isinstance(inputs, (list, tuple)) or not all(isinstance(v, Variable) for v in inputs):
         raise TypeError(f"compile_step: inputs must be a list of symbolic variables, got {describe(inputs)}")
@@ -568,6 +806,7 @@ def compile_step(
     mesh: Any = None,
     batch_axis: str | None = None,
     results: str = "host",
+    shard_state: bool = False,
 ) -> Step:
     """Compile a training step, on the device and in place with ``mode="JAX"``.
 
@@ -598,6 +837,13 @@ def compile_step(
         JAX only: ``"host"`` (default) returns the outputs as NumPy arrays, which waits for the
         step to finish; ``"device"`` returns them as JAX arrays, read when the caller wants
         (``np.asarray``, ``float``), so that calls queue on the device without waiting.
+    shard_state : bool
+        JAX with a mesh only: split the optimizer state over the mesh's batch axis instead of
+        replicating it (ZeRO stage 1): each of its n devices holds and updates 1/n of each state
+        array (see the module's notes), and the new params are gathered; the trajectory is the
+        replicated step's. The state is every updated variable that is not a param (those of an
+        :class:`~updates.Updates`; of a plain dictionary, the keys the outputs do not read).
+        ``step.bytes_per_device()`` tells what each device holds.
 
     Returns
     -------
@@ -639,6 +885,10 @@ def compile_step(
         raise ValueError(f"compile_step: results must be 'host' or 'device', got {results!r}")
     if results == "device" and not jax_mode:
         raise ValueError(f"compile_step: results='device' needs mode='JAX', got mode={mode!r}")
+    if not isinstance(shard_state, bool):
+        raise TypeError(f"compile_step: shard_state must be True or False, got {describe(shard_state)}")
+    if shard_state and mesh is None:
+        raise ValueError("compile_step: shard_state=True splits the state over a mesh; give mesh= too")
     if not jax_mode:
         function = pytensor.function(list(inputs), outputs, updates=updates, mode=mode)
         return Step(function, single, mode)
@@ -649,6 +899,16 @@ def compile_step(
             "compile_step: mode='JAX' needs jax, which is not installed; pip install 'pytensor-updates[jax]'"
         ) from err
     mesh, axis = _as_mesh(mesh, batch_axis)
-    step = JAXStep(inputs, listed, dict(updates or {}), single, mesh, axis, on_device=results == "device")
+    step = JAXStep(
+        inputs,
+        listed,
+        dict(updates or {}),
+        single,
+        mesh,
+        axis,
+        on_device=results == "device",
+        params=_params_of(updates or {}, listed),
+        shard_state=shard_state,
+    )
     _tell_skipped(step.skipped_assertions)
     return step

@@ -44,7 +44,10 @@ def mark_synced(step: DeviceStep) -> bool:
 
 def sync_variables(variables: Iterable[Any], but: DeviceStep | None = None) -> None:
     """Sync every step (but ``but``) that holds the current value of one of ``variables``."""
+    others = [step for step in _UNSYNCED if step is not but]
+    if not others:  # the common case, every call of a step: nothing to build
+        return
     wanted = set(map(id, variables))
-    for step in [step for step in _UNSYNCED if step is not but]:
+    for step in others:
         if not step.updated_ids.isdisjoint(wanted):
             step.sync()

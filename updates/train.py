@@ -96,7 +96,9 @@ class Record:
         Non-finite steps skipped since the previous record (``on_nonfinite='skip'``).
     step_seconds : float
         Mean wall time of one training call since the previous record, excluding the very first
-        call (which compiles the function under Numba); NaN if no call qualifies.
+        call (which compiles the function under Numba); NaN if no call qualifies. Under JAX, a
+        call is timed until the step it waits for is done (itself when a check reads its values,
+        else the step before) and includes putting the next batch on the device.
     """
 
     step: int
@@ -330,8 +332,19 @@ class _Data:
         return [_cast(self.who, f"{what}[{i}]", a, v) for i, (a, v) in enumerate(zip(parts, self.inputs))]
 
 
-def _batch_length(batch: list[np.ndarray]) -> int:
+def _batch_length(batch: list[Any]) -> int:
     return len(batch[0]) if batch and batch[0].ndim > 0 else 1
+
+
+def _wait(values: list[Any]) -> None:
+    """Wait until the device has computed ``values`` (JAX arrays)."""
+    for value in values:
+        value.block_until_ready()
+
+
+def _weighted(read: Callable[[Any], Any], n: int, values: list[Any]) -> np.ndarray:
+    """A batch's outputs, read, times its length ``n``."""
+    return n * np.array([float(read(v)) for v in values])
 
 
 # -- the compiled functions ----------------------------------------------------------------------------
@@ -394,7 +407,11 @@ def _scheduled_rate(built: Mapping) -> Variable | None:
 
 @dataclass
 class _Step:
-    """The compiled functions and what their outputs are."""
+    """The compiled functions and what their outputs are.
+
+    ``on_device``: both are JAX steps that return their outputs as device arrays (read when a
+    value is needed) and take batches placed on the device beforehand (``prefetch``).
+    """
 
     train: Callable
     train_names: list[str]
@@ -402,6 +419,12 @@ class _Step:
     valid_names: list[str]
     variables: list[SharedVariable]
     compile_seconds: float
+    on_device: bool = False
+
+
+def _device_mode(mode: Any) -> bool:
+    """Whether :func:`compile_step` builds its JAX step for ``mode`` (the string ``"JAX"``)."""
+    return isinstance(mode, str) and mode.upper() == "JAX"
 
 
 def _compile(
@@ -417,6 +440,7 @@ def _compile(
     mode,
     mesh=None,
     batch_axis=None,
+    shard_state=False,
 ) -> _Step:
     if params is None and isinstance(optimizer, Updates):
         params = list(optimizer.params)
@@ -444,13 +468,21 @@ def _compile(
     guarded = OrderedDict(
         (var, new if inside(var) else pt.switch(ok, new, var)) for var, new in built.items()
     )
+    results = "device" if _device_mode(mode) else "host"
     start = time.perf_counter()
     train = compile_step(
-        inputs, [*outputs.values(), ok], guarded, mode=mode, mesh=mesh, batch_axis=batch_axis
+        inputs,
+        [*outputs.values(), ok],
+        guarded,
+        mode=mode,
+        mesh=mesh,
+        batch_axis=batch_axis,
+        results=results,
+        shard_state=shard_state,
     )
     valid_function = None
     if valid:  # one device: a validation batch need not split over a mesh
-        valid_function = compile_step(inputs, [loss, *monitors.values()], mode=mode)
+        valid_function = compile_step(inputs, [loss, *monitors.values()], mode=mode, results=results)
     return _Step(
         train,
         list(outputs),
@@ -458,6 +490,7 @@ def _compile(
         ["loss", *monitors],
         list(built),
         time.perf_counter() - start,
+        on_device=results == "device",
     )
 
 
@@ -493,6 +526,7 @@ class _Options:
     mode: Any
     mesh: Any
     batch_axis: str | None
+    shard_state: bool
 
     def __post_init__(self, who: str) -> None:
         """Check the options, raising the errors ``who`` raises for bad values."""
@@ -517,6 +551,9 @@ class _Options:
         if self.callback is not None and not callable(self.callback):
             raise TypeError(f"{who}: callback must be callable, got {describe(self.callback)}")
 
+
+#: The most steps whose outputs the loop keeps unread on the device (JAX) before reading them.
+_UNREAD_STEPS = 1024
 
 _LINE_SECONDS = 30.0  # plain progress lines (output not a terminal): at most one per this many seconds
 
@@ -629,37 +666,92 @@ def _reporter(who: str, progress: bool | None, total_steps: int | None, max_epoc
 
 
 class _Interval:
-    """Sums over the steps since the last record."""
+    """Sums over the steps since the last record.
 
-    def __init__(self, names: list[str]) -> None:
-        self.names = names
+    The steps' outputs are kept as they come (device arrays under JAX: nothing waits for them)
+    and read by ``read`` when a total is asked for, or once ``_UNREAD_STEPS`` steps are kept
+    (their arrays cost host memory), in step order: the sums are those of reading step by step.
+    """
+
+    def __init__(self, names: list[str], read: Callable[[Any], Any] = np.asarray) -> None:
+        self.names, self.read = names, read
         self.sums = dict.fromkeys(names, 0.0)
         self.last: dict[str, float] = {}
-        self.finite = self.skipped = self.timed = 0
+        self.pending: list[tuple[list[Any], Any]] = []  # (values, finite) not read yet
+        self.finite = self._skipped = self.timed = 0
         self.seconds = 0.0
 
-    def add(self, values: list[Any], ok: bool, seconds: float | None) -> None:
+    def add(self, values: list[Any], ok: Any, seconds: float | None) -> None:
         if seconds is not None:
             self.timed += 1
             self.seconds += seconds
-        if not ok:
-            self.skipped += 1
-            return
-        self.finite += 1
-        self.last = {n: float(v) for n, v in zip(self.names, values)}
-        for name in self.names:
-            self.sums[name] += self.last[name]
+        self.pending.append((values, ok))
+        if len(self.pending) >= _UNREAD_STEPS:
+            self._read_pending()
+
+    def _read_pending(self) -> None:
+        for values, ok in self.pending:
+            if not self.read(ok):
+                self._skipped += 1
+                continue
+            self.finite += 1
+            self.last = {n: float(self.read(v)) for n, v in zip(self.names, values)}
+            for name in self.names:
+                self.sums[name] += self.last[name]
+        self.pending.clear()
 
     @property
     def steps(self) -> int:
-        return self.finite + self.skipped
+        return self.finite + self._skipped + len(self.pending)
+
+    @property
+    def skipped(self) -> int:
+        self._read_pending()
+        return self._skipped
 
     def means(self) -> dict[str, float]:
+        self._read_pending()
         means = {n: (s / self.finite if self.finite else math.nan) for n, s in self.sums.items()}
         for name in ("learning_rate", "update_norm"):
             if name in means:
                 means[name] = self.last.get(name, math.nan)
         return means
+
+
+class _Feed:
+    """The batches of one epoch (or one validation pass) for a step, one at a time.
+
+    With ``place`` (a JAX step's ``prefetch``), :meth:`prefetch` draws the next batch and puts it
+    on the device at once, while the step just started runs; iterating then gives it. An error
+    drawing or placing that batch is raised when it is asked for, as without the lookahead.
+    """
+
+    def __init__(self, batches: Iterator[list[np.ndarray]], place: Callable[..., list] | None) -> None:
+        self.batches, self.place = batches, place
+        self.ahead: list | Exception | None = None
+
+    def __iter__(self) -> _Feed:
+        return self
+
+    def __next__(self) -> list:
+        if self.ahead is None:
+            self._draw()
+        ahead, self.ahead = self.ahead, None
+        if isinstance(ahead, Exception):  # StopIteration at the end
+            raise ahead
+        return ahead
+
+    def prefetch(self) -> None:
+        """Draw the next batch now and put it on the device (a no-op without ``place``)."""
+        if self.place is not None and self.ahead is None:
+            self._draw()
+
+    def _draw(self) -> None:
+        try:
+            batch = next(self.batches)
+            self.ahead = batch if self.place is None else self.place(*batch)
+        except Exception as error:  # raised in turn by __next__
+            self.ahead = error
 
 
 class _Loop:
@@ -673,19 +765,42 @@ class _Loop:
         self.since_best = 0
         self.steps = self.epoch = 0
         self.call_seconds, self.timed_calls = 0.0, 0  # training calls but the first
+        #: Whether every step's finiteness (and size) is read at once: a check needs it.
+        self.checks_each_step = options.on_nonfinite != "skip" or options.tolerance is not None
+        self.read = self._reader(step.train)
+        self.previous: Any = None  # JAX: the finiteness output of the step before
+
+    def _reader(self, function: Callable) -> Callable[[Any], Any]:
+        """How to read the outputs of ``function`` on the host (JAX: from the device)."""
+        return function._to_host if self.step.on_device else np.asarray
+
+    def _feed(self, function: Callable, batches: Iterator[list[np.ndarray]]) -> _Feed:
+        """``batches`` for ``function``, each put on the device ahead under JAX."""
+        return _Feed(batches, function.prefetch if self.step.on_device else None)
 
     def _validate(self) -> dict[str, float]:
+        """The validation monitors; under JAX a batch's outputs are read once the next batch is
+        queued (the sums, in batch order, are those of reading each at once)."""
         if self.valid is None:
             return {}
-        sums, total = np.zeros(len(self.step.valid_names)), 0
-        for batch in next(self.valid.passes()):
+        function, read = self.step.valid, self._reader(self.step.valid)
+        sums, total, waiting = np.zeros(len(self.step.valid_names)), 0, []
+        feed = self._feed(function, next(self.valid.passes()))
+        for batch in feed:
             n = _batch_length(batch)
             tick = time.perf_counter()
-            values = self.step.valid(*batch)
+            values = function(*batch)
+            feed.prefetch()
             if math.isnan(self.history.first_valid_call_seconds):
+                if self.step.on_device:  # the whole first call, run included
+                    _wait(values)
                 self.history.first_valid_call_seconds = time.perf_counter() - tick
-            sums += n * np.array([float(v) for v in values])
+            waiting.append((n, values if self.step.on_device else [float(v) for v in values]))
+            if len(waiting) > 1:
+                sums += _weighted(read, *waiting.pop(0))
             total += n
+        for n, values in waiting:
+            sums += _weighted(read, n, values)
         if total == 0:
             raise ValueError(f"{self.who}: valid is empty (it gave no batches)")
         return dict(zip(self.step.valid_names, (sums / total).tolist()))
@@ -755,7 +870,7 @@ class _Loop:
             taken += 1
             yield batch
 
-    def _step(self, batch: list[np.ndarray], epoch: int, number: int, interval: _Interval) -> str:
+    def _step(self, batch: list[Any], feed: _Feed, epoch: int, number: int, interval: _Interval) -> str:
         """Run one training step; return why to stop now (or '')."""
         self.steps += 1
         tick = time.perf_counter()
@@ -763,19 +878,39 @@ class _Loop:
             *values, ok = self.step.train(*batch)
         except SkipBudgetError as error:  # that call applied nothing: stop as for any other reason
             return str(error).partition("\n")[0]
+        if self.step.on_device:
+            self._overlap(feed, ok)
         seconds = time.perf_counter() - tick
+        if not self.step.on_device:  # read now: a later call may write over these outputs
+            values, ok = [float(v) for v in values], bool(ok)
         if self.steps == 1:
             self.history.first_call_seconds, seconds = seconds, None
         else:
             self.call_seconds += seconds
             self.timed_calls += 1
-        interval.add(values, bool(ok), seconds)
-        if not ok and self.options.on_nonfinite != "skip":
-            return self._nonfinite(float(values[0]), epoch, number)
-        tolerance, max_updates = self.options.tolerance, self.options.max_updates
-        if ok and tolerance is not None and float(values[-1]) <= tolerance:
-            size = float(values[-1])
+        interval.add(values, ok, seconds)
+        return self._check(values, ok, epoch, number)
+
+    def _overlap(self, feed: _Feed, ok: Any) -> None:
+        """JAX, the step queued: put the next batch on the device while it runs, then wait for
+        this step if a check reads it now (or it is the first: timed whole), else for the step
+        before (two at most in flight: a slow device does not pile up batches)."""
+        max_updates = self.options.max_updates
+        if max_updates is None or self.steps < max_updates:
+            feed.prefetch()
+        _wait([ok if self.checks_each_step or self.previous is None else self.previous])
+        self.previous = ok
+
+    def _check(self, values: list[Any], ok: Any, epoch: int, number: int) -> str:
+        """Why to stop after this step (not finite, small enough, the last), or ''; reads only
+        what a check needs from the device."""
+        nonfinite, tolerance = self.options.on_nonfinite, self.options.tolerance
+        finite = bool(self.read(ok)) if self.checks_each_step else None
+        if nonfinite != "skip" and not finite:
+            return self._nonfinite(float(self.read(values[0])), epoch, number)
+        if tolerance is not None and finite and (size := float(self.read(values[-1]))) <= tolerance:
             return f"converged: step {self.steps} changed the params by {size:.3g} <= tolerance {tolerance:g}"
+        max_updates = self.options.max_updates
         if max_updates is not None and self.steps >= max_updates:
             return f"reached max_updates={max_updates}"
         return ""
@@ -798,13 +933,14 @@ class _Loop:
     def run(self) -> Iterator[Record]:
         report = _reporter(self.who, self.options.progress, self._total_steps(), self.options.max_epochs)
         start = time.perf_counter()
-        interval, stop = _Interval(self.step.train_names), ""
+        interval, stop = _Interval(self.step.train_names, self.read), ""
         self.passes, self.batches, self.ran_out = self.train.passes(), iter(()), ""
         try:
             while not stop:
                 self.epoch += 1
-                for number, batch in enumerate(self._epoch(self.epoch), 1):
-                    stop = self._step(batch, self.epoch, number, interval)
+                feed = self._feed(self.step.train, self._epoch(self.epoch))
+                for number, batch in enumerate(feed, 1):
+                    stop = self._step(batch, feed, self.epoch, number, interval)
                     report.step()
                     if stop:
                         break
@@ -812,7 +948,7 @@ class _Loop:
                 if interval.steps and (stop or self.epoch % self.options.validate_every == 0):
                     record = self._record(self.epoch, interval, start)
                     stop = stop or self._stop_after(record, interval)
-                    interval = _Interval(self.step.train_names)
+                    interval = _Interval(self.step.train_names, self.read)
                     report.record(record, last=bool(stop))
                     yield record
         except GeneratorExit:
@@ -949,14 +1085,22 @@ loss : scalar TensorVariable
         The PyTensor mode both functions are compiled with (default: PyTensor's default).
         With ``"JAX"`` the params and optimizer state stay on the device during training
         (:func:`compile_step`) and are written back into the shared variables at each new best
-        validation and at the end.
+        validation and at the end. So do the loss and the monitors until a record reads them:
+        a step is waited for only where a check needs it at once (its finiteness, unless
+        ``on_nonfinite='skip'``; its size, with ``tolerance``), and otherwise at most two steps
+        are queued. The next batch of an epoch goes to the device while a step runs (it is
+        drawn from ``train`` then, so a run stopped by a step's values has drawn one batch
+        more).
     mesh : jax.sharding.Mesh or list of devices, optional
         With ``mode="JAX"``, train data-parallel over these devices (see :func:`compile_step`):
         ``batch_size`` must be a multiple of their number; a last smaller batch of a pass that
         does not split over them is left out. Validation runs on one device.
     batch_axis : str, optional
         With a ``mesh`` of several axes, the axis the batch is split along (see
-        :func:`compile_step`); a one-axis mesh needs none.\
+        :func:`compile_step`); a one-axis mesh needs none.
+    shard_state : bool
+        With a ``mesh``: split the optimizer state over its devices instead of replicating it
+        (ZeRO stage 1, see :func:`compile_step`); the same training.\
 """
 
 _NOTES = """\
@@ -1041,6 +1185,7 @@ def iterate(
     mode: Any = None,
     mesh: Any = None,
     batch_axis: str | None = None,
+    shard_state: bool = False,
 ) -> Iterator[Record]:
     """Train step by step, yielding a :class:`Record` at every validation.
 
@@ -1103,6 +1248,7 @@ def iterate(
         mode=mode,
         mesh=mesh,
         batch_axis=batch_axis,
+        shard_state=shard_state,
     )
     return _start("iterate", loss, params, inputs, train, optimizer, valid, options)
 
@@ -1121,6 +1267,7 @@ def _start(who: str, loss, params, inputs, train, optimizer, valid, options: _Op
         options.mode,
         options.mesh,
         options.batch_axis,
+        options.shard_state,
     )
     step = _compile(who, loss, params, inputs, optimizer, monitors, *extras)
     multiple = step.train.batch_multiple
