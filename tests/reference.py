@@ -50,6 +50,7 @@ def _rule(*slots, **defaults):
                     params[i] = np.asarray(new, dtype=p.dtype).reshape(p.shape)
                 return [p.copy() for p in params]
 
+            step.state = state  # each param's slots, for the tests that compare state too
             return step
 
         make.__name__ = name
@@ -252,6 +253,21 @@ def rprop(p, g, s, t, learning_rate, eta_minus, eta_plus, min_step, max_step):
     g = np.where(agreement < 0, p.dtype.type(0), g)
     s["prev"] = g
     return p - np.sign(g) * s["step"]
+
+
+@_rule("ax", learning_rate=1e-2, lambd=1e-4, alpha=0.75, t0=1e6, weight_decay=0.0)
+def asgd(p, g, s, t, learning_rate, lambd, alpha, t0, weight_decay):
+    """Polyak-Ruppert averaged SGD (Polyak and Juditsky 1992; Bottou 2012's schedule), with
+    k = t - 1 the steps taken before: eta = lr / (1 + lambd lr k)**alpha; mu = 1 / max(1, k - t0);
+    g <- g + wd p; p <- p (1 - lambd eta) - eta g; ax <- p if mu == 1 else ax + mu (p - ax)"""
+    one = p.dtype.type(1)
+    k = t - one
+    eta = learning_rate / (one + lambd * learning_rate * k) ** alpha
+    mu = one / np.maximum(one, k - t0)
+    g = g + weight_decay * p
+    p = p * (one - lambd * eta) - eta * g
+    s["ax"] = p.copy() if mu == one else s["ax"] + mu * (p - s["ax"])
+    return p
 
 
 def _ratio(numerator, denominator):

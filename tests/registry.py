@@ -81,6 +81,11 @@ RULES = [
         {"eta_minus": (1.0, r"in \(0, 1\)"), "eta_plus": (0.9, r"> 1")},
         not_live_lr="learning_rate is the initial step size only",
     ),
+    RuleCase(
+        "asgd",
+        {"learning_rate": 0.05, "lambd": 0.5, "alpha": 0.6, "t0": 10.0, "weight_decay": 0.1},
+        {**NEGATIVE_LR, "lambd": (-1e-4, r">= 0"), "t0": (-1.0, r">= 0"), "alpha": (-0.5, r">= 0")},
+    ),
     RuleCase("lamb", {"learning_rate": 0.01, "weight_decay": 0.01}, {**BETAS, **NEGATIVE_EPS}),
     RuleCase(
         "lars",

@@ -1,13 +1,18 @@
 """ESGD, the rule that needs the loss itself: its trajectory against a NumPy reference built from
-the exact Hessian, its random signs, its errors. (Every other rule of updates.modern runs through
-the registry tests of test_rules.py, and those torch has through test_torch.py.)"""
+the exact Hessian, its random signs, its errors; ASGD's averages against the reference and through
+swap_averages. (Every rule of updates.modern runs through the registry tests of test_rules.py,
+and those torch has through test_torch.py.)"""
+
+import contextlib
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from reference import REFERENCES
 
 import updates
+from updates.layout import state_record
 from updates.modern import _random_signs
 
 STEPS = 60
@@ -110,3 +115,91 @@ def test_esgd_partial_application_and_ranges():
     assert [v.name for v in rule(pt.sum(w**4), [w])] == ["w", "w.esgd.d", "esgd.t"]
     with pytest.raises(ValueError, match=r"^esgd: epsilon must be >= 0, got -1"):
         updates.esgd(epsilon=-1)
+
+
+# -- ASGD's averages ---------------------------------------------------------------------------------
+
+ASGD = {"learning_rate": 0.05, "lambd": 0.5, "alpha": 0.6, "t0": 5.0, "weight_decay": 0.1}
+
+
+def asgd_problem(dtype="float64"):
+    rng = np.random.default_rng(2)
+    values = [rng.normal(size=s).astype(dtype) for s in [(), (4,), (2, 3)]]
+    params = [pytensor.shared(v, name=f"w{i}") for i, v in enumerate(values)]
+    grads = [pt.tensor(f"g{i}", dtype=dtype, shape=p.type.shape) for i, p in enumerate(params)]
+    return values, params, grads, lambda ps: [1.5 * p + 0.1 * p**3 for p in ps]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("path", ["fused", "per_parameter"])
+def test_asgd_averages_match_the_reference(path, dtype):
+    values, params, grads, gradient = asgd_problem(dtype)
+    with updates.per_parameter() if path == "per_parameter" else contextlib.nullcontext():
+        result = updates.asgd(grads, params, **ASGD)
+    step = pytensor.function(grads, [], updates=result, mode="FAST_COMPILE")
+    reference = REFERENCES["asgd"](values, **ASGD)
+    tolerance = {"float64": dict(rtol=1e-12, atol=1e-14), "float32": dict(rtol=2e-4, atol=1e-6)}[dtype]
+    for t in range(1, 31):
+        g = gradient([p.get_value() for p in params])
+        expected = reference(g)
+        step(*g)
+        state = result.named_state()
+        for i, (param, want) in enumerate(zip(params, expected)):
+            np.testing.assert_allclose(param.get_value(), want, **tolerance, err_msg=f"step {t}")
+            ax = state[f"w{i}.asgd.ax"]
+            assert ax.dtype == dtype
+            np.testing.assert_allclose(ax, reference.state[i]["ax"], **tolerance, err_msg=f"step {t}")
+            if t <= ASGD["t0"] + 1:
+                np.testing.assert_array_equal(ax, param.get_value())  # not averaging yet
+    assert not np.allclose(state["w1.asgd.ax"], params[1].get_value()), "the average must lag the params"
+
+
+@pytest.mark.parametrize("path", ["fused", "per_parameter"])
+def test_asgd_averages_are_recorded_and_swapped_in(path):
+    _, params, grads, gradient = asgd_problem()
+    with updates.per_parameter() if path == "per_parameter" else contextlib.nullcontext():
+        result = updates.asgd(grads, params, **ASGD)
+    holders = [v for v in result.state if state_record(v).averages]
+    assert [v.name for v in holders] == (
+        ["asgd.ax"] if path == "fused" else [f"w{i}.asgd.ax" for i in range(3)]
+    )
+    step = pytensor.function(grads, [], updates=result, mode="FAST_COMPILE")
+    for _ in range(12):
+        step(*gradient([p.get_value() for p in params]))
+    trained, averages = [p.get_value() for p in params], result.named_state()
+    with updates.swap_averages(result) as pairs:
+        assert set(pairs) == set(params)
+        for i, param in enumerate(params):
+            np.testing.assert_array_equal(param.get_value(), averages[f"w{i}.asgd.ax"])
+    for param, value in zip(params, trained):
+        np.testing.assert_array_equal(param.get_value(), value)
+    np.testing.assert_array_equal(result.named_state()["w1.asgd.ax"], averages["w1.asgd.ax"])
+
+
+def test_swap_averages_of_a_param_averaged_twice_restores_every_value():
+    """apply_ema around asgd: the params hold apply_ema's averages in the block, and the params
+    and both averages are back after it."""
+    _, params, grads, gradient = asgd_problem()
+    result = updates.apply_ema(updates.asgd(grads, params, **ASGD), decay=0.5)
+    step = pytensor.function(grads, [], updates=result, mode="FAST_COMPILE")
+    for _ in range(12):
+        step(*gradient([p.get_value() for p in params]))
+    trained, before = [p.get_value() for p in params], result.named_state()
+    with updates.swap_averages(result):
+        for i, param in enumerate(params):
+            np.testing.assert_array_equal(param.get_value(), before[f"w{i}.apply_ema.shadow"])
+    for param, value in zip(params, trained):
+        np.testing.assert_array_equal(param.get_value(), value)
+    after = result.named_state()
+    for name in before:
+        np.testing.assert_array_equal(after[name], before[name], err_msg=name)
+
+
+def test_asgd_partial_application_and_ranges():
+    w = pytensor.shared(np.ones(3, "float32"), name="w")
+    rule = updates.asgd(learning_rate=0.1, t0=0.0)
+    assert list(rule(pt.sum(w**2), [w]).named_state()) == ["w.asgd.ax", "asgd.t"]
+    with pytest.raises(ValueError, match=r"^asgd: weight_decay must be >= 0, got -0.1"):
+        updates.asgd(weight_decay=-0.1)
+    with pytest.raises(TypeError, match=r"^asgd: got an unexpected keyword argument 'lr'; did you mean"):
+        updates.asgd(pt.sum(w**2), [w], lr=0.1)

@@ -171,3 +171,82 @@ def test_matches_torch(impl, rule, hyper, cls, kwargs):
         for i, (a, b) in enumerate(zip(got, want)):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13, err_msg=f"step {t}, param {i}")
     assert not np.allclose(expected[-1][1], p0[1]), "trajectory did not move"
+
+
+# ASGD keeps the average of the params as state (torch's state["ax"], "<param>.asgd.ax" here):
+# both the params and the averages are compared. "averaging": a decaying step size, weight decay,
+# and averaging from step 22 on; "defaults": torch's defaults, where the average is the params.
+ASGD_CASES = {
+    "averaging": (
+        {"learning_rate": 0.05, "lambd": 0.5, "alpha": 0.6, "t0": 20.0, "weight_decay": 0.1},
+        {"lr": 0.05, "lambd": 0.5, "alpha": 0.6, "t0": 20.0, "weight_decay": 0.1},
+    ),
+    "defaults": ({}, {}),
+}
+
+
+def _asgd_torch(p0, grad, kwargs):
+    params = [torch.tensor(p, dtype=torch.float64) for p in p0]
+    default = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)  # torch keeps eta and mu in this dtype
+    try:
+        opt = torch.optim.ASGD(params, foreach=False, **kwargs)
+        out = []
+        for _ in range(STEPS):
+            for p, g in zip(params, grad([p.numpy() for p in params])):
+                p.grad = torch.from_numpy(np.array(g))
+            opt.step()
+            out.append(
+                [
+                    [p.detach().numpy().copy() for p in params],
+                    [opt.state[p]["ax"].numpy().copy() for p in params],
+                ]
+            )
+    finally:
+        torch.set_default_dtype(default)
+    return out
+
+
+def _asgd_reference(p0, grad, hyper):
+    step, ps, out = REFERENCES["asgd"](p0, **hyper), p0, []
+    for _ in range(STEPS):
+        ps = step(grad(ps))
+        out.append([ps, [np.array(s["ax"]) for s in step.state]])
+    return out
+
+
+def _asgd_library(p0, grad, hyper):
+    import pytensor
+    import pytensor.tensor as pt
+
+    import updates
+
+    params = [pytensor.shared(np.array(p), name=f"w{i}") for i, p in enumerate(p0)]
+    gs = [pt.tensor(dtype=p.dtype, shape=p.type.shape, name=f"g{i}") for i, p in enumerate(params)]
+    result = updates.asgd(gs, params, **hyper)
+    f = pytensor.function(gs, [], updates=result, mode="FAST_COMPILE")
+    out = []
+    for _ in range(STEPS):
+        f(*grad([p.get_value() for p in params]))
+        state = result.named_state()
+        out.append([[p.get_value() for p in params], [state[f"w{i}.asgd.ax"] for i in range(len(params))]])
+    return out
+
+
+@pytest.mark.parametrize("impl", [_asgd_reference, _asgd_library], ids=["reference", "library"])
+@pytest.mark.parametrize("config", ASGD_CASES)
+def test_asgd_params_and_averages_match_torch(impl, config):
+    hyper, kwargs = ASGD_CASES[config]
+    p0, grad = _problem()
+    expected = _asgd_torch(p0, grad, kwargs)
+    actual = impl(p0, grad, hyper)
+    for t, (got, want) in enumerate(zip(actual, expected), start=1):
+        for what, a_list, b_list in zip(("param", "ax"), got, want):
+            for i, (a, b) in enumerate(zip(a_list, b_list)):
+                np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13, err_msg=f"step {t}, {what} {i}")
+    params, averages = expected[-1]
+    assert not np.allclose(params[1], p0[1]), "trajectory did not move"
+    if config == "averaging":
+        assert not np.allclose(averages[1], params[1]), "the average must differ from the params"
+    else:
+        assert all(np.array_equal(a, p) for a, p in zip(averages, params)), "t0=1e6: ax is the params"

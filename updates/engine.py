@@ -132,6 +132,9 @@ class Rule:
         the first step (the rule needs ``per_step``). Only with ``per_tensor``.
     ranges : mapping of str to Interval
         The valid concrete values of each hyperparameter, checked when the rule is applied.
+    averages : bool
+        The slots are running averages of the params (e.g. ASGD's ``ax``): their records say of
+        which, so :func:`updates.swap_averages` can evaluate with them.
     """
 
     name: str
@@ -142,6 +145,7 @@ class Rule:
     per_tensor: bool = False
     extra: Callable[[Any, list, list, Variable], list[list[Variable]]] | None = None
     ranges: Mapping[str, Interval] = dataclasses.field(default_factory=dict, compare=False)
+    averages: bool = False
 
 
 @dataclass(frozen=True)
@@ -248,7 +252,7 @@ def apply_rule(
     params, grads = prepare_grads(rule.name, loss_or_grads, params)
     loss = loss_of(loss_or_grads)
     hyper = {name: give_loss(rule.name, name, value, loss) for name, value in hyper.items()}
-    step = Elementwise(rule.name, rule.kernel, rule.slots, bool(clear_nan))
+    step = Elementwise(rule.name, rule.kernel, rule.slots, bool(clear_nan), averages=rule.averages)
     scheduled = any(is_schedule(value) for value in hyper.values())
     counter = step_counter(f"{rule.name}.t") if rule.per_step or scheduled else None
     extra = [()] * len(params)

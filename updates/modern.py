@@ -32,6 +32,7 @@ __all__ = [
     "yogi",
     "lion",
     "rprop",
+    "asgd",
     "lamb",
     "lars",
     "adagrad_window",
@@ -661,6 +662,134 @@ def rprop(
         eta_plus=eta_plus,
         min_step=min_step,
         max_step=max_step,
+    )
+
+
+# -- ASGD ----------------------------------------------------------------------------------------
+
+
+def _asgd_schedule(h, t, step):
+    taken = pt.cast(step - 1, t.dtype)  # the steps taken before this one
+    return dict(
+        eta=h.learning_rate / (1 + h.lambd * h.learning_rate * taken) ** h.alpha,
+        mu=1 / pt.maximum(1, taken - h.t0),
+    )
+
+
+def _asgd(h, param, grad, ax):
+    grad = grad + h.weight_decay * param
+    param = param * (1 - h.lambd * h.eta) - h.eta * grad
+    return param, pt.switch(pt.eq(h.mu, 1), param, ax + h.mu * (param - ax))
+
+
+ASGD = Rule(
+    "asgd",
+    _asgd,
+    slots=("ax",),
+    per_step=_asgd_schedule,
+    averages=True,
+    ranges=dict(
+        learning_rate=NON_NEGATIVE,
+        lambd=NON_NEGATIVE,
+        alpha=NON_NEGATIVE,
+        t0=NON_NEGATIVE,
+        weight_decay=NON_NEGATIVE,
+    ),
+)
+
+
+@update_rule
+def asgd(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-2,
+    lambd: Any = 1e-4,
+    alpha: Any = 0.75,
+    t0: Any = 1e6,
+    weight_decay: Any = 0.0,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""ASGD: SGD with a decaying step size and a Polyak-Ruppert average of the params.
+
+    With :math:`k = t - 1` the number of steps taken before this one:
+
+    .. math::
+
+        \eta_t &= \frac{\eta}{(1 + \lambda \eta k)^{\alpha}}, \qquad
+        \mu_t = \frac{1}{\max(1, k - t_0)} \\
+        g &\leftarrow g + \omega p \\
+        p &\leftarrow p\, (1 - \lambda \eta_t) - \eta_t\, g \\
+        \bar p &\leftarrow
+            \begin{cases} p & \mu_t = 1 \\ \bar p + \mu_t\, (p - \bar p) & \text{otherwise}
+            \end{cases}
+
+    The average :math:`\bar p` (``<param>.asgd.ax``) equals the params until step
+    :math:`t_0 + 1`, then is their uniform average since then. The params themselves follow the
+    plain decaying-step SGD; evaluate with the average through :func:`swap_averages`.
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-2.
+    lambd : float or scalar tensor
+        :math:`\lambda \ge 0`, the decay of the step size and of the params, default 1e-4.
+    alpha : float or scalar tensor
+        :math:`\alpha \ge 0`, the power of the step size's decay, default 0.75.
+    t0 : float or scalar tensor
+        :math:`t_0 \ge 0`, the number of steps after which averaging starts, default 1e6.
+    weight_decay : float or scalar tensor
+        :math:`\omega \ge 0`, an L2 penalty added to the gradient, default 0.
+    $clear_nan
+
+    Returns
+    -------
+    Updates
+        The new params, then the averages (``<param>.asgd.ax``; on the multi-tensor path one
+        flat buffer per dtype, ``asgd.ax``, shown per param by ``named_state()``) and the step
+        counter ``asgd.t``. The averages are recorded as averages of the params, so
+        :func:`swap_averages` accepts these updates.
+
+    Notes
+    -----
+    torch.optim.ASGD with the same defaults (``lr`` is ``learning_rate``), params and averages
+    (torch's ``state["ax"]``) step for step while the learning rate is constant. With a
+    learning rate that changes (a shared variable, a schedule), :math:`\eta_t` here uses the
+    rate of the current step; torch computes it at the end of the previous step from the rate
+    then, so it lags one step behind. torch accepts negative ``lambd``, ``alpha`` and ``t0``;
+    here they are refused. optax has no ASGD.
+
+    References
+    ----------
+    Polyak and Juditsky (1992). Acceleration of stochastic approximation by averaging. SIAM J.
+    Control Optim. 30(4): 838-855. Bottou (2012). Stochastic gradient descent tricks. Neural
+    Networks: Tricks of the Trade, LNCS 7700.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> averaged = updates.asgd((w**2).sum(), [w], learning_rate=0.1, t0=0.0)
+    >>> list(averaged.named_state())
+    ['w.asgd.ax', 'asgd.t']
+    >>> step = pytensor.function([], [], updates=averaged)
+    >>> for _ in range(3):
+    ...     _ = step()
+    >>> with updates.swap_averages(averaged):  # the params hold their averages in the block
+    ...     print(np.round(w.get_value(), 4))
+    [0.576 0.576]
+    """
+    return apply_rule(
+        ASGD,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        lambd=lambd,
+        alpha=alpha,
+        t0=t0,
+        weight_decay=weight_decay,
     )
 
 

@@ -571,7 +571,8 @@ def swap_averages(updates: Updates) -> Iterator[dict]:
     Parameters
     ----------
     updates : Updates
-        A result of :func:`apply_ema` (possibly wrapped further).
+        A result of :func:`apply_ema` or :func:`asgd` (possibly wrapped further). A param
+        averaged twice (``apply_ema`` around ``asgd``) holds the outer average, ``apply_ema``'s.
 
     Yields
     ------
@@ -589,10 +590,10 @@ def swap_averages(updates: Updates) -> Iterator[dict]:
     sync_variables([*updates.params, *updates.state])
     holders = [variable for variable in updates.state if state_record(variable).averages]
     if not holders:
-        raise ValueError(f"{who}: these updates keep no averages; build them with apply_ema")
+        raise ValueError(f"{who}: these updates keep no averages; build them with apply_ema (or asgd)")
 
-    def swap():
-        for holder in holders:
+    def swap(order):
+        for holder in order:
             averages = holder.get_value()
             flat = averages.reshape(-1)
             for param, piece in zip(state_record(holder).averages, pieces_of(holder)):
@@ -602,11 +603,13 @@ def swap_averages(updates: Updates) -> Iterator[dict]:
                 flat[piece.start : stop] = value.reshape(-1)
             holder.set_value(averages)
 
-    swap()
+    # Undone in reverse order: with two averages of one param (apply_ema around asgd), the param
+    # holds the outer one in the block, and every value is back in place after it.
+    swap(holders)
     try:
         yield {param: holder for holder in holders for param in state_record(holder).averages}
     finally:
-        swap()
+        swap(holders[::-1])
 
 
 # -- gradient accumulation -------------------------------------------------------------------------
