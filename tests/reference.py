@@ -270,6 +270,59 @@ def asgd(p, g, s, t, learning_rate, lambd, alpha, t0, weight_decay):
     return p
 
 
+@_rule(
+    "m",
+    "v",
+    learning_rate=1e-3,
+    beta1=0.9,
+    beta2=0.9999,
+    epsilon=1e-6,
+    clip_exponent=0.25,
+    use_clipping=True,
+    nesterov=False,
+)
+def adopt(p, g, s, t, learning_rate, beta1, beta2, epsilon, clip_exponent, use_clipping, nesterov):
+    """ADOPT (Taniguchi et al. 2024, Algorithm 1 with the clipped update of its Section 5): the
+    paper's step 0 (our t = 1) only sets v = g**2; at its step k = t - 1 >= 1:
+    m <- b1 m + (1 - b1) clip(g / max(sqrt(v), eps), k**e); p <- p - lr m;
+    v <- b2 v + (1 - b2) g**2 (v of the steps before in the normalization)"""
+    one = p.dtype.type(1)
+    if t == one:
+        s["v"] = g**2
+        return p
+    normalized = g / np.maximum(np.sqrt(s["v"]), epsilon)
+    if use_clipping:
+        bound = (t - one) ** clip_exponent
+        normalized = np.clip(normalized, -bound, bound)
+    s["m"] = beta1 * s["m"] + (one - beta1) * normalized
+    s["v"] = beta2 * s["v"] + (one - beta2) * g**2
+    step = beta1 * s["m"] + (one - beta1) * normalized if nesterov else s["m"]
+    return p - learning_rate * step
+
+
+@_rule(
+    "m1",
+    "m2",
+    "nu",
+    learning_rate=1e-3,
+    beta1=0.9,
+    beta2=0.999,
+    beta3=0.9999,
+    alpha=5.0,
+    epsilon=1e-8,
+    weight_decay=0.0,
+)
+def ademamix(p, g, s, t, learning_rate, beta1, beta2, beta3, alpha, epsilon, weight_decay):
+    """AdEMAMix (Pagliardini et al. 2024, Algorithm 1, alpha and beta3 constant): a fast and a
+    slow EMA of g, m1 bias-corrected, m2 not: p <- p - lr ((m1hat + alpha m2) / (sqrt(nuhat) + eps) + wd p)"""
+    one = p.dtype.type(1)
+    s["m1"] = beta1 * s["m1"] + (one - beta1) * g
+    s["m2"] = beta3 * s["m2"] + (one - beta3) * g
+    s["nu"] = beta2 * s["nu"] + (one - beta2) * g**2
+    m1_hat, nu_hat = s["m1"] / (one - beta1**t), s["nu"] / (one - beta2**t)
+    return p - learning_rate * ((m1_hat + alpha * s["m2"]) / (np.sqrt(nu_hat) + epsilon) + weight_decay * p)
+
+
 def _ratio(numerator, denominator):
     return numerator / denominator if numerator > 0 and denominator > 0 else 1
 

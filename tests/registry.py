@@ -86,6 +86,23 @@ RULES = [
         {"learning_rate": 0.05, "lambd": 0.5, "alpha": 0.6, "t0": 10.0, "weight_decay": 0.1},
         {**NEGATIVE_LR, "lambd": (-1e-4, r">= 0"), "t0": (-1.0, r">= 0"), "alpha": (-0.5, r">= 0")},
     ),
+    RuleCase(
+        "adopt",
+        {"learning_rate": 0.05, "beta2": 0.99},
+        {**NEGATIVE_LR, **BETAS, **NEGATIVE_EPS, "clip_exponent": (-0.25, r">= 0")},
+    ),
+    RuleCase(
+        "adopt",
+        {"learning_rate": 0.05, "beta1": 0.8, "beta2": 0.99, "epsilon": 1e-3},
+        {"epsilon": (-1.0, r">= 0"), "clip_exponent": (-1.0, r">= 0")},
+        variant="adopt-nesterov-unclipped",
+        options={"use_clipping": False, "nesterov": True},
+    ),
+    RuleCase(
+        "ademamix",
+        {**ADAM_LIKE, "beta3": 0.99, "alpha": 2.0, "weight_decay": 0.1},
+        {**NEGATIVE_LR, **BETAS, **NEGATIVE_EPS, "beta3": (1.0, r"in \[0, 1\)"), "alpha": (-1.0, r">= 0")},
+    ),
     RuleCase("lamb", {"learning_rate": 0.01, "weight_decay": 0.01}, {**BETAS, **NEGATIVE_EPS}),
     RuleCase(
         "lars",

@@ -203,3 +203,38 @@ def test_asgd_partial_application_and_ranges():
         updates.asgd(weight_decay=-0.1)
     with pytest.raises(TypeError, match=r"^asgd: got an unexpected keyword argument 'lr'; did you mean"):
         updates.asgd(pt.sum(w**2), [w], lr=0.1)
+
+
+# -- ADOPT's first step and options -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["fused", "per_parameter"])
+def test_adopt_first_step_only_sets_v_even_without_epsilon(path):
+    """The first step leaves the params and m alone and sets v to g**2; a zero gradient with
+    epsilon 0 (0/0 in the normalization) leaves no NaN behind."""
+    w = pytensor.shared(np.array([1.0, -2.0, 3.0]), name="w")
+    g = pt.vector("g", dtype="float64")
+    with updates.per_parameter() if path == "per_parameter" else contextlib.nullcontext():
+        result = updates.adopt([g], [w], learning_rate=0.1, epsilon=0.0)
+    step = pytensor.function([g], [], updates=result, mode="FAST_COMPILE")
+    step(np.array([0.5, 0.0, -2.0]))
+    state = result.named_state()
+    np.testing.assert_array_equal(w.get_value(), [1.0, -2.0, 3.0])
+    np.testing.assert_array_equal(state["w.adopt.m"], 0.0)
+    np.testing.assert_array_equal(state["w.adopt.v"], [0.25, 0.0, 4.0])
+    step(np.array([1.0, 0.0, -2.0]))  # k = 1: the clipping bound is 1 (w[1] is 0/0, as in optax)
+    state = result.named_state()
+    np.testing.assert_allclose(state["w.adopt.m"][[0, 2]], [0.1, -0.1], rtol=1e-15)
+    np.testing.assert_allclose(w.get_value()[[0, 2]], [0.99, 3.01], rtol=1e-15)
+
+
+def test_adopt_options_partial_application_and_ranges():
+    w = pytensor.shared(np.ones(3, "float32"), name="w")
+    rule = updates.adopt(learning_rate=0.1, nesterov=True)
+    result = rule(pt.sum(w**2), [w])
+    assert list(result.named_state()) == ["w.adopt.m", "w.adopt.v", "adopt.t"]
+    assert result.config[0]["nesterov"] is True and result.config[0]["use_clipping"] is True
+    with pytest.raises(TypeError, match=r"^adopt: use_clipping must be True or False, got 1"):
+        updates.adopt(use_clipping=1)
+    with pytest.raises(ValueError, match=r"^adopt: clip_exponent must be >= 0, got -1"):
+        updates.adopt(clip_exponent=-1)

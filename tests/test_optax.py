@@ -165,3 +165,108 @@ def test_the_schedules_coming_from_optax_maps_give_optax_values(name):
     t = pt.lscalar("t")
     ours = pytensor.function([t], make_ours()(t))
     np.testing.assert_allclose([float(ours(k)) for k in counts], expected, rtol=1e-12, atol=1e-15)
+
+
+# -- rules compared on their state too -------------------------------------------------------------
+
+
+def _linear(init_value: float, end_value: float, steps: int):
+    """optax's linear_schedule in float64 (optax's own computes in float32 at its int32 count)."""
+    return lambda count: (
+        init_value + (end_value - init_value) * jax.numpy.minimum(count, steps).astype("float64") / steps
+    )
+
+
+# (optax's transformation, this library's rule on (grads, params), {this library's slot: the field
+# of optax's first state}): params and every slot are compared after each step.
+STATE_RULES = {
+    "adopt": (
+        lambda: optax.contrib.adopt(0.01),
+        lambda g, p: updates.adopt(g, p, learning_rate=0.01),
+        {"m": "mu", "v": "nu"},
+    ),
+    "adopt nesterov unclipped": (
+        lambda: optax.contrib.adopt(0.02, b1=0.8, b2=0.99, eps=1e-3, nesterov=True, use_clipping=False),
+        lambda g, p: updates.adopt(
+            g, p, learning_rate=0.02, beta1=0.8, beta2=0.99, epsilon=1e-3, use_clipping=False, nesterov=True
+        ),
+        {"m": "mu", "v": "nu"},
+    ),
+    "adopt clip_value_fn": (
+        lambda: optax.contrib.adopt(0.01, b2=0.999, clip_value_fn=lambda k: k**0.5),
+        lambda g, p: updates.adopt(g, p, learning_rate=0.01, beta2=0.999, clip_exponent=0.5),
+        {"m": "mu", "v": "nu"},
+    ),
+    "ademamix": (
+        lambda: optax.contrib.ademamix(0.01, b3=0.99, weight_decay=0.1),
+        lambda g, p: updates.ademamix(g, p, learning_rate=0.01, beta3=0.99, weight_decay=0.1),
+        {"m1": "m1", "m2": "m2", "nu": "nu"},
+    ),
+    "ademamix defaults": (
+        lambda: optax.contrib.ademamix(0.01),
+        lambda g, p: updates.ademamix(g, p, learning_rate=0.01),
+        {"m1": "m1", "m2": "m2", "nu": "nu"},
+    ),
+    "ademamix alpha and beta3 schedules": (
+        lambda: optax.contrib.ademamix(0.01, b3=_linear(0.9, 0.999, 30), alpha=_linear(0.0, 4.0, 20)),
+        lambda g, p: updates.ademamix(
+            g,
+            p,
+            learning_rate=0.01,
+            beta3=schedules.linear_warmup(peak_value=0.999, warmup_steps=30, init_value=0.9),
+            alpha=schedules.linear_warmup(peak_value=4.0, warmup_steps=20, init_value=0.0),
+        ),
+        {"m1": "m1", "m2": "m2", "nu": "nu"},
+    ),
+    "zero_nans then adopt": (
+        lambda: optax.chain(optax.zero_nans(), optax.contrib.adopt(0.01)),
+        lambda g, p: updates.adopt(g, p, learning_rate=0.01, clear_nan=True),
+        {"m": "mu", "v": "nu"},
+    ),
+}
+
+
+def _first_state_with(state, field: str):
+    """The first record of optax's (possibly nested) state that has ``field``."""
+    if hasattr(state, field):
+        return state
+    for part in state if isinstance(state, tuple) else ():
+        found = _first_state_with(part, field)
+        if found is not None:
+            return found
+    return None
+
+
+@pytest.mark.parametrize("name", STATE_RULES)
+def test_rules_match_optax_in_params_and_state(name):
+    make_optax, rule, slots = STATE_RULES[name]
+    rng = np.random.default_rng(1)
+    start = [rng.normal(size=shape) for shape in SHAPES]
+    stream = gradient_stream(2, with_nan=name.startswith("zero_nans"))
+    params = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(start)]
+    grads = [pt.tensor(f"g{i}", dtype="float64", shape=shape) for i, shape in enumerate(SHAPES)]
+    result = rule(grads, params)
+    rule_name = result.config[0]["rule"]
+    step = pytensor.function(grads, [], updates=result)
+    with jax.enable_x64(True):  # optax's schedules fix their dtype when built
+        transformation = make_optax()
+        theirs = [jax.numpy.asarray(x) for x in start]
+        state = transformation.init(theirs)
+        for k, g in enumerate(stream):
+            steps, state = transformation.update([jax.numpy.asarray(x) for x in g], state, theirs)
+            theirs = optax.apply_updates(theirs, steps)
+            step(*g)
+            ours = result.named_state()
+            for i, (p, want) in enumerate(zip(params, theirs)):
+                message = f"step {k + 1}, p{i}"
+                np.testing.assert_allclose(p.get_value(), want, rtol=1e-10, atol=1e-300, err_msg=message)
+                for slot, field in slots.items():
+                    expected = getattr(_first_state_with(state, field), field)[i]
+                    np.testing.assert_allclose(
+                        ours[f"p{i}.{rule_name}.{slot}"],
+                        expected,
+                        rtol=1e-10,
+                        atol=1e-300,
+                        err_msg=f"{message} {slot}",
+                    )
+    assert not np.allclose(params[1].get_value(), start[1]), "trajectory did not move"

@@ -3,7 +3,8 @@ r"""Rules beyond Lasagne: the optimizers torch.optim and optax users take for gr
 Same conventions as :mod:`updates.rules`: :math:`g` the gradient, :math:`\eta` the learning rate,
 :math:`t` the step count (1 on the first step), elementwise operations, state starting at zero.
 Where torch.optim has the algorithm, the rule follows torch's formulation (epsilon placement and
-bias corrections), and the tests compare trajectories with torch live. :func:`lamb`, :func:`lars`
+bias corrections), and the tests compare trajectories with torch live; where only optax has it
+(:func:`adopt`, :func:`ademamix`), optax's, compared with optax live. :func:`lamb`, :func:`lars`
 and :func:`esgd` need whole tensors (norms, Hessian-vector products), so they are built per
 parameter; every other rule runs on the multi-tensor path.
 """
@@ -33,6 +34,8 @@ __all__ = [
     "lion",
     "rprop",
     "asgd",
+    "adopt",
+    "ademamix",
     "lamb",
     "lars",
     "adagrad_window",
@@ -789,6 +792,262 @@ def asgd(
         lambd=lambd,
         alpha=alpha,
         t0=t0,
+        weight_decay=weight_decay,
+    )
+
+
+# -- ADOPT ---------------------------------------------------------------------------------------
+
+
+def _adopt_schedule(h, t, step):
+    # The first step only sets v; the clipping bound c = (t - 1)**e is optax's count**e.
+    return dict(first=pt.cast(pt.eq(step, 1), t.dtype), clip=(t - 1) ** h.clip_exponent)
+
+
+def _adopt_kernel(use_clipping: bool, nesterov: bool):
+    """ADOPT's equations: with or without the clipping of the normalized gradient, with or
+    without Nesterov's look-ahead."""
+
+    def kernel(h, param, grad, m, v):
+        u = grad / pt.maximum(pt.sqrt(v), h.epsilon)  # normalized by the v of the steps before
+        if use_clipping:
+            u = pt.minimum(pt.maximum(u, -h.clip), h.clip)
+        m_new = h.beta1 * m + (1 - h.beta1) * u
+        step = h.beta1 * m_new + (1 - h.beta1) * u if nesterov else m_new
+        v_new = h.beta2 * v + (1 - h.beta2) * pt.sqr(grad)
+        first = h.first
+        return (
+            pt.switch(first, param, param - h.learning_rate * step),
+            pt.switch(first, m, m_new),
+            pt.switch(first, pt.sqr(grad), v_new),
+        )
+
+    return kernel
+
+
+ADOPT = {
+    (use_clipping, nesterov): Rule(
+        "adopt",
+        _adopt_kernel(use_clipping, nesterov),
+        slots=("m", "v"),
+        per_step=_adopt_schedule,
+        ranges=dict(ADAM_RANGES, clip_exponent=NON_NEGATIVE),
+    )
+    for use_clipping in (False, True)
+    for nesterov in (False, True)
+}
+
+
+def _adopt_rule(use_clipping: bool, nesterov: bool) -> Rule:
+    for name, value in (("use_clipping", use_clipping), ("nesterov", nesterov)):
+        if not isinstance(value, (bool, np.bool_)):
+            raise TypeError(f"adopt: {name} must be True or False, got {value!r}")
+    return ADOPT[bool(use_clipping), bool(nesterov)]
+
+
+@update_rule
+def adopt(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    beta1: Any = 0.9,
+    beta2: Any = 0.9999,
+    epsilon: Any = 1e-6,
+    clip_exponent: Any = 0.25,
+    *,
+    use_clipping: bool = True,
+    nesterov: bool = False,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""ADOPT: Adam with the gradient normalized by the second moment of the steps before.
+
+    The first step only sets :math:`v \leftarrow g^2` (the params and :math:`m` stay as they
+    are). Every later step, with :math:`k = t - 1` the number of steps taken before this one:
+
+    .. math::
+
+        u &= \operatorname{clip}\left(\frac{g}{\max(\sqrt{v}, \epsilon)},\,
+            -k^{e},\, k^{e}\right) \\
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, u \\
+        p &\leftarrow p - \eta\, m \\
+        v &\leftarrow \beta_2 v + (1 - \beta_2)\, g^2
+
+    :math:`v` in :math:`u` is the one of the steps before, so the current gradient does not
+    scale itself. With ``use_clipping=False``, :math:`u = g / \max(\sqrt{v}, \epsilon)`; with
+    ``nesterov=True`` the step is :math:`p \leftarrow p - \eta\, (\beta_1 m + (1 - \beta_1)\, u)`
+    with the new :math:`m`.
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3.
+    beta1, beta2 : float or scalar tensor
+        The decays of the moving averages of the normalized gradient and of the squared
+        gradient, in [0, 1), defaults 0.9 and 0.9999.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, the floor of :math:`\sqrt{v}`, default 1e-6.
+    clip_exponent : float or scalar tensor
+        :math:`e \ge 0`, the bound of the clipping grows as :math:`k^{e}`, default 0.25.
+    use_clipping : bool
+        Clip the normalized gradient, default True.
+    nesterov : bool
+        Step with Nesterov's look-ahead of :math:`m`, default False.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    ``optax.contrib.adopt`` with the same defaults, step for step, params and state
+    (optax's ``mu`` and ``nu`` are ``m`` and ``v``): ``clip_value_fn`` is ``lambda k: k**e``
+    of optax's count :math:`k`, its default ``k**0.25``, and ``use_clipping`` and ``nesterov``
+    are optax's. optax needs a ``learning_rate``; 1e-3 is the authors' default. A first
+    step with :math:`\epsilon = 0` and a zero gradient leaves :math:`m` at 0 here; optax
+    puts NaN there (0/0). torch.optim has no ADOPT.
+
+    References
+    ----------
+    Taniguchi, Harada, Minegishi, Oshima, Jeong, Nagahara, Iiyama, Suzuki, Iwasawa and Matsuo
+    (2024). ADOPT: Modified Adam can converge with any :math:`\beta_2` with the optimal rate.
+    NeurIPS. arXiv:2411.02853.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> result = updates.adopt((w**2).sum(), [w], learning_rate=0.1)
+    >>> list(result.named_state())
+    ['w.adopt.m', 'w.adopt.v', 'adopt.t']
+    >>> step = pytensor.function([], [], updates=result)
+    >>> for _ in range(3):
+    ...     _ = step()
+    >>> print(np.round(w.get_value(), 4))  # the first step only sets v
+    [0.9711 0.9711]
+    """
+    return apply_rule(
+        _adopt_rule(use_clipping, nesterov),
+        loss_or_grads,
+        params,
+        clear_nan,
+        options=("use_clipping", "nesterov"),
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        epsilon=epsilon,
+        clip_exponent=clip_exponent,
+        use_clipping=use_clipping,
+        nesterov=nesterov,
+    )
+
+
+# -- AdEMAMix ------------------------------------------------------------------------------------
+
+
+def _ademamix(h, param, grad, m1, m2, nu):
+    m1 = h.beta1 * m1 + (1 - h.beta1) * grad
+    m2 = h.beta3 * m2 + (1 - h.beta3) * grad
+    nu = h.beta2 * nu + (1 - h.beta2) * pt.sqr(grad)
+    direction = (m1 / h.bc1 + h.alpha * m2) / (pt.sqrt(nu / h.bc2) + h.epsilon)
+    return param - h.learning_rate * (direction + h.weight_decay * param), m1, m2, nu
+
+
+def _ademamix_bias_corrections(h, t, step):
+    return dict(bc1=1 - h.beta1**t, bc2=1 - h.beta2**t)
+
+
+ADEMAMIX = Rule(
+    "ademamix",
+    _ademamix,
+    slots=("m1", "m2", "nu"),
+    per_step=_ademamix_bias_corrections,
+    ranges=dict(ADAM_RANGES, beta3=UNIT, alpha=NON_NEGATIVE, weight_decay=NON_NEGATIVE),
+)
+
+
+@update_rule
+def ademamix(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    beta1: Any = 0.9,
+    beta2: Any = 0.999,
+    beta3: Any = 0.9999,
+    alpha: Any = 5.0,
+    epsilon: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""AdEMAMix: Adam whose step mixes a fast and a slow moving average of the gradient.
+
+    .. math::
+
+        m_1 &\leftarrow \beta_1 m_1 + (1 - \beta_1)\, g \\
+        m_2 &\leftarrow \beta_3 m_2 + (1 - \beta_3)\, g \\
+        \nu &\leftarrow \beta_2 \nu + (1 - \beta_2)\, g^2 \\
+        p &\leftarrow p - \eta \left(\frac{m_1 / (1 - \beta_1^t) + \alpha\, m_2}
+            {\sqrt{\nu / (1 - \beta_2^t)} + \epsilon} + \lambda p\right)
+
+    The slow average :math:`m_2` is not bias-corrected, so it fills in slowly. The paper warms
+    :math:`\alpha` and :math:`\beta_3` up over the first steps; give them as schedules for
+    that (they are evaluated at :math:`t - 1`, as optax evaluates its ``alpha`` and ``b3``).
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3.
+    beta1, beta2 : float or scalar tensor
+        The decays of the fast moving average of the gradient and of the average of its
+        square, in [0, 1), defaults 0.9 and 0.999.
+    beta3 : float, scalar tensor or schedule
+        :math:`\beta_3`, the decay of the slow moving average, in [0, 1), default 0.9999.
+    alpha : float, scalar tensor or schedule
+        :math:`\alpha \ge 0`, the weight of the slow average, default 5.0.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, added to the root of the bias-corrected :math:`\nu`, default 1e-8.
+    weight_decay : float or scalar tensor
+        :math:`\lambda \ge 0`, decoupled weight decay multiplied by :math:`\eta`, default 0.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    ``optax.contrib.ademamix`` with the same defaults (``b1``, ``b2``, ``b3``, ``eps`` are
+    ``beta1``, ``beta2``, ``beta3``, ``epsilon``), step for step, params and state (``m1``,
+    ``m2``, ``nu``); optax needs a ``learning_rate`` and also has ``eps_root`` (0 here) and a
+    weight-decay ``mask`` (use :func:`merge_updates` for groups). Its ``alpha`` and ``b3`` as
+    callables of optax's count are schedules here. torch.optim has no AdEMAMix.
+
+    References
+    ----------
+    Pagliardini, Ablin and Grangier (2024). The AdEMAMix optimizer: better, faster, older.
+    arXiv:2409.03137.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.ademamix((w**2).sum(), [w]).named_state())
+    ['w.ademamix.m1', 'w.ademamix.m2', 'w.ademamix.nu', 'ademamix.t']
+    """
+    return apply_rule(
+        ADEMAMIX,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        beta3=beta3,
+        alpha=alpha,
+        epsilon=epsilon,
         weight_decay=weight_decay,
     )
 
