@@ -27,6 +27,8 @@ FAMILIES = {
     "updates.checks": "Argument checks",
     "updates.rules": "Update rules",
     "updates.modern": "Rules beyond Lasagne",
+    "updates.schedule_free": "Schedule-Free rules",
+    "updates.factored": "Factored rules",
     "updates.momentum": "Momentum",
     "updates.wrappers": "Update wrappers",
     "updates.constraints": "Norm constraints",

@@ -323,6 +323,58 @@ def ademamix(p, g, s, t, learning_rate, beta1, beta2, beta3, alpha, epsilon, wei
     return p - learning_rate * ((m1_hat + alpha * s["m2"]) / (np.sqrt(nu_hat) + epsilon) + weight_decay * p)
 
 
+def _schedule_free(p, s, t, z_step, learning_rate, warmup_steps, beta1, weight_lr_power):
+    """Schedule-Free (Defazio et al. 2024, Algorithm 1) as optax.contrib computes it, with x
+    kept (not recovered from y and z): z <- z - lr_{t-1} u(y); lr_max = max(lr_max, lr_t);
+    c = lr_max**r / sum of those weights; x <- (1 - c) x + c z; y = (1 - b1) z + b1 x. The
+    warmup lr_k = lr min(k, T) / T is optax's; the paper folds Adam's sqrt(1 - b2**t) into the
+    weights' rate and weighs by the current one, optax by the largest so far."""
+    zero, one = p.dtype.type(0), p.dtype.type(1)
+    if t == one:
+        s["z"], s["x"] = p.copy(), p.copy()
+        s["max_lr"], s["weight_sum"] = zero, zero
+
+    def rate(k):
+        return learning_rate * (min(k, warmup_steps) / warmup_steps if warmup_steps > zero else one)
+
+    s["z"] = s["z"] - rate(t - one) * z_step
+    s["max_lr"] = max(s["max_lr"], rate(t))
+    weight = s["max_lr"] ** weight_lr_power
+    s["weight_sum"] = s["weight_sum"] + weight
+    c = weight / s["weight_sum"] if s["weight_sum"] > zero else zero
+    s["x"] = (one - c) * s["x"] + c * s["z"]
+    return (one - beta1) * s["z"] + beta1 * s["x"]
+
+
+@_rule("z", "x", learning_rate=1.0, warmup_steps=0, beta1=0.9, weight_decay=0.0, weight_lr_power=2.0)
+def schedule_free_sgd(p, g, s, t, learning_rate, warmup_steps, beta1, weight_decay, weight_lr_power):
+    """Schedule-Free SGD: the step of z is lr (g + wd y), the gradient and decay at y = p."""
+    return _schedule_free(p, s, t, g + weight_decay * p, learning_rate, warmup_steps, beta1, weight_lr_power)
+
+
+@_rule(
+    "z",
+    "v",
+    "x",
+    learning_rate=0.0025,
+    warmup_steps=0,
+    beta1=0.9,
+    beta2=0.999,
+    epsilon=1e-8,
+    weight_decay=0.0,
+    weight_lr_power=2.0,
+)
+def schedule_free_adamw(
+    p, g, s, t, learning_rate, warmup_steps, beta1, beta2, epsilon, weight_decay, weight_lr_power
+):
+    """Schedule-Free AdamW: v <- b2 v + (1 - b2) g**2; the step of z is
+    lr (g / (sqrt(v / (1 - b2**t)) + eps) + wd y), with y = p."""
+    one = p.dtype.type(1)
+    s["v"] = beta2 * s["v"] + (one - beta2) * g**2
+    step = g / (np.sqrt(s["v"] / (one - beta2**t)) + epsilon) + weight_decay * p
+    return _schedule_free(p, s, t, step, learning_rate, warmup_steps, beta1, weight_lr_power)
+
+
 def _ratio(numerator, denominator):
     return numerator / denominator if numerator > 0 and denominator > 0 else 1
 
@@ -345,6 +397,40 @@ def lars(p, g, s, t, learning_rate, momentum, weight_decay, trust_coefficient, e
     local = _ratio(trust_coefficient * p_norm, g_norm + weight_decay * p_norm + epsilon)
     s["velocity"] = momentum * s["velocity"] + learning_rate * local * (g + weight_decay * p)
     return p - s["velocity"]
+
+
+def _rms(x):
+    return np.sqrt(np.mean(np.square(x)))
+
+
+@_rule(
+    learning_rate=1e-2, beta2_decay=-0.8, epsilon1=None, epsilon2=1e-3, clip_threshold=1.0, weight_decay=0.0
+)
+def adafactor(p, g, s, t, learning_rate, beta2_decay, epsilon1, epsilon2, clip_threshold, weight_decay):
+    """Shazeer and Stern (2018), Algorithms 4 and 5 with beta1 = 0, as torch.optim.Adafactor:
+    beta2_t = 1 - t**c; rho = min(lr, 1 / sqrt(t)); alpha = max(eps2, RMS(p)) rho.
+    ndim >= 2, over the last two axes: R <- beta2_t R + (1 - beta2_t) mean_cols(g**2),
+    C <- beta2_t C + (1 - beta2_t) mean_rows(g**2), V = outer(R, C) / max(mean(R), eps1);
+    else V <- beta2_t V + (1 - beta2_t) g**2. U = g / sqrt(max(V, eps1**2));
+    p <- p (1 - lr wd) - alpha / max(1, RMS(U) / d) U. Means, not the paper's sums (the same V);
+    eps1 floors V rather than being added to g**2 (torch's form). eps1 None (NaN once cast):
+    the machine epsilon of p's dtype. Row and column factors kept with torch's shapes."""
+    one = p.dtype.type(1)
+    if np.isnan(epsilon1):
+        epsilon1 = np.finfo(p.dtype).eps
+    beta2_t = one - t**beta2_decay
+    alpha = max(epsilon2, _rms(p)) * min(learning_rate, one / np.sqrt(t))
+    if p.ndim >= 2:
+        r = s.setdefault("row_var", np.zeros((*p.shape[:-1], 1), p.dtype))[..., 0]
+        c = s.setdefault("col_var", np.zeros((*p.shape[:-2], 1, p.shape[-1]), p.dtype))[..., 0, :]
+        r = beta2_t * r + (one - beta2_t) * np.mean(g**2, axis=-1)
+        c = beta2_t * c + (one - beta2_t) * np.mean(g**2, axis=-2)
+        s["row_var"], s["col_var"] = r[..., :, None], c[..., None, :]
+        v = np.einsum("...i,...j->...ij", r, c) / np.maximum(np.mean(r, axis=-1), epsilon1)[..., None, None]
+    else:
+        v = s["variance"] = beta2_t * s.get("variance", np.zeros_like(p)) + (one - beta2_t) * g**2
+    u = g / np.sqrt(np.maximum(v, epsilon1 * epsilon1))
+    return p * (one - learning_rate * weight_decay) - alpha / max(one, _rms(u) / clip_threshold) * u
 
 
 @_rule(learning_rate=1e-3, epsilon=0.1, n_win=10)

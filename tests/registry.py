@@ -51,6 +51,12 @@ NEGATIVE_EPS = {"epsilon": (-1e-8, r">= 0")}
 BETAS = {"beta1": (1.0, r"in \[0, 1\)"), "beta2": (-0.5, r"in \[0, 1\)")}
 RHO = {"rho": (1.0, r"in \[0, 1\)")}
 MOMENTUM = {"momentum": (1.5, r"in \[0, 1\)")}
+SCHEDULE_FREE_BAD = {
+    "beta1": (0.0, r"in \(0, 1\]"),
+    "warmup_steps": (-1, r">= 0"),
+    "weight_lr_power": (-1.0, r">= 0"),
+    "weight_decay": (-0.1, r">= 0"),
+}
 
 RULES = [
     RuleCase("sgd", {"learning_rate": 0.05}, NEGATIVE_LR),
@@ -103,11 +109,58 @@ RULES = [
         {**ADAM_LIKE, "beta3": 0.99, "alpha": 2.0, "weight_decay": 0.1},
         {**NEGATIVE_LR, **BETAS, **NEGATIVE_EPS, "beta3": (1.0, r"in \[0, 1\)"), "alpha": (-1.0, r">= 0")},
     ),
+    RuleCase(
+        "schedule_free_sgd",
+        {"learning_rate": 0.05, "beta1": 0.8, "weight_decay": 0.1, "weight_lr_power": 1.0},
+        {**NEGATIVE_LR, **SCHEDULE_FREE_BAD},
+    ),
+    RuleCase(
+        "schedule_free_sgd",
+        {"learning_rate": 0.05},
+        {"beta1": (1.5, r"in \(0, 1\]")},
+        variant="schedule_free_sgd-warmup",
+        options={"warmup_steps": 5},  # an int: kept out of the float kinds of test_types_are_kept
+    ),
+    RuleCase(
+        "schedule_free_adamw",
+        {**ADAM_LIKE, "weight_decay": 0.1},
+        {**NEGATIVE_LR, **SCHEDULE_FREE_BAD, **NEGATIVE_EPS, "beta2": (1.0, r"in \[0, 1\)")},
+    ),
+    RuleCase(
+        "schedule_free_adamw",
+        {**ADAM_LIKE, "beta1": 0.95, "weight_lr_power": 0.0},
+        {"epsilon": (-1.0, r">= 0")},
+        variant="schedule_free_adamw-warmup",
+        options={"warmup_steps": 8},
+    ),
     RuleCase("lamb", {"learning_rate": 0.01, "weight_decay": 0.01}, {**BETAS, **NEGATIVE_EPS}),
     RuleCase(
         "lars",
         {"learning_rate": 1.0, "momentum": 0.8, "weight_decay": 0.01, "trust_coefficient": 0.02},
         {**MOMENTUM, "trust_coefficient": (0.0, r"> 0")},
+    ),
+    RuleCase(
+        "adafactor",
+        {
+            "learning_rate": 0.05,
+            "epsilon1": 1e-3,
+            "epsilon2": 0.1,
+            "clip_threshold": 1.5,
+            "weight_decay": 0.1,
+        },
+        {
+            **NEGATIVE_LR,
+            "beta2_decay": (0.5, r"<= 0"),
+            "epsilon1": (-1e-3, r">= 0"),
+            "epsilon2": (-1e-3, r">= 0"),
+            "clip_threshold": (0.5, r">= 1"),
+        },
+    ),
+    RuleCase(
+        "adafactor",
+        {"learning_rate": 0.03, "weight_decay": 0.01},
+        {"weight_decay": (-0.1, r">= 0")},
+        variant="adafactor-eps1_of_dtype",
     ),
     RuleCase(
         "adagrad_window", {"learning_rate": 0.05}, {**NEGATIVE_LR, **NEGATIVE_EPS}, options={"n_win": 4}

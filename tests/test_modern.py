@@ -238,3 +238,55 @@ def test_adopt_options_partial_application_and_ranges():
         updates.adopt(use_clipping=1)
     with pytest.raises(ValueError, match=r"^adopt: clip_exponent must be >= 0, got -1"):
         updates.adopt(clip_exponent=-1)
+
+
+# -- Schedule-Free: x is the average swap_averages evaluates with ---------------------------------------
+
+
+@pytest.mark.parametrize("rule", ["schedule_free_sgd", "schedule_free_adamw"])
+@pytest.mark.parametrize("path", ["fused", "per_parameter"])
+def test_schedule_free_x_is_the_only_average_and_is_swapped_in(path, rule):
+    values, params, grads, gradient = asgd_problem()
+    with updates.per_parameter() if path == "per_parameter" else contextlib.nullcontext():
+        result = getattr(updates, rule)(grads, params, learning_rate=0.05, warmup_steps=3)
+    holders = [v for v in result.state if state_record(v).averages]
+    assert [v.name for v in holders] == (
+        [f"{rule}.x"] if path == "fused" else [f"w{i}.{rule}.x" for i in range(3)]
+    )
+    step = pytensor.function(grads, [], updates=result, mode="FAST_COMPILE")
+    reference = REFERENCES[rule](values, learning_rate=0.05, warmup_steps=3)
+    for _ in range(12):
+        g = gradient([p.get_value() for p in params])
+        expected = reference(g)
+        step(*g)
+    trained, state = [p.get_value() for p in params], result.named_state()
+    for i, (param, want) in enumerate(zip(params, expected)):
+        np.testing.assert_allclose(param.get_value(), want, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(state[f"w{i}.{rule}.x"], reference.state[i]["x"], rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(state[f"w{i}.{rule}.z"], reference.state[i]["z"], rtol=1e-12, atol=1e-14)
+    with updates.swap_averages(result) as pairs:
+        assert set(pairs) == set(params)
+        for i, param in enumerate(params):
+            np.testing.assert_array_equal(param.get_value(), state[f"w{i}.{rule}.x"])
+    for param, value in zip(params, trained):
+        np.testing.assert_array_equal(param.get_value(), value)
+    assert not np.allclose(state["w1." + rule + ".x"], trained[1]), "x must differ from y"
+
+
+def test_schedule_free_partial_application_and_ranges():
+    w = pytensor.shared(np.ones(3, "float32"), name="w")
+    rule = updates.schedule_free_adamw(learning_rate=0.01, warmup_steps=10)
+    assert list(rule(pt.sum(w**2), [w]).named_state()) == [
+        "schedule_free_adamw.max_lr",
+        "schedule_free_adamw.weight_sum",
+        "w.schedule_free_adamw.z",
+        "w.schedule_free_adamw.v",
+        "w.schedule_free_adamw.x",
+        "schedule_free_adamw.t",
+    ]
+    with pytest.raises(ValueError, match=r"^schedule_free_sgd: beta1 must be in \(0, 1\], got 0"):
+        updates.schedule_free_sgd(beta1=0)
+    with pytest.raises(TypeError, match=r"^schedule_free_adamw: warmup_steps must be an integer, got float"):
+        updates.schedule_free_adamw(warmup_steps=2.5)
+    with pytest.raises(TypeError, match=r"^schedule_free_sgd: got an unexpected keyword argument 'b1'"):
+        updates.schedule_free_sgd(pt.sum(w**2), [w], b1=0.9)

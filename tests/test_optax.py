@@ -270,3 +270,162 @@ def test_rules_match_optax_in_params_and_state(name):
                         err_msg=f"{message} {slot}",
                     )
     assert not np.allclose(params[1].get_value(), start[1]), "trajectory did not move"
+
+
+# -- Schedule-Free: params (y), the evaluation point x and the state ----------------------------------
+
+
+def _warmup64(peak: float, steps: int):
+    """optax's warmup_constant_schedule(0, peak, steps) in float64 (optax's own computes in
+    float32 at its int32 count, a relative 1e-8 apart)."""
+    return lambda count: peak * jax.numpy.minimum(count, steps).astype("float64") / steps
+
+
+def _schedule_free_sgd64(learning_rate, warmup_steps, b1=0.9, weight_decay=0.0, weight_lr_power=2.0):
+    """optax.contrib.schedule_free_sgd as optax composes it, with the warmup in float64."""
+    rate = _warmup64(learning_rate, warmup_steps)
+    base = optax.chain(optax.add_decayed_weights(weight_decay), optax.sgd(rate))
+    return optax.contrib.schedule_free(base, learning_rate=rate, b1=b1, weight_lr_power=weight_lr_power)
+
+
+def _schedule_free_adamw64(
+    learning_rate, warmup_steps, b1=0.9, b2=0.999, eps=1e-8, weight_decay=0.0, weight_lr_power=2.0
+):
+    """optax.contrib.schedule_free_adamw as optax composes it, with the warmup in float64."""
+    rate = _warmup64(learning_rate, warmup_steps)
+    base = optax.chain(
+        optax.scale_by_rms(decay=b2, eps=eps, eps_in_sqrt=False, bias_correction=True),
+        optax.add_decayed_weights(weight_decay),
+        optax.scale_by_learning_rate(rate),
+    )
+    return optax.contrib.schedule_free(base, learning_rate=rate, b1=b1, weight_lr_power=weight_lr_power)
+
+
+# (optax's transformation, this library's rule, {this library's slot: optax's field}, tolerance).
+# optax's own warmup schedule computes in float32 (learning rates a relative 1e-8 off, grown over
+# the steps): its rows are compared to a relative 1e-5 (and an absolute 1e-7 for values near 0),
+# the same composition with a float64 warmup to 1e-10.
+EXACT = dict(rtol=1e-10, atol=1e-300)
+FLOAT32_WARMUP = dict(rtol=1e-5, atol=1e-7)
+SCHEDULE_FREE = {
+    "sgd": (
+        lambda: optax.contrib.schedule_free_sgd(0.1, b1=0.8, weight_decay=0.1, weight_lr_power=1.0),
+        lambda g, p: updates.schedule_free_sgd(
+            g, p, learning_rate=0.1, beta1=0.8, weight_decay=0.1, weight_lr_power=1.0
+        ),
+        {},
+        EXACT,
+    ),
+    "sgd defaults": (
+        lambda: optax.contrib.schedule_free_sgd(),
+        lambda g, p: updates.schedule_free_sgd(g, p),
+        {},
+        EXACT,
+    ),
+    "sgd warmup": (
+        lambda: _schedule_free_sgd64(0.1, 7, weight_decay=0.05),
+        lambda g, p: updates.schedule_free_sgd(g, p, learning_rate=0.1, warmup_steps=7, weight_decay=0.05),
+        {},
+        EXACT,
+    ),
+    "sgd optax's warmup": (
+        lambda: optax.contrib.schedule_free_sgd(0.1, warmup_steps=7),
+        lambda g, p: updates.schedule_free_sgd(g, p, learning_rate=0.1, warmup_steps=7),
+        {},
+        FLOAT32_WARMUP,
+    ),
+    "adamw": (
+        lambda: optax.contrib.schedule_free_adamw(0.01, weight_decay=0.1),
+        lambda g, p: updates.schedule_free_adamw(g, p, learning_rate=0.01, weight_decay=0.1),
+        {"v": "nu"},
+        EXACT,
+    ),
+    "adamw defaults": (
+        lambda: optax.contrib.schedule_free_adamw(),
+        lambda g, p: updates.schedule_free_adamw(g, p),
+        {"v": "nu"},
+        EXACT,
+    ),
+    "adamw warmup": (
+        lambda: _schedule_free_adamw64(
+            0.01, 10, b1=0.8, b2=0.99, eps=1e-6, weight_decay=0.1, weight_lr_power=1.0
+        ),
+        lambda g, p: updates.schedule_free_adamw(
+            g,
+            p,
+            learning_rate=0.01,
+            warmup_steps=10,
+            beta1=0.8,
+            beta2=0.99,
+            epsilon=1e-6,
+            weight_decay=0.1,
+            weight_lr_power=1.0,
+        ),
+        {"v": "nu"},
+        EXACT,
+    ),
+    "adamw optax's warmup": (
+        lambda: optax.contrib.schedule_free_adamw(0.01, warmup_steps=10),
+        lambda g, p: updates.schedule_free_adamw(g, p, learning_rate=0.01, warmup_steps=10),
+        {"v": "nu"},
+        FLOAT32_WARMUP,
+    ),
+    "zero_nans then adamw": (
+        lambda: optax.chain(optax.zero_nans(), optax.contrib.schedule_free_adamw(0.01)),
+        lambda g, p: updates.schedule_free_adamw(g, p, learning_rate=0.01, clear_nan=True),
+        {"v": "nu"},
+        EXACT,
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SCHEDULE_FREE)
+def test_schedule_free_matches_optax_in_params_eval_params_and_state(name):
+    """After each step: the params (optax's y), x (optax's schedule_free_eval_params, here the
+    slot swap_averages puts in the params), z, the second moment and the scalars."""
+    make_optax, rule, slots, tolerance = SCHEDULE_FREE[name]
+    rng = np.random.default_rng(1)
+    start = [rng.normal(size=shape) for shape in SHAPES]
+    stream = gradient_stream(2, with_nan=name.startswith("zero_nans"))
+    params = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(start)]
+    grads = [pt.tensor(f"g{i}", dtype="float64", shape=shape) for i, shape in enumerate(SHAPES)]
+    result = rule(grads, params)
+    rule_name = result.config[0]["rule"]
+    step = pytensor.function(grads, [], updates=result)
+    with jax.enable_x64(True):
+        transformation = make_optax()
+        theirs = [jax.numpy.asarray(x) for x in start]
+        state = transformation.init(theirs)
+        for k, g in enumerate(stream):
+            steps, state = transformation.update([jax.numpy.asarray(x) for x in g], state, theirs)
+            theirs = optax.apply_updates(theirs, steps)
+            step(*g)
+            ours = result.named_state()
+            free = _first_state_with(state, "z")
+            evaluated = optax.contrib.schedule_free_eval_params(free, theirs)
+            message = f"step {k + 1}"
+            for field in ("max_lr", "weight_sum"):
+                want = getattr(free, field)
+                np.testing.assert_allclose(
+                    ours[f"{rule_name}.{field}"], want, **tolerance, err_msg=f"{message} {field}"
+                )
+            assert ours[f"{rule_name}.t"] == int(free.step_count) - 1 == k + 1
+            for i, p in enumerate(params):
+                np.testing.assert_allclose(p.get_value(), theirs[i], **tolerance, err_msg=f"{message}, p{i}")
+                np.testing.assert_allclose(
+                    ours[f"p{i}.{rule_name}.x"], evaluated[i], **tolerance, err_msg=f"{message}, p{i} x"
+                )
+                np.testing.assert_allclose(
+                    ours[f"p{i}.{rule_name}.z"], free.z[i], **tolerance, err_msg=f"{message}, p{i} z"
+                )
+                for slot, field in slots.items():
+                    want = getattr(_first_state_with(free.base_optimizer_state, field), field)[i]
+                    np.testing.assert_allclose(
+                        ours[f"p{i}.{rule_name}.{slot}"], want, **tolerance, err_msg=f"{message}, p{i} {slot}"
+                    )
+    with updates.swap_averages(result):
+        for p, want in zip(params, evaluated):
+            np.testing.assert_allclose(p.get_value(), want, **tolerance)
+    for p, want in zip(params, theirs):
+        np.testing.assert_allclose(p.get_value(), want, **tolerance)
+    assert not np.allclose(params[1].get_value(), start[1]), "trajectory did not move"

@@ -250,3 +250,97 @@ def test_asgd_params_and_averages_match_torch(impl, config):
         assert not np.allclose(averages[1], params[1]), "the average must differ from the params"
     else:
         assert all(np.array_equal(a, p) for a, p in zip(averages, params)), "t0=1e6: ax is the params"
+
+
+# Adafactor keeps factored second moments of other shapes than the params (torch's
+# state["row_var"] and state["col_var"], "<param>.adafactor.row_var" and ".col_var" here) for the
+# matrix and the 3-D param, state["variance"] for the vector and the scalar: all compared with the
+# params, over 80 steps. Larger steps (lr 0.05 with weight decay) turn this problem chaotic near
+# its optimum, where the normalized step amplifies the rounding of g = A (p - c) + 0.1 p**3.
+ADAFACTOR_SHAPES = [(4, 5), (6,), (2, 3, 4), ()]
+ADAFACTOR_STEPS = 80
+ADAFACTOR_CASES = {
+    "defaults": ({}, {}),
+    "weight_decay": ({"learning_rate": 0.02, "weight_decay": 0.05}, {"lr": 0.02, "weight_decay": 0.05}),
+    "floors_and_clip": (
+        {"learning_rate": 0.03, "epsilon1": 1e-3, "epsilon2": 0.1, "clip_threshold": 1.5},
+        {"lr": 0.03, "eps": (1e-3, 0.1), "d": 1.5},
+    ),
+    "beta2_decay": (
+        {"learning_rate": 0.02, "beta2_decay": -0.5, "epsilon1": 1e-3},
+        {"lr": 0.02, "beta2_decay": -0.5, "eps": (1e-3, 1e-3)},
+    ),
+}
+
+
+def _adafactor_problem():
+    rng = np.random.default_rng(42)
+    p0 = [rng.normal(size=s) for s in ADAFACTOR_SHAPES]
+    A = [rng.uniform(0.5, 2.0, size=s) for s in ADAFACTOR_SHAPES]
+    c = [rng.normal(size=s) for s in ADAFACTOR_SHAPES]
+    return p0, lambda ps: [a * (p - ci) + 0.1 * p**3 for p, a, ci in zip(ps, A, c)]
+
+
+def _adafactor_slots(p):
+    return ("row_var", "col_var") if np.ndim(p) >= 2 else ("variance",)
+
+
+def _adafactor_torch(p0, grad, kwargs):
+    params = [torch.tensor(p, dtype=torch.float64) for p in p0]
+    opt = torch.optim.Adafactor(params, foreach=False, **kwargs)
+    out = []
+    for _ in range(ADAFACTOR_STEPS):
+        for p, g in zip(params, grad([p.numpy() for p in params])):
+            p.grad = torch.from_numpy(np.array(g))
+        opt.step()
+        state = {
+            (i, k): opt.state[p][k].numpy().copy() for i, p in enumerate(params) for k in _adafactor_slots(p)
+        }
+        out.append(([p.detach().numpy().copy() for p in params], state))
+    return out
+
+
+def _adafactor_reference(p0, grad, hyper):
+    step, ps, out = REFERENCES["adafactor"](p0, **hyper), p0, []
+    for _ in range(ADAFACTOR_STEPS):
+        ps = step(grad(ps))
+        state = {(i, k): np.array(step.state[i][k]) for i, p in enumerate(ps) for k in _adafactor_slots(p)}
+        out.append((ps, state))
+    return out
+
+
+def _adafactor_library(p0, grad, hyper):
+    import pytensor
+    import pytensor.tensor as pt
+
+    import updates
+
+    params = [pytensor.shared(np.array(p), name=f"w{i}") for i, p in enumerate(p0)]
+    gs = [pt.tensor(dtype=p.dtype, shape=p.type.shape, name=f"g{i}") for i, p in enumerate(params)]
+    result = updates.adafactor(gs, params, **hyper)
+    f = pytensor.function(gs, [], updates=result, mode="FAST_COMPILE")
+    out = []
+    for _ in range(ADAFACTOR_STEPS):
+        f(*grad([p.get_value() for p in params]))
+        named = result.named_state()
+        state = {(i, k): named[f"w{i}.adafactor.{k}"] for i, p in enumerate(p0) for k in _adafactor_slots(p)}
+        out.append(([p.get_value() for p in params], state))
+    return out
+
+
+@pytest.mark.parametrize("impl", [_adafactor_reference, _adafactor_library], ids=["reference", "library"])
+@pytest.mark.parametrize("config", ADAFACTOR_CASES)
+def test_adafactor_params_and_factors_match_torch(impl, config):
+    hyper, kwargs = ADAFACTOR_CASES[config]
+    p0, grad = _adafactor_problem()
+    expected = _adafactor_torch(p0, grad, kwargs)
+    actual = impl(p0, grad, hyper)
+    for t, ((params, state), (want_params, want_state)) in enumerate(zip(actual, expected), start=1):
+        for i, (a, b) in enumerate(zip(params, want_params)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13, err_msg=f"step {t}, param {i}")
+        assert state.keys() == want_state.keys()
+        for key, b in want_state.items():
+            assert state[key].shape == b.shape, (t, key)
+            np.testing.assert_allclose(state[key], b, rtol=1e-10, atol=1e-13, err_msg=f"step {t}, {key}")
+    assert all(not np.allclose(p, q) for p, q in zip(expected[-1][0], p0)), "trajectory did not move"
+    assert expected[-1][1][0, "row_var"].shape == (4, 1) and expected[-1][1][2, "col_var"].shape == (2, 1, 4)

@@ -10,6 +10,7 @@ from updates.checks import ArgumentError
 from updates.constraints import norm_constraint, total_norm_constraint
 from updates.container import Updates
 from updates.engine import per_parameter
+from updates.factored import adafactor
 from updates.grads import get_or_compute_grads
 from updates.lbfgs import lbfgs
 from updates.modern import (
@@ -30,6 +31,7 @@ from updates.modern import (
 )
 from updates.momentum import apply_momentum, apply_nesterov_momentum, momentum, nesterov_momentum
 from updates.rules import adadelta, adagrad, adam, adamax, amsgrad, rmsprop, sgd
+from updates.schedule_free import schedule_free_adamw, schedule_free_sgd
 from updates.schedules import (
     constant,
     cosine_decay,
@@ -102,8 +104,11 @@ __all__ = [
     "asgd",
     "adopt",
     "ademamix",
+    "schedule_free_sgd",
+    "schedule_free_adamw",
     "lamb",
     "lars",
+    "adafactor",
     "adagrad_window",
     "esgd",
     "lbfgs",

@@ -48,7 +48,7 @@ from updates.checks import (
 from updates.container import Updates
 from updates.fused import FusedStep, gated_by
 from updates.grads import clear_nan, loss_of, prepare_grads
-from updates.layout import flat_state, new_state, state_like, step_counter
+from updates.layout import flat_state, new_state, state_like, state_of_shape, step_counter
 from updates.public import checks_keywords
 
 __all__ = ["Rule", "Elementwise", "apply_rule", "wrap_elementwise", "per_parameter", "gated"]
@@ -132,9 +132,15 @@ class Rule:
         the first step (the rule needs ``per_step``). Only with ``per_tensor``.
     ranges : mapping of str to Interval
         The valid concrete values of each hyperparameter, checked when the rule is applied.
-    averages : bool
+    averages : bool or tuple of str
         The slots are running averages of the params (e.g. ASGD's ``ax``): their records say of
-        which, so :func:`updates.swap_averages` can evaluate with them.
+        which, so :func:`updates.swap_averages` can evaluate with them. A tuple names the slots
+        that are (e.g. Schedule-Free's ``x``, not its ``z``).
+    shaped_slots : callable, optional
+        ``shaped_slots(shape) -> ((name, shape), ...)`` or None: the slots of a param of
+        ``shape``, each with its own shape, in place of ``slots`` (e.g. Adafactor's row and
+        column factors of a matrix), or None to keep ``slots`` for that param. Called with the
+        param's shape and with its static shape (None where unknown). Only with ``per_tensor``.
     """
 
     name: str
@@ -145,7 +151,8 @@ class Rule:
     per_tensor: bool = False
     extra: Callable[[Any, list, list, Variable], list[list[Variable]]] | None = None
     ranges: Mapping[str, Interval] = dataclasses.field(default_factory=dict, compare=False)
-    averages: bool = False
+    averages: bool | tuple[str, ...] = False
+    shaped_slots: Callable[[tuple], tuple[tuple[str, tuple], ...] | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -156,7 +163,8 @@ class Elementwise:
     gradient or, for a wrapper, the new value the wrapped updates give the param. With
     ``clear_nan``, NaN entries of ``x`` become 0 first; a ``gated`` step returns the param and
     slots as they were where the scalar ``h.gate`` is 0 (see :func:`gated`). The slots of an
-    ``averages`` step are running averages of the params, and their records say of which.
+    ``averages`` step (or those it names) are running averages of the params, and their records
+    say of which; ``shaped_slots`` is the rule's (see :class:`Rule`).
     """
 
     name: str
@@ -164,13 +172,19 @@ class Elementwise:
     slots: tuple[str, ...] = ()
     clear_nan: bool = False
     gated: bool = False
-    averages: bool = False
+    averages: bool | tuple[str, ...] = False
+    shaped_slots: Callable[[tuple], tuple[tuple[str, tuple], ...] | None] | None = None
+
+    def averaged(self, slot: str) -> bool:
+        """Whether ``slot`` is a running average of the params."""
+        return slot in self.averages if isinstance(self.averages, tuple) else bool(self.averages)
 
     def __call__(self, h: SimpleNamespace, param: Variable, x: Variable, *rest: Variable):
         outputs = self.equations(h, param, clear_nan(x) if self.clear_nan else x, *rest)
         if not self.gated:
             return outputs
-        return gated_by(h.gate, outputs, (param, *rest[len(rest) - len(self.slots) :]))
+        slots = len(outputs) - 1  # the last inputs (with shaped_slots, their number varies by param)
+        return gated_by(h.gate, outputs, (param, *rest[len(rest) - slots :]))
 
 
 _PER_PARAMETER: ContextVar[bool] = ContextVar("per_parameter", default=False)
@@ -252,7 +266,8 @@ def apply_rule(
     params, grads = prepare_grads(rule.name, loss_or_grads, params)
     loss = loss_of(loss_or_grads)
     hyper = {name: give_loss(rule.name, name, value, loss) for name, value in hyper.items()}
-    step = Elementwise(rule.name, rule.kernel, rule.slots, bool(clear_nan), averages=rule.averages)
+    kinds = dict(averages=rule.averages, shaped_slots=rule.shaped_slots)
+    step = Elementwise(rule.name, rule.kernel, rule.slots, bool(clear_nan), **kinds)
     scheduled = any(is_schedule(value) for value in hyper.values())
     counter = step_counter(f"{rule.name}.t") if rule.per_step or scheduled else None
     extra = [()] * len(params)
@@ -313,10 +328,18 @@ def _apply_elementwise(
 
 def _apply_per_parameter(step: Elementwise, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:
     for i, param, x, extra in group:
-        slots = [
-            state_like(param, f"{label(param, i)}.{step.name}.{s}", averages=step.averages)
-            for s in step.slots
-        ]
+        shaped = step.shaped_slots and step.shaped_slots(param.get_value(borrow=True).shape)
+        if shaped:
+            static = dict(step.shaped_slots(param.type.shape))
+            slots = [
+                state_of_shape(param, f"{label(param, i)}.{step.name}.{s}", shape, static[s])
+                for s, shape in shaped
+            ]
+        else:
+            slots = [
+                state_like(param, f"{label(param, i)}.{step.name}.{s}", averages=step.averaged(s))
+                for s in step.slots
+            ]
         new_param, *new_slots = step(h, param, x, *extra, *slots)
         updates[param] = new_param
         for slot, new_slot in zip(slots, new_slots):
@@ -326,7 +349,7 @@ def _apply_per_parameter(step: Elementwise, group, h: SimpleNamespace, updates: 
 def _apply_fused(step: Elementwise, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:
     indices, params, xs, _ = zip(*group)
     buffers = [
-        flat_state(params, indices, f"{step.name}.{slot}", suffix, step.averages) for slot in step.slots
+        flat_state(params, indices, f"{step.name}.{slot}", suffix, step.averaged(slot)) for slot in step.slots
     ]
     names = tuple(vars(h))
     shapes = [p.get_value(borrow=True).shape for p in params]

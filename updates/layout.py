@@ -94,6 +94,13 @@ def state_like(param: SharedVariable, name: str, fill: float = 0.0, averages: bo
     return new_state(value, name, fill, param.type.shape, averages=(param,) if averages else ())
 
 
+def state_of_shape(param: SharedVariable, name: str, shape: tuple[int, ...], static: tuple) -> SharedVariable:
+    """New zero state with ``param``'s dtype but a shape of its own (e.g. a factor of the param's
+    second moments), ``static`` its static shape (None where unknown)."""
+    value = np.zeros(shape, dtype=param.get_value(borrow=True).dtype)
+    return new_state(value, name, 0.0, static)
+
+
 def flat_state(params, indices, role: str, suffix: str = "", averages: bool = False) -> SharedVariable:
     """A zero buffer holding one slot of every param, end to end, each a named piece (with
     ``averages``: recorded as the running averages of ``params``)."""
