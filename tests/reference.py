@@ -375,6 +375,57 @@ def schedule_free_adamw(
     return _schedule_free(p, s, t, step, learning_rate, warmup_steps, beta1, weight_lr_power)
 
 
+def prodigy(
+    params,
+    learning_rate=1.0,
+    beta1=0.9,
+    beta2=0.999,
+    beta3=None,
+    epsilon=1e-8,
+    d0=1e-6,
+    d_coef=1.0,
+    weight_decay=0.0,
+    safeguard_warmup=False,
+):
+    """Prodigy (Mishchenko and Defazio 2023, Algorithm 4, in optax's form): Adam on d-scaled
+    gradients, with the step size d lr sqrt(1 - b2**t) / (1 - b1**t) and d estimated from sums
+    over every param: r <- b3 r + (d / d0) dlr <g, x0 - p>; s <- b3 s + dlr d g / d0 (d**2 g / d0
+    with safeguard_warmup); d' = max(d, coef r / |s|_1); p <- p - wd dlr p - dlr m / (sqrt(v) + d' eps).
+    Not a per-param ``_rule``: its scalars need all the params, so it keeps them itself (in the
+    dtype of the first param)."""
+    params = [np.array(p, copy=True) for p in params]
+    dtype = params[0].dtype.type
+    b1, b2, eps, lr, wd = (dtype(x) for x in (beta1, beta2, epsilon, learning_rate, weight_decay))
+    b3 = dtype(np.sqrt(beta2) if beta3 is None else beta3)
+    d0, coef = dtype(d0), dtype(d_coef)
+    state = [{k: np.zeros_like(p) for k in ("m", "v", "s")} | {"x0": p.copy()} for p in params]
+    scalars = {"d": d0, "numerator": dtype(0), "t": 0}
+
+    def step(grads):
+        scalars["t"] += 1
+        t, d, one = dtype(scalars["t"]), scalars["d"], dtype(1)
+        grads = [np.asarray(g, dtype=p.dtype) for g, p in zip(grads, params)]
+        dlr = d * lr * np.sqrt(one - b2**t) / (one - b1**t)
+        inner = sum(np.sum(g * (s["x0"] - p)) for g, p, s in zip(grads, params, state))
+        for g, s in zip(grads, state):
+            s["m"] = b1 * s["m"] + (one - b1) * d * g
+            s["v"] = b2 * s["v"] + (one - b2) * (d * g) ** 2
+            s["s"] = b3 * s["s"] + (d if safeguard_warmup else dlr) * d * g / d0
+        scalars["numerator"] = b3 * scalars["numerator"] + (d / d0) * dlr * inner
+        norm = sum(np.sum(np.abs(s["s"])) for s in state)
+        scalars["d"] = new_d = max(d, coef * scalars["numerator"] / norm)
+        for i, (p, s) in enumerate(zip(params, state)):
+            params[i] = (p - wd * dlr * p - dlr * s["m"] / (np.sqrt(s["v"]) + new_d * eps)).astype(p.dtype)
+        return [p.copy() for p in params]
+
+    step.state = state
+    step.scalars = scalars
+    return step
+
+
+REFERENCES["prodigy"] = prodigy
+
+
 def _ratio(numerator, denominator):
     return numerator / denominator if numerator > 0 and denominator > 0 else 1
 
@@ -431,6 +482,74 @@ def adafactor(p, g, s, t, learning_rate, beta2_decay, epsilon1, epsilon2, clip_t
         v = s["variance"] = beta2_t * s.get("variance", np.zeros_like(p)) + (one - beta2_t) * g**2
     u = g / np.sqrt(np.maximum(v, epsilon1 * epsilon1))
     return p * (one - learning_rate * weight_decay) - alpha / max(one, _rms(u) / clip_threshold) * u
+
+
+def _newton_schulz(x, coefficients, steps, epsilon):
+    """Jordan et al. (2024): X = G / max(||G||_F, eps) on the wide side (transposed when tall),
+    then X <- a X + (b A + c A A) X with A = X X^T, ``steps`` times; in x's dtype."""
+    a, b, c = (x.dtype.type(k) for k in coefficients)
+    tall = x.shape[0] > x.shape[1]
+    x = x.T if tall else x
+    x = x / max(np.linalg.norm(x), epsilon)
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return x.T if tall else x
+
+
+def muon(
+    params,
+    learning_rate=1e-3,
+    weight_decay=0.1,
+    momentum=0.95,
+    epsilon=1e-7,
+    nesterov=True,
+    ns_coefficients=(3.4445, -4.7750, 2.0315),
+    ns_steps=5,
+    adjust_lr_fn=None,
+    fallback=None,
+):
+    """Muon (Jordan et al. 2024) as torch.optim.Muon: B <- mu B + (1 - mu) g;
+    U = (1 - mu) g + mu B (nesterov) or B; O = NS(U); p <- p (1 - lr wd) - lr r O, with
+    r = sqrt(max(1, A / B)) or, for "match_rms_adamw", 0.2 sqrt(max(A, B)). Params that are not
+    2-D go to the reference of the fallback rule (a partially applied library rule: its name
+    and keywords only are read)."""
+    params = [np.array(p, copy=True) for p in params]
+    mine = [i for i, p in enumerate(params) if p.ndim == 2]
+    others = [i for i, p in enumerate(params) if p.ndim != 2]
+    if others and fallback is None:
+        raise ValueError("muon: params that are not 2-D need a fallback")
+    if others:
+        keywords = {k: v for k, v in fallback.keywords.items() if k != "clear_nan"}
+        other_step = REFERENCES[fallback.func.__name__]([params[i] for i in others], **keywords)
+    state = [{"momentum_buffer": np.zeros_like(p)} if p.ndim == 2 else {} for p in params]
+
+    def step(grads):
+        if others:
+            for i, new in zip(others, other_step([grads[i] for i in others])):
+                params[i] = new
+                state[i].update(other_step.state[others.index(i)])
+        for i in mine:
+            p, cast = params[i], params[i].dtype.type
+            g = np.asarray(grads[i], dtype=p.dtype)
+            lr, wd, mu = cast(learning_rate), cast(weight_decay), cast(momentum)
+            s = state[i]
+            s["momentum_buffer"] = mu * s["momentum_buffer"] + (cast(1) - mu) * g
+            u = (cast(1) - mu) * g + mu * s["momentum_buffer"] if nesterov else s["momentum_buffer"]
+            o = _newton_schulz(u, ns_coefficients, ns_steps, cast(epsilon))
+            rows, cols = p.shape
+            if adjust_lr_fn == "match_rms_adamw":
+                ratio = 0.2 * math.sqrt(max(rows, cols))
+            else:
+                ratio = math.sqrt(max(1, rows / cols))
+            params[i] = p * (cast(1) - lr * wd) - lr * cast(ratio) * o
+        return [p.copy() for p in params]
+
+    step.state = state
+    return step
+
+
+REFERENCES["muon"] = muon
 
 
 @_rule(learning_rate=1e-3, epsilon=0.1, n_win=10)

@@ -28,6 +28,9 @@ class RuleCase:
     not_live_lr: str = ""
     #: The rule needs the loss itself (not only gradients), e.g. for Hessian-vector products.
     needs_loss: bool = False
+    #: The rule updates matrices only (its ``fallback`` option takes the others): the tests of
+    #: its own state and learning rate give it matrices where the others give vectors.
+    matrices_only: bool = False
 
     @property
     def function(self) -> Callable:
@@ -133,6 +136,19 @@ RULES = [
         variant="schedule_free_adamw-warmup",
         options={"warmup_steps": 8},
     ),
+    RuleCase(
+        "prodigy",
+        {"learning_rate": 1.0, "beta2": 0.99, "d0": 1e-2, "weight_decay": 0.1},
+        {**NEGATIVE_LR, **BETAS, **NEGATIVE_EPS, "d0": (0.0, r"> 0"), "d_coef": (-1.0, r">= 0")},
+        not_live_lr="a learning rate of 0 leaves s at 0, so d is 0/0 (as in optax): safeguard_warmup's case",
+    ),
+    RuleCase(
+        "prodigy",
+        {"learning_rate": 0.5, "beta3": 0.9, "d0": 1e-2, "d_coef": 0.5},
+        {"beta3": (1.5, r"in \[0, 1\]"), "weight_decay": (-0.1, r">= 0")},
+        variant="prodigy-safeguard_warmup",
+        options={"safeguard_warmup": True},
+    ),
     RuleCase("lamb", {"learning_rate": 0.01, "weight_decay": 0.01}, {**BETAS, **NEGATIVE_EPS}),
     RuleCase(
         "lars",
@@ -161,6 +177,15 @@ RULES = [
         {"learning_rate": 0.03, "weight_decay": 0.01},
         {"weight_decay": (-0.1, r">= 0")},
         variant="adafactor-eps1_of_dtype",
+    ),
+    RuleCase(
+        "muon",
+        {"learning_rate": 0.02, "weight_decay": 0.1, "momentum": 0.9},
+        {**NEGATIVE_LR, **MOMENTUM, **NEGATIVE_EPS, "weight_decay": (-0.1, r">= 0")},
+        # The shared problems hold scalars and vectors too, which muon refuses: they go to the
+        # fallback (its reference is tests/reference.py's momentum).
+        options={"fallback": updates.momentum(learning_rate=0.02, momentum=0.8)},
+        matrices_only=True,
     ),
     RuleCase(
         "adagrad_window", {"learning_rate": 0.05}, {**NEGATIVE_LR, **NEGATIVE_EPS}, options={"n_win": 4}

@@ -429,3 +429,84 @@ def test_schedule_free_matches_optax_in_params_eval_params_and_state(name):
     for p, want in zip(params, theirs):
         np.testing.assert_allclose(p.get_value(), want, **tolerance)
     assert not np.allclose(params[1].get_value(), start[1]), "trajectory did not move"
+
+
+# -- prodigy: its global estimate d, carried, and every slot ---------------------------------------
+
+PRODIGY = {
+    "defaults": (lambda: optax.contrib.prodigy(), lambda g, p: updates.prodigy(g, p)),
+    "weight decay, beta3, d0": (
+        lambda: optax.contrib.prodigy(0.5, betas=(0.8, 0.99), beta3=0.9, estim_lr0=1e-3, weight_decay=0.1),
+        lambda g, p: updates.prodigy(
+            g, p, learning_rate=0.5, beta1=0.8, beta2=0.99, beta3=0.9, d0=1e-3, weight_decay=0.1
+        ),
+    ),
+    "safeguard_warmup and weight decay": (
+        lambda: optax.contrib.prodigy(
+            _linear(0.0, 1.0, 10), estim_lr0=1e-6, estim_lr_coef=0.5, weight_decay=0.05, safeguard_warmup=True
+        ),
+        lambda g, p: updates.prodigy(
+            g,
+            p,
+            learning_rate=schedules.linear_warmup(peak_value=1.0, warmup_steps=10, init_value=0.0),
+            d0=1e-6,
+            d_coef=0.5,
+            weight_decay=0.05,
+            safeguard_warmup=True,
+        ),
+    ),
+    "zero_nans then prodigy": (
+        lambda: optax.chain(optax.zero_nans(), optax.contrib.prodigy(eps=1e-6)),
+        lambda g, p: updates.prodigy(g, p, epsilon=1e-6, clear_nan=True),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", PRODIGY)
+def test_prodigy_matches_optax_in_params_and_state(name):
+    make_optax, rule = PRODIGY[name]
+    rng = np.random.default_rng(3)
+    start = [rng.normal(size=shape) for shape in SHAPES]
+    # a steady pull in one direction under the noise, so that d grows
+    stream = [[x + 0.5 for x in g] for g in gradient_stream(4, with_nan=name.startswith("zero_nans"))]
+    params = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(start)]
+    grads = [pt.tensor(f"g{i}", dtype="float64", shape=shape) for i, shape in enumerate(SHAPES)]
+    result = rule(grads, params)
+    step = pytensor.function(grads, [], updates=result)
+    tolerance = dict(rtol=1e-10, atol=1e-300)
+    slots = {"m": "exp_avg", "v": "exp_avg_sq", "s": "grad_sum", "x0": "params0"}
+    with jax.enable_x64(True):
+        transformation = make_optax()
+        theirs = [jax.numpy.asarray(x) for x in start]
+        state = transformation.init(theirs)
+        for k, g in enumerate(stream):
+            steps, state = transformation.update([jax.numpy.asarray(x) for x in g], state, theirs)
+            theirs = optax.apply_updates(theirs, steps)
+            step(*g)
+            ours = result.named_state()
+            found = _first_state_with(state, "estim_lr")
+            message = f"step {k + 1}"
+            np.testing.assert_allclose(ours["prodigy.d"], found.estim_lr, **tolerance, err_msg=f"{message} d")
+            # a sum of terms of both signs, added in another order than XLA's: compared at the
+            # precision it enters d with, d = r / sum|s| (an error of 1e-10 d sum|s| moves d by 1e-10 d)
+            norm = sum(float(np.abs(s).sum()) for s in found.grad_sum)
+            np.testing.assert_allclose(
+                ours["prodigy.numerator"],
+                found.numerator_weighted,
+                rtol=1e-10,
+                atol=1e-10 * float(found.estim_lr) * norm,
+                err_msg=f"{message} numerator",
+            )
+            assert ours["prodigy.t"] == int(found.count) == k + 1
+            for i, p in enumerate(params):
+                np.testing.assert_allclose(p.get_value(), theirs[i], **tolerance, err_msg=f"{message}, p{i}")
+                for slot, field in slots.items():
+                    np.testing.assert_allclose(
+                        ours[f"p{i}.prodigy.{slot}"],
+                        getattr(found, field)[i],
+                        **tolerance,
+                        err_msg=f"{message}, p{i} {slot}",
+                    )
+    if not name.startswith("safeguard"):  # its warmup keeps d at d0 over these 50 steps
+        assert result.named_state()["prodigy.d"] > 2e-6, "d did not grow from d0"
+    assert not np.allclose(params[1].get_value(), start[1]), "trajectory did not move"

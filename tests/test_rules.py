@@ -123,7 +123,7 @@ def test_types_are_kept(case, kind, floatx):
 @pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("case", RULES, ids=str)
 def test_state_is_named_per_parameter(case, path):
-    params = make_params([(3,), (2,)], "float32")
+    params = make_params([(3, 2), (2, 3)] if case.matrices_only else [(3,), (2,)], "float32")
     params[1].name = None
     with PATHS[path]():
         result = case.function(gradient_inputs(params), params, **case.options)
@@ -137,7 +137,7 @@ def test_state_is_named_per_parameter(case, path):
     named = result.named_state()
     assert sorted(named) == sorted(expected + counter + carried)
     for name in expected:
-        assert named[name].shape == (3,) if name.startswith("p0") else (2,)
+        assert named[name].shape == params[0 if name.startswith("p0") else 1].get_value().shape
         assert named[name].dtype == np.float32
     for name in counter:
         assert result.state[-1].name == name and result.state[-1].type == pt.lscalar().type
@@ -225,14 +225,15 @@ def test_partial_application_awaits_loss_and_params(case):
 
 @pytest.mark.parametrize("case", [case for case in RULES if not case.not_live_lr], ids=str)
 def test_shared_learning_rate_changes_without_recompiling(case):
-    params = make_params([(3,)], "float32")
+    shape = (3, 2) if case.matrices_only else (3,)
+    params = make_params([shape], "float32")
     learning_rate = pytensor.shared(np.float64(0.0))
     step = compile_step(case, params, **{**case.hyper, "learning_rate": learning_rate})
     start = params[0].get_value()
-    step(np.ones(3, "float32"))
+    step(np.ones(shape, "float32"))
     np.testing.assert_array_equal(params[0].get_value(), start)
     learning_rate.set_value(0.1)
-    step(np.ones(3, "float32"))
+    step(np.ones(shape, "float32"))
     assert (params[0].get_value() < start).all()
 
 
@@ -264,7 +265,7 @@ def _installed(module):
 # raise (torch 2.13, PyTensor 3.0.7): an AttributeError, which torch.compile wraps in its
 # InternalTorchDynamoError; anything else, a numeric mismatch (AssertionError) above all, fails.
 PYTORCH_WORKS = {
-    "sgd", "momentum", "nesterov_momentum", "adagrad", "rmsprop", "adadelta", "yogi", "lion", "lars"
+    "sgd", "momentum", "nesterov_momentum", "adagrad", "rmsprop", "adadelta", "yogi", "lion", "lars", "muon"
 }  # fmt: skip
 PYTORCH_BROKEN = "PyTensor's PyTorch backend cannot convert an op of the rule (see PYTORCH_WORKS)"
 MODES = ["CVM", "NUMBA", "JAX", "PYTORCH"]

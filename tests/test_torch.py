@@ -344,3 +344,103 @@ def test_adafactor_params_and_factors_match_torch(impl, config):
             np.testing.assert_allclose(state[key], b, rtol=1e-10, atol=1e-13, err_msg=f"step {t}, {key}")
     assert all(not np.allclose(p, q) for p, q in zip(expected[-1][0], p0)), "trajectory did not move"
     assert expected[-1][1][0, "row_var"].shape == (4, 1) and expected[-1][1][2, "col_var"].shape == (2, 1, 4)
+
+
+# Muon orthogonalizes the momentum of each matrix by Newton-Schulz iterations, which torch runs
+# in bfloat16 whatever the param's dtype (`grad.bfloat16()` in `_zeropower_via_newtonschulz`,
+# on the CPU too). The library runs them in the param's dtype, so torch is run with that one
+# cast made the identity (torch's own iteration then runs in float64): params and momentum
+# buffers over 50 steps, a tall, a wide, a square and a one-row matrix. The last test compares
+# with torch as shipped, to bfloat16's precision.
+MUON_SHAPES = [(5, 3), (3, 6), (4, 4), (1, 5)]
+MUON_STEPS = 50
+MUON_PLAIN = {"nesterov": False, "adjust_lr_fn": "match_rms_adamw"}
+MUON_NS = {"ns_coefficients": (2.0, -1.5, 0.5), "ns_steps": 3, "adjust_lr_fn": "original"}
+MUON_CASES = {
+    "defaults_lr": ({"learning_rate": 0.02}, {"lr": 0.02}),
+    "plain_momentum_match_rms": (
+        {"learning_rate": 0.01, "weight_decay": 0.05, "momentum": 0.9, **MUON_PLAIN},
+        {"lr": 0.01, "weight_decay": 0.05, "momentum": 0.9, **MUON_PLAIN},
+    ),
+    "ns_options": (
+        {"learning_rate": 0.03, "weight_decay": 0.0, "epsilon": 1e-3, **MUON_NS},
+        {"lr": 0.03, "weight_decay": 0.0, "eps": 1e-3, **MUON_NS},
+    ),
+}
+
+
+def _muon_problem():
+    rng = np.random.default_rng(7)
+    p0 = [rng.normal(size=s) for s in MUON_SHAPES]
+    A = [rng.uniform(0.5, 2.0, size=s) for s in MUON_SHAPES]
+    c = [rng.normal(size=s) for s in MUON_SHAPES]
+    return p0, lambda ps: [a * (p - ci) + 0.1 * p**3 for p, a, ci in zip(ps, A, c)]
+
+
+def _muon_torch(p0, grad, kwargs, steps=MUON_STEPS):
+    params = [torch.tensor(p, dtype=torch.float64) for p in p0]
+    opt = torch.optim.Muon(params, **kwargs)
+    out = []
+    for _ in range(steps):
+        for p, g in zip(params, grad([p.numpy() for p in params])):
+            p.grad = torch.from_numpy(np.array(g))
+        opt.step()
+        buffers = [opt.state[p]["momentum_buffer"].numpy().copy() for p in params]
+        out.append(([p.detach().numpy().copy() for p in params], buffers))
+    return out
+
+
+def _muon_reference(p0, grad, hyper):
+    step, ps, out = REFERENCES["muon"](p0, **hyper), p0, []
+    for _ in range(MUON_STEPS):
+        ps = step(grad(ps))
+        out.append((ps, [np.array(s["momentum_buffer"]) for s in step.state]))
+    return out
+
+
+def _muon_library(p0, grad, hyper):
+    import pytensor
+    import pytensor.tensor as pt
+
+    import updates
+
+    params = [pytensor.shared(np.array(p), name=f"w{i}") for i, p in enumerate(p0)]
+    gs = [pt.tensor(dtype=p.dtype, shape=p.type.shape, name=f"g{i}") for i, p in enumerate(params)]
+    result = updates.muon(gs, params, **hyper)
+    f = pytensor.function(gs, [], updates=result, mode="FAST_COMPILE")
+    out = []
+    for _ in range(MUON_STEPS):
+        f(*grad([p.get_value() for p in params]))
+        named = result.named_state()
+        buffers = [named[f"w{i}.muon.momentum_buffer"] for i in range(len(p0))]
+        out.append(([p.get_value() for p in params], buffers))
+    return out
+
+
+@pytest.mark.parametrize("impl", [_muon_reference, _muon_library], ids=["reference", "library"])
+@pytest.mark.parametrize("config", MUON_CASES)
+def test_muon_params_and_buffers_match_torch(impl, config, monkeypatch):
+    hyper, kwargs = MUON_CASES[config]
+    p0, grad = _muon_problem()
+    with monkeypatch.context() as patch:
+        patch.setattr(torch.Tensor, "bfloat16", lambda self, *a, **k: self.clone())
+        expected = _muon_torch(p0, grad, kwargs)
+    actual = impl(p0, grad, hyper)
+    for t, ((params, buffers), (want_params, want_buffers)) in enumerate(zip(actual, expected), start=1):
+        for i, (a, b) in enumerate(zip(params, want_params)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13, err_msg=f"step {t}, param {i}")
+        for i, (a, b) in enumerate(zip(buffers, want_buffers)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13, err_msg=f"step {t}, buffer {i}")
+    assert all(not np.allclose(p, q) for p, q in zip(expected[-1][0], p0)), "trajectory did not move"
+
+
+def test_muon_agrees_with_torchs_bfloat16_newton_schulz_to_its_precision():
+    """torch as shipped rounds Newton-Schulz to bfloat16 (8 bits of mantissa): one step from the
+    same params, the library's float64 step and torch's differ by about 1% of the step."""
+    p0, grad = _muon_problem()
+    ((torch_params, _),) = _muon_torch(p0, grad, {"lr": 0.02}, steps=1)
+    exact = REFERENCES["muon"](p0, learning_rate=0.02)(grad(p0))
+    for p, a, b in zip(p0, exact, torch_params):
+        step = np.abs(a - p).max()
+        assert np.abs(a - b).max() < 0.03 * step
+        assert np.abs(a - b).max() > 1e-8 * step  # torch's step really is rounded

@@ -30,6 +30,8 @@ from updates.modern import (
     yogi,
 )
 from updates.momentum import apply_momentum, apply_nesterov_momentum, momentum, nesterov_momentum
+from updates.orthogonal import muon
+from updates.prodigy import prodigy
 from updates.rules import adadelta, adagrad, adam, adamax, amsgrad, rmsprop, sgd
 from updates.schedule_free import schedule_free_adamw, schedule_free_sgd
 from updates.schedules import (
@@ -106,9 +108,11 @@ __all__ = [
     "ademamix",
     "schedule_free_sgd",
     "schedule_free_adamw",
+    "prodigy",
     "lamb",
     "lars",
     "adafactor",
+    "muon",
     "adagrad_window",
     "esgd",
     "lbfgs",

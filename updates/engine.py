@@ -141,6 +141,13 @@ class Rule:
         ``shape``, each with its own shape, in place of ``slots`` (e.g. Adafactor's row and
         column factors of a matrix), or None to keep ``slots`` for that param. Called with the
         param's shape and with its static shape (None where unknown). Only with ``per_tensor``.
+    reduce : callable, optional
+        ``reduce(h, tensors) -> dict`` of scalars from sums over every param of the call (e.g.
+        Prodigy's estimate of the distance to the solution), ``tensors`` holding ``(param, grad,
+        *slots)`` of each param (all dtypes, cast to the dtype of ``h``; the gradients with
+        ``clear_nan`` applied). It runs after ``per_step`` and before the kernel, which sees its
+        results in ``h``; a carried scalar's new value may come from it. Only with
+        ``per_tensor``: the state of every param is made before any kernel runs.
     """
 
     name: str
@@ -153,6 +160,7 @@ class Rule:
     ranges: Mapping[str, Interval] = dataclasses.field(default_factory=dict, compare=False)
     averages: bool | tuple[str, ...] = False
     shaped_slots: Callable[[tuple], tuple[tuple[str, tuple], ...] | None] | None = None
+    reduce: Callable[[SimpleNamespace, list[tuple[Variable, ...]]], dict[str, Variable]] | None = None
 
 
 @dataclass(frozen=True)
@@ -279,9 +287,14 @@ def apply_rule(
     hyper = {name: _evaluate(value, counter) for name, value in hyper.items()}
     current = {name: pt.as_tensor_variable(value) for name, value in hyper.items()}
     updates = Updates(params=params, config=[config], hyperparameters=current)
-    for dtype, group, suffix in _dtype_groups(params, grads, extra):
-        h = _scalars(rule, hyper, dtype, counter, suffix, updates)
-        _apply_elementwise(step, group, h, updates, suffix, per_tensor=rule.per_tensor)
+    groups = list(_dtype_groups(params, grads, extra))
+    slots = None
+    if rule.reduce:  # every param's state first: the sums cover them all
+        slots = {i: _slots_of(step, i, p) for _, group, _ in groups for i, p, *_ in group}
+    for dtype, group, suffix in groups:
+        tensors = _reduced(step, groups, slots, dtype) if rule.reduce else None
+        h = _scalars(rule, hyper, dtype, counter, suffix, updates, tensors)
+        _apply_elementwise(step, group, h, updates, suffix, per_tensor=rule.per_tensor, slots=slots)
     updates.update(schedules)
     if counter is not None:
         updates[counter] = counter + 1
@@ -307,39 +320,56 @@ def _apply_elementwise(
     updates: Updates,
     suffix: str,
     per_tensor: bool = False,
+    slots: dict[int, list[Variable]] | None = None,
 ) -> None:
     """Write into ``updates`` the new params and state ``step`` gives ``group`` (one dtype).
 
     ``group`` holds ``(index, param, x, extra inputs)``, ``x`` the gradient of a rule or the
     wrapped new value of a wrapper. One multi-tensor node, or per parameter under
-    :func:`per_parameter` or for a ``per_tensor`` rule.
+    :func:`per_parameter` or for a ``per_tensor`` rule (given ``slots``, the state already made
+    for each param by index, per parameter).
     """
     gate = _GATE.get()
     if gate is not None:
         step = dataclasses.replace(step, gated=True)
         h = SimpleNamespace(**vars(h), gate=pt.cast(gate, group[0][1].dtype))
     before = set(updates)
-    per_param = _PER_PARAMETER.get() or per_tensor
-    (_apply_per_parameter if per_param else _apply_fused)(step, group, h, updates, suffix)
+    if slots is not None:
+        _apply_per_parameter(step, group, h, updates, suffix, slots)
+    elif _PER_PARAMETER.get() or per_tensor:
+        _apply_per_parameter(step, group, h, updates, suffix)
+    else:
+        _apply_fused(step, group, h, updates, suffix)
     if gate is not None:
         written = [param for _, param, *_ in group] + [key for key in updates if key not in before]
         updates.gated.update((key, updates[key]) for key in written)
 
 
-def _apply_per_parameter(step: Elementwise, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:
+def _slots_of(step: Elementwise, i: int, param: SharedVariable) -> list[SharedVariable]:
+    """The state of ``params[i]`` on the per-parameter path, one shared variable per slot."""
+    shaped = step.shaped_slots and step.shaped_slots(param.get_value(borrow=True).shape)
+    name = f"{label(param, i)}.{step.name}"
+    if shaped:
+        static = dict(step.shaped_slots(param.type.shape))
+        return [state_of_shape(param, f"{name}.{s}", shape, static[s]) for s, shape in shaped]
+    return [state_like(param, f"{name}.{s}", averages=step.averaged(s)) for s in step.slots]
+
+
+def _reduced(step: Elementwise, groups: list, slots: dict[int, list[Variable]], dtype: str) -> list[tuple]:
+    """What a rule's ``reduce`` sums over: ``(param, grad, *slots)`` of every param, in ``dtype``."""
+    tensors = []
+    for _, group, _ in groups:
+        for i, param, grad, _ in group:
+            grad = clear_nan(grad) if step.clear_nan else grad
+            tensors.append(tuple(pt.cast(x, dtype) for x in (param, grad, *slots[i])))
+    return tensors
+
+
+def _apply_per_parameter(
+    step: Elementwise, group, h: SimpleNamespace, updates: Updates, suffix: str, made: dict | None = None
+) -> None:
     for i, param, x, extra in group:
-        shaped = step.shaped_slots and step.shaped_slots(param.get_value(borrow=True).shape)
-        if shaped:
-            static = dict(step.shaped_slots(param.type.shape))
-            slots = [
-                state_of_shape(param, f"{label(param, i)}.{step.name}.{s}", shape, static[s])
-                for s, shape in shaped
-            ]
-        else:
-            slots = [
-                state_like(param, f"{label(param, i)}.{step.name}.{s}", averages=step.averaged(s))
-                for s in step.slots
-            ]
+        slots = made[i] if made is not None else _slots_of(step, i, param)
         new_param, *new_slots = step(h, param, x, *extra, *slots)
         updates[param] = new_param
         for slot, new_slot in zip(slots, new_slots):
@@ -360,12 +390,18 @@ def _apply_fused(step: Elementwise, group, h: SimpleNamespace, updates: Updates,
 
 
 def _scalars(
-    rule: Rule, hyper: dict[str, Any], dtype: str, counter: Variable | None, suffix: str, updates: Updates
+    rule: Rule,
+    hyper: dict[str, Any],
+    dtype: str,
+    counter: Variable | None,
+    suffix: str,
+    updates: Updates,
+    tensors: list[tuple] | None = None,
 ) -> SimpleNamespace:
-    """The hyperparameters cast to ``dtype``, plus the rule's per-step and carried scalars.
+    """The hyperparameters cast to ``dtype``, plus the rule's per-step, reduced and carried scalars.
 
     Each carried scalar is a new shared variable of ``dtype`` (``nadam.mu_product``), put in
-    ``updates`` with its new value.
+    ``updates`` with its new value. ``tensors`` are what the rule's ``reduce`` sums over.
     """
     h = SimpleNamespace(**{name: as_dtype(value, dtype) for name, value in hyper.items()})
     carried = {}
@@ -375,6 +411,8 @@ def _scalars(
     if rule.per_step is not None:
         step = counter + 1
         h.__dict__.update(rule.per_step(h, pt.cast(step, dtype), step))
+    if rule.reduce is not None:
+        h.__dict__.update(rule.reduce(h, tensors))
     for name, variable in carried.items():
         updates[variable] = getattr(h, name)
     return h
