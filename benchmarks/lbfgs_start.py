@@ -6,8 +6,10 @@
 The model is the 100-d Rosenbrock function of one float64 vector. Each measurement runs in a new
 process with every compile cache in a new folder (``run.pytensor_env``), in the default mode
 (Numba under PyTensor 3): the seconds from the call of the rule to the end of the first call of the
-compiled function (build, compile and first call). Rounds are interleaved; the table gives the
-median per rule and its ratio to Adam's.
+compiled function, and its parts: building the graph (the rule's call), ``pytensor.function``
+(the rewrites; Numba compiles nothing yet) and the first call (Numba compiles the whole function,
+then runs it once). Rounds are interleaved; the table gives the medians per rule and the ratio of
+the start to Adam's.
 """
 
 from __future__ import annotations
@@ -46,13 +48,19 @@ def child(spec: dict) -> None:
     x = pytensor.shared(np.tile([-1.2, 1.0], n // 2), name="x")
     loss = (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
     built = getattr(updates, spec["rule"])(loss, [x], **spec["options"])
+    made = time.perf_counter()
     step = pytensor.function([], loss, updates=built)
+    compiled = time.perf_counter()
     step()
     done = time.perf_counter()
-    print(json.dumps({"import": imported - started, "start": done - imported}))
+    parts = {"build": made - imported, "function": compiled - made, "first call": done - compiled}
+    print(json.dumps({"import": imported - started, "start": done - imported, **parts}))
 
 
-def measure(spec: dict) -> float:
+PARTS = ("start", "build", "function", "first call")
+
+
+def measure(spec: dict) -> dict:
     with tempfile.TemporaryDirectory() as folder:
         output = subprocess.run(
             [sys.executable, __file__, "--child", json.dumps(spec)],
@@ -61,7 +69,7 @@ def measure(spec: dict) -> float:
             text=True,
             check=True,
         ).stdout
-    return json.loads(output.splitlines()[-1])["start"]
+    return json.loads(output.splitlines()[-1])
 
 
 def main() -> None:
@@ -71,16 +79,19 @@ def main() -> None:
     args = parser.parse_args()
     if args.child:
         return child(json.loads(args.child))
-    seconds: dict[str, list[float]] = {name: [] for name in RULES}
+    seconds: dict[str, list[dict]] = {name: [] for name in RULES}
     for round_ in range(args.rounds):
         for name, spec in RULES.items():
             seconds[name].append(measure(spec))
-            print(f"round {round_ + 1}: {name} {seconds[name][-1]:.2f} s", file=sys.stderr, flush=True)
-    adam = statistics.median(seconds["adam"])
-    print("| rule | cold start (median) | / Adam |\n|---|---|---|")
+            taken = seconds[name][-1]["start"]
+            print(f"round {round_ + 1}: {name} {taken:.2f} s", file=sys.stderr, flush=True)
+    adam = statistics.median(x["start"] for x in seconds["adam"])
+    print("| rule | cold start (median) | / Adam | build | function | first call |")
+    print("|---|---|---|---|---|---|")
     for name, values in seconds.items():
-        median = statistics.median(values)
-        print(f"| {name} | {median:.2f} s | {median / adam:.2f}x |")
+        start, *parts = (statistics.median(x[part] for x in values) for part in PARTS)
+        columns = " | ".join(f"{x:.2f} s" for x in parts)
+        print(f"| {name} | {start:.2f} s | {start / adam:.2f}x | {columns} |")
 
 
 if __name__ == "__main__":

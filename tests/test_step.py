@@ -100,7 +100,7 @@ def test_every_wrapper_trains_on_the_device_as_in_the_c_vm(wrapper):
     assert_same_run(run(build, "JAX"), run(build, CVM))
 
 
-@pytest.mark.parametrize("line_search", [None, "armijo"])
+@pytest.mark.parametrize("line_search", [None, "armijo", "strong_wolfe"])
 def test_lbfgs_trains_on_the_device_as_in_the_c_vm(line_search):
     def build():
         loss, params, inputs, _ = problem()

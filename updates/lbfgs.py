@@ -7,16 +7,20 @@ unit triangular systems of size :math:`m`, solved with a handful of small matrix
 (unused rows of zeros change nothing). Two optional line searches run within the same call (no
 Python loop): a backtracking ladder of step sizes evaluated at once (Armijo), refined by
 quadratic interpolation, and torch's strong Wolfe search (cubic interpolation, bracketing and
-zoom) as a bounded loop inside the graph.
+zoom) as a bounded loop inside the graph. Under Numba the whole step is instead one kernel of
+loops and scalars calling the loss's compiled graph at each trial (``_StepKernel``): Numba
+compiles it in a fraction of the time the graph's vectorized ladder or ``scan`` takes.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import inspect
 import math
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,10 +28,17 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.compile.builders import OpFromGraph
-from pytensor.graph.basic import Apply, Variable
+from pytensor.compile.mode import Mode
+from pytensor.graph.basic import Apply, Constant, Variable
+from pytensor.graph.fg import FunctionGraph
 from pytensor.graph.op import Op
 from pytensor.graph.replace import graph_replace, vectorize_graph
 from pytensor.scan.utils import until
+
+try:  # PyTensor >= 2.32 (moved, the old place warns)
+    from pytensor.graph.traversal import graph_inputs
+except ImportError:  # pragma: no cover
+    from pytensor.graph.basic import graph_inputs
 
 from updates.checks import (
     COUNT,
@@ -172,6 +183,9 @@ def lbfgs(
     factor transposed for :math:`\beta`), the same numbers up to rounding. For full-batch
     problems: the gradients of mini-batches break the pairs' curvature. The strong Wolfe loop
     is a ``scan`` with a stopping condition: backends without such loops (JAX) cannot run it.
+    Under Numba the step is one kernel of loops (the two loops as written, then the search,
+    evaluating the loss one trial at a time; the ladder stops at its first step meeting the
+    Armijo condition): the same steps, to rounding, compiled several times faster.
 
     References
     ----------
@@ -266,9 +280,11 @@ def _config(settings: _Settings) -> dict:
 
 @dataclass(frozen=True)
 class _Search:
-    """What a line search starts from: the point, the direction, and :math:`\\phi(0)`, :math:`\\phi'(0)`."""
+    """What a line search starts from: the loss as a graph of the params, the point, the direction,
+    and :math:`\\phi(0)` (``value``), :math:`\\phi'(0)` (``slope``)."""
 
     loss: Variable
+    value: Variable
     params: list
     pieces: list  # the direction split and shaped like each param
     direction: Variable
@@ -294,21 +310,11 @@ def _build(params: list, grads: list, loss: Variable | None, settings: _Settings
     g = pt.concatenate([x.ravel() for x in grads]) if len(grads) > 1 else grads[0].ravel()
     given = settings.learning_rate
     rate = cast(given(state.counter) if is_schedule(given) else given)
-    core = _core(settings, g, state.history, state.step, state.previous, state.counter, rate)
-    pairs, direction, t0, slope, stop, moves, step, previous, counter = core
-    pieces = [x.reshape(p.shape) for p, x in zip(params, _split(direction, sizes))]
-    taken = t0  # the step along d
-    if loss is not None:
-        search = _Search(cast(loss), params, pieces, direction, t0, slope, settings)
-        taken = (_armijo if settings.line_search == "armijo" else _strong_wolfe)(search)
-        kept = pt.switch(slope <= -cast(settings.tolerance_change), taken, t0)  # torch's t
-        if settings.line_search == "armijo":  # no step taken: forget the history, start from -g
-            moves = pt.and_(moves, taken > 0)
-            kept = pt.switch(moves, taken, cast(0.0))
-            pairs = pt.switch(pt.or_(moves, stop), pairs, pt.zeros_like(pairs))
-        step = pt.switch(stop, state.step, kept * direction)
+    inputs = [g, state.history, state.step, state.previous, state.counter, rate]
+    outputs = _step(settings, params, sizes, inputs, None if loss is None else cast(loss))
+    pairs, direction, step, previous, counter, taken, moves = outputs
     updates = Updates(params=params, config=[_config(settings)], hyperparameters={"learning_rate": rate})
-    for p, x in zip(params, pieces):
+    for p, x in zip(params, _pieces(direction, params, sizes)):
         updates[p] = pt.switch(moves, p + taken * x, p)
     updates[state.history] = pairs
     updates[state.step] = step
@@ -335,36 +341,113 @@ def _split(vector: Variable, sizes: list[int]) -> list[Variable]:
     return pt.split(vector, sizes, n_splits=len(sizes))
 
 
-# -- the step before the line search: one node, the graph below or, under Numba, a kernel
+def _pieces(direction: Variable, params: list, sizes: list[int]) -> list[Variable]:
+    """The direction split and shaped like each param."""
+    return [x.reshape(p.shape) for p, x in zip(params, _split(direction, sizes))]
 
 
-class _Core(OpFromGraph):
-    """:func:`_core_graph` as one node: PyTensor inlines it (``inline=True``) in every mode but
-    Numba's, where :func:`_core_as_kernel` replaces it by :class:`_CoreKernel` first."""
+# -- the step: one node, the graph below or, under Numba, one kernel of loops
 
-    def __init__(self, inputs, outputs, constants: tuple) -> None:
+
+@dataclass(frozen=True)
+class _Spec:
+    """What the kernel of a step needs besides its inputs: the settings it reads, the line search
+    (None, ``"armijo"``, ``"strong_wolfe"``) with its constants, and ``phi``: the graph of
+    :math:`\\phi(t)` (and :math:`\\phi'(t)` for strong Wolfe) from :math:`t`, :math:`d` and the
+    inputs of the loss."""
+
+    m: int
+    tolerance: float
+    change: float
+    restart: bool
+    search: str | None = None
+    constants: tuple = ()
+    phi: FunctionGraph | None = dataclasses.field(default=None, compare=False)
+
+
+class _Step(OpFromGraph):
+    """:func:`_step` as one node: PyTensor inlines it (``inline=True``) in every mode but Numba's,
+    where :func:`_register_kernel`'s rewrite replaces it by :class:`_StepKernel` first. Under
+    JAX, which converts no loop of unknown length, a rewrite rebuilds it with ``bounded`` (the
+    strong Wolfe search as a loop of its largest length that stops changing once done)."""
+
+    def __init__(self, inputs, outputs, spec: _Spec, bounded: Callable[[], list] | None = None) -> None:
         super().__init__(inputs, outputs, inline=True)
-        self.constants = constants  # (m, tolerance_grad, tolerance_change, restart): the kernel's
+        self.spec, self.bounded, self.given = spec, bounded, list(inputs)
 
 
-def _core(settings: _Settings, *inputs: Variable) -> list[Variable]:
-    r"""The step before the line search. From the gradient ``g``, the state (history, last step,
-    previous gradient, counter) and the learning rate: the history with the newest pair, the
-    direction :math:`d`, the initial step :math:`t_0`, the slope :math:`g \cdot d`, whether
-    :math:`\max |g| \le \epsilon_{grad}` (stop: nothing changes), whether to step (the slope
-    below :math:`-\epsilon_{change}`, no stop), and the new last step (:math:`t_0 d`, the one
-    without a line search), previous gradient and counter."""
+def _step(settings: _Settings, params: list, sizes: list[int], inputs: list, loss: Variable | None) -> list:
+    r"""The step, from the gradient ``g``, the state (history, last step, previous gradient,
+    counter), the learning rate and, for a line search, the loss: the history with the newest
+    pair, the direction :math:`d`, the new last step, previous gradient and counter, the step
+    size taken along :math:`d` and whether to take it (the slope :math:`g \cdot d` below
+    :math:`-\epsilon_{change}` and :math:`\max |g| > \epsilon_{grad}`; with the Armijo search, a
+    step found too). Nothing changes while :math:`\max |g| \le \epsilon_{grad}`."""
     _register_kernel()
-    restart = settings.line_search == "armijo"
-    tolerances = float(settings.tolerance_grad), float(settings.tolerance_change)
-    constants = (settings.history_size, *tolerances, restart)
-    inner = [x.type() for x in inputs]
-    outputs = _core_graph(*inner, *constants)
-    return _Core(inner, outputs, constants)(*inputs)
+    _register_bounded()
+    roots = [] if loss is None else [x for x in graph_inputs([loss]) if not isinstance(x, Constant)]
+    outer = [*inputs, *([] if loss is None else [loss, *roots])]
+    inner = [x.type() for x in outer]
+    spec = _Spec(
+        settings.history_size,
+        float(settings.tolerance_grad),
+        float(settings.tolerance_change),
+        settings.line_search == "armijo",
+    )
+    core = _core_graph(*inner[:6], spec.m, spec.tolerance, spec.change, spec.restart)
+    pairs, direction, t0, slope, stop, moves, step, previous, counter = core
+    if loss is None:
+        return _Step(inner, [pairs, direction, step, previous, counter, t0, moves], spec)(*outer)
+    search = _inner_search(settings, params, sizes, roots, loss, inner, core)
+    spec = dataclasses.replace(spec, **_search_spec(settings, search, inner[7:]))
+
+    def searched(bounded: bool = False) -> list:
+        taken = _armijo(search) if settings.line_search == "armijo" else _strong_wolfe(search, bounded)
+        kept = pt.switch(slope <= -search.cast(settings.tolerance_change), taken, t0)  # torch's t
+        found, history = moves, pairs
+        if settings.line_search == "armijo":  # no step taken: forget the history, start from -g
+            found = pt.and_(moves, taken > 0)
+            kept = pt.switch(found, taken, search.cast(0.0))
+            history = pt.switch(pt.or_(found, stop), pairs, pt.zeros_like(pairs))
+        new_step = pt.switch(stop, inner[2], kept * direction)
+        return [history, direction, new_step, previous, counter, taken, found]
+
+    bounded = functools.partial(searched, True) if settings.line_search == "strong_wolfe" else None
+    return _Step(inner, searched(), spec, bounded)(*outer)
+
+
+def _inner_search(
+    settings: _Settings, params: list, sizes: list[int], roots: list, loss: Variable, inner: list, core: list
+) -> _Search:
+    """The :class:`_Search` inside :func:`_step`'s graph: the loss of its inputs (``roots``) as
+    the node's inputs, from the point, along the direction."""
+    renamed = dict(zip(roots, inner[7:]))
+    direction, t0, slope = core[1:4]
+    inner_params = [renamed.get(p, p) for p in params]
+    pieces = _pieces(direction, inner_params, sizes)
+    moved = [(renamed[p], x) for p, x in zip(params, pieces) if p in renamed]  # the loss's params
+    local = graph_replace(loss, renamed, strict=False)
+    params, pieces = [p for p, _ in moved], [x for _, x in moved]
+    return _Search(local, inner[6], params, pieces, direction, t0, slope, settings)
+
+
+def _search_spec(settings: _Settings, search: _Search, roots: list) -> dict:
+    """The fields of :class:`_Spec` for the line search: its kind, its constants and ``phi``."""
+    t, d = search.t0.type(), search.direction.type()
+    at_t = graph_replace(search.at(t), {search.direction: d}, strict=False)
+    if settings.line_search == "armijo":
+        powers = tuple(float(settings.shrink**k) for k in range(settings.ladder))
+        constants, outputs = (powers, float(settings.armijo)), [at_t]
+    else:
+        tolerances = float(settings.armijo), float(settings.curvature), float(settings.tolerance_change)
+        constants, outputs = (*tolerances, int(settings.max_ls)), [at_t, pytensor.grad(at_t, t)]
+    phi = FunctionGraph([t, d, *roots], outputs, clone=True)
+    return dict(search=settings.line_search, constants=constants, phi=phi)
 
 
 def _core_graph(g, history, step, previous, counter, rate, m, tolerance, change, restart):
-    """:func:`_core` as a graph: the pair, the two loops as triangular systems, the scalars."""
+    """The step before the line search as a graph: the pair, the two loops as triangular systems,
+    the scalars (:func:`_core_kernel`'s outputs)."""
     cast = functools.partial(pt.cast, dtype=g.dtype)
     stop = pt.max(pt.abs(g)) <= cast(tolerance)  # then nothing changes at all
     y = g - previous
@@ -424,102 +507,84 @@ def _unit_triangular_inverse(nilpotent: Variable, m: int) -> Variable:
     return inverse
 
 
-def _core_kernel(g, history, step, previous, counter, rate, tolerance, change, restart):
-    """:func:`_core_graph` as loops, the two-loop recursion as written. Only loops and scalars:
-    Numba compiles this in a fraction of the time the graph or NumPy's array functions take."""
-    m, n = history.shape[1], g.shape[0]
-    zero, one = g.dtype.type(0), g.dtype.type(1)
-    largest, total, ys = zero, zero, zero
-    y = np.empty_like(g)
-    for k in range(n):
-        total += abs(g[k])
-        largest = max(largest, abs(g[k]))
-        y[k] = g[k] - previous[k]
-        ys += y[k] * step[k]
-    stop = largest <= g.dtype.type(tolerance)
-    shift = 1 if ys > g.dtype.type(_CURVATURE_FLOOR) and not stop else 0
-    pairs = np.empty_like(history)
-    for i in range(m):  # the oldest pair dropped if the newest is kept
-        for k in range(n):
-            new = i + shift == m
-            pairs[0, i, k] = step[k] if new else history[0, i + shift, k]
-            pairs[1, i, k] = y[k] if new else history[1, i + shift, k]
-    d = np.empty_like(g)
-    for k in range(n):
-        d[k] = -g[k]
-    alpha, rho = np.zeros(m, g.dtype), np.zeros(m, g.dtype)
-    for i in range(m - 1, -1, -1):  # newest to oldest
-        sy, sd = zero, zero
-        for k in range(n):
-            sy += pairs[1, i, k] * pairs[0, i, k]
-            sd += pairs[0, i, k] * d[k]
-        if sy > 0:
-            rho[i] = one / sy
-            alpha[i] = sd * rho[i]
-            for k in range(n):
-                d[k] -= alpha[i] * pairs[1, i, k]
-    if rho[m - 1] > 0:
-        yy = zero
-        for k in range(n):
-            yy += pairs[1, m - 1, k] * pairs[1, m - 1, k]
-        gamma = (one / rho[m - 1]) / yy
-        for k in range(n):
-            d[k] *= gamma
-    for i in range(m):  # oldest to newest
-        if rho[i] > 0:
-            yd = zero
-            for k in range(n):
-                yd += pairs[1, i, k] * d[k]
-            step_i = alpha[i] - yd * rho[i]
-            for k in range(n):
-                d[k] += step_i * pairs[0, i, k]
-    slope = zero
-    for k in range(n):
-        slope += g[k] * d[k]
-    t0 = rate
-    if counter == 0 or (restart and rho[m - 1] == 0):
-        t0 = min(one, one / total) * rate
-    new_step, new_previous = np.empty_like(g), np.empty_like(g)
-    for k in range(n):
-        new_step[k] = step[k] if stop else t0 * d[k]
-        new_previous[k] = previous[k] if stop else g[k]
-    go = slope <= -g.dtype.type(change) and not stop
-    return pairs, d, t0, slope, stop, go, new_step, new_previous, counter + (0 if stop else 1)
+# -- under Numba: the step as one kernel of loops, calling the loss's compiled graph
 
 
-class _CoreKernel(Op):
-    """:func:`_core_kernel` as a node, made by the Numba rewrite only (``perform`` runs it in Python)."""
+class _StepKernel(Op):
+    """:class:`_Step` as one node, made by the Numba rewrite only (``perform`` runs the same
+    kernel in Python): :func:`_core_kernel`, then the line search (:func:`_armijo_kernel`,
+    :func:`_wolfe_kernel`, calling ``phi``) and what follows it (:func:`_searched_step`)."""
 
-    __props__ = ("m", "tolerance", "change", "restart")
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+        self._function = None
 
-    def __init__(self, m: int, tolerance: float, change: float, restart: bool) -> None:
-        self.m, self.tolerance, self.change, self.restart = m, tolerance, change, restart
-
-    def make_node(self, *inputs, types=None):
-        """``types``: those of the outputs (default: the state's), given by the rewrite as those of
-        the node replaced, so that no SpecifyShape follows."""
+    def make_node(self, *inputs, types):
+        """``types``: those of the outputs, given by the rewrite as those of the node replaced."""
         inputs = [pt.as_tensor_variable(x) for x in inputs]
-        g, history, step, _, counter, _ = inputs
-        scalar = pt.TensorType(g.dtype, shape=())
-        flag = pt.TensorType("bool", shape=())
-        types = types or [
-            history.type,
-            step.type,
-            scalar,
-            scalar,
-            flag,
-            flag,
-            step.type,
-            step.type,
-            counter.type,
-        ]
         return Apply(self, inputs, [t() for t in types])
 
     def perform(self, node, inputs, output_storage):
-        constants = self.tolerance, self.change, self.restart
-        results = _core_kernel(*inputs[:4], int(inputs[4]), inputs[5][()], *constants)
+        phi = None
+        if self.spec.phi is not None:
+            if self._function is None:
+                mode = Mode(linker="py", optimizer="fast_compile")
+                self._function = pytensor.function(self.spec.phi.inputs, self.spec.phi.outputs, mode=mode)
+            phi = _unpacking(self._function, len(inputs) - 6)
+        kernel = _step_kernel(self.spec, phi)
+        with np.errstate(all="ignore"):  # the graph's arithmetic: inf and nan, no warnings
+            results = kernel(*inputs)
         for storage, value, variable in zip(output_storage, results, node.outputs):
             storage[0] = np.asarray(value, dtype=variable.dtype)
+
+
+def _step_kernel(spec: _Spec, phi: Any, jit: Any = None) -> Any:
+    """The function of :class:`_StepKernel`'s node: :func:`_core_kernel`, then the line search
+    calling ``phi`` (which takes its inputs after :math:`t` as one tuple). ``jit``: what makes each
+    function Numba's (by default none: Python)."""
+    jit = jit or (lambda function: function)
+    core = jit(_core_kernel(spec.tolerance, spec.change, spec.restart))
+    if spec.search is None:
+        return _plain_step(core)
+    search = {"armijo": _armijo_kernel, "strong_wolfe": _wolfe_kernel}[spec.search]
+    found = jit(search(phi, jit(_cubic_kernel), *spec.constants))
+    return _searched_step(core, found, spec.search == "armijo", spec.change)
+
+
+def _plain_step(core: Any) -> Any:
+    """The step without a line search: :func:`_core_kernel`'s outputs as :class:`_Step`'s."""
+
+    def step(g, history, last, previous, counter, rate):
+        outputs = core(g, history, last, previous, counter, rate)
+        pairs, d, t0, _, _, go, new_step, new_previous, count = outputs
+        return pairs, d, new_step, new_previous, count, t0, go
+
+    return step
+
+
+def _searched_step(core: Any, search: Any, armijo: bool, change: float) -> Any:
+    """The step with a line search: :func:`_core_kernel`, the search when a step is to be taken
+    (its result is not used otherwise), then :func:`_step`'s choices after it."""
+
+    def step(g, history, last, previous, counter, rate, f0, *roots):
+        outputs = core(g, history, last, previous, counter, rate)
+        pairs, d, t0, slope, stop, go, new_step, new_previous, count = outputs
+        kind = d.dtype.type
+        taken, moves, descends = t0[()], go[()], slope[()] <= -kind(change)
+        if moves:
+            taken = search(taken, f0[()], slope[()], d, (d, *roots))
+        kept = taken if descends else t0[()]
+        if armijo:
+            moves = moves and taken > kind(0.0)
+            kept = taken if moves else kind(0.0)
+            if not (moves or stop[()]):
+                pairs[:] = kind(0.0)
+        if not stop[()]:
+            for k in range(d.shape[0]):
+                new_step[k] = kept * d[k]
+        return pairs, d, new_step, new_previous, count, np.asarray(taken), np.asarray(moves)
+
+    return step
 
 
 _KERNEL: list[bool] = []  # whether the Numba kernel and its rewrite are registered, once asked
@@ -527,20 +592,26 @@ _KERNEL: list[bool] = []  # whether the Numba kernel and its rewrite are registe
 
 def _kernel_version() -> int:
     """Salts the kernel's key in PyTensor's compile cache (which knows the Op's props only): a
-    checksum of the kernel's source, so that an edited kernel is compiled again."""
+    checksum of the kernels' source, so that an edited kernel is compiled again."""
+    kernels = (_step_kernel, _plain_step, _searched_step, _core_kernel, _armijo_kernel, _wolfe_kernel)
+    compiled = (*kernels, _cubic_kernel, _register_kernel, _unpacking)  # and how Numba compiles them
     try:
-        return zlib.crc32(inspect.getsource(_core_kernel).encode())
+        return zlib.crc32("".join(inspect.getsource(f) for f in compiled).encode())
     except OSError:  # no source (a frozen install): the cache keys by props alone
         return 0
 
 
 def _register_kernel() -> None:
-    """Under PyTensor 3's Numba linker, replace each :class:`_Core` by :class:`_CoreKernel`
-    before PyTensor inlines it (position -0.02; the inlining runs at -0.01)."""
+    """Under PyTensor 3's Numba linker, replace each :class:`_Step` by :class:`_StepKernel` before
+    PyTensor inlines it (position -0.02; the inlining runs at -0.01)."""
     if _KERNEL:
         return
     try:
-        from pytensor.link.numba.dispatch.basic import numba_njit, register_funcify_default_op_cache_key
+        from pytensor.link.numba.dispatch.basic import (
+            numba_funcify_and_cache_key,
+            numba_njit,
+            register_funcify_and_cache_key,
+        )
     except ImportError:  # PyTensor 2.38: its Numba backend takes no cache keys; the graph serves
         _KERNEL.append(False)
         return
@@ -548,25 +619,260 @@ def _register_kernel() -> None:
     from pytensor.compile import optdb
     from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
 
-    @register_funcify_default_op_cache_key(_CoreKernel)
-    def _numba_core(op, node=None, **kwargs):
-        kernel, constants = numba_njit(_core_kernel), (op.tolerance, op.change, op.restart)
+    def inlined(function: Any) -> Any:
+        return numba_njit(function, inline="always", error_model="numpy")
 
-        @numba_njit
-        def core(g, history, step, previous, counter, rate):
-            out = kernel(g, history, step, previous, counter[()], rate[()], *constants)
-            pairs, d, t0, slope, stop, go, new_step, new_previous, count = out
-            scalars = np.asarray(t0), np.asarray(slope), np.asarray(stop), np.asarray(go)
-            return pairs, d, *scalars, new_step, new_previous, np.asarray(count)
+    @register_funcify_and_cache_key(_StepKernel)
+    def _numba_step(op, node=None, **kwargs):
+        """One function, the core, the search and ``phi`` inlined in it: Numba optimizes a
+        function compiled apart again in every function calling it."""
+        spec, phi, key = op.spec, None, "none"
+        if spec.phi is not None:
+            kwargs.pop("storage_map", None)
+            graph = _numba_graph(spec.phi)
+            phi, key = numba_funcify_and_cache_key(graph, fgraph_name="lbfgs_phi", **kwargs)
+            phi = inlined(_unpacking(inlined(phi.py_func), len(node.inputs) - 6))
+        kernel = numba_njit(_step_kernel(spec, phi, inlined), error_model="numpy")
+        if key is None:
+            return kernel, None
+        salt = (type(op).__name__, repr(dataclasses.replace(spec, phi=None)), key, _kernel_version())
+        return kernel, hashlib.sha256(repr(salt).encode()).hexdigest()
 
-        return core, _kernel_version()
-
-    @node_rewriter([_Core])
-    def _core_as_kernel(fgraph, node):
+    @node_rewriter([_Step])
+    def _step_as_kernel(fgraph, node):
         types = [x.type for x in node.outputs]
-        return _CoreKernel(*node.op.constants).make_node(*node.inputs, types=types).outputs
+        return _StepKernel(node.op.spec).make_node(*node.inputs, types=types).outputs
 
-    optdb.register("updates_lbfgs_kernel", dfs_rewriter(_core_as_kernel), "numba", position=-0.02)
+    optdb.register("updates_lbfgs_kernel", dfs_rewriter(_step_as_kernel), "numba", position=-0.02)
+
+
+@functools.cache
+def _register_bounded() -> None:
+    """Under JAX, rebuild each :class:`_Step` with a strong Wolfe search before PyTensor inlines
+    it, its search then a loop of fixed length (``_Step.bounded``)."""
+    from pytensor.compile import optdb
+    from pytensor.graph.rewriting.basic import dfs_rewriter, node_rewriter
+
+    @node_rewriter([_Step])
+    def _bounded_search(fgraph, node):
+        op = node.op
+        if op.bounded is None:
+            return None
+        return _Step(op.given, op.bounded(), op.spec).make_node(*node.inputs).outputs
+
+    optdb.register("updates_lbfgs_bounded", dfs_rewriter(_bounded_search), "jax", position=-0.02)
+
+
+def _unpacking(phi: Any, count: int) -> Any:
+    """``phi`` taking its arguments after the first as one tuple of ``count``: ``evaluate(t, rest)``
+    calls ``phi(t, rest[0], ...)``, written out (Numba inlines no call with ``*rest``)."""
+    scope = {"phi": phi}
+    arguments = "".join(f", rest[{i}]" for i in range(count))
+    exec(f"def evaluate(t, rest):\n    return phi(t{arguments})\n", scope)
+    return scope["evaluate"]
+
+
+def _numba_graph(fgraph: FunctionGraph) -> FunctionGraph:
+    """A copy of ``fgraph`` rewritten as Numba's linker would (as its ``OpFromGraph``), its inputs
+    protected from in-place rewrites."""
+    from pytensor.compile.aliasing import add_supervisor_to_fgraph
+    from pytensor.compile.io import In
+    from pytensor.compile.mode import NUMBA
+
+    fgraph = fgraph.clone()
+    specs = [In(x, borrow=True, mutable=False) for x in fgraph.inputs]
+    add_supervisor_to_fgraph(fgraph=fgraph, input_specs=specs, accept_inplace=True)
+    NUMBA.excluding("symbolic_op_recognition").optimizer(fgraph)
+    return fgraph
+
+
+def _core_kernel(tolerance: float, change: float, restart: bool) -> Any:
+    """:func:`_core_graph` as loops, the two-loop recursion as written, its scalars 0-d arrays.
+    Only loops and scalars: Numba compiles this in a fraction of the time the graph or NumPy's
+    array functions take."""
+
+    def core(g, history, step, previous, counter, rate):
+        m, n = history.shape[1], g.shape[0]
+        zero, one = g.dtype.type(0), g.dtype.type(1)
+        largest, total, ys = zero, zero, zero
+        y = np.empty_like(g)
+        for k in range(n):
+            total += abs(g[k])
+            largest = max(largest, abs(g[k]))
+            y[k] = g[k] - previous[k]
+            ys += y[k] * step[k]
+        stop = largest <= g.dtype.type(tolerance)
+        shift = 1 if ys > g.dtype.type(_CURVATURE_FLOOR) and not stop else 0
+        pairs = np.empty_like(history)
+        for i in range(m):  # the oldest pair dropped if the newest is kept
+            for k in range(n):
+                new = i + shift == m
+                pairs[0, i, k] = step[k] if new else history[0, i + shift, k]
+                pairs[1, i, k] = y[k] if new else history[1, i + shift, k]
+        d = np.empty_like(g)
+        for k in range(n):
+            d[k] = -g[k]
+        alpha, rho = np.zeros(m, g.dtype), np.zeros(m, g.dtype)
+        for i in range(m - 1, -1, -1):  # newest to oldest
+            sy, sd = zero, zero
+            for k in range(n):
+                sy += pairs[1, i, k] * pairs[0, i, k]
+                sd += pairs[0, i, k] * d[k]
+            if sy > 0:
+                rho[i] = one / sy
+                alpha[i] = sd * rho[i]
+                for k in range(n):
+                    d[k] -= alpha[i] * pairs[1, i, k]
+        if rho[m - 1] > 0:
+            yy = zero
+            for k in range(n):
+                yy += pairs[1, m - 1, k] * pairs[1, m - 1, k]
+            gamma = (one / rho[m - 1]) / yy
+            for k in range(n):
+                d[k] *= gamma
+        for i in range(m):  # oldest to newest
+            if rho[i] > 0:
+                yd = zero
+                for k in range(n):
+                    yd += pairs[1, i, k] * d[k]
+                step_i = alpha[i] - yd * rho[i]
+                for k in range(n):
+                    d[k] += step_i * pairs[0, i, k]
+        slope = zero
+        for k in range(n):
+            slope += g[k] * d[k]
+        t0 = rate[()]
+        if counter[()] == 0 or (restart and rho[m - 1] == 0):
+            t0 = min(one, one / total) * rate[()]
+        new_step, new_previous = np.empty_like(g), np.empty_like(g)
+        for k in range(n):
+            new_step[k] = step[k] if stop else t0 * d[k]
+            new_previous[k] = previous[k] if stop else g[k]
+        go = slope <= -g.dtype.type(change) and not stop
+        scalars = np.asarray(t0), np.asarray(slope), np.asarray(stop), np.asarray(go)
+        count = np.asarray(counter[()] + (0 if stop else 1))
+        return pairs, d, *scalars, new_step, new_previous, count
+
+    return core
+
+
+def _armijo_kernel(phi: Any, cubic: Any, powers: tuple, c1: float) -> Any:
+    """:func:`_armijo` as a loop of scalars: ``phi(t, rest)[0]`` is :math:`\\phi(t)` as a 0-d array
+    (``cubic``: unused, the arguments of :func:`_wolfe_kernel`). The ladder stops at its first
+    step meeting the condition when :math:`t_0 > 0` (the largest: the steps decrease); else every
+    step is evaluated, as the graph does."""
+
+    def search(t0, f0, slope, direction, rest):
+        kind = direction.dtype.type
+        zero, count = kind(0.0), len(powers)
+        enough = kind(c1) * slope
+        steps, losses = np.zeros(count, direction.dtype), np.zeros(count, direction.dtype)
+        largest, any_found, evaluated = zero, False, count
+        for k in range(count):
+            steps[k] = t0 * kind(powers[k])
+            losses[k] = phi(np.asarray(steps[k]), rest)[0][()]
+            if losses[k] <= f0 + enough * steps[k]:
+                largest, any_found = np.maximum(largest, steps[k]), True
+                if t0 > zero:
+                    evaluated = k + 1
+                    break
+        t = largest if any_found else t0 * kind(powers[count - 1])
+        value = kind(-np.inf)
+        for k in range(evaluated):
+            if steps[k] == t:
+                value = np.maximum(value, losses[k])
+        excess = value - f0 - slope * t
+        tq = -slope * t * t / (kind(2.0) * excess) if excess > zero and np.isfinite(excess) else zero
+        if tq > zero:
+            at_tq = phi(np.asarray(tq), rest)[0][()]
+            if at_tq <= f0 + enough * tq and (not any_found or at_tq < value):
+                return tq
+        return t if any_found else zero
+
+    return search
+
+
+def _cubic_kernel(kind, x1, f1, g1, x2, f2, g2, low, high):
+    """:func:`_cubic_minimum` of scalars of the type ``kind``."""
+    d1 = g1 + g2 - kind(3.0) * (f1 - f2) / (x1 - x2)
+    square = d1 * d1 - g1 * g2
+    if not square >= kind(0.0):
+        return (low + high) / kind(2.0)
+    d2 = np.sqrt(np.maximum(square, kind(0.0)))
+    if x1 <= x2:
+        minimum = x2 - (x2 - x1) * ((g2 + d2 - d1) / (g2 - g1 + kind(2.0) * d2))
+    else:
+        minimum = x1 - (x1 - x2) * ((g1 + d2 - d1) / (g1 - g2 + kind(2.0) * d2))
+    return np.minimum(np.maximum(minimum, low), high)
+
+
+def _wolfe_kernel(phi: Any, cubic: Any, c1: float, c2: float, tolerance: float, max_ls: int) -> Any:
+    """:func:`_strong_wolfe` as a loop of scalars, :func:`_wolfe_iteration`'s decisions in its
+    order: ``phi(t, rest)`` gives :math:`\\phi(t)` and :math:`\\phi'(t)` as 0-d arrays, ``cubic`` is
+    :func:`_cubic_kernel`. The bracket is ``a`` and ``b`` (``low_b``: the lowest is ``b``)."""
+
+    def search(t0, f0, slope, direction, rest):
+        kind = direction.dtype.type
+        zero = kind(0.0)
+        reach = zero
+        for k in range(direction.shape[0]):
+            reach = np.maximum(reach, abs(direction[k]))
+        t, t_prev, f_prev, g_prev = t0, zero, f0, slope
+        a_t, a_f, a_g, b_t, b_f, b_g = zero, zero, zero, zero, zero, zero
+        low_b, stuck, zoom, result = False, False, False, zero
+        for j in range(max_ls + 1):
+            value, derivative = phi(np.asarray(t), rest)
+            f, g = value[()], derivative[()]
+            last = j == max_ls
+            rises = f > f0 + kind(c1) * t * slope
+            flat = abs(g) <= -kind(c2) * slope
+            high = rises or (j > 1 and f >= f_prev)
+            enter = not last and (high or (not flat and g >= zero))
+            extrapolate = not last and not (high or flat or g >= zero)
+            if zoom:  # the new point replaces an end of the bracket
+                lo_t, lo_f, lo_g = (b_t, b_f, b_g) if low_b else (a_t, a_f, a_g)
+                hi_t, hi_f, hi_g = (a_t, a_f, a_g) if low_b else (b_t, b_f, b_g)
+                replaces_high = rises or f >= lo_f
+                found = not replaces_high and flat
+                if not (replaces_high or flat) and g * (hi_t - lo_t) >= zero:
+                    hi_t, hi_f, hi_g = lo_t, lo_f, lo_g
+                if replaces_high == low_b:  # into a
+                    a_t, a_f, a_g = t, f, g
+                    b_t, b_f, b_g = (lo_t, lo_f, lo_g) if low_b else (hi_t, hi_f, hi_g)
+                else:
+                    a_t, a_f, a_g = (hi_t, hi_f, hi_g) if low_b else (lo_t, lo_f, lo_g)
+                    b_t, b_f, b_g = t, f, g
+                if replaces_high:
+                    low_b = a_f > b_f
+                done = found or last
+            else:
+                a_t, a_f, a_g, b_t, b_f, b_g = t_prev, f_prev, g_prev, t, f, g
+                low_b = f_prev > f
+                done = not (enter or extrapolate)
+            in_zoom = zoom or enter
+            done = done or (in_zoom and abs(b_t - a_t) * reach < kind(tolerance))
+            if in_zoom:
+                result = b_t if low_b else a_t
+            else:
+                result = zero if last and f0 <= f else t
+                t_prev, f_prev, g_prev = t, f, g
+            if done:
+                break
+            lower, upper = np.minimum(a_t, b_t), np.maximum(a_t, b_t)
+            low, high = (lower, upper) if in_zoom else (t + kind(0.01) * (t - a_t), kind(10.0) * t)
+            trial = cubic(kind, a_t, a_f, a_g, b_t, b_f, b_g, low, high)
+            margin = kind(0.1) * (upper - lower)
+            near = np.minimum(upper - trial, trial - lower) < margin
+            moved = near and ((zoom and stuck) or trial >= upper or trial <= lower)
+            if in_zoom and moved:
+                trial = upper - margin if abs(trial - upper) < abs(trial - lower) else lower + margin
+            stuck, zoom, t = near and not moved, in_zoom, trial
+        return result
+
+    return search
+
+
+# -- the line searches as graphs
 
 
 def _armijo(search: _Search) -> Variable:
@@ -585,16 +891,16 @@ def _armijo(search: _Search) -> Variable:
     }
     losses = vectorize_graph(search.loss, batched)
     enough = cast(settings.armijo) * search.slope
-    found = losses <= search.loss + enough * steps
+    found = losses <= search.value + enough * steps
     any_found = pt.any(found)
     t = pt.switch(any_found, pt.max(pt.switch(found, steps, cast(0.0))), steps[-1])  # the largest
     value = pt.max(pt.switch(pt.eq(steps, t), losses, cast(-np.inf)))
-    excess = value - search.loss - search.slope * t  # phi(t) - phi(0) - phi'(0) t: half the curvature t^2
+    excess = value - search.value - search.slope * t  # phi(t) - phi(0) - phi'(0) t: half the curvature t^2
     usable = pt.and_(excess > 0, isfinite(excess))
     tq = pt.switch(usable, -search.slope * t * t / (cast(2.0) * pt.switch(usable, excess, 1)), cast(0.0))
     at_tq = search.at(tq)
     better = pt.and_(
-        pt.and_(tq > 0, at_tq <= search.loss + enough * tq), pt.or_(pt.invert(any_found), at_tq < value)
+        pt.and_(tq > 0, at_tq <= search.value + enough * tq), pt.or_(pt.invert(any_found), at_tq < value)
     )
     return pt.switch(better, tq, pt.switch(any_found, t, cast(0.0)))
 
@@ -611,17 +917,19 @@ def _cubic_minimum(x1, f1, g1, x2, f2, g2, low, high, cast):
     return pt.switch(square >= 0, pt.minimum(pt.maximum(minimum, low), high), (low + high) / cast(2.0))
 
 
-def _strong_wolfe(search: _Search) -> Variable:
+def _strong_wolfe(search: _Search, bounded: bool = False) -> Variable:
     """torch's strong Wolfe line search as a bounded loop in the graph: the step it returns.
 
     The loop's body is one evaluation of the loss and its derivative along ``d`` and the
     search's decisions; what it needs from the step (``d``, :math:`\\phi(0)`, :math:`\\phi'(0)`)
-    enters as inputs, so that the body does not compute them again.
+    enters as inputs, so that the body does not compute them again. It stops once the search is
+    done, or, ``bounded`` (for JAX, which converts no loop of unknown length), always runs its
+    largest number of evaluations, carrying what it found once done unchanged.
     """
     settings, cast = search.settings, search.cast
     zero, false = cast(0.0), pt.as_tensor_variable(np.bool_(False))
-    start = [search.t0, zero, search.loss, search.slope, *[zero] * 6, false, false, false]
-    given = [*search.pieces, search.loss, search.slope, pt.max(pt.abs(search.direction))]
+    start = [search.t0, zero, search.value, search.slope, *[zero] * 6, false, false, false]
+    given = [*search.pieces, search.value, search.slope, pt.max(pt.abs(search.direction))]
     constants = dict(
         c1=cast(settings.armijo),
         c2=cast(settings.curvature),
@@ -637,12 +945,25 @@ def _strong_wolfe(search: _Search) -> Variable:
         derivative = pytensor.grad(value, t)
         return _wolfe_iteration(j, t, value, derivative, *carry, f0=f0, slope=slope, reach=reach, **constants)
 
+    def held_once_done(j, *inputs):
+        n = len(start)
+        (t, *carry), (result, done), rest = inputs[:n], inputs[n : n + 2], inputs[n + 2 :]
+        new, stop = iteration(j, t, *carry, *rest)
+        kept = [pt.switch(done, old, x) for old, x in zip([t, *carry, result], new)]
+        return [*kept, pt.or_(done, stop.condition)]
+
+    steps = [pt.arange(settings.max_ls + 1, dtype="int64")]
+    if bounded:
+        outputs = pytensor.scan(
+            held_once_done,
+            sequences=steps,
+            outputs_info=[*start, zero, false],
+            non_sequences=given,
+            return_updates=False,
+        )
+        return outputs[-2][-1]
     outputs = pytensor.scan(
-        iteration,
-        sequences=[pt.arange(settings.max_ls + 1, dtype="int64")],
-        outputs_info=[*start, None],
-        non_sequences=given,
-        return_updates=False,
+        iteration, sequences=steps, outputs_info=[*start, None], non_sequences=given, return_updates=False
     )
     return outputs[-1][-1]
 
