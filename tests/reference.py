@@ -241,6 +241,19 @@ def lion(p, g, s, t, learning_rate, beta1, beta2, weight_decay):
     return p - learning_rate * (np.sign(c) + weight_decay * p)
 
 
+@_rule(learning_rate=1e-3)
+def sign_sgd(p, g, s, t, learning_rate):
+    """signSGD (Bernstein et al. 2018, Algorithm 1): p <- p - lr sign(g)"""
+    return p - learning_rate * np.sign(g)
+
+
+@_rule("m", learning_rate=1e-3, beta=0.9)
+def signum(p, g, s, t, learning_rate, beta):
+    """Signum (Bernstein et al. 2018, Algorithm 2): m <- beta m + (1 - beta) g; p <- p - lr sign(m)"""
+    s["m"] = beta * s["m"] + (p.dtype.type(1) - beta) * g
+    return p - learning_rate * np.sign(s["m"])
+
+
 @_rule("prev", learning_rate=1e-2, eta_minus=0.5, eta_plus=1.2, min_step=1e-6, max_step=50.0)
 def rprop(p, g, s, t, learning_rate, eta_minus, eta_plus, min_step, max_step):
     """iRprop-: step sizes start at lr; x eta_plus where g * prev > 0, x eta_minus (and g := 0)
@@ -321,6 +334,41 @@ def ademamix(p, g, s, t, learning_rate, beta1, beta2, beta3, alpha, epsilon, wei
     s["nu"] = beta2 * s["nu"] + (one - beta2) * g**2
     m1_hat, nu_hat = s["m1"] / (one - beta1**t), s["nu"] / (one - beta2**t)
     return p - learning_rate * ((m1_hat + alpha * s["m2"]) / (np.sqrt(nu_hat) + epsilon) + weight_decay * p)
+
+
+@_rule(
+    "m",
+    "v",
+    "n",
+    "prev",
+    learning_rate=1e-3,
+    beta1=0.98,
+    beta2=0.92,
+    beta3=0.99,
+    epsilon=1e-8,
+    epsilon_root=1e-8,
+    weight_decay=0.0,
+)
+def adan(p, g, s, t, learning_rate, beta1, beta2, beta3, epsilon, epsilon_root, weight_decay):
+    """Adan (Xie et al. 2022, Algorithm 1) in the paper's notation, b_k = 1 - beta_k weighing the
+    new term: m <- (1 - b1) m + b1 g; v <- (1 - b2) v + b2 d; n <- (1 - b3) n + b3 (g + c d)**2;
+    p <- p - lr ((m + c v) / (sqrt(n) + eps) + wd p), d = g - g_prev. The paper (and its authors'
+    code) has c = 1 - b2; optax 0.2.8 computes c = b2 (its `1 - b2` of its own b2 = 1 - paper's
+    b2; optax PR #1715 corrects it), and this library matches optax, so c = b2 here. Also as
+    optax: the averages start at 0 and are bias-corrected (the paper starts them at the first
+    gradient), d is 0 on the first step, eps_root under the root, and the weight decay is added
+    to the step (not the paper's division by 1 + lr wd)."""
+    one = p.dtype.type(1)
+    b1, b2, b3 = one - beta1, one - beta2, one - beta3
+    c = b2  # optax 0.2.8; the paper's is one - b2
+    d = np.zeros_like(g) if t == one else g - s["prev"]
+    s["m"] = (one - b1) * s["m"] + b1 * g
+    s["v"] = (one - b2) * s["v"] + b2 * d
+    s["n"] = (one - b3) * s["n"] + b3 * (g + c * d) ** 2
+    s["prev"] = g.copy()
+    m_hat, v_hat, n_hat = (s[k] / (one - (one - b) ** t) for k, b in (("m", b1), ("v", b2), ("n", b3)))
+    step = (m_hat + c * v_hat) / (np.sqrt(n_hat + epsilon_root) + epsilon)
+    return p - learning_rate * (step + weight_decay * p)
 
 
 def _schedule_free(p, s, t, z_step, learning_rate, warmup_steps, beta1, weight_lr_power):

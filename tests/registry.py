@@ -84,6 +84,8 @@ RULES = [
     RuleCase("adabelief", ADAM_LIKE, {**BETAS, **NEGATIVE_EPS}),
     RuleCase("yogi", {"learning_rate": 0.05}, {**BETAS, **NEGATIVE_EPS}),
     RuleCase("lion", {"learning_rate": 0.01, "weight_decay": 0.1}, {**NEGATIVE_LR, **BETAS}),
+    RuleCase("sign_sgd", {"learning_rate": 0.01}, NEGATIVE_LR),
+    RuleCase("signum", {"learning_rate": 0.01, "beta": 0.8}, {**NEGATIVE_LR, "beta": (1.0, r"in \[0, 1\)")}),
     RuleCase(
         "rprop",
         {"learning_rate": 0.01},
@@ -111,6 +113,18 @@ RULES = [
         "ademamix",
         {**ADAM_LIKE, "beta3": 0.99, "alpha": 2.0, "weight_decay": 0.1},
         {**NEGATIVE_LR, **BETAS, **NEGATIVE_EPS, "beta3": (1.0, r"in \[0, 1\)"), "alpha": (-1.0, r">= 0")},
+    ),
+    RuleCase(
+        "adan",
+        {**ADAM_LIKE, "beta1": 0.8, "beta3": 0.95, "epsilon_root": 1e-6, "weight_decay": 0.1},
+        {
+            **NEGATIVE_LR,
+            **BETAS,
+            **NEGATIVE_EPS,
+            "beta3": (1.5, r"in \[0, 1\)"),
+            "epsilon_root": (-1e-8, r">= 0"),
+            "weight_decay": (-0.1, r">= 0"),
+        },
     ),
     RuleCase(
         "schedule_free_sgd",

@@ -85,6 +85,22 @@ TRANSFORMS = {
         lambda g, p, mask: updates.add_weight_decay(g, p, 0.3, mask=mask),
         lambda g, p: mix(updates.add_weight_decay(split(g)[0], split(p)[0], 0.3), split(g)[1]),
     ),
+    "centralize": (
+        lambda g, p, mask: updates.centralize(g, mask=mask, params=p),
+        lambda g, p: mix(updates.centralize(split(g)[0]), split(g)[1]),
+    ),
+    "adaptive_grad_clip": (
+        lambda g, p, mask: updates.adaptive_grad_clip(g, p, 0.1, mask=mask),
+        lambda g, p: mix(updates.adaptive_grad_clip(split(g)[0], split(p)[0], 0.1), split(g)[1]),
+    ),
+    "clip_by_block_rms": (
+        lambda g, p, mask: updates.clip_by_block_rms(g, 0.2, mask=mask, params=p),
+        lambda g, p: mix(updates.clip_by_block_rms(split(g)[0], 0.2), split(g)[1]),
+    ),
+    "normalize_by_update_norm": (
+        lambda g, p, mask: updates.normalize_by_update_norm(g, 0.5, mask=mask, params=p),
+        lambda g, p: mix(updates.normalize_by_update_norm(split(g)[0], 0.5), split(g)[1]),
+    ),
 }
 
 
@@ -122,6 +138,10 @@ def test_in_a_chain_a_transform_gets_the_params_for_its_mask(name):
         "clip_by_global_norm": lambda: updates.clip_by_global_norm(max_norm=1.0, mask="*.W"),
         "total_norm_constraint": lambda: updates.total_norm_constraint(max_norm=1.0, mask="*.W"),
         "add_weight_decay": lambda: updates.add_weight_decay(weight_decay=0.3, mask="*.W"),
+        "centralize": lambda: updates.centralize(mask="*.W"),
+        "adaptive_grad_clip": lambda: updates.adaptive_grad_clip(clipping=0.1, mask="*.W"),
+        "clip_by_block_rms": lambda: updates.clip_by_block_rms(threshold=0.2, mask="*.W"),
+        "normalize_by_update_norm": lambda: updates.normalize_by_update_norm(scale_factor=0.5, mask="*.W"),
     }[name]()
     grads = gradient_inputs()
     first, second = make_params(), make_params()

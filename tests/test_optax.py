@@ -78,6 +78,22 @@ RULES = {
         lambda: optax.chain(optax.zero_nans(), optax.sgd(0.1)),
         lambda g, p: updates.sgd(updates.zero_nans(g), p, learning_rate=0.1),
     ),
+    "centralize then sgd": (
+        lambda: optax.chain(optax.centralize(), optax.sgd(0.1)),
+        lambda g, p: updates.sgd(updates.centralize(g), p, learning_rate=0.1),
+    ),
+    "adaptive_grad_clip then sgd": (
+        lambda: optax.chain(optax.adaptive_grad_clip(0.3, eps=1e-2), optax.sgd(0.1)),
+        lambda g, p: updates.sgd(updates.adaptive_grad_clip(g, p, 0.3, eps=1e-2), p, learning_rate=0.1),
+    ),
+    "clip_by_block_rms then sgd": (
+        lambda: optax.chain(optax.clip_by_block_rms(1.2), optax.sgd(0.1)),
+        lambda g, p: updates.sgd(updates.clip_by_block_rms(g, 1.2), p, learning_rate=0.1),
+    ),
+    "normalize_by_update_norm then sgd": (
+        lambda: optax.chain(optax.normalize_by_update_norm(scale_factor=0.7, eps=1e-3), optax.sgd(0.1)),
+        lambda g, p: updates.sgd(updates.normalize_by_update_norm(g, 0.7, 1e-3), p, learning_rate=0.1),
+    ),
 }
 
 
@@ -217,6 +233,58 @@ STATE_RULES = {
             alpha=schedules.linear_warmup(peak_value=4.0, warmup_steps=20, init_value=0.0),
         ),
         {"m1": "m1", "m2": "m2", "nu": "nu"},
+    ),
+    "sign_sgd": (
+        lambda: optax.sign_sgd(0.01),
+        lambda g, p: updates.sign_sgd(g, p, learning_rate=0.01),
+        {},
+    ),
+    "sign_sgd learning-rate schedule": (
+        lambda: optax.sign_sgd(_linear(0.0, 0.02, 20)),
+        lambda g, p: updates.sign_sgd(
+            g, p, learning_rate=schedules.linear_warmup(peak_value=0.02, warmup_steps=20, init_value=0.0)
+        ),
+        {},
+    ),
+    "signum": (
+        lambda: optax.signum(0.01, beta=0.8),
+        lambda g, p: updates.signum(g, p, learning_rate=0.01, beta=0.8),
+        {"m": "ema"},
+    ),
+    "signum defaults": (
+        lambda: optax.signum(0.01),
+        lambda g, p: updates.signum(g, p, learning_rate=0.01),
+        {"m": "ema"},
+    ),
+    "adan": (
+        lambda: optax.adan(0.01, b1=0.9, b2=0.8, b3=0.95, eps=1e-6, eps_root=1e-4, weight_decay=0.1),
+        lambda g, p: updates.adan(
+            g,
+            p,
+            learning_rate=0.01,
+            beta1=0.9,
+            beta2=0.8,
+            beta3=0.95,
+            epsilon=1e-6,
+            epsilon_root=1e-4,
+            weight_decay=0.1,
+        ),
+        {"m": "m", "v": "v", "n": "n", "prev": "g"},
+    ),
+    "adan defaults": (
+        lambda: optax.adan(0.01),
+        lambda g, p: updates.adan(g, p, learning_rate=0.01),
+        {"m": "m", "v": "v", "n": "n", "prev": "g"},
+    ),
+    "zero_nans then signum": (
+        lambda: optax.chain(optax.zero_nans(), optax.signum(0.01)),
+        lambda g, p: updates.signum(g, p, learning_rate=0.01, clear_nan=True),
+        {"m": "ema"},
+    ),
+    "zero_nans then adan": (
+        lambda: optax.chain(optax.zero_nans(), optax.adan(0.01)),
+        lambda g, p: updates.adan(g, p, learning_rate=0.01, clear_nan=True),
+        {"m": "m", "v": "v", "n": "n", "prev": "g"},
     ),
     "zero_nans then adopt": (
         lambda: optax.chain(optax.zero_nans(), optax.contrib.adopt(0.01)),
@@ -510,3 +578,28 @@ def test_prodigy_matches_optax_in_params_and_state(name):
     if not name.startswith("safeguard"):  # its warmup keeps d at d0 over these 50 steps
         assert result.named_state()["prodigy.d"] > 2e-6, "d did not grow from d0"
     assert not np.allclose(params[1].get_value(), start[1]), "trajectory did not move"
+
+
+UNIT_SHAPES = [(1, 5), (5, 1), (2, 3, 4), (1, 1, 3), (2, 2, 3, 4), (1, 1, 1, 4), (2, 1, 2, 3, 2), (4,), ()]
+
+
+@pytest.mark.parametrize("static", [True, False], ids=["static shapes", "run-time shapes"])
+def test_adaptive_grad_clip_units_match_optax(static):
+    """optax's unit-wise norm by rank (squeezed to at most one long axis: the whole tensor),
+    with the shapes known when the graph is built or only when it runs."""
+    rng = np.random.default_rng(5)
+    start = [rng.normal(size=shape) for shape in UNIT_SHAPES]
+    stream = [[rng.normal(size=shape) * (1 + k % 3) for shape in UNIT_SHAPES] for k in range(25)]
+    make = optax.chain(optax.adaptive_grad_clip(0.2), optax.sgd(0.1))
+    expected = optax_trajectory(make, start, stream)
+    params = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(start)]
+    grads = [
+        pt.tensor(f"g{i}", dtype="float64", shape=shape if static else (None,) * len(shape))
+        for i, shape in enumerate(UNIT_SHAPES)
+    ]
+    rule = updates.chain(updates.adaptive_grad_clip(clipping=0.2), updates.sgd(learning_rate=0.1))
+    step = pytensor.function(grads, [], updates=rule(grads, params))
+    for k, (g, want) in enumerate(zip(stream, expected)):
+        step(*g)
+        for p, w in zip(params, want):
+            np.testing.assert_allclose(p.get_value(), w, **EXACT, err_msg=f"step {k + 1}")

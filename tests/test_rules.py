@@ -265,7 +265,8 @@ def _installed(module):
 # raise (torch 2.13, PyTensor 3.0.7): an AttributeError, which torch.compile wraps in its
 # InternalTorchDynamoError; anything else, a numeric mismatch (AssertionError) above all, fails.
 PYTORCH_WORKS = {
-    "sgd", "momentum", "nesterov_momentum", "adagrad", "rmsprop", "adadelta", "yogi", "lion", "lars", "muon"
+    "sgd", "momentum", "nesterov_momentum", "adagrad", "rmsprop", "adadelta", "yogi", "lion", "sign_sgd",
+    "signum", "lars", "muon"
 }  # fmt: skip
 PYTORCH_BROKEN = "PyTensor's PyTorch backend cannot convert an op of the rule (see PYTORCH_WORKS)"
 MODES = ["CVM", "NUMBA", "JAX", "PYTORCH"]

@@ -284,6 +284,10 @@ PARTIAL = {
     "zero_nans": dict(),
     "add_gradient_noise": dict(eta=0.1, seed=3),
     "total_norm_constraint": dict(max_norm=1.0, epsilon=0.0),
+    "centralize": dict(),
+    "adaptive_grad_clip": dict(clipping=0.1, eps=1e-2),
+    "clip_by_block_rms": dict(threshold=0.5),
+    "normalize_by_update_norm": dict(scale_factor=2.0),
 }
 
 
@@ -304,7 +308,7 @@ def test_called_without_grads_a_transform_awaits_them(name):
     assert later.keywords == {**defaults, **PARTIAL[name]}
     grads = [pt.vector("a"), pt.matrix("b")]
     params = [pytensor.shared(np.ones(3), name="a"), pytensor.shared(np.ones((2, 2)), name="b")]
-    extra = dict(params=params) if name == "add_weight_decay" else {}
+    extra = dict(params=params) if name in ("add_weight_decay", "adaptive_grad_clip") else {}
     late, direct = later(grads, **extra), function(grads, **extra, **PARTIAL[name])
     state = [[x.counter, x.generator] for x in (late, direct)] if name == "add_gradient_noise" else [[], []]
     assert equal_computations(late, direct, in_xs=state[0], in_ys=state[1])
@@ -321,3 +325,293 @@ def test_a_transform_awaiting_grads_still_needs_its_required_arguments():
         TypeError, match=r"^clip_by_norm: got an unexpected keyword argument 'max_nrom'; did you"
     ):
         updates.clip_by_norm(max_nrom=1.0)
+
+
+# -- centralize, adaptive_grad_clip, clip_by_block_rms, normalize_by_update_norm (optax's) ----------
+
+MORE_SHAPES = [
+    (),
+    (3,),
+    (2, 4),
+    (1, 5),
+    (5, 1),
+    (2, 3, 4),
+    (1, 1, 3),
+    (2, 2, 3, 4),
+    (1, 1, 1, 4),
+    (2, 1, 2, 3, 2),
+]
+
+
+def more_arrays(dtype, seed, scale=1.0):
+    rng = np.random.default_rng(seed)
+    return [(scale * rng.normal(size=s)).astype(dtype) for s in MORE_SHAPES]
+
+
+def ref_centralize(x):
+    return x - x.mean(axis=tuple(range(1, x.ndim)), keepdims=True) if x.ndim > 1 else x
+
+
+def ref_unitwise_norm(x, axis=None):
+    """optax's unitwise_norm from its definition: a whole-tensor norm for at most one axis longer
+    than 1, else one per column (2-d, 3-d) or per output filter (4-d, 5-d)."""
+    if axis is None:
+        if np.squeeze(x).ndim <= 1:
+            axis = tuple(range(x.ndim))
+        else:
+            axis = {2: (0,), 3: (0,), 4: (0, 1, 2), 5: (0, 1, 2, 3)}[x.ndim]
+    return np.sqrt(np.sum(np.abs(x) ** 2, axis=axis, keepdims=True))
+
+
+def ref_adaptive_grad_clip(g, p, clipping, eps, axis=None):
+    g_norm, p_norm = ref_unitwise_norm(g, axis), ref_unitwise_norm(p, axis)
+    limit = clipping * np.maximum(p_norm, eps)
+    return np.where(g_norm < limit, g, g * (limit / np.maximum(g_norm, 1e-6)))
+
+
+def ref_clip_by_block_rms(x, threshold):
+    return x / max(1.0, np.sqrt(np.mean(x.astype("float64") ** 2)) / threshold)
+
+
+def ref_normalize_by_update_norm(xs, scale_factor, eps):
+    norm = np.sqrt(sum(np.sum(x.astype("float64") ** 2) for x in xs))
+    return [x / ((norm + eps) / scale_factor) for x in xs]
+
+
+def close(dtype):
+    return dict(rtol=2e-6, atol=1e-6) if dtype == "float32" else dict(rtol=1e-13, atol=1e-300)
+
+
+def check_values(got, want):
+    for g, w in zip(got, want):
+        assert g.dtype == w.dtype and g.shape == w.shape
+        np.testing.assert_allclose(g, w, **close(g.dtype.name))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_centralize(dtype):
+    values = more_arrays(dtype, 0)
+    got = run(updates.centralize, values)
+    check_values(got, [ref_centralize(x) for x in values])
+    for g, x in zip(got, values):
+        if x.ndim > 1:
+            np.testing.assert_allclose(g.mean(axis=tuple(range(1, x.ndim))), 0, atol=1e-6)
+        else:
+            assert_bitwise(g, x)
+    vectors = [pt.vector(), pt.scalar()]
+    assert updates.centralize(vectors) == vectors  # the same variables
+
+
+def agc_run(grads, params_values, **kwargs):
+    params = [pytensor.shared(p) for p in params_values]
+    inputs = [pt.tensor(dtype=v.dtype, shape=(None,) * v.ndim) for v in grads]
+    outputs = updates.adaptive_grad_clip(inputs, params, **kwargs)
+    for x, out in zip(inputs, outputs):
+        assert out.type == x.type
+    return pytensor.function(inputs, outputs, mode="FAST_COMPILE")(*grads)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("clipping", [0.05, 0.5, 100.0])
+def test_adaptive_grad_clip(dtype, clipping):
+    """Shapes of every default rule (the unit depending on the run-time shape), with zero params
+    (eps decides) and units both under and over the limit."""
+    grads, params = more_arrays(dtype, 1), more_arrays(dtype, 2, scale=0.5)
+    params[2][:, 1] = 0.0  # a zero unit: its limit is clipping * eps
+    got = agc_run(grads, params, clipping=clipping, eps=1e-3)
+    want = [ref_adaptive_grad_clip(g, p, clipping, 1e-3) for g, p in zip(grads, params)]
+    check_values(got, want)
+    unchanged = [(g, x) for g, x, w in zip(got, grads, want) if np.array_equal(w, x)]
+    assert len(unchanged) >= (len(grads) - 1 if clipping == 100.0 else 0)
+    for g, x in unchanged:
+        assert_bitwise(g, x)  # under the limit: exactly unchanged
+
+
+@pytest.mark.parametrize("axis", [0, (0, 1), -1])
+def test_adaptive_grad_clip_axis(axis):
+    shapes = [(3, 4, 2), (2, 5, 3)]
+    rng = np.random.default_rng(3)
+    grads = [rng.normal(size=s) for s in shapes]
+    params = [0.3 * rng.normal(size=s) for s in shapes]
+    got = agc_run(grads, params, clipping=0.2, axis=axis)
+    check_values(got, [ref_adaptive_grad_clip(g, p, 0.2, 1e-3, axis) for g, p in zip(grads, params)])
+
+
+def test_adaptive_grad_clip_mask_and_static_shapes():
+    """A masked-out gradient is the same variable; known static shapes pick the unit statically."""
+    rng = np.random.default_rng(4)
+    params = [
+        pytensor.shared(rng.normal(size=(1, 5)), name="b"),
+        pytensor.shared(rng.normal(size=(3, 4)), name="W"),
+    ]
+    grads = [pt.tensor(dtype="float64", shape=p.get_value().shape) for p in params]
+    out = updates.adaptive_grad_clip(grads, params, clipping=0.1, mask="W")
+    assert out[0] is grads[0]
+    values = [rng.normal(size=(1, 5)), rng.normal(size=(3, 4))]
+    got = pytensor.function(grads, out, mode="FAST_COMPILE")(*values)
+    assert_bitwise(got[0], values[0])
+    check_values(got[1:], [ref_adaptive_grad_clip(values[1], params[1].get_value(), 0.1, 1e-3)])
+    whole = updates.adaptive_grad_clip(grads[:1], params[:1], clipping=0.1)
+    f = pytensor.function(grads[:1], whole, mode="FAST_COMPILE")
+    check_values(f(values[0]), [ref_adaptive_grad_clip(values[0], params[0].get_value(), 0.1, 1e-3)])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("threshold", [0.1, 1.0, 100.0])
+def test_clip_by_block_rms(dtype, threshold):
+    values = more_arrays(dtype, 5, scale=2.0)
+    got = run(updates.clip_by_block_rms, values, threshold)
+    check_values(got, [ref_clip_by_block_rms(x, threshold).astype(dtype) for x in values])
+    for g, x in zip(got, values):
+        if np.sqrt(np.mean(x.astype("float64") ** 2)) <= threshold:
+            assert_bitwise(g, x)  # divided by exactly 1
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize(("scale_factor", "eps"), [(1.0, 1e-6), (-0.3, 0.0), (2.5, 0.1)])
+def test_normalize_by_update_norm(dtype, scale_factor, eps):
+    values = more_arrays(dtype, 6)
+    got = run(updates.normalize_by_update_norm, values, scale_factor, eps)
+    want = [x.astype(dtype) for x in ref_normalize_by_update_norm(values, scale_factor, eps)]
+    check_values(got, want)
+    norm = np.sqrt(sum(np.sum(g.astype("float64") ** 2) for g in got))
+    np.testing.assert_allclose(norm, abs(scale_factor) * (norm / abs(scale_factor)), rtol=1e-6)
+    if eps == 0.0:
+        np.testing.assert_allclose(norm, abs(scale_factor), rtol=1e-6)
+
+
+def test_normalize_by_update_norm_mask_takes_the_norm_of_the_selected():
+    values = [np.array([3.0, 4.0]), np.array([100.0])]
+    got = run(updates.normalize_by_update_norm, values, 1.0, 0.0, mask=[True, False])
+    check_values(got, [np.array([0.6, 0.8]), np.array([100.0])])
+
+
+@pytest.mark.parametrize(
+    "transform",
+    [
+        updates.centralize(),
+        updates.adaptive_grad_clip(clipping=0.05),
+        updates.clip_by_block_rms(threshold=0.2),
+        updates.normalize_by_update_norm(scale_factor=0.5),
+    ],
+    ids=["centralize", "adaptive_grad_clip", "clip_by_block_rms", "normalize_by_update_norm"],
+)
+def test_the_new_transforms_chain_before_adam(transform):
+    """chain(transform, adam) steps exactly as adam on the transformed gradients."""
+
+    def model():
+        params = [pytensor.shared(np.ones((3, 4)), name="W"), pytensor.shared(np.ones(4), name="b")]
+        x = pt.vector("x")
+        return x, params, pt.sum((pt.dot(params[0], x) + params[1][:3]) ** 2)
+
+    x, chained, loss = model()
+    step = updates.chain(transform, updates.adam(learning_rate=1e-2))(loss, chained)
+    f = pytensor.function([x], loss, updates=step, mode="FAST_COMPILE")
+    y, nested, loss2 = model()
+    grads = updates.get_or_compute_grads(loss2, nested)
+    extra = dict(params=nested) if "params" in inspect.signature(transform.func).parameters else {}
+    direct = updates.adam(transform(grads, **extra), nested, learning_rate=1e-2)
+    g = pytensor.function([y], loss2, updates=direct, mode="FAST_COMPILE")
+    for k in range(3):
+        value = np.array([1.0, -2.0, 0.5, 3.0]) * (k + 1)
+        f(value), g(value)
+        for a, b in zip(chained, nested):
+            assert_bitwise(a.get_value(), b.get_value())
+    assert not np.allclose(chained[0].get_value(), 1.0)
+
+
+NEW_BAD = [
+    (
+        lambda g: updates.adaptive_grad_clip(g, P2, 0.0),
+        ValueError,
+        r"^adaptive_grad_clip: clipping must be > 0, got 0.0",
+    ),
+    (
+        lambda g: updates.adaptive_grad_clip(g, P2, 0.1, eps=-1.0),
+        ValueError,
+        r"^adaptive_grad_clip: eps must be >= 0",
+    ),
+    (
+        lambda g: updates.adaptive_grad_clip(g, P2, 0.1, axis=1.5),
+        TypeError,
+        r"^adaptive_grad_clip: axis must be None, an int",
+    ),
+    (
+        lambda g: updates.adaptive_grad_clip(g, P2, 0.1, axis=1),
+        ValueError,
+        r"^adaptive_grad_clip: axis \(1,\) does not fit grads\[0\], of 1 dimensions",
+    ),
+    (lambda g: updates.adaptive_grad_clip(g, P2[:1], 0.1), ValueError, r"^adaptive_grad_clip: "),
+    (
+        lambda g: updates.adaptive_grad_clip(
+            [pt.tensor(shape=(None,) * 6)], [pytensor.shared(np.ones((2,) * 6))], 0.1
+        ),
+        ValueError,
+        r"^adaptive_grad_clip: grads\[0\] has 6 dimensions; .*give axis",
+    ),
+    (
+        lambda g: updates.adaptive_grad_clip(g[0], P2, 0.1),
+        TypeError,
+        r"^adaptive_grad_clip: grads must be a list of tensors",
+    ),
+    (
+        lambda g: updates.clip_by_block_rms(g, 0.0),
+        ValueError,
+        r"^clip_by_block_rms: threshold must be > 0, got 0.0",
+    ),
+    (
+        lambda g: updates.clip_by_block_rms(g, "x"),
+        TypeError,
+        r"^clip_by_block_rms: threshold must be a number or a scalar",
+    ),
+    (
+        lambda g: updates.normalize_by_update_norm(g, 0.0),
+        ValueError,
+        r"^normalize_by_update_norm: scale_factor must be nonzero, got 0.0",
+    ),
+    (
+        lambda g: updates.normalize_by_update_norm(g, float("nan")),
+        ValueError,
+        r"^normalize_by_update_norm: scale_factor must be finite",
+    ),
+    (
+        lambda g: updates.normalize_by_update_norm(g, eps=-1e-6),
+        ValueError,
+        r"^normalize_by_update_norm: eps must be >= 0",
+    ),
+    (
+        lambda g: updates.centralize([pt.imatrix()]),
+        TypeError,
+        r"^centralize: grads\[0\] must be floating-point, got dtype int32",
+    ),
+    (lambda g: updates.centralize(g, mask=[True]), ValueError, r"^centralize: "),
+    (lambda g: updates.centralize([]), ValueError, r"^centralize: grads is empty"),
+]
+P2 = [pytensor.shared(np.ones(3), name="a"), pytensor.shared(np.ones(3), name="b")]
+
+
+@pytest.mark.parametrize(
+    ("call", "error", "message"),
+    NEW_BAD,
+    ids=[m.split(":")[0][1:] + str(i) for i, (_, _, m) in enumerate(NEW_BAD)],
+)
+def test_bad_arguments_of_the_new_transforms_are_rejected(call, error, message):
+    with pytest.raises(error, match=message):
+        call([pt.vector(), pt.vector()])
+
+
+@pytest.mark.parametrize("floatx", ["float32", "float64"])
+def test_the_new_transforms_keep_types(floatx):
+    with pytensor.config.change_flags(floatX=floatx):
+        params = [
+            pytensor.shared(np.ones((1, 3), "float32"), shape=(1, None)),
+            pytensor.shared(np.ones((2, 2))),
+        ]
+        grads = [pt.tensor(dtype=p.dtype, shape=p.type.shape) for p in params]
+        for transformed in (
+            updates.centralize(grads),
+            updates.adaptive_grad_clip(grads, params, 0.1),
+            updates.clip_by_block_rms(grads, 0.1),
+            updates.normalize_by_update_norm(grads, 0.5),
+        ):
+            assert [g.type for g in transformed] == [g.type for g in grads]

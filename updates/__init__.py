@@ -17,6 +17,7 @@ from updates.modern import (
     adabelief,
     adagrad_window,
     adamw,
+    adan,
     ademamix,
     adopt,
     asgd,
@@ -27,6 +28,8 @@ from updates.modern import (
     nadam,
     radam,
     rprop,
+    sign_sgd,
+    signum,
     yogi,
 )
 from updates.momentum import apply_momentum, apply_nesterov_momentum, momentum, nesterov_momentum
@@ -58,11 +61,15 @@ from updates.state import HyperparameterWarning, inspect_state, load_state, rese
 from updates.step import Step, compile_step
 from updates.train import History, NonFiniteLossError, Record, iterate, minimize
 from updates.transforms import (
+    adaptive_grad_clip,
     add_gradient_noise,
     add_weight_decay,
+    centralize,
+    clip_by_block_rms,
     clip_by_global_norm,
     clip_by_norm,
     clip_by_value,
+    normalize_by_update_norm,
     zero_nans,
 )
 from updates.wrappers import (
@@ -102,10 +109,13 @@ __all__ = [
     "adabelief",
     "yogi",
     "lion",
+    "sign_sgd",
+    "signum",
     "rprop",
     "asgd",
     "adopt",
     "ademamix",
+    "adan",
     "schedule_free_sgd",
     "schedule_free_adamw",
     "prodigy",
@@ -121,6 +131,10 @@ __all__ = [
     "clip_by_value",
     "clip_by_norm",
     "clip_by_global_norm",
+    "centralize",
+    "adaptive_grad_clip",
+    "clip_by_block_rms",
+    "normalize_by_update_norm",
     "add_weight_decay",
     "zero_nans",
     "add_gradient_noise",

@@ -20,7 +20,8 @@ wrappers that check them (``apply_if_finite``'s ``grads``).
 
 Masks: weight decay (:func:`add_weight_decay`, :func:`apply_weight_decay`), the clipping transforms
 (:func:`clip_by_value`, :func:`clip_by_norm`, :func:`clip_by_global_norm`,
-:func:`total_norm_constraint`) and the elementwise wrappers (:func:`apply_lookahead`,
+:func:`clip_by_block_rms`, :func:`adaptive_grad_clip`, :func:`total_norm_constraint`),
+:func:`normalize_by_update_norm`, :func:`centralize` and the elementwise wrappers (:func:`apply_lookahead`,
 :func:`apply_ema`) take ``mask=``: a callable on each param, one boolean per param, or a name
 pattern (``fnmatch``); the params it leaves out pass through that part unchanged. For different
 rules per group of params, chain each group and merge with :func:`merge_updates` (see

@@ -4,9 +4,10 @@ Same conventions as :mod:`updates.rules`: :math:`g` the gradient, :math:`\eta` t
 :math:`t` the step count (1 on the first step), elementwise operations, state starting at zero.
 Where torch.optim has the algorithm, the rule follows torch's formulation (epsilon placement and
 bias corrections), and the tests compare trajectories with torch live; where only optax has it
-(:func:`adopt`, :func:`ademamix`), optax's, compared with optax live. :func:`lamb`, :func:`lars`
-and :func:`esgd` need whole tensors (norms, Hessian-vector products), so they are built per
-parameter; every other rule runs on the multi-tensor path.
+(:func:`sign_sgd`, :func:`signum`, :func:`adopt`, :func:`ademamix`, :func:`adan`), optax's,
+compared with optax live. :func:`lamb`, :func:`lars` and :func:`esgd` need whole tensors (norms,
+Hessian-vector products), so they are built per parameter; every other rule runs on the
+multi-tensor path.
 """
 
 from __future__ import annotations
@@ -32,10 +33,13 @@ __all__ = [
     "adabelief",
     "yogi",
     "lion",
+    "sign_sgd",
+    "signum",
     "rprop",
     "asgd",
     "adopt",
     "ademamix",
+    "adan",
     "lamb",
     "lars",
     "adagrad_window",
@@ -564,6 +568,128 @@ def lion(
     )
 
 
+# -- signSGD and Signum --------------------------------------------------------------------------
+
+
+SIGN_SGD = Rule(
+    "sign_sgd",
+    lambda h, param, grad: (param - h.learning_rate * pt.sign(grad),),
+    ranges=dict(learning_rate=NON_NEGATIVE),
+)
+
+
+@update_rule
+def sign_sgd(
+    loss_or_grads=None, params=None, learning_rate: Any = 1e-3, *, clear_nan: bool = False
+) -> Updates:
+    r"""signSGD: steps of fixed size in the sign of each gradient component.
+
+    .. math:: p \leftarrow p - \eta\, \operatorname{sign}(g)
+
+    with :math:`\operatorname{sign}(0) = 0`. No state.
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, the size of every component's step, default 1e-3.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    ``optax.sign_sgd(learning_rate)`` (``scale_by_sign`` then the learning rate), step for step;
+    optax needs a ``learning_rate``, 1e-3 here as :func:`sgd`'s. A learning rate that is a
+    callable of optax's count is a schedule here. torch.optim has no signSGD.
+
+    References
+    ----------
+    Bernstein, Wang, Azizzadenesheli and Anandkumar (2018). signSGD: compressed optimisation for
+    non-convex problems. ICML. arXiv:1802.04434.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.array([3.0, -0.5, 0.0]), name="w")
+    >>> step = pytensor.function([], [], updates=updates.sign_sgd((w**2).sum(), [w], learning_rate=0.1))
+    >>> _ = step()
+    >>> w.get_value()
+    array([ 2.9, -0.4,  0. ])
+    """
+    return apply_rule(SIGN_SGD, loss_or_grads, params, clear_nan, learning_rate=learning_rate)
+
+
+def _signum(h, param, grad, m):
+    m = h.beta * m + (1 - h.beta) * grad
+    return param - h.learning_rate * pt.sign(m), m
+
+
+SIGNUM = Rule("signum", _signum, slots=("m",), ranges=dict(learning_rate=NON_NEGATIVE, beta=UNIT))
+
+
+@update_rule
+def signum(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    beta: Any = 0.9,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""Signum: steps of fixed size in the sign of the momentum (signSGD with momentum).
+
+    .. math::
+
+        m &\leftarrow \beta m + (1 - \beta)\, g \\
+        p &\leftarrow p - \eta\, \operatorname{sign}(m)
+
+    :math:`m` is not bias-corrected: a positive factor does not change its sign.
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, the size of every component's step, default 1e-3.
+    beta : float or scalar tensor
+        :math:`\beta`, the decay of the moving average of the gradient, in [0, 1), default 0.9.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    ``optax.signum(learning_rate, beta)`` (``ema(beta, debias=False)``, ``scale_by_sign``, the
+    learning rate) with the same ``beta``, step for step, params and state (optax's ``ema`` is
+    ``m``); optax needs a ``learning_rate`` and has an ``accumulator_dtype`` (here the state
+    has the param's dtype). With ``beta=0`` it is :func:`sign_sgd`. :func:`lion` is the same
+    with the sign taken of an interpolation of :math:`m` and :math:`g`. torch.optim has no
+    Signum.
+
+    References
+    ----------
+    Bernstein, Wang, Azizzadenesheli and Anandkumar (2018). signSGD: compressed optimisation for
+    non-convex problems. ICML. arXiv:1802.04434.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.array([3.0, -0.5]), name="w")
+    >>> result = updates.signum((w**2).sum(), [w], learning_rate=0.1)
+    >>> list(result.named_state())
+    ['w.signum.m']
+    >>> step = pytensor.function([], [], updates=result)
+    >>> _ = step()
+    >>> w.get_value()
+    array([ 2.9, -0.4])
+    """
+    return apply_rule(SIGNUM, loss_or_grads, params, clear_nan, learning_rate=learning_rate, beta=beta)
+
+
 # -- Rprop ---------------------------------------------------------------------------------------
 
 
@@ -1048,6 +1174,129 @@ def ademamix(
         beta3=beta3,
         alpha=alpha,
         epsilon=epsilon,
+        weight_decay=weight_decay,
+    )
+
+
+# -- Adan ----------------------------------------------------------------------------------------
+
+
+def _adan_schedule(h, t, step):
+    # The first step has no previous gradient: its difference is 0 (optax's state.t == 0).
+    return dict(
+        first=pt.cast(pt.eq(step, 1), t.dtype),
+        bc1=1 - h.beta1**t,
+        bc2=1 - h.beta2**t,
+        bc3=1 - h.beta3**t,
+    )
+
+
+def _adan(h, param, grad, m, v, n, prev):
+    diff = pt.switch(h.first > 0, 0, grad - prev)
+    m = h.beta1 * m + (1 - h.beta1) * grad
+    v = h.beta2 * v + (1 - h.beta2) * diff
+    n = h.beta3 * n + (1 - h.beta3) * pt.sqr(grad + (1 - h.beta2) * diff)
+    direction = (m / h.bc1 + (1 - h.beta2) * (v / h.bc2)) / (pt.sqrt(n / h.bc3 + h.epsilon_root) + h.epsilon)
+    return param - h.learning_rate * (direction + h.weight_decay * param), m, v, n, grad
+
+
+ADAN = Rule(
+    "adan",
+    _adan,
+    slots=("m", "v", "n", "prev"),
+    per_step=_adan_schedule,
+    ranges=dict(ADAM_RANGES, beta3=UNIT, epsilon_root=NON_NEGATIVE, weight_decay=NON_NEGATIVE),
+)
+
+
+@update_rule
+def adan(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    beta1: Any = 0.98,
+    beta2: Any = 0.92,
+    beta3: Any = 0.99,
+    epsilon: Any = 1e-8,
+    epsilon_root: Any = 1e-8,
+    weight_decay: Any = 0.0,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""Adan: adaptive Nesterov momentum, from moving averages of the gradient and its change.
+
+    With :math:`d = g - g_{\mathrm{prev}}` the change of the gradient since the step before
+    (:math:`d = 0` on the first step, which has no step before):
+
+    .. math::
+
+        m &\leftarrow \beta_1 m + (1 - \beta_1)\, g \\
+        v &\leftarrow \beta_2 v + (1 - \beta_2)\, d \\
+        n &\leftarrow \beta_3 n + (1 - \beta_3)\, \bigl(g + (1 - \beta_2)\, d\bigr)^2 \\
+        u &= \frac{m / (1 - \beta_1^t) + (1 - \beta_2)\, v / (1 - \beta_2^t)}
+            {\sqrt{n / (1 - \beta_3^t) + \epsilon_{\mathrm{root}}} + \epsilon} \\
+        p &\leftarrow p - \eta\, (u + \lambda p) \\
+        g_{\mathrm{prev}} &\leftarrow g
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3.
+    beta1, beta2, beta3 : float or scalar tensor
+        The decays of the moving averages of the gradient, of its change and of the squared
+        term, in [0, 1), defaults 0.98, 0.92 and 0.99 (each weighs the old average, as
+        Adam's betas do; the paper's :math:`\beta_k` are one minus these).
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, added to the root, default 1e-8.
+    epsilon_root : float or scalar tensor
+        :math:`\epsilon_{\mathrm{root}}`, added under the root, default 1e-8.
+    weight_decay : float or scalar tensor
+        :math:`\lambda \ge 0`, decoupled weight decay multiplied by :math:`\eta`, default 0.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    ``optax.adan`` with the same defaults (``b1``, ``b2``, ``b3``, ``eps``, ``eps_root`` are
+    ``beta1``, ``beta2``, ``beta3``, ``epsilon``, ``epsilon_root``), step for step, params and
+    state (optax's ``m``, ``v``, ``n``, and its previous gradient ``g`` as ``prev``); optax
+    needs a ``learning_rate`` and has a weight-decay ``mask`` (use :func:`merge_updates` for
+    groups). As in optax, the weight decay is added to the step,
+    :math:`p \leftarrow p - \eta(u + \lambda p)`, not the paper's proximal
+    :math:`p \leftarrow (p - \eta u) / (1 + \lambda\eta)`, and the averages start at 0 and are
+    bias-corrected (the paper starts them at the first gradient). Also as optax 0.2.8, the
+    change :math:`d` and its average :math:`v` enter :math:`n` and :math:`u` weighted by
+    :math:`1 - \beta_2` (0.08 by default), where the paper and its authors' code weigh them by
+    :math:`\beta_2` (0.92; the paper's :math:`1 - \beta_2` in its own notation); optax's pull
+    request 1715 proposes the paper's weight. torch.optim has no Adan.
+
+    References
+    ----------
+    Xie, Zhou, Li, Lin and Yan (2022). Adan: adaptive Nesterov momentum algorithm for faster
+    optimizing deep models. arXiv:2208.06677 (TPAMI 2024).
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.adan((w**2).sum(), [w]).named_state())
+    ['w.adan.m', 'w.adan.v', 'w.adan.n', 'w.adan.prev', 'adan.t']
+    """
+    return apply_rule(
+        ADAN,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        beta3=beta3,
+        epsilon=epsilon,
+        epsilon_root=epsilon_root,
         weight_decay=weight_decay,
     )
 

@@ -13,9 +13,10 @@ clipping transforms here leave a gradient under the limit exactly unchanged, as 
 ``clip_grad_norm_`` and optax's ``clip_by_global_norm`` do. Every transform keeps each gradient's
 type (dtype and static shape): hyperparameters are cast to the gradient's dtype.
 
-The clipping transforms and :func:`add_weight_decay` take a ``mask``: the gradients of the params
-it leaves out pass through unchanged (the same variables), and :func:`clip_by_global_norm`
-takes its norm over the selected gradients only. A mask that selects by param (a callable or a
+The clipping and normalizing transforms, :func:`centralize` and :func:`add_weight_decay` take a
+``mask``: the gradients of the params it leaves out pass through unchanged (the same variables),
+and :func:`clip_by_global_norm` and :func:`normalize_by_update_norm` take their norm over the
+selected gradients only. A mask that selects by param (a callable or a
 name pattern) needs the ``params`` the gradients belong to; :func:`chain` gives them.
 """
 
@@ -46,11 +47,15 @@ from updates.public import awaits_input, select
 from updates.reductions import l2_norm
 
 __all__ = [
+    "adaptive_grad_clip",
     "add_gradient_noise",
     "add_weight_decay",
+    "centralize",
+    "clip_by_block_rms",
     "clip_by_global_norm",
     "clip_by_norm",
     "clip_by_value",
+    "normalize_by_update_norm",
     "zero_nans",
 ]
 
@@ -257,6 +262,287 @@ def clip_by_global_norm(
     norm = l2_norm([g for g, keep in zip(tensors, chosen) if keep])
     clipped = [_exact_scale(g, norm, max_norm) if keep else g for g, keep in zip(tensors, chosen)]
     return (clipped, norm) if return_norm else clipped
+
+
+@_transform
+def centralize(grads: Sequence[Any], *, mask: Any = None, params: Any = None) -> list[Variable]:
+    r"""Subtract from each gradient of two or more dimensions its mean over all axes but the first.
+
+    .. math::
+
+        g_{i\,\cdot} \leftarrow g_{i\,\cdot} - \frac{1}{m} \textstyle\sum_j g_{ij}
+
+    for a gradient seen as rows :math:`i` (its first axis) of :math:`m` elements :math:`j` (all its
+    other axes together). Scalars and vectors pass unchanged (the same variables).
+
+    Parameters
+    ----------
+    $grads
+    $mask
+    $params
+
+    Returns
+    -------
+    list of TensorVariable
+        The centralized gradients, each of its input's type.
+
+    Notes
+    -----
+    optax's ``centralize`` computes the same.
+
+    References
+    ----------
+    Yong, Huang, Hua and Zhang (2020). Gradient Centralization: A New Optimization Technique for
+    Deep Neural Networks. ECCV. arXiv:2004.01461.
+
+    Examples
+    --------
+    >>> import numpy as np, updates
+    >>> [g.eval() for g in updates.centralize([np.array([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])])]
+    [array([[-1.,  0.,  1.],
+           [-1.,  0.,  1.]])]
+    """
+    tensors, chosen = _selected("centralize", grads, mask, params)
+    return [
+        g - pt.mean(g, axis=tuple(range(1, g.ndim)), keepdims=True) if keep and g.ndim > 1 else g
+        for g, keep in zip(tensors, chosen)
+    ]
+
+
+#: The axes of each unit-wise norm by number of dimensions (optax's ``unitwise_norm``): dense
+#: layers (in, out) and multi-head ones (in, heads, out) per output column, 2-d convolutions
+#: (h, w, in, out) and 3-d ones (d, h, w, in, out) per output filter.
+_UNIT_AXES = {2: (0,), 3: (0,), 4: (0, 1, 2), 5: (0, 1, 2, 3)}
+
+
+def _unit_axes(who: str, axis: Any) -> tuple[int, ...] | None:
+    """``axis`` as a tuple of ints, or None."""
+    if axis is None:
+        return None
+    entries = axis if isinstance(axis, (list, tuple)) else (axis,)
+    if not entries or not all(
+        isinstance(a, (int, np.integer)) and not isinstance(a, (bool, np.bool_)) for a in entries
+    ):
+        raise TypeError(f"{who}: axis must be None, an int or a non-empty tuple of ints, got {axis!r}")
+    return tuple(int(a) for a in entries)
+
+
+def _unitwise_norm(who: str, x: Variable, axis: tuple[int, ...] | None, name: str) -> Variable:
+    """The L2 norm of each unit of ``x`` (keeping the reduced axes, of length 1), as optax's
+    ``unitwise_norm`` takes it: over ``axis``; else over everything for a tensor with at most one
+    axis longer than 1 (a scalar, a vector, a (1, n) matrix), else over :data:`_UNIT_AXES`."""
+    squares = pt.sqr(abs(x))
+    if axis is not None:
+        distinct = {a % max(x.ndim, 1) for a in axis}
+        if any(not -x.ndim <= a < x.ndim for a in axis) or len(distinct) < len(axis):
+            raise ValueError(f"{who}: axis {axis} does not fit {name}, of {x.ndim} dimensions")
+        return pt.sqrt(pt.sum(squares, axis=axis, keepdims=True))
+    whole = pt.sqrt(pt.sum(squares, axis=tuple(range(x.ndim)), keepdims=True))
+    static = x.type.shape
+    long_axes = sum(1 for n in static if n is not None and n != 1)
+    if x.ndim <= 1 or (None not in static and long_axes <= 1):
+        return whole
+    if x.ndim not in _UNIT_AXES:
+        raise ValueError(
+            f"{who}: {name} has {x.ndim} dimensions; the default units cover 1 to 5: give axis=..."
+        )
+    unit = pt.sqrt(pt.sum(squares, axis=_UNIT_AXES[x.ndim], keepdims=True))
+    if long_axes >= 2:
+        return unit
+    # The shape is known only at run time: which of the two optax takes depends on it.
+    return pt.switch(pt.le(pt.sum(pt.neq(pt.as_tensor_variable(x.shape), 1)), 1), whole, unit)
+
+
+@_transform
+def adaptive_grad_clip(
+    grads: Sequence[Any],
+    params: Sequence[Any],
+    clipping: Any,
+    eps: Any = 1e-3,
+    axis: int | Sequence[int] | None = None,
+    *,
+    mask: Any = None,
+) -> list[Variable]:
+    r"""Clip each unit of each gradient to at most ``clipping`` times the norm of its param's unit
+    (adaptive gradient clipping, Brock et al. 2021).
+
+    .. math::
+
+        c_u = \lambda \max(\lVert p_u \rVert_2, \epsilon), \qquad
+        g_u \leftarrow \begin{cases} g_u & \lVert g_u \rVert_2 < c_u \\
+        g_u\, c_u / \max(\lVert g_u \rVert_2, 10^{-6}) & \text{otherwise} \end{cases}
+
+    for every unit :math:`u` of a gradient :math:`g` and its param :math:`p`. The units are the
+    slices along ``axis``; by default (optax's ``unitwise_norm``) the whole tensor for a scalar or
+    a vector (or any tensor with at most one axis longer than 1), each column (norm over axis 0)
+    for 2-d and 3-d tensors (dense layers (in, out), multi-head (in, heads, out)), each output
+    filter for 4-d (h, w, in, out: axes 0, 1, 2) and 5-d tensors (axes 0 to 3).
+
+    Parameters
+    ----------
+    grads : list of TensorVariable
+        One gradient per parameter. Leave out ``grads`` and ``params`` (give keywords only) to get
+        the transform back awaiting them, for :func:`chain`.
+    params : list of shared variables
+        The parameters, in the order of ``grads``.
+    clipping : float or scalar tensor
+        :math:`\lambda > 0`, the largest ratio of a unit's gradient norm to its param norm
+        (the paper uses 0.01 to 0.16 with large batches).
+    eps : float or scalar tensor
+        :math:`\epsilon \ge 0`, the smallest param norm counted, default 1e-3: it keeps
+        zero-initialized params (biases) from having their gradients clipped to zero.
+    axis : int or tuple of int, optional
+        The axes each unit-wise norm is taken over (the same for every tensor); needed for
+        tensors of more than 5 dimensions. Default None: by dimensions, as above.
+    $mask
+
+    Returns
+    -------
+    list of TensorVariable
+        The clipped gradients, each of its parameter's dtype.
+
+    Notes
+    -----
+    optax's ``adaptive_grad_clip`` computes the same, in the same order. Where a tensor's shape
+    is not known when the graph is built (a shared variable's type rarely knows it), whether it
+    has at most one axis longer than 1 is decided when the step runs.
+
+    References
+    ----------
+    Brock, De, Smith and Simonyan (2021). High-Performance Large-Scale Image Recognition Without
+    Normalization. ICML. arXiv:2102.06171.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.array([[3.0, 0.0], [4.0, 1.0]]), name="w")
+    >>> [g.eval() for g in updates.adaptive_grad_clip([np.array([[0.0, 1.0], [1.0, 0.0]])], [w], 0.1)]
+    [array([[0. , 0.1],
+           [0.5, 0. ]])]
+    """
+    who = "adaptive_grad_clip"
+    check_hyperparameter(who, "clipping", clipping, POSITIVE)
+    check_hyperparameter(who, "eps", eps, NON_NEGATIVE)
+    axes = _unit_axes(who, axis)
+    if not isinstance(grads, (list, tuple)):
+        raise TypeError(f"{who}: grads must be a list of tensors, got {describe(grads)}")
+    params, grads = prepare_grads(who, list(grads), params)
+    chosen = select(who, mask, len(params), params)
+    clipped = []
+    for i, (p, g, keep) in enumerate(zip(params, grads, chosen)):
+        if not keep:
+            clipped.append(g)
+            continue
+        g_norm = _unitwise_norm(who, g, axes, f"grads[{i}]")
+        p_norm = _unitwise_norm(who, p, axes, f"params[{i}]")
+        limit = as_dtype(clipping, p.dtype) * pt.maximum(p_norm, as_dtype(eps, p.dtype))
+        factor = limit / pt.maximum(g_norm, as_dtype(1e-6, g_norm.dtype))
+        clipped.append(pt.switch(g_norm < limit, g, g * pt.cast(factor, g.dtype)))
+    return clipped
+
+
+@_transform
+def clip_by_block_rms(
+    grads: Sequence[Any], threshold: Any, *, mask: Any = None, params: Any = None
+) -> list[Variable]:
+    r"""Rescale each gradient whose root mean square exceeds ``threshold`` to RMS ``threshold``.
+
+    .. math::
+
+        r_i = \sqrt{\tfrac{1}{n_i} \textstyle\sum g_i^2}, \qquad
+        g_i \leftarrow \frac{g_i}{\max(1,\ r_i / c)}
+
+    over the :math:`n_i` elements of each tensor :math:`g_i` (a "block": a weight vector or
+    matrix) on its own. A gradient under the limit is divided by exactly 1: unchanged.
+
+    Parameters
+    ----------
+    $grads
+    threshold : float or scalar tensor
+        :math:`c > 0`, the largest RMS allowed.
+    $mask
+    $params
+
+    Returns
+    -------
+    list of TensorVariable
+        The clipped gradients, each of its input's type.
+
+    Notes
+    -----
+    optax's ``clip_by_block_rms`` computes the same. :func:`clip_by_norm` clips by the norm
+    :math:`\sqrt{n_i}\, r_i` instead.
+
+    Examples
+    --------
+    >>> import numpy as np, updates
+    >>> [g.eval() for g in updates.clip_by_block_rms([np.array([3.0, 4.0, 0.0, 0.0])], 1.0)]
+    [array([1.2, 1.6, 0. , 0. ])]
+    """
+    who = "clip_by_block_rms"
+    check_hyperparameter(who, "threshold", threshold, POSITIVE)
+    tensors, chosen = _selected(who, grads, mask, params)
+    clipped = []
+    for g, keep in zip(tensors, chosen):
+        if keep:
+            rms = pt.sqrt(pt.mean(pt.sqr(abs(g))))
+            g = g / pt.maximum(as_dtype(1.0, g.dtype), rms / as_dtype(threshold, g.dtype))
+        clipped.append(g)
+    return clipped
+
+
+@_transform
+def normalize_by_update_norm(
+    grads: Sequence[Any], scale_factor: Any = 1.0, eps: Any = 1e-6, *, mask: Any = None, params: Any = None
+) -> list[Variable]:
+    r"""Divide all gradients by their joint norm (plus ``eps``), times ``scale_factor``.
+
+    .. math::
+
+        n = \sqrt{\textstyle\sum_i \lVert g_i \rVert_2^2}, \qquad
+        g_i \leftarrow \frac{g_i}{(n + \epsilon) / s}
+
+    so that the gradients together have norm :math:`|s|\, n / (n + \epsilon)`, just under
+    :math:`|s|`.
+
+    Parameters
+    ----------
+    $grads
+    scale_factor : float or scalar tensor
+        :math:`s \ne 0`, the norm to give the gradients, default 1.0 (negative flips them:
+        ``scale_factor=-learning_rate`` makes a normalized descent step of its own).
+    eps : float or scalar tensor
+        :math:`\epsilon \ge 0`, default 1e-6: keeps zero gradients from dividing by zero.
+    $mask
+        With a mask, :math:`n` is the joint norm of the selected gradients only.
+    $params
+
+    Returns
+    -------
+    list of TensorVariable
+        The normalized gradients, each of its input's type; :math:`n` is computed in the widest
+        dtype of the gradients.
+
+    Notes
+    -----
+    optax's ``normalize_by_update_norm`` computes the same, in the same order.
+
+    Examples
+    --------
+    >>> import numpy as np, updates
+    >>> [g.eval() for g in updates.normalize_by_update_norm(
+    ...     [np.array([3.0]), np.array([4.0])], scale_factor=2.0, eps=0.0)]
+    [array([1.2]), array([1.6])]
+    """
+    who = "normalize_by_update_norm"
+    check_hyperparameter(who, "scale_factor", scale_factor, Interval())
+    if is_concrete(scale_factor) and float(scale_factor) == 0.0:
+        raise ValueError(f"{who}: scale_factor must be nonzero, got {scale_factor!r}")
+    check_hyperparameter(who, "eps", eps, NON_NEGATIVE)
+    tensors, chosen = _selected(who, grads, mask, params)
+    norm = l2_norm([g for g, keep in zip(tensors, chosen) if keep])
+    divisor = (norm + as_dtype(eps, norm.dtype)) / as_dtype(scale_factor, norm.dtype)
+    return [g / pt.cast(divisor, g.dtype) if keep else g for g, keep in zip(tensors, chosen)]
 
 
 @_transform
