@@ -68,8 +68,10 @@ def _reduce(h, tensors):
     norm = [pt.sum(abs(_s(h, g, s))) for p, g, m, v, s, x0 in tensors]
     inner, norm = _total(inner), _total(norm)
     numerator = h.beta3 * h.numerator + (h.d_prev / h.d0) * h.dlr * inner
-    d = pt.maximum(h.d_prev, h.d_coef * numerator / norm)
-    return dict(numerator=numerator, d=d)
+    # no information yet (every s zero: a zero gradient, a zero learning rate): d stays, where
+    # optax's becomes 0/0 = NaN and takes every param with it
+    grown = pt.maximum(h.d_prev, h.d_coef * numerator / pt.switch(norm > 0, norm, 1))
+    return dict(numerator=numerator, d=pt.switch(norm > 0, grown, h.d_prev))
 
 
 def _total(terms):
@@ -181,7 +183,9 @@ def prodigy(
     ``estim_lr_coef`` is ``d_coef``; its state's ``exp_avg``, ``exp_avg_sq``, ``grad_sum``,
     ``params0``, ``estim_lr`` and ``numerator_weighted`` are ``m``, ``v``, ``s``, ``x0``,
     ``prodigy.d`` and ``prodigy.numerator``), also with ``safeguard_warmup`` and weight decay.
-    As in optax, the new :math:`d'` enters only the :math:`\epsilon` term of this step and
+    Where every :math:`s` is zero (a zero gradient, a zero learning rate) :math:`d` stays as it
+    is; optax's becomes 0/0, NaN, and so do the params. As in optax, the new :math:`d'` enters
+    only the :math:`\epsilon` term of this step and
     the moments hold :math:`d`-scaled gradients. A learning rate given as a schedule is
     evaluated at :math:`t - 1`, as optax evaluates its callable at its count. When every
     gradient so far is 0, :math:`\sum |s| = 0` and :math:`d'` is NaN, as in optax. The

@@ -129,6 +129,10 @@ _SHARED_NOTES = r"""
         W_t = W_{t-1} + \hat\eta_t^{\,r}, \qquad c_t = \hat\eta_t^{\,r} / W_t \\
         x &\leftarrow (1 - c_t)\, x + c_t\, z \\
         p &\leftarrow (1 - \beta_1)\, z + \beta_1 x
+
+    :math:`x`, the average of the :math:`z`'s weighted by the largest learning rate so far to
+    the power :math:`r`, is the point to evaluate the model at: :func:`swap_averages` puts it
+    in the params for a block. No schedule is needed beyond the warmup.
 """
 
 
@@ -151,10 +155,6 @@ def schedule_free_sgd(
     :math:`u = g + \lambda p`.
 
     $notes
-
-    :math:`x`, the average of the :math:`z`'s weighted by the largest learning rate so far to
-    the power :math:`r`, is the point to evaluate the model at: :func:`swap_averages` puts it
-    in the params for a block. No schedule is needed beyond the warmup.
 
     Parameters
     ----------
@@ -260,10 +260,6 @@ def schedule_free_adamw(
         u &= \frac{g}{\sqrt{v / (1 - \beta_2^t)} + \epsilon} + \lambda p
 
     $notes
-
-    :math:`x`, the average of the :math:`z`'s weighted by the largest learning rate so far to
-    the power :math:`r`, is the point to evaluate the model at: :func:`swap_averages` puts it
-    in the params for a block. No schedule is needed beyond the warmup.
 
     Parameters
     ----------
