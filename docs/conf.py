@@ -30,6 +30,7 @@ FAMILIES = {
     "updates.schedule_free": "Schedule-Free rules",
     "updates.prodigy": "Prodigy",
     "updates.factored": "Factored rules",
+    "updates.normalized": "Normalized and optimistic rules",
     "updates.orthogonal": "Orthogonalized rules",
     "updates.momentum": "Momentum",
     "updates.wrappers": "Update wrappers",

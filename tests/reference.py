@@ -371,6 +371,105 @@ def adan(p, g, s, t, learning_rate, beta1, beta2, beta3, epsilon, epsilon_root, 
     return p - learning_rate * (step + weight_decay * p)
 
 
+@_rule("m", learning_rate=1e-3, beta1=0.9, beta2=0.25, epsilon=1e-6, epsilon_root=0.0, weight_decay=0.0)
+def novograd(p, g, s, t, learning_rate, beta1, beta2, epsilon, epsilon_root, weight_decay):
+    """NovoGrad (Ginsburg et al. 2019, Algorithm 1), per layer (tensor): v_1 = ||g_1||**2,
+    v_t = b2 v_{t-1} + (1 - b2) ||g_t||**2; m_1 = g_1 / sqrt(v_1) + d w_1,
+    m_t = b1 m_{t-1} + (g_t / (sqrt(v_t) + eps) + d w_t); w <- w - lr m_t. eps_root under the
+    root and eps at the first step too, as optax."""
+    norm2 = np.sum(g * g)
+    s["v"] = norm2 if t == 1 else beta2 * s["v"] + (1 - beta2) * norm2
+    u = g / (np.sqrt(s["v"] + epsilon_root) + epsilon) + weight_decay * p
+    s["m"] = u if t == 1 else beta1 * s["m"] + u
+    return p - learning_rate * s["m"]
+
+
+@_rule(learning_rate=1e-2, min_norm=1e-6)
+def fromage(p, g, s, t, learning_rate, min_norm):
+    """Fromage (Bernstein et al. 2020, Algorithm 1): w <- (w - lr ||w|| / ||g|| g) / sqrt(1 + lr**2),
+    both norms floored at min_norm (optax's safe_norm)."""
+    ratio = max(np.linalg.norm(p), min_norm) / max(np.linalg.norm(g), min_norm)
+    return (p - learning_rate * ratio * g) / np.sqrt(1 + learning_rate**2)
+
+
+@_rule("prev", learning_rate=1e-3, alpha=1.0, beta=1.0)
+def optimistic_gradient_descent(p, g, s, t, learning_rate, alpha, beta):
+    """Generalized OGD (Mokhtari et al. 2020, eq. (10) with optax's alpha, beta):
+    x <- x - lr ((alpha + beta) g_t - beta g_{t-1}), g_0 = g_1."""
+    previous = g if t == 1 else s["prev"]
+    s["prev"] = g.copy()
+    return p - learning_rate * ((alpha + beta) * g - beta * previous)
+
+
+@_rule(
+    "m",
+    "v",
+    "prev",
+    learning_rate=1e-3,
+    optimism=None,
+    beta1=0.9,
+    beta2=0.999,
+    epsilon=1e-8,
+    epsilon_root=0.0,
+    nesterov=True,
+)
+def optimistic_adam(p, g, s, t, learning_rate, optimism, beta1, beta2, epsilon, epsilon_root, nesterov):
+    """Optimistic Adam (Daskalakis et al. 2018, Algorithm 1): r_t Adam's direction
+    m_hat / (sqrt(v_hat) + eps), w <- w - (lr + o) r_t + o r_{t-1}, r_0 = r_1, o = lr by default
+    (None, NaN once cast); m_hat with Nesterov's look-ahead b1 m_t / (1 - b1**(t+1))
+    + (1 - b1) g / (1 - b1**t) by default, as optax (Dozat 2016)."""
+    o = learning_rate if np.isnan(optimism) else optimism
+    s["m"] = beta1 * s["m"] + (1 - beta1) * g
+    s["v"] = beta2 * s["v"] + (1 - beta2) * g * g
+    if nesterov:
+        m_hat = beta1 * s["m"] / (1 - beta1 ** (t + 1)) + (1 - beta1) * g / (1 - beta1**t)
+    else:
+        m_hat = s["m"] / (1 - beta1**t)
+    r = m_hat / (np.sqrt(s["v"] / (1 - beta2**t) + epsilon_root) + epsilon)
+    previous = r if t == 1 else s["prev"]
+    s["prev"] = r
+    return p - ((learning_rate + o) * r - o * previous)
+
+
+@_rule(
+    "m",
+    "nu",
+    learning_rate=1e-3,
+    beta1=0.99,
+    beta2=0.95,
+    alpha=0.0,
+    epsilon=1e-8,
+    epsilon_root=0.0,
+    weight_decay=0.0,
+)
+def simplified_ademamix(p, g, s, t, learning_rate, beta1, beta2, alpha, epsilon, epsilon_root, weight_decay):
+    """Simplified AdEMAMix (Morwani et al. 2025, Algorithm 2, alpha constant): an undamped
+    momentum sum m <- beta1 m + g, not bias-corrected; nu an EMA of g**2, bias-corrected;
+    p <- p - lr ((m + alpha g) / (sqrt(nuhat + eps_root) + eps) + wd p)"""
+    one = p.dtype.type(1)
+    s["m"] = beta1 * s["m"] + g
+    s["nu"] = beta2 * s["nu"] + (one - beta2) * g**2
+    nu_hat = s["nu"] / (one - beta2**t)
+    step = (s["m"] + alpha * g) / (np.sqrt(nu_hat + epsilon_root) + epsilon)
+    return p - learning_rate * (step + weight_decay * p)
+
+
+@_rule("grad_sum_sq", "s", "x0", learning_rate=1e-2, momentum=0.9, epsilon=1e-6, weight_decay=0.0)
+def madgrad(p, g, s, t, learning_rate, momentum, epsilon, weight_decay):
+    """MADGRAD (Defazio and Jelassi 2021, Algorithm 1) as optax.contrib weighs it: lambda_t =
+    (lr + eps) sqrt(t) (the paper's lr sqrt(t)), g <- g + wd p; nu <- nu + lambda_t g**2;
+    s <- s + lambda_t g; z = x0 - s / (cbrt(nu) + eps); p <- (1 - mu) z + mu p"""
+    one = p.dtype.type(1)
+    if t == one:
+        s["x0"] = p.copy()
+    g = g + weight_decay * p
+    lamb = (learning_rate + epsilon) * np.sqrt(t)
+    s["grad_sum_sq"] = s["grad_sum_sq"] + lamb * g**2
+    s["s"] = s["s"] + lamb * g
+    z = s["x0"] - s["s"] / (np.cbrt(s["grad_sum_sq"]) + epsilon)
+    return (one - momentum) * z + momentum * p
+
+
 def _schedule_free(p, s, t, z_step, learning_rate, warmup_steps, beta1, weight_lr_power):
     """Schedule-Free (Defazio et al. 2024, Algorithm 1) as optax.contrib computes it, with x
     kept (not recovered from y and z): z <- z - lr_{t-1} u(y); lr_max = max(lr_max, lr_t);
@@ -472,6 +571,24 @@ def prodigy(
 
 
 REFERENCES["prodigy"] = prodigy
+
+
+def polyak_sgd(
+    params, grads, loss, learning_rate=1.0, max_learning_rate=1.0, f_min=0.0, epsilon=0.0, variant="sps"
+):
+    """One step of SGD with the Polyak step size (Loizou et al. 2021, SPS_max; Garrigos et al. 2023
+    for "sps+"), as optax scales it: u = -s g over every param, gamma = min((f - f*) /
+    (|u|**2 + epsilon), gamma_max), 0 where |u|**2 + epsilon <= 2.2e-16; p <- p + gamma u. Not in
+    REFERENCES: it needs the loss value (and all the params at once)."""
+    dtype = params[0].dtype
+    us = [-np.asarray(learning_rate, dtype) * np.asarray(g, dtype) for g in grads]
+    total = sum(np.sum(u**2) for u in us)
+    gap = np.asarray(loss, dtype) - np.asarray(f_min, dtype)
+    if variant == "sps+":
+        gap = max(gap, 0)
+    tiny = total + epsilon <= np.finfo(float).eps
+    gamma = 0.0 if tiny else min(gap / (total + epsilon), max_learning_rate)
+    return [p + np.asarray(gamma, dtype) * u for p, u in zip(params, us)]
 
 
 def _ratio(numerator, denominator):

@@ -127,6 +127,60 @@ RULES = [
         },
     ),
     RuleCase(
+        "novograd",
+        {**ADAM_LIKE, "learning_rate": 0.01, "beta2": 0.5, "epsilon_root": 1e-6, "weight_decay": 0.1},
+        {
+            **NEGATIVE_LR,
+            **BETAS,
+            **NEGATIVE_EPS,
+            "epsilon_root": (-1e-8, r">= 0"),
+            "weight_decay": (-0.1, r">= 0"),
+        },
+    ),
+    RuleCase(
+        "fromage", {"learning_rate": 0.05, "min_norm": 1e-4}, {**NEGATIVE_LR, "min_norm": (-1e-6, r">= 0")}
+    ),
+    RuleCase(
+        "optimistic_gradient_descent",
+        {"learning_rate": 0.05, "alpha": 0.7, "beta": 0.4},
+        {**NEGATIVE_LR, "alpha": (-1.0, r">= 0"), "beta": (-0.5, r">= 0")},
+    ),
+    RuleCase(
+        "optimistic_adam",
+        {**ADAM_LIKE, "optimism": 0.02, "epsilon_root": 1e-6},
+        {**NEGATIVE_LR, **BETAS, **NEGATIVE_EPS, "optimism": (-0.1, r">= 0")},
+    ),
+    RuleCase(
+        "optimistic_adam",
+        {**ADAM_LIKE},
+        {"epsilon_root": (-1e-8, r">= 0")},
+        variant="optimistic_adam-plain",
+        options={"nesterov": False},
+    ),
+    RuleCase(
+        "madgrad",
+        {"learning_rate": 0.05, "momentum": 0.8, "epsilon": 1e-4, "weight_decay": 0.1},
+        {
+            **NEGATIVE_LR,
+            **MOMENTUM,
+            "epsilon": (0.0, r"> 0"),
+            "weight_decay": (-0.1, r">= 0"),
+        },
+        not_live_lr="its sums weigh gradients by (lr + eps) sqrt(t) (optax's): a learning rate of 0 moves",
+    ),
+    RuleCase(
+        "simplified_ademamix",
+        {**ADAM_LIKE, "learning_rate": 0.005, "alpha": 2.0, "epsilon_root": 1e-6, "weight_decay": 0.1},
+        {
+            **NEGATIVE_LR,
+            **BETAS,
+            **NEGATIVE_EPS,
+            "alpha": (-1.0, r">= 0"),
+            "epsilon_root": (-1e-8, r">= 0"),
+            "weight_decay": (-0.1, r">= 0"),
+        },
+    ),
+    RuleCase(
         "schedule_free_sgd",
         {"learning_rate": 0.05, "beta1": 0.8, "weight_decay": 0.1, "weight_lr_power": 1.0},
         {**NEGATIVE_LR, **SCHEDULE_FREE_BAD},
@@ -205,6 +259,12 @@ RULES = [
         "adagrad_window", {"learning_rate": 0.05}, {**NEGATIVE_LR, **NEGATIVE_EPS}, options={"n_win": 4}
     ),
     RuleCase("esgd", {"learning_rate": 0.05}, {**NEGATIVE_LR, **NEGATIVE_EPS}, needs_loss=True),
+    RuleCase(
+        "polyak_sgd",
+        {"learning_rate": 0.8, "max_learning_rate": 0.05, "f_min": -1.0, "epsilon": 0.1},
+        {**NEGATIVE_LR, **NEGATIVE_EPS, "max_learning_rate": (-0.1, r">= 0")},
+        needs_loss=True,
+    ),
 ]
 #: The rules that take a list of gradients: most tests feed gradients as inputs.
 GRADIENT_RULES = [case for case in RULES if not case.needs_loss]

@@ -10,6 +10,7 @@ import pytensor
 import pytensor.tensor as pt
 import pytest
 from reference import REFERENCES
+from reference import polyak_sgd as polyak_sgd_reference
 
 import updates
 from updates.layout import state_record
@@ -290,3 +291,31 @@ def test_schedule_free_partial_application_and_ranges():
         updates.schedule_free_adamw(warmup_steps=2.5)
     with pytest.raises(TypeError, match=r"^schedule_free_sgd: got an unexpected keyword argument 'b1'"):
         updates.schedule_free_sgd(pt.sum(w**2), [w], b1=0.9)
+
+
+POLYAK_SHAPES = [(3, 4), (5,), ()]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("variant", ["sps", "sps+"])
+def test_polyak_sgd_matches_the_reference_and_keeps_the_dtype(dtype, variant):
+    rng = np.random.default_rng(4)
+    params = [
+        pytensor.shared(rng.normal(size=s).astype(dtype), name=f"p{i}") for i, s in enumerate(POLYAK_SHAPES)
+    ]
+    x = [pt.tensor(f"x{i}", dtype=dtype, shape=s) for i, s in enumerate(POLYAK_SHAPES)]
+    loss = sum(pt.sum((p - v) ** 2) for p, v in zip(params, x))
+    hyper = dict(learning_rate=0.9, max_learning_rate=0.4, f_min=5.0, epsilon=0.01, variant=variant)
+    result = updates.polyak_sgd(loss, params, **hyper)
+    assert all(result[p].dtype == dtype and result[p].ndim == p.ndim for p in params)
+    assert not list(result.named_state())
+    grads = pytensor.grad(loss, params)
+    f = pytensor.function(x, [loss, *grads], updates=result)
+    for _ in range(10):
+        data = [rng.normal(size=s).astype(dtype) for s in POLYAK_SHAPES]
+        before = [p.get_value() for p in params]
+        value, *g = f(*data)
+        want = polyak_sgd_reference(before, g, value, **hyper)
+        for p, w in zip(params, want):
+            tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-12, atol=1e-300)
+            np.testing.assert_allclose(p.get_value(), w, **tol)

@@ -25,14 +25,18 @@ from updates.modern import (
     lamb,
     lars,
     lion,
+    madgrad,
     nadam,
+    polyak_sgd,
     radam,
     rprop,
     sign_sgd,
     signum,
+    simplified_ademamix,
     yogi,
 )
 from updates.momentum import apply_momentum, apply_nesterov_momentum, momentum, nesterov_momentum
+from updates.normalized import fromage, novograd, optimistic_adam, optimistic_gradient_descent
 from updates.orthogonal import muon
 from updates.prodigy import prodigy
 from updates.rules import adadelta, adagrad, adam, adamax, amsgrad, rmsprop, sgd
@@ -116,9 +120,16 @@ __all__ = [
     "adopt",
     "ademamix",
     "adan",
+    "simplified_ademamix",
+    "madgrad",
+    "polyak_sgd",
     "schedule_free_sgd",
     "schedule_free_adamw",
     "prodigy",
+    "novograd",
+    "fromage",
+    "optimistic_gradient_descent",
+    "optimistic_adam",
     "lamb",
     "lars",
     "adafactor",

@@ -22,6 +22,7 @@ import pytensor.tensor as pt
 from updates.checks import COUNT, NON_NEGATIVE, POSITIVE, UNIT, Interval
 from updates.container import Updates
 from updates.engine import Rule, apply_rule
+from updates.grads import prepare_grads
 from updates.public import update_rule
 from updates.reductions import l2_norm
 from updates.rules import ADAM_RANGES, first_moment, moments
@@ -40,6 +41,9 @@ __all__ = [
     "adopt",
     "ademamix",
     "adan",
+    "simplified_ademamix",
+    "madgrad",
+    "polyak_sgd",
     "lamb",
     "lars",
     "adagrad_window",
@@ -1704,3 +1708,370 @@ def esgd(
         epsilon=epsilon,
         seed=seed,
     )
+
+
+# -- Simplified AdEMAMix -------------------------------------------------------------------------
+
+
+def _simplified_ademamix(h, param, grad, m, nu):
+    m = h.beta1 * m + grad
+    nu = h.beta2 * nu + (1 - h.beta2) * pt.sqr(grad)
+    direction = (m + h.alpha * grad) / (pt.sqrt(nu / h.bc2 + h.epsilon_root) + h.epsilon)
+    return param - h.learning_rate * (direction + h.weight_decay * param), m, nu
+
+
+def _simplified_ademamix_bias_correction(h, t, step):
+    return dict(bc2=1 - h.beta2**t)
+
+
+SIMPLIFIED_ADEMAMIX = Rule(
+    "simplified_ademamix",
+    _simplified_ademamix,
+    slots=("m", "nu"),
+    per_step=_simplified_ademamix_bias_correction,
+    ranges=dict(ADAM_RANGES, alpha=NON_NEGATIVE, epsilon_root=NON_NEGATIVE, weight_decay=NON_NEGATIVE),
+)
+
+
+@update_rule
+def simplified_ademamix(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    beta1: Any = 0.99,
+    beta2: Any = 0.95,
+    alpha: Any = 0.0,
+    epsilon: Any = 1e-8,
+    epsilon_root: Any = 0.0,
+    weight_decay: Any = 0.0,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""Simplified AdEMAMix: one undamped momentum sum mixed with the current gradient.
+
+    .. math::
+
+        m &\leftarrow \beta_1 m + g \\
+        \nu &\leftarrow \beta_2 \nu + (1 - \beta_2)\, g^2 \\
+        p &\leftarrow p - \eta \left(\frac{m + \alpha\, g}
+            {\sqrt{\nu / (1 - \beta_2^t) + \epsilon_{\mathrm{root}}} + \epsilon}
+            + \lambda p\right)
+
+    :math:`m` is a sum, not an average (no :math:`1 - \beta_1` on :math:`g`, no bias
+    correction): it grows to about :math:`g / (1 - \beta_1)`, 100 times the gradient with the
+    default :math:`\beta_1`, so learning rates are about :math:`1 - \beta_1` times Adam's.
+    With :math:`\alpha = 0` it is Adam with :math:`\eta` and :math:`\beta_1` rescaled (and
+    :math:`m` not bias-corrected).
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3.
+    beta1 : float or scalar tensor
+        :math:`\beta_1`, the decay of the momentum sum, in [0, 1), default 0.99.
+    beta2 : float or scalar tensor
+        :math:`\beta_2`, the decay of the moving average of the squared gradient, in [0, 1),
+        default 0.95.
+    alpha : float, scalar tensor or schedule
+        :math:`\alpha \ge 0`, the weight of the current gradient, default 0.0.
+    epsilon : float or scalar tensor
+        :math:`\epsilon`, added to the root, default 1e-8.
+    epsilon_root : float or scalar tensor
+        :math:`\epsilon_{\mathrm{root}}`, added under the root, default 0.
+    weight_decay : float or scalar tensor
+        :math:`\lambda \ge 0`, decoupled weight decay multiplied by :math:`\eta`, default 0.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    ``optax.contrib.simplified_ademamix`` with the same defaults (``b1``, ``b2``, ``eps``,
+    ``eps_root`` are ``beta1``, ``beta2``, ``epsilon``, ``epsilon_root``), step for step,
+    params and state (optax's ``m`` and ``n`` are ``m`` and ``nu``); optax needs a
+    ``learning_rate`` and has a weight-decay ``mask`` (use :func:`merge_updates` for groups).
+    Its ``alpha`` as a callable of optax's count is a schedule here (evaluated at
+    :math:`t - 1`, as optax evaluates it). torch.optim has no Simplified AdEMAMix.
+
+    References
+    ----------
+    Morwani, Vyas, Zhang and Kakade (2025). Connections between schedule-free optimizers,
+    AdEMAMix, and accelerated SGD variants. arXiv:2502.02431.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.simplified_ademamix((w**2).sum(), [w]).named_state())
+    ['w.simplified_ademamix.m', 'w.simplified_ademamix.nu', 'simplified_ademamix.t']
+    """
+    return apply_rule(
+        SIMPLIFIED_ADEMAMIX,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        alpha=alpha,
+        epsilon=epsilon,
+        epsilon_root=epsilon_root,
+        weight_decay=weight_decay,
+    )
+
+
+# -- MADGRAD -------------------------------------------------------------------------------------
+
+
+def _madgrad_schedule(h, t, step):
+    # t is the step count (1 on the first): optax's sqrt(count + 1).
+    return dict(
+        first=pt.cast(pt.eq(step, 1), t.dtype),
+        lamb=(h.learning_rate + h.epsilon) * pt.sqrt(t),
+        third=pt.cast(1.0 / 3.0, t.dtype),
+    )
+
+
+def _madgrad(h, param, grad, grad_sum_sq, s, x0):
+    grad = grad + h.weight_decay * param
+    x0 = pt.switch(h.first > 0, param, x0)
+    grad_sum_sq = grad_sum_sq + h.lamb * pt.sqr(grad)
+    s = s + h.lamb * grad
+    z = x0 - s / (grad_sum_sq**h.third + h.epsilon)
+    new = (1 - h.momentum) * z + h.momentum * param
+    return param + (new - param), grad_sum_sq, s, x0
+
+
+MADGRAD = Rule(
+    "madgrad",
+    _madgrad,
+    slots=("grad_sum_sq", "s", "x0"),
+    per_step=_madgrad_schedule,
+    ranges=dict(learning_rate=NON_NEGATIVE, momentum=UNIT, epsilon=POSITIVE, weight_decay=NON_NEGATIVE),
+)
+
+
+@update_rule
+def madgrad(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-2,
+    momentum: Any = 0.9,
+    epsilon: Any = 1e-6,
+    weight_decay: Any = 0.0,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""MADGRAD: momentumized, adaptive, dual-averaged gradient descent.
+
+    With :math:`x_0` the params before the first step, :math:`g \leftarrow g + \lambda p`
+    (coupled weight decay) and :math:`\lambda_t = (\eta + \epsilon)\sqrt{t}`:
+
+    .. math::
+
+        \nu &\leftarrow \nu + \lambda_t\, g^2 \\
+        s &\leftarrow s + \lambda_t\, g \\
+        z &= x_0 - \frac{s}{\sqrt[3]{\nu} + \epsilon} \\
+        p &\leftarrow (1 - \mu)\, z + \mu\, p
+
+    The sums :math:`\nu` and :math:`s` weigh later gradients more (by :math:`\sqrt{t}`); the
+    step is taken from the initial params (dual averaging), and :math:`\mu` averages the
+    params towards it.
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float, scalar tensor or schedule
+        :math:`\eta`, default 1e-2 (the paper's default).
+    momentum : float or scalar tensor
+        :math:`\mu`, in [0, 1), default 0.9.
+    epsilon : float or scalar tensor
+        :math:`\epsilon > 0`, added to the cube root and to :math:`\eta` in
+        :math:`\lambda_t`, default 1e-6.
+    weight_decay : float or scalar tensor
+        :math:`\lambda \ge 0`, L2 weight decay added to the gradient, default 0.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    ``optax.contrib.madgrad`` (``add_decayed_weights`` then ``scale_by_madgrad``) with the
+    same defaults (``eps`` is ``epsilon``), step for step, params and state (``grad_sum_sq``,
+    ``s``, ``x0``: the params before the first step, set on it); optax needs a
+    ``learning_rate``. As in optax, :math:`\eta + \epsilon` (not :math:`\eta`) weighs the sums
+    and the learning rate is evaluated at optax's count, :math:`t - 1`, when a schedule.
+    Unlike the paper's code, the weight decay is added to the gradient of every step (no
+    decoupled form). torch.optim has no MADGRAD.
+
+    References
+    ----------
+    Defazio and Jelassi (2021). Adaptivity without compromise: a momentumized, adaptive, dual
+    averaged gradient method for stochastic optimization. arXiv:2101.11075.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.madgrad((w**2).sum(), [w]).named_state())
+    ['w.madgrad.grad_sum_sq', 'w.madgrad.s', 'w.madgrad.x0', 'madgrad.t']
+    """
+    return apply_rule(
+        MADGRAD,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        momentum=momentum,
+        epsilon=epsilon,
+        weight_decay=weight_decay,
+    )
+
+
+# -- SGD with the Polyak step size -----------------------------------------------------------------
+
+# optax's test of a vanishing denominator, jnp.finfo(float).eps, whatever the params' dtype.
+_POLYAK_TINY = float(np.finfo(float).eps)
+POLYAK_VARIANTS = ("sps", "sps+")
+
+
+def _polyak_reduce(variant: str):
+    def reduce(h, tensors):
+        r"""The Polyak step size from every param's gradient: optax scales the gradients by
+        :math:`-s` first, so its squared norm is :math:`s^2 \|g\|^2`."""
+        total = None
+        for _, grad in tensors:
+            term = pt.sum(pt.sqr(-h.learning_rate * grad))
+            total = term if total is None else total + term
+        gap = h.loss - h.f_min
+        if variant == "sps+":
+            gap = pt.maximum(gap, 0)
+        step = pt.switch(
+            total + h.epsilon <= _POLYAK_TINY, 0, pt.minimum(gap / (total + h.epsilon), h.max_learning_rate)
+        )
+        return dict(polyak_step=pt.cast(step, total.dtype))
+
+    return reduce
+
+
+def _polyak(h, param, grad):
+    return (param + h.polyak_step * (-h.learning_rate * grad),)
+
+
+POLYAK_SGD = {
+    variant: Rule(
+        "polyak_sgd",
+        _polyak,
+        per_tensor=True,
+        reduce=_polyak_reduce(variant),
+        ranges=dict(learning_rate=NON_NEGATIVE, max_learning_rate=NON_NEGATIVE, epsilon=NON_NEGATIVE),
+    )
+    for variant in POLYAK_VARIANTS
+}
+
+
+@update_rule
+def polyak_sgd(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1.0,
+    max_learning_rate: Any = 1.0,
+    f_min: Any = 0.0,
+    epsilon: Any = 0.0,
+    variant: str = "sps",
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""SGD with the Polyak step size, from the loss value and the gradient's norm.
+
+    With :math:`f` the loss at the params before the step, :math:`f^\star` a guess of its
+    minimum and :math:`\|g\|^2` the squared norm of every gradient together:
+
+    .. math::
+
+        \gamma &= \min\left(\frac{f - f^\star}{s^2 \|g\|^2 + \epsilon},\ \gamma_{\max}\right) \\
+        p &\leftarrow p - \gamma\, s\, g
+
+    and :math:`\gamma = 0` where :math:`s^2 \|g\|^2 + \epsilon` is at most 2.2e-16 (float64's
+    machine epsilon, as optax). With ``variant="sps+"`` the gap :math:`f - f^\star` is taken
+    as :math:`\max(f - f^\star, 0)`. For :math:`s = 1` the step is
+    :math:`\min((f - f^\star) / (\|g\|^2 + \epsilon), \gamma_{\max})\, g`.
+
+    The rule needs the loss value: give it the scalar loss (it computes the gradients and
+    builds :math:`f` into the same compiled step); gradients alone are refused.
+
+    Parameters
+    ----------
+    $parameters
+        The Polyak step size needs the loss value: given a list of gradients it raises
+        ``TypeError``.
+    learning_rate : float, scalar tensor or schedule
+        :math:`s \ge 0`, a factor on the gradients before the step size is computed (optax's
+        ``scaling``, its ``sgd`` learning rate), default 1.0.
+    max_learning_rate : float or scalar tensor
+        :math:`\gamma_{\max} \ge 0`, the largest step size, default 1.0.
+    f_min : float or scalar tensor
+        :math:`f^\star`, a guess of (a lower bound on) the minimum of the loss, default 0.0 (the
+        right value for a model that can fit its data exactly).
+    epsilon : float or scalar tensor
+        :math:`\epsilon \ge 0`, added to the denominator, default 0.0.
+    variant : {"sps", "sps+"}
+        ``"sps"`` (default) uses the gap :math:`f - f^\star` as it is, ``"sps+"`` its positive
+        part (Garrigos et al. 2023).
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    ``optax.polyak_sgd`` (``sgd(learning_rate=scaling)`` then ``scale_by_polyak``) with the
+    same defaults (``scaling`` and ``eps`` are ``learning_rate`` and ``epsilon``; ``f_min``,
+    ``max_learning_rate`` and ``variant`` the same), step for step: where optax's update takes
+    ``value=``, this rule takes the scalar loss and computes its value in the step. As in
+    optax, :math:`s` enters the squared norm too (:math:`s^2\|g\|^2`), a schedule is
+    evaluated at optax's count, :math:`t - 1`, and the threshold 2.2e-16 does not depend on
+    the dtype. A loss below ``f_min`` gives a negative step size (a step up the gradient)
+    with ``"sps"``. No state but the step counter of a learning-rate schedule. torch.optim
+    has no Polyak step size.
+
+    References
+    ----------
+    Loizou, Vaswani, Laradji and Lacoste-Julien (2021). Stochastic Polyak step-size for SGD:
+    an adaptive learning rate for fast convergence. AISTATS. arXiv:2002.10542.
+
+    Garrigos, Gower and Schaipp (2023). Function value learning: adaptive learning rates based
+    on the Polyak stepsize and function splitting in ERM. arXiv:2307.14528.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.array([1.0, 2.0, 3.0]), name="w")
+    >>> step = pytensor.function([], [], updates=updates.polyak_sgd((w**2).sum(), [w]))
+    >>> _ = step()
+    >>> w.get_value()
+    array([0.5, 1. , 1.5])
+    """
+    if variant not in POLYAK_VARIANTS:
+        raise ValueError(f"polyak_sgd: variant must be 'sps' or 'sps+', got {variant!r}")
+    rule = POLYAK_SGD[variant]
+    hyper = dict(
+        learning_rate=learning_rate, max_learning_rate=max_learning_rate, f_min=f_min, epsilon=epsilon
+    )
+    checked = apply_rule(rule, None, None, clear_nan, **hyper)
+    if loss_or_grads is None and params is None:
+        return checked
+    if loss_or_grads is None or isinstance(loss_or_grads, (list, tuple)):
+        prepare_grads("polyak_sgd", loss_or_grads, params)  # the params' and arguments' errors first
+        raise TypeError(
+            "polyak_sgd: needs the scalar loss (the Polyak step size is computed from its value "
+            "f(x)); got a list of gradients"
+        )
+    loss = pt.as_tensor_variable(loss_or_grads)
+    return apply_rule(rule, loss, params, clear_nan, loss=loss, **hyper)
