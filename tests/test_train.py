@@ -917,7 +917,16 @@ def test_progress_true_without_tqdm_says_which_extra_to_install(monkeypatch, cap
 
 @pytest.mark.parametrize(
     ("seconds", "text"),
-    [(45.1e-6, "45.1 µs"), (0.0032, "3.2 ms"), (1.25, "1.25 s"), (125.4, "0:02:05"), (3725, "1:02:05")],
+    [
+        (45.1e-6, "45.1 µs"),
+        (999.96e-6, "1 ms"),
+        (0.0032, "3.2 ms"),
+        (0.99996, "1 s"),
+        (1.25, "1.25 s"),
+        (59.7, "0:01:00"),
+        (125.4, "0:02:05"),
+        (3725, "1:02:05"),
+    ],
 )
 def test_durations_read_at_a_glance(seconds, text):
     assert train_module._duration(seconds) == text

@@ -178,6 +178,7 @@ class JAXStep(Step):
         self.storages = [container.storage for container in self.containers]
         self.seen: list = [object()] * len(self.shared)  # the host values last uploaded or synced
         self.updated_ids = frozenset(map(id, self.updated))
+        self.last: list = []  # the first result of the last call
         #: Whether a call returns its outputs as JAX arrays (``results="device"``), not NumPy ones.
         self.on_device = on_device
 
@@ -261,6 +262,7 @@ class JAXStep(Step):
         self._upload_changed()
         arguments = [self._put_input(i, value) for i, value in enumerate(values)]
         results = self.compiled(*arguments, *self.values)
+        self.last = results[:1]  # what wait() waits for: one call's outputs are ready together
         self.values[: self.n_updated_parts] = results[self.n_outputs :]
         mark_unsynced(self)  # the device now holds values the host has not seen
         outputs = list(results[: self.n_outputs])
@@ -271,7 +273,7 @@ class JAXStep(Step):
     def wait(self) -> None:
         """Wait until the device has finished the steps started (JAX runs them asynchronously:
         a call returns once the step is queued, or when its outputs are read), e.g. to time them."""
-        self.jax.block_until_ready(self.values[:1])  # one call's outputs are ready together
+        self.jax.block_until_ready(self.last)
 
     def sync(self) -> None:
         """Write the params and state held on the device back into their shared variables.

@@ -224,11 +224,12 @@ def _duration(seconds: float) -> str:
     """``seconds`` in words a person reads at a glance: 45.1 µs, 3.2 ms, 1.25 s, 0:02:05."""
     if math.isnan(seconds):
         return "n/a"
-    if seconds < 1e-3:
+    # each unit up to where three digits round to the next (999.96 µs reads 1 ms, not 1e+03 µs)
+    if seconds < 999.5e-6:
         return f"{seconds * 1e6:.3g} µs"
-    if seconds < 1:
+    if seconds < 0.9995:
         return f"{seconds * 1e3:.3g} ms"
-    if seconds < 60:
+    if seconds < 59.5:
         return f"{seconds:.3g} s"
     minutes, rest = divmod(round(seconds), 60)
     return f"{minutes // 60}:{minutes % 60:02d}:{rest:02d}"
