@@ -79,6 +79,12 @@ def schedule_state(values: Iterable[Any]) -> dict[Variable, Variable]:
     return state
 
 
+def first_step(h: SimpleNamespace, t: Variable, step: Variable) -> dict[str, Variable]:
+    """The ``per_step`` scalar of a rule whose first step differs (no state before it):
+    ``first``, 1 on the first step and 0 after, in the dtype of the rule's ``t``."""
+    return dict(first=pt.cast(pt.eq(step, 1), t.dtype))
+
+
 def give_loss(who: str, name: str, value: Any, loss: Variable | None, wrapper: bool = False) -> Any:
     """``value``, or, for a schedule watching a loss it was built without (``needs_loss``), that
     schedule watching ``loss``: the loss of the rule ``who``.

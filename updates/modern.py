@@ -21,7 +21,7 @@ import pytensor.tensor as pt
 
 from updates.checks import COUNT, NON_NEGATIVE, POSITIVE, UNIT, Interval
 from updates.container import Updates
-from updates.engine import Rule, apply_rule
+from updates.engine import Rule, apply_rule, first_step
 from updates.grads import prepare_grads
 from updates.public import update_rule
 from updates.reductions import l2_norm
@@ -706,16 +706,12 @@ def _rprop(h, param, grad, prev, step_size):
     return param - pt.sign(grad) * step_size, grad, step_size
 
 
-def _first_step(h, t, step):
-    return dict(first=pt.cast(pt.eq(step, 1), t.dtype))
-
-
 OPEN_UNIT = Interval(0.0, 1.0, low_closed=False)
 RPROP = Rule(
     "rprop",
     _rprop,
     slots=("prev", "step_size"),
-    per_step=_first_step,
+    per_step=first_step,
     ranges=dict(
         learning_rate=NON_NEGATIVE,
         eta_minus=OPEN_UNIT,
@@ -931,7 +927,7 @@ def asgd(
 
 def _adopt_schedule(h, t, step):
     # The first step only sets v; the clipping bound c = (t - 1)**e is optax's count**e.
-    return dict(first=pt.cast(pt.eq(step, 1), t.dtype), clip=(t - 1) ** h.clip_exponent)
+    return dict(first_step(h, t, step), clip=(t - 1) ** h.clip_exponent)
 
 
 def _adopt_kernel(use_clipping: bool, nesterov: bool):
@@ -1188,7 +1184,7 @@ def ademamix(
 def _adan_schedule(h, t, step):
     # The first step has no previous gradient: its difference is 0 (optax's state.t == 0).
     return dict(
-        first=pt.cast(pt.eq(step, 1), t.dtype),
+        first_step(h, t, step),
         bc1=1 - h.beta1**t,
         bc2=1 - h.beta2**t,
         bc3=1 - h.beta3**t,
@@ -1829,7 +1825,7 @@ def simplified_ademamix(
 def _madgrad_schedule(h, t, step):
     # t is the step count (1 on the first): optax's sqrt(count + 1).
     return dict(
-        first=pt.cast(pt.eq(step, 1), t.dtype),
+        first_step(h, t, step),
         lamb=(h.learning_rate + h.epsilon) * pt.sqrt(t),
         third=pt.cast(1.0 / 3.0, t.dtype),
     )

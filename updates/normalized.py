@@ -18,17 +18,12 @@ import pytensor.tensor as pt
 
 from updates.checks import NON_NEGATIVE
 from updates.container import Updates
-from updates.engine import Rule, apply_rule
+from updates.engine import Rule, apply_rule, first_step
 from updates.public import update_rule
 from updates.reductions import l2_norm
 from updates.rules import ADAM_RANGES
 
 __all__ = ["novograd", "fromage", "optimistic_gradient_descent", "optimistic_adam"]
-
-
-def _first_step(h, t, step):
-    # The first step has no state before it (optax's count == 1, or its is_initial_step).
-    return dict(first=pt.cast(pt.eq(step, 1), t.dtype))
 
 
 # -- NovoGrad ------------------------------------------------------------------------------------
@@ -52,7 +47,7 @@ NOVOGRAD = Rule(
     "novograd",
     _novograd,
     slots=("m", "v"),
-    per_step=_first_step,
+    per_step=first_step,
     per_tensor=True,
     shaped_slots=_novograd_slots,
     ranges=dict(ADAM_RANGES, epsilon_root=NON_NEGATIVE, weight_decay=NON_NEGATIVE),
@@ -244,7 +239,7 @@ OPTIMISTIC_GRADIENT_DESCENT = Rule(
     "optimistic_gradient_descent",
     _optimistic,
     slots=("prev",),
-    per_step=_first_step,
+    per_step=first_step,
     ranges=dict(learning_rate=NON_NEGATIVE, alpha=NON_NEGATIVE, beta=NON_NEGATIVE),
 )
 
@@ -319,7 +314,7 @@ def optimistic_gradient_descent(
 
 def _optimistic_adam_schedule(h, t, step):
     return dict(
-        first=pt.cast(pt.eq(step, 1), t.dtype),
+        first_step(h, t, step),
         bc1=1 - h.beta1**t,
         bc1_next=1 - h.beta1 ** (t + 1),
         bc2=1 - h.beta2**t,

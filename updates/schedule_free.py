@@ -23,7 +23,7 @@ import pytensor.tensor as pt
 
 from updates.checks import NON_NEGATIVE, UNIT, Interval
 from updates.container import Updates
-from updates.engine import Rule, apply_rule
+from updates.engine import Rule, apply_rule, first_step
 from updates.public import update_rule
 
 __all__ = ["schedule_free_sgd", "schedule_free_adamw"]
@@ -59,7 +59,7 @@ def _averaging(h, t, step):
     # 0/0 (no learning rate yet) gives 0, as optax's nan_to_num; a NaN weight stays NaN.
     c = pt.switch(pt.isnan(c) & ~pt.isnan(weight) & ~pt.isnan(weight_sum), 0, c)
     return dict(
-        first=pt.cast(pt.eq(step, 1), t.dtype),
+        first_step(h, t, step),
         step_lr=_warmed_up(h, t - 1),
         max_lr=max_lr,
         weight_sum=weight_sum,

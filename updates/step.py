@@ -210,7 +210,7 @@ class JAXStep(Step):
         """The traced function under ``jax.jit``: the updated parts donated, inputs split over the
         mesh's devices (if any), the state split too with ``shard_state``, the rest replicated."""
         n_in = len(self.inputs)
-        layouts = [x for v in self.shared for x in self.layouts.get(v, [None] * len(self.parts[v]))]
+        layouts = [x for v in self.shared for x in self._layouts_of(v)]
         n_updated = sum(len(self.parts[v]) for v in self.updated)
         shardings = {}
         if self.mesh is not None:
@@ -223,6 +223,10 @@ class JAXStep(Step):
             function = _held_as(function, n_in, self.n_outputs, layouts)
         donated = tuple(range(n_in, n_in + n_updated))
         return self.jax.jit(function, donate_argnums=donated, **shardings)
+
+    def _layouts_of(self, variable: SharedVariable) -> list:
+        """How each part of ``variable`` is held: a :class:`_Shard`, or None (whole)."""
+        return self.layouts.get(variable) or [None] * len(self.parts[variable])
 
     @property
     def _split_count(self) -> int:
@@ -286,7 +290,7 @@ class JAXStep(Step):
         for i, variable in enumerate(self.updated):
             if self.containers[i].storage[0] is not self.seen[i]:
                 continue  # set by hand since: the host value wins
-            layouts = self.layouts.get(variable) or [None] * len(self.parts[variable])
+            layouts = self._layouts_of(variable)
             held = self.values[self.places[variable]]
             if _is_generator(variable):  # a NumPy generator seeded by the device's key
                 variable.set_value(np.random.default_rng(self._to_host(held[0])), borrow=True)
@@ -307,7 +311,7 @@ class JAXStep(Step):
                     f"compile_step: {variable.name or variable} now has shape {np.shape(host)}, "
                     f"but the step was compiled for {self.shapes[variable]}; compile it again"
                 )
-            layouts = self.layouts.get(variable) or [None] * len(self.parts[variable])
+            layouts = self._layouts_of(variable)
             self.values[self.places[variable]] = [
                 self._put_held(part, layout) for part, layout in zip(self._split(variable, host), layouts)
             ]
