@@ -10,7 +10,8 @@ import pytest
 from registry import GRADIENT_RULES
 
 import updates
-from updates.backends.c import CStep, c_chain_widths
+from updates.backends.c import CStep, LeanElemwise, c_chain_widths
+from updates.c_compile import HOT, _is_gcc
 from updates.fused import LARGE_STATELESS_STEP, FusedStep
 
 if not pytensor.config.cxx:
@@ -103,6 +104,23 @@ def test_a_large_step_without_state_stays_one_node_where_it_runs_c(mode):
         np.testing.assert_allclose(got.get_value(), expected.get_value(), rtol=1e-13, atol=1e-16)
 
 
+def test_the_steps_own_modules_compile_at_O1_under_gcc_with_their_loops_at_O3():
+    """The step's C nodes and the 0-d nodes of its scalars (not the model's) compile at -O1, the
+    loops in HOT functions (which GCC compiles at -O3)."""
+    w = pytensor.shared(np.ones(3), name="w")
+    g = pt.vector("g")
+    step = pytensor.function([g], [], updates=updates.adam([g * 2], [w]), mode="CVM")
+    ours = [*nodes_of(step, CStep), *nodes_of(step, LeanElemwise)]
+    assert {type(node.op) for node in ours} == {CStep, LeanElemwise}
+    model = [node.op for node in nodes_of(step, pt.elemwise.Elemwise) if node not in ours]
+    assert model and not any("-O1" in op.c_compile_args() for op in model)  # g * 2 keeps -O3
+    for node in ours:
+        assert ("-O1" in node.op.c_compile_args()) == ("-O3" in node.op.c_no_compile_args()) == _is_gcc()
+    (cstep,) = nodes_of(step, CStep)
+    assert HOT in cstep.op.c_support_code()
+    assert "UPDATES_HOT static int" in cstep.op.c_support_code_apply(cstep, "n")
+
+
 def test_the_node_pickles_for_pytensors_cache_key():
     """PyTensor keys its C module cache by the pickled node: a rule's kernel is a Python function,
     so the node holds its Composite instead, and the next process loads the module."""
@@ -114,9 +132,17 @@ def test_the_node_pickles_for_pytensors_cache_key():
     assert again == c_op and hash(again) == hash(c_op)
 
 
-@pytest.mark.parametrize(("n_params", "widths"), [(3, [2, 1]), (20, [8, 8, 4]), (15, [8, 4, 2, 1])])
-def test_the_chain_covers_every_param_with_nodes_of_eight_four_two_and_one(n_params, widths):
-    """Nodes of a few params each (one C module per width), equal to the readable graph."""
+def test_chain_widths_are_the_fewest_nodes_of_eight_at_most_differing_by_one_at_most():
+    for n_params in range(1, 200):
+        widths = c_chain_widths(n_params)
+        assert sum(widths) == n_params and max(widths) <= 8 and max(widths) - min(widths) <= 1
+        assert len(widths) == -(-n_params // 8)
+
+
+@pytest.mark.parametrize(("n_params", "widths"), [(3, [3]), (20, [7, 7, 6]), (15, [8, 7])])
+def test_the_chain_covers_every_param_with_the_fewest_nodes_of_two_widths_at_most(n_params, widths):
+    """Nodes of eight params at most, as even as they can be (one C module per width), equal to
+    the readable graph."""
     assert c_chain_widths(n_params) == widths
 
     def many():

@@ -9,6 +9,7 @@ import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
+from pytensor.tensor.basic import MakeVector
 from registry import GRADIENT_RULES
 
 import updates
@@ -59,6 +60,28 @@ def test_scalars_of_the_step_become_one_plain_function():
     ]
     assert not scalar_elemwise
     assert len(nodes_of(step, numba_step.ScalarStep)) == 1
+    assert not nodes_of(step, MakeVector)  # the step's scalars: one more output of that function
+
+
+def test_the_scalars_of_a_guarded_stack_are_packed_where_they_are_computed():
+    """Each chain's scalars are a vector output of a ScalarStep (no MakeVector node to compile),
+    which Numba and its Python ``perform`` compute alike."""
+    w = pytensor.shared(np.ones(3), name="w")
+    g = pt.vector("g")
+    lookahead = updates.apply_lookahead(updates.adam([g], [w], learning_rate=0.1))
+    step = pytensor.function([g], [], updates=updates.apply_if_finite(lookahead, grads=[g]), mode="NUMBA")
+    assert not nodes_of(step, MakeVector)
+    packing = [node for node in nodes_of(step, numba_step.ScalarStep) if node.op.packs]
+    assert len(packing) == 2  # the check's scalars and the step's
+    for node in packing:
+        inputs = [x.type() for x in node.inputs]
+        values = [np.asarray(0.5 + i, dtype=x.dtype) for i, x in enumerate(inputs)]
+        results = [
+            pytensor.function(inputs, node.op(*inputs, return_list=True), mode=mode)(*values)
+            for mode in ("NUMBA", pytensor.compile.mode.Mode("py", None))
+        ]
+        for numba_value, python_value in zip(*results):
+            np.testing.assert_array_equal(numba_value, python_value)
 
 
 @pytest.mark.parametrize("case", [c for c in RULES if not c.rule.slots], ids=str)

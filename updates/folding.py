@@ -69,6 +69,22 @@ class _WithGradient:
         return (*self.kernel(h, param, x, *slots), gradient)
 
 
+def feeds_a_step(fgraph, node, *scalar_ops: type) -> bool:
+    """Whether the results of ``node`` reach the scalars of a FusedStep or FusedCheck through 0-d
+    Elemwise nodes (or nodes of ``scalar_ops``) only."""
+    seen, todo, passing = set(), [node], (Elemwise, *scalar_ops)
+    while todo:
+        for output in todo.pop().outputs:
+            for client, _ in fgraph.clients[output]:
+                op = getattr(client, "op", None)
+                if isinstance(op, FusedStep | FusedCheck):
+                    return True
+                if isinstance(op, passing) and not client.outputs[0].type.ndim and client not in seen:
+                    seen.add(client)
+                    todo.append(client)
+    return False
+
+
 class FusedCheck(Op):
     """``FusedCheck(step, grads)(*inputs)``: a boolean scalar, true when the :class:`FusedStep`
     ``step`` would give only finite new values on ``inputs`` (its layout), and with ``grads``

@@ -24,13 +24,15 @@ from pytensor.graph.basic import Apply, Variable
 from pytensor.graph.null_type import NullType
 from pytensor.link.c.op import COp
 
+from updates.c_compile import HOT, LeanCompile
+
 #: Bumped when the C code changes meaning (part of PyTensor's C cache key).
-_VERSION = 1
+_VERSION = 2
 
 _CTYPES = {"float32": "npy_float32", "float64": "npy_float64"}
 
 
-class AllFinite(COp):
+class AllFinite(LeanCompile, COp):
     """``AllFinite()(*tensors)``: a boolean scalar, true when no element of any tensor is NaN or
     infinite (true for no tensors). Its inputs are left as they are; it has no gradient."""
 
@@ -63,6 +65,9 @@ class AllFinite(COp):
     def c_headers(self, **kwargs):
         return ["<math.h>"]
 
+    def c_support_code(self, **kwargs):
+        return _c_loops(_ANY_NONFINITE)
+
     def c_code(self, node, name, inputs, outputs, sub):
         if any(x.dtype not in _CTYPES for x in node.inputs):
             raise NotImplementedError("AllFinite: C code for float32 and float64 only")  # perform runs
@@ -80,10 +85,8 @@ if ({out} == NULL) {{
 
 
 def _c_check(x: str, dtype: str, fail: str) -> str:
-    """Set ``bad`` if an element of the array ``x`` is not finite; no branch in the loop, which
-    gcc vectorizes."""
-    loop = "int found = 0;\n    for (npy_intp k = 0; k < n; ++k) found |= !isfinite(d[k]);\n    bad |= found;"
-    return f"if (!bad) {_c_read(x, dtype, fail, loop)}"
+    """Set ``bad`` if an element of the array ``x`` is not finite."""
+    return f"if (!bad) {_c_read(x, dtype, fail, f'bad |= updates_any_nonfinite_{dtype}(d, n);')}"
 
 
 def _c_read(x: str, dtype: str, fail: str, loop: str) -> str:
@@ -101,7 +104,30 @@ def _c_read(x: str, dtype: str, fail: str, loop: str) -> str:
 }}"""
 
 
-class SumOfSquares(COp):
+def _c_loops(template: str) -> list[str]:
+    """The support code of a node: :data:`~updates.c_compile.HOT` and ``template``'s function for
+    each dtype (``{t}``: its name, ``{c}``: its C type)."""
+    return [HOT, *(template.format(t=dtype, c=ctype) for dtype, ctype in _CTYPES.items())]
+
+
+#: Whether one of ``n`` elements is not finite (no branch in the loop, which gcc vectorizes).
+_ANY_NONFINITE = """
+UPDATES_HOT static int updates_any_nonfinite_{t}(const {c}* __restrict__ d, const npy_intp n) {{
+    int found = 0;
+    for (npy_intp k = 0; k < n; ++k) found |= !isfinite(d[k]);
+    return found;
+}}"""
+
+#: The sum of the squares of ``n`` elements, each square in the elements' dtype, summed in double.
+_SUM_OF_SQUARES = """
+UPDATES_HOT static double updates_sum_of_squares_{t}(const {c}* __restrict__ d, const npy_intp n) {{
+    double sum = 0;
+    for (npy_intp k = 0; k < n; ++k) sum += ({c}) (d[k] * d[k]);
+    return sum;
+}}"""
+
+
+class SumOfSquares(LeanCompile, COp):
     """``SumOfSquares()(*tensors)``: the sum of the squares of every element of ``tensors``, as
     ``add(*(sum(sqr(x)) for x in tensors))`` gives it: each tensor's squares (in its dtype) summed
     in float64 and cast to its dtype, as PyTensor's ``Sum`` does, then those sums added in their
@@ -138,6 +164,9 @@ class SumOfSquares(COp):
     def c_code_cache_version(self):
         return (_VERSION,)
 
+    def c_support_code(self, **kwargs):
+        return _c_loops(_SUM_OF_SQUARES)
+
     def c_code(self, node, name, inputs, outputs, sub):
         if any(x.dtype not in _CTYPES for x in node.inputs):
             raise NotImplementedError("SumOfSquares: C code for float32 and float64 only")  # perform runs
@@ -145,9 +174,9 @@ class SumOfSquares(COp):
         total = _CTYPES[dtype]
         sums = []
         for x, variable in zip(inputs, node.inputs):
-            own = _CTYPES[variable.dtype]  # squares in the tensor's dtype, summed in double
-            loop = f"double sum = 0;\n    for (npy_intp k = 0; k < n; ++k) sum += ({own}) (d[k] * d[k]);"
-            sums.append(_c_read(x, variable.dtype, fail, f"{loop}\n    total += ({total}) ({own}) sum;"))
+            own = _CTYPES[variable.dtype]
+            add = f"total += ({total}) ({own}) updates_sum_of_squares_{variable.dtype}(d, n);"
+            sums.append(_c_read(x, variable.dtype, fail, add))
         sums = "\n".join(sums)
         return f"""{{
 {total} total = 0;

@@ -38,14 +38,15 @@ from pytensor.link.c.op import COp
 from pytensor.scalar import get_scalar_type
 from pytensor.tensor.elemwise import Elemwise
 
-from updates.folding import FusedCheck
+from updates.c_compile import HOT, LeanCompile
+from updates.folding import FusedCheck, feeds_a_step
 from updates.fused import FusedStep, MultiTensorOp, vector_function
 
 #: Bumped when the generated code changes meaning (part of PyTensor's C cache key).
-_VERSION = 5
+_VERSION = 6
 
 
-class CStep(MultiTensorOp, COp):
+class CStep(LeanCompile, MultiTensorOp, COp):
     """A few params' share of a :class:`~updates.fused.FusedStep`, in place, with C code (built
     by the C rewrite only); with ``check``, the share of a :class:`~updates.folding.FusedCheck`.
 
@@ -127,10 +128,10 @@ class CStep(MultiTensorOp, COp):
         return self.composite.c_libraries(**kwargs)
 
     def c_compile_args(self, **kwargs):
-        return self.composite.c_compile_args(**kwargs)
+        return [*self.composite.c_compile_args(**kwargs), *super().c_compile_args(**kwargs)]
 
     def c_support_code(self, **kwargs):
-        return self.composite.c_support_code(**kwargs)
+        return [HOT, *_as_list(self.composite.c_support_code(**kwargs))]
 
     def c_support_code_apply(self, node, name):
         """``<name>_kernel(p, g, *slots, *h, n)``: the rule on ``n`` elements, in place (with
@@ -203,14 +204,7 @@ static PyArrayObject* {name}_gradient(PyArrayObject* g, npy_intp size, long inde
     return read;
 }}
 
-/* Not inlined: inlined into its caller, the kernel loses its restrict pointers and gcc no longer
-   vectorizes the loop (Adam on 16M float32 elements: 4.2x torch's fused step instead of 1x). */
-#ifdef _MSC_VER
-__declspec(noinline)
-#else
-__attribute__((noinline))
-#endif
-static int {name}_kernel({", ".join(arguments)}) {{
+UPDATES_HOT static int {name}_kernel({", ".join(arguments)}) {{
     {loop}
 }}
 """
@@ -304,6 +298,10 @@ for (int i = 0; i < {n}; ++i) {{
 }}"""
 
 
+def _as_list(code: str | list[str]) -> list[str]:
+    return code if isinstance(code, list) else [code]
+
+
 def _ctype(dtype: str) -> str:
     return get_scalar_type(dtype).dtype_specs()[1]
 
@@ -313,13 +311,14 @@ def _typenum(dtype: str) -> str:
 
 
 def c_chain_widths(n_params: int) -> list[int]:
-    """How many params each node of a C chain updates: eight each, then the binary digits of
-    the rest (13 -> [8, 4, 1]). Four widths (8, 4, 2, 1) serve every model, so four C modules at
-    most are ever compiled, and at most four nodes cover what the last eight leave. Under the C VM
-    each node costs a few µs of argument handling per call: Adam over 10 params of shape (10,)
-    stepped in 8.6 µs as one node against 10.7 µs as ten (the model alone: 6.5 µs)."""
-    rest = n_params % 8
-    return [8] * (n_params // 8) + [width for width in (4, 2, 1) if rest & width]
+    """How many params each node of a C chain updates: as few nodes as eight params each allow,
+    as even as they can be (10 -> [5, 5], 13 -> [7, 6], 30 -> [8, 8, 7, 7]). Each width is a C
+    module to compile, and a model's chain has one or two. Under the C VM each node costs a few
+    µs of argument handling per call: Adam over 10 params of shape (10,) stepped in 8.6 µs as one
+    node against 10.7 µs as ten (the model alone: 6.5 µs)."""
+    nodes = -(-n_params // 8)
+    width, wider = divmod(n_params, nodes) if nodes else (0, 0)
+    return [width + 1] * wider + [width] * (nodes - wider)
 
 
 def _chain(op: FusedStep, inputs, check: bool) -> list:
@@ -342,6 +341,22 @@ def _chain(op: FusedStep, inputs, check: bool) -> list:
     return [ok] if check else [*new_params, *buffers]
 
 
+class LeanElemwise(LeanCompile, Elemwise):
+    """A 0-d Elemwise that computes a step's scalars (its counters, Adam's bias-corrected step
+    size, the guard's gate), compiled at ``-O1`` (see :mod:`updates.c_compile`): each is a C
+    module of its own, about 0.4 s of gcc at ``-O3`` for code that runs once per call."""
+
+
+@node_rewriter([Elemwise])
+def _scalar_elemwise_lean(fgraph, node):
+    """A 0-d Elemwise whose results reach a step's scalars through 0-d Elemwises only."""
+    if type(node.op) is not Elemwise or any(x.type.ndim for x in (*node.inputs, *node.outputs)):
+        return None
+    if not feeds_a_step(fgraph, node):
+        return None
+    return LeanElemwise(node.op.scalar_op, node.op.inplace_pattern)(*node.inputs, return_list=True)
+
+
 @node_rewriter([FusedStep, FusedCheck])
 def _fused_step_as_c_chain(fgraph, node):
     """Replace a FusedStep by a chain of CSteps over its params, threading the buffers through
@@ -361,6 +376,9 @@ def _fused_step_as_c_chain(fgraph, node):
 def register() -> None:
     """Rewrite each multi-tensor node into the C chain after the in-place pass (50.4), in the modes
     that run C code only ("cxx_only" is excluded by the Numba, JAX, PyTorch and MLX linkers)."""
+    optdb.register(
+        "updates_scalar_elemwise_lean", in2out(_scalar_elemwise_lean), "fast_run", "cxx_only", position=50.44
+    )
     optdb.register(
         "updates_fused_step_as_c_chain",
         in2out(_fused_step_as_c_chain),

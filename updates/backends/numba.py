@@ -35,14 +35,14 @@ from functools import cache
 import numpy as np
 import pytensor.scalar as ps
 import pytensor.tensor as pt
-from pytensor.graph.basic import Apply
+from pytensor.graph.basic import Apply, Constant
 from pytensor.graph.op import Op
 from pytensor.graph.rewriting.basic import in2out, node_rewriter
 from pytensor.tensor.basic import MakeVector
 from pytensor.tensor.elemwise import Elemwise
 
-from updates.folding import FusedCheck
-from updates.fused import FusedStep
+from updates.folding import FusedCheck, feeds_a_step
+from updates.fused import FusedStep, ancestors
 from updates.reductions import AllFinite, SumOfSquares
 
 
@@ -123,50 +123,74 @@ def _fused(kernel, dtype, n_slots, scalar_names) -> FusedStep:
 class ScalarStep(Op):
     """A 0-d elementwise node that feeds a step's scalars (e.g. Adam's bias-corrected step size,
     the counter's increment), compiled by Numba as one plain function: PyTensor's Elemwise code
-    generation, made for arrays of any rank, costs several times more to compile."""
+    generation, made for arrays of any rank, costs several times more to compile.
 
-    __props__ = ("composite",)
+    ``packs`` adds outputs: for each ``(dtype, entries)``, a vector of the entries, each
+    ``("output", k)`` (the composite's output ``k``), ``("input", j)`` (the node's input ``j``:
+    the composite takes the first ones, further inputs only pass into packs) or ``("constant",
+    value)``. A step's scalars ``h`` are such a vector, packed where they are computed instead
+    of by a ``MakeVector`` node (one function fewer for Numba to compile).
+    """
 
-    def __init__(self, composite: ps.Composite):
+    __props__ = ("composite", "packs")
+
+    def __init__(self, composite: ps.Composite, packs: tuple = ()):
         self.composite = composite
+        self.packs = tuple(packs)
 
     def make_node(self, *inputs):
         inputs = [pt.as_tensor_variable(x) for x in inputs]
-        return Apply(self, inputs, [pt.tensor(dtype=x.dtype, shape=()) for x in self.composite.outputs])
+        scalars = [pt.tensor(dtype=x.dtype, shape=()) for x in self.composite.outputs]
+        packed = [pt.tensor(dtype=dtype, shape=(len(entries),)) for dtype, entries in self.packs]
+        return Apply(self, inputs, [*scalars, *packed])
 
     def __str__(self):
         return "ScalarStep"
 
     def perform(self, node, inputs, output_storage):
-        results = self.composite.impl(*(x[()] for x in inputs))
+        results = self.composite.impl(*(x[()] for x in inputs[: len(self.composite.inputs)]))
+        results = results if isinstance(results, list | tuple) else [results]
         for storage, value, variable in zip(output_storage, results, node.outputs):
             storage[0] = np.asarray(value, dtype=variable.dtype)
+        sources = {"output": results, "input": [x[()] for x in inputs]}
+        for storage, (dtype, entries) in zip(output_storage[len(results) :], self.packs):
+            values = [value if kind == "constant" else sources[kind][value] for kind, value in entries]
+            storage[0] = np.array(values, dtype=dtype)
+
+
+def _packed(scalars: list, dtype: str) -> tuple:
+    """The vector of ``scalars``, packed by the ScalarStep that computes most of them (and does
+    not depend on the others), and the replacements of that node's outputs by its new node's
+    (no such ScalarStep: a ``MakeVector`` node, no replacements)."""
+    owners = [x.owner for x in scalars if x.owner is not None and isinstance(x.owner.op, ScalarStep)]
+    for node in sorted(dict.fromkeys(owners), key=owners.count, reverse=True):
+        inputs, entries = list(node.inputs), []
+        for x in scalars:
+            if x.owner is node:
+                entries.append(("output", node.outputs.index(x)))
+            elif isinstance(x, Constant):
+                entries.append(("constant", np.asarray(x.data, dtype=dtype).item()))
+            else:
+                if x not in inputs:
+                    inputs.append(x)
+                entries.append(("input", inputs.index(x)))
+        if set(node.outputs).isdisjoint(ancestors(inputs[len(node.inputs) :])):
+            op = ScalarStep(node.op.composite, (*node.op.packs, (dtype, tuple(entries))))
+            new = op(*inputs, return_list=True)
+            return new[-1], dict(zip(node.outputs, new))
+    return MakeVector(dtype)(*scalars), {}
 
 
 @node_rewriter([Elemwise])
 def _scalar_elemwise_as_scalar_step(fgraph, node):
     """A 0-d Elemwise whose results reach a FusedStep's scalars through 0-d Elemwises only."""
-    if any(x.type.ndim for x in (*node.inputs, *node.outputs)) or not _feeds_a_step(fgraph, node):
+    if any(x.type.ndim for x in (*node.inputs, *node.outputs)) or not feeds_a_step(fgraph, node, ScalarStep):
         return None
     scalar_op = node.op.scalar_op
     if not isinstance(scalar_op, ps.Composite):
         inputs = [ps.get_scalar_type(x.dtype)() for x in node.inputs]
         scalar_op = ps.Composite(inputs, scalar_op.make_node(*inputs).outputs)
     return ScalarStep(scalar_op)(*node.inputs, return_list=True)
-
-
-def _feeds_a_step(fgraph, node) -> bool:
-    seen, todo = set(), [node]
-    while todo:
-        for output in todo.pop().outputs:
-            for client, _ in fgraph.clients[output]:
-                if isinstance(getattr(client, "op", None), FusedStep):
-                    return True
-                scalar = isinstance(getattr(client, "op", None), Elemwise | ScalarStep)
-                if scalar and not client.outputs[0].type.ndim and client not in seen:
-                    seen.add(client)
-                    todo.append(client)
-    return False
 
 
 # -- the rewrites ----------------------------------------------------------------------------------
@@ -191,7 +215,7 @@ def _fused_step_as_chain(fgraph, node):
     if not (op.inplace or check):  # the step may not overwrite its inputs: give it copies it may
         params = [pt.tensor_copy(p) for p in params]
         buffers = [pt.tensor_copy(b) for b in buffers]
-    h = MakeVector(op.dtype)(*scalars) if scalars else pt.constant(np.zeros(1, op.dtype))
+    h, replaced = _packed(scalars, op.dtype) if scalars else (pt.constant(np.zeros(1, op.dtype)), {})
     ok = pt.constant(np.array(True))
     new_params, first = [], 0
     for width in chain_widths(op.n_params):
@@ -205,7 +229,7 @@ def _fused_step_as_chain(fgraph, node):
         new = step(*arguments, return_list=True)
         new_params += new[:width]
         buffers = new[width:]
-    return [ok] if check else [*new_params, *buffers]
+    return dict(zip(node.outputs, [ok] if check else [*new_params, *buffers])) | replaced
 
 
 def _register_rewrite():
@@ -417,7 +441,7 @@ def _kernel_signature(op: FusedStep | ParamStep):
 
 
 #: Changes the cache keys of everything compiled here when the generated code changes meaning.
-_VERSION = 5
+_VERSION = 6
 
 
 def _register_numba() -> bool:
@@ -473,12 +497,21 @@ def _register_numba() -> bool:
         lines, namespace, keys = _scalar_source(
             op.composite, [f"a{j}[()]" for j in range(n_in)], [f"{r}[()]" for r in results]
         )
+        for j, (dtype, entries) in enumerate(op.packs):
+            lines.append(f"q{j} = np.empty({len(entries)}, np.{dtype})")
+            for i, (kind, value) in enumerate(entries):
+                if kind == "constant":
+                    namespace[f"c{j}_{i}"] = np.asarray(value, dtype=dtype)[()]
+                    keys.append(f"c{j}_{i} = {dtype} {namespace[f'c{j}_{i}'].tobytes().hex()}")
+                item = {"output": f"r{value}[()]", "input": f"a{value}[()]", "constant": f"c{j}_{i}"}[kind]
+                lines.append(f"q{j}[{i}] = {item}")
+        returned = [*results, *(f"q{j}" for j in range(len(op.packs)))]
         source = "\n".join(
             [
-                f"def scalar_step({', '.join(f'a{j}' for j in range(n_in))}):",
+                f"def scalar_step({', '.join(f'a{j}' for j in range(len(node.inputs)))}):",
                 *(f"    {r} = np.empty((), np.{_numpy_name(x.dtype)})" for r, x in zip(results, outputs)),
                 *(f"    {line}" for line in lines),
-                f"    return {results[0]}" if len(results) == 1 else f"    return ({', '.join(results)},)",
+                f"    return {returned[0]}" if len(returned) == 1 else f"    return ({', '.join(returned)},)",
             ]
         )
         namespace.update(__name__=__name__, np=np)
