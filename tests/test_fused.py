@@ -192,6 +192,21 @@ def test_a_rule_whose_new_params_are_used_elsewhere_keeps_its_own_node():
     np.testing.assert_allclose(proposed, before - 0.1, rtol=1e-7)  # Adam's first step: lr * g / (|g| + eps)
 
 
+@pytest.mark.parametrize(("mode", "scalar_node"), [("CVM", "LeanElemwise"), ("NUMBA", "ScalarStep")])
+def test_the_scalars_of_a_guarded_stack_are_computed_by_two_nodes(mode, scalar_node):
+    """The counters, Adam's bias correction and the clip's scale in one node before the check, the
+    guard's gate in one after it (each a module to compile), not one node per wrapper."""
+    pytest.importorskip("numba" if mode == "NUMBA" else "numpy")
+    params = [pytensor.shared(value, name=f"w{i}") for i, value in enumerate(initial())]
+    raw = float64_grads()
+    grads = updates.clip_by_global_norm(raw, max_norm=2.0)
+    guarded = updates.apply_if_finite(_wrapped_adam(grads, params), grads=grads)
+    step = pytensor.function(raw, [], updates=guarded, mode=mode)
+    nodes = [node for node in step.maker.fgraph.apply_nodes if type(node.op).__name__ == scalar_node]
+    assert len(nodes) == 2
+    assert not [node for node in step.maker.fgraph.apply_nodes if type(node.op).__name__ == "Elemwise"]
+
+
 @pytest.mark.parametrize("clip", [False, True], ids=["", "clipped"])
 @pytest.mark.parametrize("mode", ["CVM", "NUMBA", "JAX", "PYTORCH", "py"])
 def test_a_guarded_step_checks_then_steps_in_place(mode, clip):
