@@ -372,10 +372,10 @@ def _scalar_prefix(nodes, grad, inputs):
 
 class MergeStepScalars(GraphRewriter):
     """Merge the 0-d Elemwise nodes that compute a step's scalars (each counter's increment,
-    Adam's bias correction, the clip's scale) into as few nodes as their dependencies allow: one
-    node before the step's check and one for the gate after it in a guarded stack, instead of
-    one per wrapper. Each is a module to compile: a C module (about 0.2 s of gcc at least) or a
-    Numba function."""
+    Adam's bias correction, the clip's scale, the gated counters) into as few nodes as their
+    dependencies allow: one node before the step's check and one for the gate after it in a
+    guarded stack, instead of one per wrapper. Each is a module to compile: a C module (about
+    0.2 s of gcc at least) or a Numba function."""
 
     def apply(self, fgraph):
         nodes = [node for node in fgraph.toposort() if _is_step_scalar(fgraph, node)]
@@ -391,12 +391,13 @@ class MergeStepScalars(GraphRewriter):
 
 
 def _is_step_scalar(fgraph, node) -> bool:
-    return (
-        type(node.op) is Elemwise
-        and not node.op.inplace_pattern
-        and not any(x.type.ndim for x in (*node.inputs, *node.outputs))
-        and feeds_a_step(fgraph, node)
-    )
+    """A 0-d Elemwise that feeds a step's scalars or reads its check (a gated counter)."""
+    if type(node.op) is not Elemwise or node.op.inplace_pattern:
+        return False
+    if any(x.type.ndim for x in (*node.inputs, *node.outputs)):
+        return False
+    reads = any(isinstance(getattr(x.owner, "op", None), FusedStep | FusedCheck) for x in node.inputs)
+    return reads or feeds_a_step(fgraph, node)
 
 
 def _merge(fgraph, group: list) -> None:
