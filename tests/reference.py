@@ -573,6 +573,148 @@ def prodigy(
 REFERENCES["prodigy"] = prodigy
 
 
+def dadapt_adamw(params, learning_rate=1.0, beta1=0.9, beta2=0.999, epsilon=1e-8, d0=1e-6, weight_decay=0.0):
+    """D-Adaptation AdamW (Defazio and Mishchenko 2023, Algorithm 4, with optax's weighting):
+    dlr = d lr sqrt(1 - b2**t) / (1 - b1**t), b3 = sqrt(b2); r <- b3 r + (1 - b3) dlr <g, s / (sqrt(v)
+    + eps)> (s, v before the step); m <- b1 m + (1 - b1) dlr g; v <- b2 v + (1 - b2) g**2; s <- b3 s
+    + (1 - b3) dlr g; d <- max(d, r / ((1 - b3) |s|_1)) (d kept while |s|_1 = 0); p <- p - wd dlr p -
+    m / (sqrt(v) + eps). Keeps its scalars itself, in the dtype of the first param."""
+    params = [np.array(p, copy=True) for p in params]
+    dtype = params[0].dtype.type
+    b1, b2, eps, lr, wd = (dtype(x) for x in (beta1, beta2, epsilon, learning_rate, weight_decay))
+    b3 = np.sqrt(b2)
+    state = [{k: np.zeros_like(p) for k in ("m", "v", "s")} for p in params]
+    scalars = {"d": dtype(d0), "numerator": dtype(0), "t": 0}
+
+    def step(grads):
+        scalars["t"] += 1
+        t, d, one = dtype(scalars["t"]), scalars["d"], dtype(1)
+        grads = [np.asarray(g, dtype=p.dtype) for g, p in zip(grads, params)]
+        dlr = d * lr * np.sqrt(one - b2**t) / (one - b1**t)
+        inner = sum(np.sum(g * s["s"] / (np.sqrt(s["v"]) + eps)) for g, s in zip(grads, state))
+        for g, s in zip(grads, state):
+            s["m"] = b1 * s["m"] + (one - b1) * dlr * g
+            s["v"] = b2 * s["v"] + (one - b2) * g**2
+            s["s"] = b3 * s["s"] + (one - b3) * dlr * g
+        scalars["numerator"] = b3 * scalars["numerator"] + (one - b3) * dlr * inner
+        norm = sum(np.sum(np.abs(s["s"])) for s in state)
+        if norm > 0:
+            scalars["d"] = max(d, scalars["numerator"] / ((one - b3) * norm))
+        for i, (p, s) in enumerate(zip(params, state)):
+            params[i] = (p - wd * dlr * p - s["m"] / (np.sqrt(s["v"]) + eps)).astype(p.dtype)
+        return [p.copy() for p in params]
+
+    step.state = state
+    step.scalars = scalars
+    return step
+
+
+REFERENCES["dadapt_adamw"] = dadapt_adamw
+
+
+@_rule("w1", "theta", "L", "G", "reward", learning_rate=1.0, alpha=100.0, epsilon=1e-8, weight_decay=0.0)
+def cocob(p, g, s, t, learning_rate, alpha, epsilon, weight_decay):
+    """COCOB-Backprop (Orabona and Tommasi 2017, Algorithm 2) on the negative gradient c = -lr (g +
+    wd p): L <- max(L, |c|) (L = eps at first); G <- G + |c|; reward <- max(reward + (w - w1) c, 0);
+    theta <- theta + c; w <- w1 + theta / (L max(G + L, alpha L)) (L + reward)."""
+    if t == 1:
+        s["w1"], s["L"] = p.copy(), np.full_like(p, epsilon)
+    c = -learning_rate * (g + weight_decay * p)
+    s["L"] = np.maximum(s["L"], np.abs(c))
+    s["G"] = s["G"] + np.abs(c)
+    s["reward"] = np.maximum(s["reward"] + (p - s["w1"]) * c, 0)
+    s["theta"] = s["theta"] + c
+    bet = s["theta"] / (s["L"] * np.maximum(s["G"] + s["L"], alpha * s["L"]))
+    return s["w1"] + bet * (s["L"] + s["reward"])
+
+
+def _distance_rule(params, learning_rate, weight_decay, rate):
+    """SGD with a step size from all the params: ``rate(x, x0, u, t)`` gives it from the params,
+    the initial params and the (decayed) gradients u = g + wd p, in the dtype of the first param."""
+    params = [np.array(p, copy=True) for p in params]
+    dtype = params[0].dtype.type
+    lr, wd = dtype(learning_rate), dtype(0.0 if weight_decay is None else weight_decay)
+    x0 = [p.copy() for p in params]
+    counter = {"t": 0}
+
+    def step(grads):
+        counter["t"] += 1
+        us = [np.asarray(g, dtype=p.dtype) + wd * p for g, p in zip(grads, params)]
+        eta = rate(params, x0, us, counter["t"])
+        for i, (p, u) in enumerate(zip(params, us)):
+            params[i] = (p - lr * eta * u).astype(p.dtype)
+        return [p.copy() for p in params]
+
+    return step
+
+
+def _norm2(xs):
+    return sum(np.sum(np.square(x)) for x in xs)
+
+
+def dog(params, learning_rate=1.0, init_step=("heuristic", 1e-6), epsilon=1e-8, weight_decay=None):
+    """DoG (Ivgi et al. 2023, Algorithm 1): r_bar = max(r_eps, max_k |x_k - x_0|); G = sum_k |g_k|**2;
+    x <- x - lr (r_bar / sqrt(G + eps)) g, the norms over all the params; r_eps = value for
+    ("distance", value), value (1 + |x_0|) for ("heuristic", value); for ("learning_rate", value)
+    r_eps = 0 and the first step size is value."""
+    kind, value = init_step
+    dtype = np.asarray(params[0]).dtype.type
+    eps = dtype(epsilon)
+    r_eps = {"distance": value, "heuristic": value * (1 + np.sqrt(_norm2(params))), "learning_rate": 0.0}
+    scalars = {"r_bar": dtype(r_eps[kind]), "G": dtype(0)}
+
+    def rate(xs, x0, us, t):
+        scalars["r_bar"] = max(scalars["r_bar"], np.sqrt(_norm2([x - a for x, a in zip(xs, x0)])))
+        scalars["G"] = scalars["G"] + _norm2(us)
+        if kind == "learning_rate" and t == 1:
+            return dtype(value)
+        return scalars["r_bar"] / np.sqrt(scalars["G"] + eps)
+
+    step = _distance_rule(params, learning_rate, weight_decay, rate)
+    step.scalars = scalars
+    return step
+
+
+REFERENCES["dog"] = dog
+
+
+def dowg(params, learning_rate=1.0, init_estim_sq_dist=None, epsilon=1e-4, weight_decay=None):
+    """DoWG (Khaled et al. 2023, Algorithm 1, with optax's eps): r2 = max(r2, |x - x_0|**2) (r2 =
+    init_estim_sq_dist, or eps, at first); v <- v + r2 |g|**2; x <- x - lr (r2 / (sqrt(v) + eps)) g,
+    the norms over all the params."""
+    dtype = np.asarray(params[0]).dtype.type
+    eps = dtype(epsilon)
+    scalars = {"r2": dtype(epsilon if init_estim_sq_dist is None else init_estim_sq_dist), "v": dtype(0)}
+
+    def rate(xs, x0, us, t):
+        scalars["r2"] = max(scalars["r2"], _norm2([x - a for x, a in zip(xs, x0)]))
+        scalars["v"] = scalars["v"] + scalars["r2"] * _norm2(us)
+        return scalars["r2"] / (np.sqrt(scalars["v"]) + eps)
+
+    step = _distance_rule(params, learning_rate, weight_decay, rate)
+    step.scalars = scalars
+    return step
+
+
+REFERENCES["dowg"] = dowg
+
+
+@_rule(
+    "m", "s", learning_rate=1e-3, beta1=0.9, beta2=0.999, epsilon=1e-16, epsilon_root=1e-16, weight_decay=0.0
+)
+def acprop(p, g, s, t, learning_rate, beta1, beta2, epsilon, epsilon_root, weight_decay):
+    """ACProp (Zhuang et al. 2021, Algorithm 2): the step divides g_t by the root of the
+    bias-corrected s_{t-1} (1 on the first step); s_t = b2 s_{t-1} + (1 - b2) (g_t - m_{t-1})**2
+    + eps_root (around the previous average, as optax's code; its docstring has m_t); m_t = b1 m_{t-1}
+    + (1 - b1) g_t; p <- p - lr (g / (sqrt(s_hat) + eps) + wd p)."""
+    one = p.dtype.type(1)
+    s_hat = one if t == one else s["s"] / (one - beta2 ** (t - one))
+    step = g / (np.sqrt(s_hat) + epsilon)
+    s["s"] = beta2 * s["s"] + (one - beta2) * (g - s["m"]) ** 2 + epsilon_root
+    s["m"] = beta1 * s["m"] + (one - beta1) * g
+    return p - learning_rate * (step + weight_decay * p)
+
+
 def polyak_sgd(
     params, grads, loss, learning_rate=1.0, max_learning_rate=1.0, f_min=0.0, epsilon=0.0, variant="sps"
 ):
@@ -589,6 +731,197 @@ def polyak_sgd(
     tiny = total + epsilon <= np.finfo(float).eps
     gamma = 0.0 if tiny else min(gap / (total + epsilon), max_learning_rate)
     return [p + np.asarray(gamma, dtype) * u for p, u in zip(params, us)]
+
+
+def sam(params, gradient, base, rho=0.05):
+    """Sharpness-aware minimization (Foret et al. 2021, Algorithm 1), one step per call:
+    e = rho g / |g| (|g| over every param; e = 0 where |g| = 0), g_sam = grad L(p + e), then the
+    base rule's step with g_sam. ``gradient(params) -> grads`` is the loss's gradient (SAM
+    evaluates it twice a step), ``base`` a reference step (``REFERENCES[name](params, **hyper)``),
+    which sees the same params since SAM moves them by the base rule's step alone. Not in
+    REFERENCES: it needs the loss's gradient at other params than the current ones."""
+    params = [np.array(p, copy=True) for p in params]
+
+    def step():
+        g = [np.asarray(x, p.dtype) for x, p in zip(gradient(params), params)]
+        norm = np.sqrt(sum(np.sum(np.square(x.astype(np.float64))) for x in g))
+        scale = rho / norm if norm > 0 else 0.0
+        perturbed = [p + (p.dtype.type(scale) * x).astype(p.dtype) for p, x in zip(params, g)]
+        params[:] = base(gradient(perturbed))
+        return [p.copy() for p in params]
+
+    return step
+
+
+def mechanize(params, base, weight_decay=1e-2, epsilon=1e-8, s_init=1e-6, num_betas=6):
+    """Mechanic (Cutkosky, Defazio and Mehta 2023, Algorithm 1 in its memory-saving form, with the
+    weight decay of the raw gradients and the clip of h to +-m of the authors' optax code):
+    u the base rule's step; S = sum(s); g~ = g + wd S |g| / (|p| + eps) p; D_prev = (x0 - p) /
+    (S + eps); D = D_prev - u; h = <g~, D_prev>; per beta_k = 1 - 10**-k: m <- max(beta m, |h| +
+    eps), v <- beta**2 v + h**2, r <- beta r + clip(h, -m_old, m_old) s, s <- ((s_init / n) m +
+    max(r, 0)) / (sqrt(v) + eps); p <- x0 - sum(s) D. Norms and sums over every param (float64
+    here). ``base`` a reference step; its step u is the difference of its own successive params
+    (its rule's step must not depend on the params: sgd, momentum, adam). The state is
+    ``step.state``: x0 per param, and r, m, v, s."""
+    params = [np.array(p, copy=True) for p in params]
+    x0 = [p.copy() for p in params]
+    n = num_betas
+    state = dict(r=np.zeros(n), m=np.zeros(n), v=np.zeros(n), s=np.full(n, s_init), x0=x0)
+    betas = np.array([1 - 0.1**k for k in range(1, n + 1)])
+    previous = [p.copy() for p in params]
+
+    def step(grads):
+        nonlocal previous
+        g = [np.asarray(x, np.float64) for x in grads]
+        moved = base(grads)
+        u = [a - b for a, b in zip(moved, previous)]
+        previous = moved
+        total = state["s"].sum()
+        g_norm = np.sqrt(sum(np.sum(x**2) for x in g))
+        p_norm = np.sqrt(sum(np.sum(p**2) for p in params))
+        decayed = [x + weight_decay * total * g_norm / (p_norm + epsilon) * p for x, p in zip(g, params)]
+        d_prev = [(a - p) / (total + epsilon) for a, p in zip(x0, params)]
+        h = sum(np.sum(x * d) for x, d in zip(decayed, d_prev))
+        clipped = np.clip(h, -state["m"], state["m"])
+        state["m"] = np.maximum(betas * state["m"], abs(h) + epsilon)
+        state["v"] = betas**2 * state["v"] + h**2
+        state["r"] = betas * state["r"] + clipped * state["s"]
+        state["s"] = ((s_init / n) * state["m"] + np.maximum(state["r"], 0)) / (np.sqrt(state["v"]) + epsilon)
+        params[:] = [a - state["s"].sum() * (d - du) for a, d, du in zip(x0, d_prev, u)]
+        return [p.copy() for p in params]
+
+    step.state = state
+    return step
+
+
+def _momo_family(params, adam, learning_rate, beta1, beta2, epsilon, lower_bound, weight_decay, adapt):
+    """MoMo and MoMo-Adam (Schaipp et al. 2024, Algorithms 1 and 2 with decoupled weight decay and
+    the lower-bound estimate of their Section 5). ``step(grads, loss)``; sums over every param;
+    the state is ``step.state`` (per param m and v) and ``step.scalars`` (barf, gamma, lb, t)."""
+    params = [np.array(p, copy=True) for p in params]
+    state = [{"m": np.zeros_like(p), "v": np.zeros_like(p)} for p in params]
+    scalars = {"barf": 0.0, "gamma": 0.0, "lb": float(lower_bound), "t": 0}
+    lr, wd, f0 = float(learning_rate), float(weight_decay), float(lower_bound)
+
+    def step(grads, loss):
+        scalars["t"] += 1
+        t = scalars["t"]
+        grads = [np.asarray(g, p.dtype) for g, p in zip(grads, params)]
+        # MoMo starts its averages at the first values (weight 0 on the empty past); MoMo-Adam
+        # starts them at zero and corrects their bias by b1 = 1 - beta1**t.
+        beta = beta1 if (adam or t > 1) else 0.0
+        bias = 1 - beta1**t if adam else 1.0
+        scalars["barf"] = beta * scalars["barf"] + (1 - beta) * float(loss)
+        scalars["gamma"] = beta * scalars["gamma"] + (1 - beta) * sum(
+            float(np.sum(g * p)) for g, p in zip(grads, params)
+        )
+        precond = []
+        for s, g in zip(state, grads):
+            s["m"] = beta * s["m"] + (1 - beta) * g
+            if adam:
+                s["v"] = beta2 * s["v"] + (1 - beta2) * g**2
+                precond.append(epsilon + np.sqrt(s["v"] / (1 - beta2**t)))
+            else:
+                precond.append(np.ones_like(g))
+        norm = sum(float(np.sum(s["m"] ** 2 / d)) for s, d in zip(state, precond))
+        inner = sum(float(np.sum(s["m"] * p)) for s, p in zip(state, params))
+        decay = 1 + lr * wd
+        barf, gamma = scalars["barf"], scalars["gamma"]
+        lb = scalars["lb"]
+        if adapt:
+            cap = decay * (barf - gamma) + inner
+            if cap < decay * bias * lb:
+                lb = max(cap / (2 * bias * decay), f0)
+        tau = 0.0
+        if norm > np.finfo(float).eps:
+            tau = min(lr / bias, max(decay * (barf - bias * lb - gamma) + inner, 0.0) / norm)
+        if adapt:
+            lb = max((barf + inner - gamma - 0.5 * tau * norm) / bias, f0)
+        scalars["lb"] = lb
+        for i, (p, s, d) in enumerate(zip(params, state, precond)):
+            params[i] = (p - (lr * wd / decay) * p - tau * s["m"] / d).astype(p.dtype)
+        return [p.copy() for p in params]
+
+    step.state = state
+    step.scalars = scalars
+    return step
+
+
+def momo(params, learning_rate=1.0, beta=0.9, lower_bound=0.0, weight_decay=0.0, adapt_lower_bound=False):
+    """MoMo: d = beta d + (1 - beta) g, fbar, gamma likewise (averages starting at the first
+    values); tau = min(lr, ((1 + lr wd)(fbar - f* - gamma) + <d, p>)_+ / |d|**2), 0 where |d|**2
+    <= 2.2e-16; p <- p - lr wd / (1 + lr wd) p - tau d. Not in REFERENCES: it needs the loss."""
+    return _momo_family(
+        params, False, learning_rate, beta, 0.0, 0.0, lower_bound, weight_decay, adapt_lower_bound
+    )
+
+
+def momo_adam(
+    params,
+    learning_rate=1e-2,
+    beta1=0.9,
+    beta2=0.999,
+    epsilon=1e-8,
+    lower_bound=0.0,
+    weight_decay=0.0,
+    adapt_lower_bound=False,
+):
+    """MoMo-Adam: Adam's m, v; D = eps + sqrt(v / (1 - b2**t)); fbar, gamma averaged by b1 from 0;
+    tau = min(lr / b1t, ((1 + lr wd)(fbar - b1t f* - gamma) + <m, p>)_+ / <m, m / D>), b1t = 1 -
+    b1**t; p <- p - lr wd / (1 + lr wd) p - tau m / D. Not in REFERENCES: it needs the loss."""
+    return _momo_family(
+        params, True, learning_rate, beta1, beta2, epsilon, lower_bound, weight_decay, adapt_lower_bound
+    )
+
+
+def hutchinson_signs(seed, index, step, shape):
+    """The random signs updates.sophia draws for params[index] on step ``step`` (1 on the first),
+    its documented hash: x = (seed + 1000003 index + 7919 (step mod M) + 65537 element) mod M,
+    then four rounds of x <- (x**2 + k) mod M, sign 1 - 2 (x mod 2), M = 2**31 - 1."""
+    modulus = 2**31 - 1
+    element = np.arange(int(np.prod(shape, dtype=np.int64)), dtype=np.int64).reshape(shape)
+    x = (seed + 1_000_003 * index + 7_919 * (step % modulus)) % modulus
+    x = (x + 65_537 * element) % modulus
+    for k in (12_345, 678_901, 2_345_678, 90_123_457):
+        x = (x * x + k) % modulus
+    return (1 - 2 * (x % 2)).astype(np.float64)
+
+
+def sophia(
+    params,
+    learning_rate=1e-4,
+    beta1=0.965,
+    beta2=0.99,
+    epsilon=1e-8,
+    weight_decay=1e-4,
+    gamma=0.01,
+    clip_threshold=1.0,
+    update_interval=10,
+):
+    """Sophia (Liu et al. 2024, Algorithm 3, with Adam's bias correction of m as optax):
+    m <- b1 m + (1 - b1) g; r = clip(m / (1 - b1**t) / max(gamma h, eps), +-c) with h of the
+    steps before; h <- b2 h + (1 - b2) hhat on steps t = 1, k + 1, 2k + 1...; p <- p - lr (r +
+    wd p). ``step(grads, estimates)``: ``estimates`` the Hessian-diagonal estimates hhat of this
+    step (read on the refreshing steps only). The state is ``step.state`` (m, h per param)."""
+    params = [np.array(p, copy=True) for p in params]
+    state = [{"m": np.zeros_like(p), "h": np.zeros_like(p)} for p in params]
+    t = 0
+
+    def step(grads, estimates):
+        nonlocal t
+        t += 1
+        for i, (p, s, g, e) in enumerate(zip(params, state, grads, estimates)):
+            s["m"] = beta1 * s["m"] + (1 - beta1) * np.asarray(g, p.dtype)
+            r = s["m"] / (1 - beta1**t) / np.maximum(gamma * s["h"], epsilon)
+            if clip_threshold is not None:
+                r = np.clip(r, -clip_threshold, clip_threshold)
+            if (t - 1) % update_interval == 0:
+                s["h"] = beta2 * s["h"] + (1 - beta2) * np.asarray(e, p.dtype)
+            params[i] = (p - learning_rate * (r + weight_decay * p)).astype(p.dtype)
+        return [p.copy() for p in params]
+
+    step.state = state
+    return step
 
 
 def _ratio(numerator, denominator):
@@ -649,13 +982,83 @@ def adafactor(p, g, s, t, learning_rate, beta2_decay, epsilon1, epsilon2, clip_t
     return p * (one - learning_rate * weight_decay) - alpha / max(one, _rms(u) / clip_threshold) * u
 
 
-def _newton_schulz(x, coefficients, steps, epsilon):
+@_rule(learning_rate=0.1, momentum=0.9)
+def sm3(p, g, s, t, learning_rate, momentum):
+    """SM3-II (Anil et al. 2019, Algorithm SM3-II) with the cover of a tensor by the slices of
+    each axis, eps = 1e-8 and momentum as optax adds it: nu'(i) = g(i)**2 + min over the slices
+    r through i of mu(r); mu(r) <- max over i in r of nu'(i); u = g / sqrt(nu' + eps) (0 where
+    nu' = 0); n <- beta n + (1 - beta) u; p <- p - lr n. A vector or a scalar: one slice per
+    element (Adagrad). Accumulators kept with the other dimensions as 1."""
+    one = p.dtype.type(1)
+    eps = p.dtype.type(1e-8)
+    s.setdefault("nu", np.zeros_like(p))
+    if p.ndim >= 2:
+        covers = []
+        for i in range(p.ndim):
+            shape = tuple(n if j == i else 1 for j, n in enumerate(p.shape))
+            covers.append(s.setdefault(f"mu_{i}", np.zeros(shape, p.dtype)))
+        nu_prime = g**2 + np.minimum.reduce(np.broadcast_arrays(*covers))
+        for i in range(p.ndim):
+            others = tuple(j for j in range(p.ndim) if j != i)
+            s[f"mu_{i}"] = np.max(nu_prime, axis=others, keepdims=True)
+    else:
+        nu_prime = g**2 + s.setdefault("mu", np.zeros_like(p))
+        s["mu"] = nu_prime
+    with np.errstate(divide="ignore", invalid="ignore"):
+        u = np.where(nu_prime == 0, 0, g / np.sqrt(nu_prime + eps)).astype(p.dtype)
+    s["nu"] = momentum * s["nu"] + (one - momentum) * u
+    return p - learning_rate * s["nu"]
+
+
+def _signed(vectors):
+    """Singular vectors (columns) signed so that the entry of largest magnitude is positive."""
+    positive = vectors.max(axis=0) >= -vectors.min(axis=0)
+    return vectors * np.where(positive, 1, -1).astype(vectors.dtype)
+
+
+@_rule(
+    learning_rate=1e-2,
+    rank=128,
+    update_proj_gap=200,
+    scale=1.0,
+    weight_decay=0.0,
+    beta1=0.9,
+    beta2=0.999,
+    epsilon=1e-8,
+)
+def galore(p, g, s, t, learning_rate, rank, update_proj_gap, scale, weight_decay, beta1, beta2, epsilon):
+    """GaLore (Zhao et al. 2024, Algorithm 2) with Adam: for a matrix G (m x n), every T steps
+    from the first, P = the first r = min(rank, m, n) left singular vectors of G if m >= n, else
+    its first r right singular vectors (optax's choice of side), each signed so that its largest
+    entry is positive; R = P^T G (or G P); M, V Adam's moments of R, N = Mhat / (sqrt(Vhat) + eps);
+    p <- p - lr (scale P N (or scale N P^T) + wd p). Other params: Adam on g, not scaled."""
+    one = p.dtype.type(1)
+    left = p.ndim == 2 and p.shape[0] >= p.shape[1]
+    if p.ndim == 2:
+        if (int(t) - 1) % int(update_proj_gap) == 0:
+            r = min(int(rank), *p.shape)
+            u, _, vt = np.linalg.svd(g, full_matrices=False)
+            s["projector"] = _signed(u[:, :r] if left else vt[:r, :].T)
+        projector = s["projector"]
+        low_rank = projector.T @ g if left else g @ projector
+    else:
+        low_rank = g
+    s["m"] = beta1 * s.get("m", 0) + (one - beta1) * low_rank
+    s["v"] = beta2 * s.get("v", 0) + (one - beta2) * low_rank**2
+    n = (s["m"] / (one - beta1**t)) / (np.sqrt(s["v"] / (one - beta2**t)) + epsilon)
+    if p.ndim == 2:
+        n = scale * (projector @ n if left else n @ projector.T)
+    return p - learning_rate * (n + weight_decay * p)
+
+
+def _newton_schulz(x, coefficients, steps, epsilon, add_epsilon=False):
     """Jordan et al. (2024): X = G / max(||G||_F, eps) on the wide side (transposed when tall),
-    then X <- a X + (b A + c A A) X with A = X X^T, ``steps`` times; in x's dtype."""
+    then X <- a X + (b A + c A A) X with A = X X^T, ``steps`` times; in x's dtype.
+    ``add_epsilon``: X = G / (||G||_F + eps), as in Keller Jordan's modded-nanogpt."""
     a, b, c = (x.dtype.type(k) for k in coefficients)
     tall = x.shape[0] > x.shape[1]
     x = x.T if tall else x
-    x = x / max(np.linalg.norm(x), epsilon)
+    x = x / (np.linalg.norm(x) + epsilon if add_epsilon else max(np.linalg.norm(x), epsilon))
     for _ in range(steps):
         gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
@@ -673,23 +1076,37 @@ def muon(
     ns_steps=5,
     adjust_lr_fn=None,
     fallback=None,
+    form="torch",
 ):
     """Muon (Jordan et al. 2024) as torch.optim.Muon: B <- mu B + (1 - mu) g;
     U = (1 - mu) g + mu B (nesterov) or B; O = NS(U); p <- p (1 - lr wd) - lr r O, with
     r = sqrt(max(1, A / B)) or, for "match_rms_adamw", 0.2 sqrt(max(A, B)). Params that are not
     2-D go to the reference of the fallback rule (a partially applied library rule: its name
-    and keywords only are read)."""
+    and keywords only are read).
+
+    ``form="optax"``: modded-nanogpt's Muon as optax writes it, a JAX weight being (fan_in,
+    fan_out): B bias-corrected, U = mu B / (1 - mu^(t+1)) + (1 - mu) g / (1 - mu^t) (nesterov)
+    or B / (1 - mu^t); NS from G / (||G|| + eps); r = sqrt(max(1, fan_out / fan_in)) = sqrt(max(1,
+    B / A)); p <- p - lr (r O + wd p); without a fallback, the other params take Adam (Kingma and
+    Ba, b1 0.9, b2 0.999, eps muon's) with Dozat's Nesterov form m_hat = b1 m / (1 - b1^(t+1)) +
+    (1 - b1) g / (1 - b1^t) if nesterov."""
+    optax_form = form == "optax"
     params = [np.array(p, copy=True) for p in params]
     mine = [i for i, p in enumerate(params) if p.ndim == 2]
     others = [i for i, p in enumerate(params) if p.ndim != 2]
-    if others and fallback is None:
+    if others and fallback is None and not optax_form:
         raise ValueError("muon: params that are not 2-D need a fallback")
-    if others:
+    if others and fallback is not None:
         keywords = {k: v for k, v in fallback.keywords.items() if k != "clear_nan"}
         other_step = REFERENCES[fallback.func.__name__]([params[i] for i in others], **keywords)
+    elif others:
+        other_step = _nesterov_adam([params[i] for i in others], learning_rate, epsilon, nesterov)
     state = [{"momentum_buffer": np.zeros_like(p)} if p.ndim == 2 else {} for p in params]
+    t = 0
 
     def step(grads):
+        nonlocal t
+        t += 1
         if others:
             for i, new in zip(others, other_step([grads[i] for i in others])):
                 params[i] = new
@@ -697,17 +1114,27 @@ def muon(
         for i in mine:
             p, cast = params[i], params[i].dtype.type
             g = np.asarray(grads[i], dtype=p.dtype)
-            lr, wd, mu = cast(learning_rate), cast(weight_decay), cast(momentum)
+            lr, wd, mu, one = cast(learning_rate), cast(weight_decay), cast(momentum), cast(1)
             s = state[i]
-            s["momentum_buffer"] = mu * s["momentum_buffer"] + (cast(1) - mu) * g
-            u = (cast(1) - mu) * g + mu * s["momentum_buffer"] if nesterov else s["momentum_buffer"]
-            o = _newton_schulz(u, ns_coefficients, ns_steps, cast(epsilon))
+            s["momentum_buffer"] = mu * s["momentum_buffer"] + (one - mu) * g
+            b = s["momentum_buffer"]
+            if optax_form:
+                u = mu * b / (one - mu ** cast(t + 1)) + (one - mu) * g / (one - mu ** cast(t))
+                u = u if nesterov else b / (one - mu ** cast(t))
+            else:
+                u = (one - mu) * g + mu * b if nesterov else b
+            o = _newton_schulz(u, ns_coefficients, ns_steps, cast(epsilon), add_epsilon=optax_form)
             rows, cols = p.shape
             if adjust_lr_fn == "match_rms_adamw":
                 ratio = 0.2 * math.sqrt(max(rows, cols))
+            elif optax_form:
+                ratio = math.sqrt(max(1, cols / rows))
             else:
                 ratio = math.sqrt(max(1, rows / cols))
-            params[i] = p * (cast(1) - lr * wd) - lr * cast(ratio) * o
+            if optax_form:
+                params[i] = p - lr * (cast(ratio) * o + wd * p)
+            else:
+                params[i] = p * (one - lr * wd) - lr * cast(ratio) * o
         return [p.copy() for p in params]
 
     step.state = state
@@ -715,6 +1142,73 @@ def muon(
 
 
 REFERENCES["muon"] = muon
+
+
+def _nesterov_adam(params, learning_rate, epsilon, nesterov, beta1=0.9, beta2=0.999):
+    """Adam (Kingma and Ba 2015) with epsilon after bias correction and, if ``nesterov``,
+    Dozat's (2016) look-ahead with a constant beta1: m_hat = b1 m / (1 - b1^(t+1)) + (1 - b1) g /
+    (1 - b1^t); p <- p - lr m_hat / (sqrt(v / (1 - b2^t)) + eps). State "m" and "v"."""
+    params = [np.array(p, copy=True) for p in params]
+    state = [{"m": np.zeros_like(p), "v": np.zeros_like(p)} for p in params]
+    t = 0
+
+    def step(grads):
+        nonlocal t
+        t += 1
+        for i, p in enumerate(params):
+            cast = p.dtype.type
+            b1, b2, one, g = cast(beta1), cast(beta2), cast(1), np.asarray(grads[i], dtype=p.dtype)
+            s = state[i]
+            s["m"] = b1 * s["m"] + (one - b1) * g
+            s["v"] = b2 * s["v"] + (one - b2) * g * g
+            if nesterov:
+                m_hat = b1 * s["m"] / (one - b1 ** cast(t + 1)) + (one - b1) * g / (one - b1 ** cast(t))
+            else:
+                m_hat = s["m"] / (one - b1 ** cast(t))
+            v_hat = s["v"] / (one - b2 ** cast(t))
+            params[i] = p - cast(learning_rate) * m_hat / (np.sqrt(v_hat) + cast(epsilon))
+        return [p.copy() for p in params]
+
+    step.state = state
+    return step
+
+
+def dpsgd(params, learning_rate=0.15, l2_norm_clip=1.0, noise_multiplier=1.1, momentum=None, nesterov=False):
+    """DP-SGD (Abadi et al. 2016, Algorithm 1), with the heavy-ball trace of optax's ``trace``:
+    each example's gradient (over all params together) is scaled to norm at most C,
+    g_b / max(1, |g_b| / C); the scaled gradients are summed, N(0, (sigma C)^2) noise is added
+    and the sum divided by the batch size B: gbar = (sum_b clip(g_b) + sigma C z) / B. Then
+    tau <- gbar + mu tau, u = gbar + mu tau (nesterov) or tau, or u = gbar without momentum;
+    p <- p - lr u. ``step(per_example, noise=None)``: per_example[i] has shape (B, *p_i.shape);
+    noise[i] the standard normal draws z for param i (zeros if None)."""
+    params = [np.array(p, copy=True) for p in params]
+    state = [{"trace": np.zeros_like(p)} if momentum is not None else {} for p in params]
+
+    def step(per_example, noise=None):
+        per_example = [np.asarray(g, dtype=p.dtype) for g, p in zip(per_example, params)]
+        batch = per_example[0].shape[0]
+        norms = np.sqrt(sum(np.sum(g.reshape(batch, -1) ** 2, axis=1) for g in per_example))
+        for i, p in enumerate(params):
+            cast = p.dtype.type
+            g = per_example[i]
+            scales = np.array([cast(1) / max(cast(1), n / cast(l2_norm_clip)) if n > 0 else 1 for n in norms])
+            clipped = np.sum(scales.reshape((batch,) + (1,) * p.ndim).astype(p.dtype) * g, axis=0)
+            z = np.zeros_like(p) if noise is None else np.asarray(noise[i], dtype=p.dtype)
+            gbar = (clipped + cast(noise_multiplier) * cast(l2_norm_clip) * z) / cast(batch)
+            if momentum is None:
+                u = gbar
+            else:
+                mu = cast(momentum)
+                state[i]["trace"] = gbar + mu * state[i]["trace"]
+                u = gbar + mu * state[i]["trace"] if nesterov else state[i]["trace"]
+            params[i] = p - cast(learning_rate) * u
+        return [p.copy() for p in params]
+
+    step.state = state
+    return step
+
+
+REFERENCES["dpsgd"] = dpsgd
 
 
 @_rule(learning_rate=1e-3, epsilon=0.1, n_win=10)

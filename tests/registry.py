@@ -181,6 +181,17 @@ RULES = [
         },
     ),
     RuleCase(
+        "acprop",
+        {**ADAM_LIKE, "learning_rate": 0.01, "epsilon": 1e-6, "epsilon_root": 1e-6, "weight_decay": 0.1},
+        {
+            **NEGATIVE_LR,
+            **BETAS,
+            **NEGATIVE_EPS,
+            "epsilon_root": (-1e-8, r">= 0"),
+            "weight_decay": (-0.1, r">= 0"),
+        },
+    ),
+    RuleCase(
         "schedule_free_sgd",
         {"learning_rate": 0.05, "beta1": 0.8, "weight_decay": 0.1, "weight_lr_power": 1.0},
         {**NEGATIVE_LR, **SCHEDULE_FREE_BAD},
@@ -217,6 +228,58 @@ RULES = [
         variant="prodigy-safeguard_warmup",
         options={"safeguard_warmup": True},
     ),
+    RuleCase(
+        "dadapt_adamw",
+        {"learning_rate": 1.0, "beta2": 0.99, "d0": 1e-2, "weight_decay": 0.1},
+        {**NEGATIVE_LR, **BETAS, **NEGATIVE_EPS, "d0": (0.0, r"> 0"), "weight_decay": (-0.1, r">= 0")},
+    ),
+    RuleCase(
+        "cocob",
+        {"learning_rate": 0.5, "alpha": 20.0, "epsilon": 1e-4, "weight_decay": 0.1},
+        {
+            **NEGATIVE_LR,
+            "alpha": (0.0, r"> 0"),
+            "epsilon": (0.0, r"> 0"),
+            "weight_decay": (-0.1, r">= 0"),
+        },
+    ),
+    RuleCase(
+        "dog",
+        {"learning_rate": 0.5, "epsilon": 1e-6, "weight_decay": 0.1},
+        {
+            **NEGATIVE_LR,
+            **NEGATIVE_EPS,
+            "weight_decay": (-0.1, r">= 0"),
+            "init_step": (("distance", 0.0), r"> 0"),
+        },
+        variant="dog-distance",
+        options={"init_step": ("distance", 0.1)},
+    ),
+    RuleCase(
+        "dog",
+        {},
+        {"init_step": (("heuristic", -1e-3), r"> 0")},
+        variant="dog-heuristic",
+        options={"init_step": ("heuristic", 1e-3)},
+    ),
+    RuleCase(
+        "dog",
+        {"epsilon": 1e-4},
+        {"init_step": (("learning_rate", -0.1), r">= 0")},
+        variant="dog-learning_rate",
+        options={"init_step": ("learning_rate", 0.05)},
+        not_live_lr="the distance starts at 0 and grows only as the params move: a first step 0 keeps it 0",
+    ),
+    RuleCase(
+        "dowg",
+        {"learning_rate": 0.5, "init_estim_sq_dist": 0.01, "epsilon": 1e-3, "weight_decay": 0.1},
+        {
+            **NEGATIVE_LR,
+            "init_estim_sq_dist": (0.0, r"> 0"),
+            "epsilon": (0.0, r"> 0"),
+            "weight_decay": (-0.1, r">= 0"),
+        },
+    ),
     RuleCase("lamb", {"learning_rate": 0.01, "weight_decay": 0.01}, {**BETAS, **NEGATIVE_EPS}),
     RuleCase(
         "lars",
@@ -246,6 +309,14 @@ RULES = [
         {"weight_decay": (-0.1, r">= 0")},
         variant="adafactor-eps1_of_dtype",
     ),
+    RuleCase("sm3", {"learning_rate": 0.05, "momentum": 0.8}, {**NEGATIVE_LR, **MOMENTUM}),
+    RuleCase(
+        "galore",
+        {**ADAM_LIKE, "learning_rate": 0.05, "scale": 0.5, "weight_decay": 0.1},
+        {**NEGATIVE_LR, **BETAS, **NEGATIVE_EPS, "weight_decay": (-0.1, r">= 0")},
+        # rank 1 of matrices with 2 to 4 rows and columns, the projector refreshed every 3 steps
+        options={"rank": 1, "update_proj_gap": 3},
+    ),
     RuleCase(
         "muon",
         {"learning_rate": 0.02, "weight_decay": 0.1, "momentum": 0.9},
@@ -253,6 +324,15 @@ RULES = [
         # The shared problems hold scalars and vectors too, which muon refuses: they go to the
         # fallback (its reference is tests/reference.py's momentum).
         options={"fallback": updates.momentum(learning_rate=0.02, momentum=0.8)},
+        matrices_only=True,
+    ),
+    RuleCase(
+        "muon",
+        {"learning_rate": 0.02, "weight_decay": 0.1, "momentum": 0.9, "epsilon": 1e-8},
+        {**NEGATIVE_LR, **MOMENTUM, **NEGATIVE_EPS},
+        variant="muon-optax",
+        # optax.contrib.muon's form: the scalars and vectors go to its built-in Adam
+        options={"form": "optax"},
         matrices_only=True,
     ),
     RuleCase(
@@ -265,9 +345,105 @@ RULES = [
         {**NEGATIVE_LR, **NEGATIVE_EPS, "max_learning_rate": (-0.1, r">= 0")},
         needs_loss=True,
     ),
+    RuleCase(
+        "momo",
+        {"learning_rate": 0.5, "beta": 0.8, "lower_bound": -1.0, "weight_decay": 0.1},
+        {**NEGATIVE_LR, "beta": (1.0, r"in \[0, 1\)"), "weight_decay": (-0.1, r">= 0")},
+        needs_loss=True,
+    ),
+    RuleCase(
+        "momo",
+        {"learning_rate": 0.5, "lower_bound": -1.0},
+        {"beta": (-0.1, r"in \[0, 1\)")},
+        variant="momo-adapt_lower_bound",
+        options={"adapt_lower_bound": True},
+        needs_loss=True,
+    ),
+    RuleCase(
+        "momo_adam",
+        {**ADAM_LIKE, "lower_bound": -1.0, "weight_decay": 0.1},
+        {**NEGATIVE_LR, **BETAS, **NEGATIVE_EPS, "weight_decay": (-0.1, r">= 0")},
+        needs_loss=True,
+    ),
+    RuleCase(
+        "momo_adam",
+        {**ADAM_LIKE, "lower_bound": -1.0},
+        {"epsilon": (-1.0, r">= 0")},
+        variant="momo_adam-adapt_lower_bound",
+        options={"adapt_lower_bound": True},
+        needs_loss=True,
+    ),
+    RuleCase(
+        "sophia",
+        {"learning_rate": 0.05, "beta2": 0.9, "gamma": 0.5, "weight_decay": 0.1},
+        {
+            **NEGATIVE_LR,
+            **BETAS,
+            "epsilon": (0.0, r"> 0"),
+            "gamma": (-0.1, r">= 0"),
+            "clip_threshold": (0.0, r"> 0"),
+            "weight_decay": (-0.1, r">= 0"),
+        },
+        options={"update_interval": 2, "seed": 3},  # ints: kept out of the float kinds of test_types_are_kept
+        needs_loss=True,
+    ),
 ]
 #: The rules that take a list of gradients: most tests feed gradients as inputs.
 GRADIENT_RULES = [case for case in RULES if not case.needs_loss]
+
+
+# -- rules over a base rule (updates.meta) ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BaseRuleCase:
+    """A rule over a base rule (``sam``, ``mechanize``): hyperparameters for its tests (the base
+    rule among them, as ``rule=``) and out-of-range values with the interval each message states.
+
+    These are not in ``RULES``: a ``RuleCase`` describes an ``engine.Rule`` (its slots, counter,
+    ``rule_for``), while these compose a whole base rule; tests/test_meta.py runs the same
+    properties over them (trajectories against tests/reference.py, float32 kept, state named and
+    checkpointed, partial application and chain, ranges).
+    """
+
+    name: str
+    hyper: dict = field(default_factory=dict)
+    bad: dict = field(default_factory=dict)
+    #: The rule needs the loss itself (SAM differentiates it at the perturbed params).
+    needs_loss: bool = False
+    #: The name and hyperparameters of the base rule in ``hyper["rule"]`` (a registry rule).
+    base: tuple = ("sgd", {})
+
+    @property
+    def function(self) -> Callable:
+        return getattr(updates, self.name)
+
+    def __str__(self) -> str:
+        return self.name
+
+
+_SAM_BASE = ("momentum", {"learning_rate": 0.05, "momentum": 0.8})
+_MECHANIZE_BASE = ("adam", {"learning_rate": 1.0, "beta1": 0.9, "beta2": 0.99})
+BASE_RULE_CASES = [
+    BaseRuleCase(
+        "sam",
+        {"rule": updates.momentum(**_SAM_BASE[1]), "rho": 0.1},
+        {"rho": (-0.1, r">= 0")},
+        needs_loss=True,
+        base=_SAM_BASE,
+    ),
+    BaseRuleCase(
+        "mechanize",
+        {"rule": updates.adam(**_MECHANIZE_BASE[1]), "weight_decay": 0.05, "s_init": 1e-3, "num_betas": 4},
+        {
+            "weight_decay": (-0.1, r">= 0"),
+            "epsilon": (-1e-8, r">= 0"),
+            "s_init": (0.0, r"> 0"),
+            "num_betas": (0, r"> 0"),
+        },
+        base=_MECHANIZE_BASE,
+    ),
+]
 
 
 # -- update wrappers -------------------------------------------------------------------------------

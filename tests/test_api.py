@@ -108,10 +108,14 @@ def test_chain_composes_every_transform_and_the_wrappers_of_one_updates():
     (and Lasagne's total_norm_constraint) and the wrappers of one updates dictionary."""
     awaits = {name: getattr(getattr(updates, name), "awaits", None) for name in updates.__all__}
     rules = {name for name in updates.__all__ if hasattr(getattr(updates, name), "rule_for")}
-    assert {name for name, first in awaits.items() if first == "loss_or_grads"} == {*rules, "lbfgs"}
+    # rules without an engine Rule: lbfgs, dpsgd (per-example gradients) and the rules over a
+    # base rule (updates.meta)
+    without = {"lbfgs", "dpsgd", *updates.meta.__all__}
+    assert {name for name, first in awaits.items() if first == "loss_or_grads"} == {*rules, *without}
     assert {name for name, first in awaits.items() if first in ("grads", "tensor_vars")} == {
         *updates.transforms.__all__,
         "total_norm_constraint",
+        "differentially_private_aggregate",  # of per-example gradients
     }
     assert {name for name, first in awaits.items() if first == "updates"} == {
         "apply_momentum",

@@ -319,3 +319,28 @@ def test_polyak_sgd_matches_the_reference_and_keeps_the_dtype(dtype, variant):
         for p, w in zip(params, want):
             tol = dict(rtol=1e-5, atol=1e-6) if dtype == "float32" else dict(rtol=1e-12, atol=1e-300)
             np.testing.assert_allclose(p.get_value(), w, **tol)
+
+
+# -- acprop: the denominator of step t is the second moment of step t - 1 ------------------------------
+
+
+def test_acprop_first_step_divides_by_one_and_later_steps_by_the_previous_moment():
+    """Asynchronous: step t divides g_t by sqrt(s_hat_{t-1}) + eps, a denominator the gradient
+    g_t does not enter (1 on the first step), so scaling g_t scales the step exactly."""
+    g = pt.dvector("g")
+    w = pytensor.shared(np.zeros(3), name="w")
+    result = updates.acprop([g], [w], learning_rate=0.1, epsilon=0.0, epsilon_root=0.0)
+    step = pytensor.function([g], [], updates=result, mode="FAST_COMPILE")
+    step(np.array([3.0, -2.0, 0.5]))
+    np.testing.assert_allclose(w.get_value(), -0.1 * np.array([3.0, -2.0, 0.5]), rtol=1e-15)
+    state = {k: v.copy() for k, v in result.named_state().items()}
+    moves = []
+    for scale in (1.0, 10.0):
+        w.set_value(np.zeros(3))
+        for name, variable in zip(state, result.state):
+            variable.set_value(state[name])
+        step(scale * np.array([1.0, 1.0, -1.0]))
+        moves.append(w.get_value())
+    np.testing.assert_allclose(moves[1], 10 * moves[0], rtol=1e-14)
+    # s_hat_1 = s_1 / (1 - beta2) = (g_1 - m_0)**2 = g_1**2: the second step is g_2 / |g_1|
+    np.testing.assert_allclose(moves[0], -0.1 * np.array([1.0, 1.0, -1.0]) / np.array([3.0, 2.0, 0.5]))

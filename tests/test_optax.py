@@ -7,6 +7,8 @@ after every step to 1e-10 relative. Schedules are compared value by value over t
 
 from __future__ import annotations
 
+import types
+
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
@@ -444,6 +446,30 @@ STATE_RULES = {
         lambda g, p: updates.adopt(g, p, learning_rate=0.01, clear_nan=True),
         {"m": "mu", "v": "nu"},
     ),
+    "acprop": (
+        lambda: optax.contrib.acprop(0.01, b1=0.8, b2=0.99, eps=1e-6, eps_root=1e-4, weight_decay=0.1),
+        lambda g, p: updates.acprop(
+            g, p, learning_rate=0.01, beta1=0.8, beta2=0.99, epsilon=1e-6, epsilon_root=1e-4, weight_decay=0.1
+        ),
+        {"m": "mu", "s": "nu"},
+    ),
+    "acprop defaults": (
+        lambda: optax.contrib.acprop(0.001),
+        lambda g, p: updates.acprop(g, p),
+        {"m": "mu", "s": "nu"},
+    ),
+    "acprop learning-rate schedule": (
+        lambda: optax.contrib.acprop(_linear(0.0, 0.05, 20)),
+        lambda g, p: updates.acprop(
+            g, p, learning_rate=schedules.linear_warmup(peak_value=0.05, warmup_steps=20, init_value=0.0)
+        ),
+        {"m": "mu", "s": "nu"},
+    ),
+    "zero_nans then acprop": (
+        lambda: optax.chain(optax.zero_nans(), optax.contrib.acprop(0.01)),
+        lambda g, p: updates.acprop(g, p, learning_rate=0.01, clear_nan=True),
+        {"m": "mu", "s": "nu"},
+    ),
 }
 
 
@@ -733,6 +759,166 @@ def test_prodigy_matches_optax_in_params_and_state(name):
     assert not np.allclose(params[1].get_value(), start[1]), "trajectory did not move"
 
 
+# -- the learning-rate-free rules (updates/parameter_free.py): params, slots and carried scalars ---
+
+_COCOB = {"x0": "init_particles", "theta": "cumulative_gradients", "scale": "scale"}
+_COCOB.update(subgradients="subgradients", reward="reward")
+_DADAPT = {"m": "exp_avg", "v": "exp_avg_sq", "s": "grad_sum"}
+
+# (optax's transformation, this library's rule, {slot: optax's field}, {carried scalar: optax's field})
+PARAMETER_FREE = {
+    "cocob": (lambda: optax.contrib.cocob(), lambda g, p: updates.cocob(g, p), _COCOB, {}),
+    "cocob every argument, a learning-rate schedule": (
+        lambda: optax.contrib.cocob(_linear(0.2, 1.0, 20), alpha=20.0, eps=1e-3, weight_decay=0.1),
+        lambda g, p: updates.cocob(
+            g,
+            p,
+            learning_rate=schedules.linear_warmup(peak_value=1.0, warmup_steps=20, init_value=0.2),
+            alpha=20.0,
+            epsilon=1e-3,
+            weight_decay=0.1,
+        ),
+        _COCOB,
+        {},
+    ),
+    "zero_nans then cocob": (
+        lambda: optax.chain(optax.zero_nans(), optax.contrib.cocob()),
+        lambda g, p: updates.cocob(g, p, clear_nan=True),
+        _COCOB,
+        {},
+    ),
+    "dog": (
+        lambda: optax.contrib.dog(),
+        lambda g, p: updates.dog(g, p),
+        {"x0": "init_params"},
+        {"max_dist": "max_dist", "sum_sq_norm_grads": "sum_sq_norm_grads"},
+    ),
+    "dog distance, weight decay, a learning-rate schedule": (
+        lambda: optax.contrib.dog(
+            _linear(0.0, 1.0, 10), init_step=("distance", 0.1), eps=1e-6, weight_decay=0.1
+        ),
+        lambda g, p: updates.dog(
+            g,
+            p,
+            learning_rate=schedules.linear_warmup(peak_value=1.0, warmup_steps=10, init_value=0.0),
+            init_step=("distance", 0.1),
+            epsilon=1e-6,
+            weight_decay=0.1,
+        ),
+        {"x0": "init_params"},
+        {"max_dist": "max_dist", "sum_sq_norm_grads": "sum_sq_norm_grads"},
+    ),
+    "dog learning_rate": (
+        lambda: optax.contrib.dog(0.5, init_step=("learning_rate", 0.01)),
+        lambda g, p: updates.dog(g, p, learning_rate=0.5, init_step=("learning_rate", 0.01)),
+        {"x0": "init_params"},
+        {"max_dist": "max_dist", "sum_sq_norm_grads": "sum_sq_norm_grads"},
+    ),
+    "zero_nans then dog": (
+        lambda: optax.chain(optax.zero_nans(), optax.contrib.dog(init_step=("heuristic", 1e-3))),
+        lambda g, p: updates.dog(g, p, init_step=("heuristic", 1e-3), clear_nan=True),
+        {"x0": "init_params"},
+        {"max_dist": "max_dist", "sum_sq_norm_grads": "sum_sq_norm_grads"},
+    ),
+    "dowg": (
+        lambda: optax.contrib.dowg(),
+        lambda g, p: updates.dowg(g, p),
+        {"x0": "init_params"},
+        {"estim_sq_dist": "estim_sq_dist", "weighted_sq_norm_grads": "weighted_sq_norm_grads"},
+    ),
+    "dowg every argument, a learning-rate schedule": (
+        lambda: optax.contrib.dowg(
+            _linear(0.2, 1.0, 20), init_estim_sq_dist=0.01, eps=1e-3, weight_decay=0.1
+        ),
+        lambda g, p: updates.dowg(
+            g,
+            p,
+            learning_rate=schedules.linear_warmup(peak_value=1.0, warmup_steps=20, init_value=0.2),
+            init_estim_sq_dist=0.01,
+            epsilon=1e-3,
+            weight_decay=0.1,
+        ),
+        {"x0": "init_params"},
+        {"estim_sq_dist": "estim_sq_dist", "weighted_sq_norm_grads": "weighted_sq_norm_grads"},
+    ),
+    "zero_nans then dowg": (
+        lambda: optax.chain(optax.zero_nans(), optax.contrib.dowg()),
+        lambda g, p: updates.dowg(g, p, clear_nan=True),
+        {"x0": "init_params"},
+        {"estim_sq_dist": "estim_sq_dist", "weighted_sq_norm_grads": "weighted_sq_norm_grads"},
+    ),
+    "dadapt_adamw": (
+        lambda: optax.contrib.dadapt_adamw(),
+        lambda g, p: updates.dadapt_adamw(g, p),
+        _DADAPT,
+        {"d": "estim_lr", "numerator": "numerator_weighted"},
+    ),
+    "dadapt_adamw every argument, a learning-rate schedule": (
+        lambda: optax.contrib.dadapt_adamw(
+            _linear(0.2, 1.0, 10), betas=(0.8, 0.99), eps=1e-6, estim_lr0=1e-3, weight_decay=0.1
+        ),
+        lambda g, p: updates.dadapt_adamw(
+            g,
+            p,
+            learning_rate=schedules.linear_warmup(peak_value=1.0, warmup_steps=10, init_value=0.2),
+            beta1=0.8,
+            beta2=0.99,
+            epsilon=1e-6,
+            d0=1e-3,
+            weight_decay=0.1,
+        ),
+        _DADAPT,
+        {"d": "estim_lr", "numerator": "numerator_weighted"},
+    ),
+    "zero_nans then dadapt_adamw": (
+        lambda: optax.chain(optax.zero_nans(), optax.contrib.dadapt_adamw()),
+        lambda g, p: updates.dadapt_adamw(g, p, clear_nan=True),
+        _DADAPT,
+        {"d": "estim_lr", "numerator": "numerator_weighted"},
+    ),
+}
+
+
+@pytest.mark.parametrize("name", PARAMETER_FREE)
+def test_parameter_free_rules_match_optax_in_params_and_state(name):
+    make_optax, rule, slots, carried = PARAMETER_FREE[name]
+    rng = np.random.default_rng(3)
+    start = [rng.normal(size=shape) for shape in SHAPES]
+    # a steady pull in one direction under the noise, so that the estimated step sizes grow
+    stream = [[x + 0.5 for x in g] for g in gradient_stream(4, with_nan=name.startswith("zero_nans"))]
+    params = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(start)]
+    grads = [pt.tensor(f"g{i}", dtype="float64", shape=shape) for i, shape in enumerate(SHAPES)]
+    result = rule(grads, params)
+    rule_name = result.config[0]["rule"]
+    step = pytensor.function(grads, [], updates=result)
+    with jax.enable_x64(True):
+        transformation = make_optax()
+        theirs = [jax.numpy.asarray(x) for x in start]
+        state = transformation.init(theirs)
+        for k, g in enumerate(stream):
+            steps, state = transformation.update([jax.numpy.asarray(x) for x in g], state, theirs)
+            theirs = optax.apply_updates(theirs, steps)
+            step(*g)
+            ours = result.named_state()
+            message = f"step {k + 1}"
+            for scalar, field in carried.items():
+                found = getattr(_first_state_with(state, field), field)
+                np.testing.assert_allclose(
+                    ours[f"{rule_name}.{scalar}"], found, **EXACT, err_msg=f"{message} {scalar}"
+                )
+            assert ours[f"{rule_name}.t"] == k + 1
+            for i, p in enumerate(params):
+                np.testing.assert_allclose(p.get_value(), theirs[i], **EXACT, err_msg=f"{message}, p{i}")
+                for slot, field in slots.items():
+                    np.testing.assert_allclose(
+                        ours[f"p{i}.{rule_name}.{slot}"],
+                        getattr(_first_state_with(state, field), field)[i],
+                        **EXACT,
+                        err_msg=f"{message}, p{i} {slot}",
+                    )
+    assert not np.array_equal(params[1].get_value(), start[1]), "trajectory did not move"
+
+
 UNIT_SHAPES = [(1, 5), (5, 1), (2, 3, 4), (1, 1, 3), (2, 2, 3, 4), (1, 1, 1, 4), (2, 1, 2, 3, 2), (4,), ()]
 
 
@@ -825,6 +1011,306 @@ def test_polyak_sgd_refuses_gradients_only():
         updates.polyak_sgd(variant="sps-")
 
 
+# -- momo, momo_adam: the loss value inside the step, given the same losses and gradients ----------
+
+MOMO = {
+    "momo defaults": (lambda: optax.contrib.momo(), updates.momo, dict()),
+    "momo every argument": (
+        lambda: optax.contrib.momo(0.3, beta=0.8, lower_bound=-1.0, weight_decay=0.1),
+        updates.momo,
+        dict(learning_rate=0.3, beta=0.8, lower_bound=-1.0, weight_decay=0.1),
+    ),
+    "momo adapt_lower_bound": (
+        lambda: optax.contrib.momo(0.3, lower_bound=-1.0, weight_decay=0.1, adapt_lower_bound=True),
+        updates.momo,
+        dict(learning_rate=0.3, lower_bound=-1.0, weight_decay=0.1, adapt_lower_bound=True),
+    ),
+    "momo learning-rate schedule": (
+        lambda: optax.contrib.momo(_linear(0.1, 0.8, 20)),
+        updates.momo,
+        dict(learning_rate=schedules.linear_warmup(peak_value=0.8, warmup_steps=20, init_value=0.1)),
+    ),
+    "momo_adam defaults": (lambda: optax.contrib.momo_adam(), updates.momo_adam, dict()),
+    "momo_adam every argument": (
+        lambda: optax.contrib.momo_adam(0.1, b1=0.8, b2=0.95, eps=1e-6, lower_bound=-1.0, weight_decay=0.1),
+        updates.momo_adam,
+        dict(learning_rate=0.1, beta1=0.8, beta2=0.95, epsilon=1e-6, lower_bound=-1.0, weight_decay=0.1),
+    ),
+    "momo_adam adapt_lower_bound": (
+        lambda: optax.contrib.momo_adam(0.1, lower_bound=-1.0, weight_decay=0.1, adapt_lower_bound=True),
+        updates.momo_adam,
+        dict(learning_rate=0.1, lower_bound=-1.0, weight_decay=0.1, adapt_lower_bound=True),
+    ),
+    "momo_adam learning-rate schedule": (
+        lambda: optax.contrib.momo_adam(_linear(0.01, 0.2, 20)),
+        updates.momo_adam,
+        dict(learning_rate=schedules.linear_warmup(peak_value=0.2, warmup_steps=20, init_value=0.01)),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", MOMO)
+def test_momo_matches_optax_given_the_same_losses(name):
+    """optax gets the loss value and gradients from JAX (``value=``), this rule the scalar loss;
+    params after every step, and the state (m, v, barf, gamma, lb) after the last."""
+    make_optax, rule, hyper = MOMO[name]
+    rng = np.random.default_rng(3)
+    start = [rng.normal(size=shape) for shape in SHAPES]
+    data = [[rng.normal(size=shape) for shape in SHAPES] for _ in range(STEPS)]
+    weights = [1.0, 0.5, 2.0]
+
+    def loss_of(ps, xs, np_):
+        return 0.05 + sum(w * np_.sum((p - x) ** 2) for w, p, x in zip(weights, ps, xs))
+
+    params = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(start)]
+    xs = [pt.tensor(f"x{i}", dtype="float64", shape=shape) for i, shape in enumerate(SHAPES)]
+    result = rule(loss_of(params, xs, pt), params, **hyper)
+    step = pytensor.function(xs, [], updates=result)
+    with jax.enable_x64(True):
+        transformation = make_optax()
+        theirs = [jax.numpy.asarray(x) for x in start]
+        state = transformation.init(theirs)
+        value_and_grad = jax.value_and_grad(lambda ps, d: loss_of(ps, d, jax.numpy))
+        for k, x in enumerate(data):
+            value, grads = value_and_grad(theirs, [jax.numpy.asarray(v) for v in x])
+            steps, state = transformation.update(grads, state, theirs, value=value)
+            theirs = optax.apply_updates(theirs, steps)
+            step(*x)
+            for i, (p, want) in enumerate(zip(params, theirs)):
+                np.testing.assert_allclose(p.get_value(), want, **EXACT, err_msg=f"step {k + 1}, p{i}")
+    ours, who = result.named_state(), rule.__name__
+    slots = {"m": state.exp_avg, **({"v": state.exp_avg_sq} if who == "momo_adam" else {})}
+    for slot, values in slots.items():
+        for i, want in enumerate(values):
+            np.testing.assert_allclose(ours[f"p{i}.{who}.{slot}"], want, **EXACT, err_msg=slot)
+    for scalar in ("barf", "gamma", "lb"):
+        np.testing.assert_allclose(ours[f"{who}.{scalar}"], getattr(state, scalar), **EXACT, err_msg=scalar)
+    assert ours[f"{who}.t"] == STEPS == int(state.count)
+    assert not np.allclose(params[1].get_value(), start[1]), "trajectory did not move"
+
+
+# -- sophia: the Hessian-diagonal estimate inside the step, optax's estimator given the same signs ---
+
+SOPHIA = {
+    "defaults": (dict(learning_rate=0.05), dict(learning_rate=0.05)),
+    "every argument, unclipped": (
+        dict(
+            learning_rate=0.05,
+            b1=0.8,
+            b2=0.9,
+            eps=0.5,
+            weight_decay=0.1,
+            gamma=0.5,
+            clip_threshold=None,
+            update_interval=3,
+        ),
+        dict(
+            learning_rate=0.05,
+            beta1=0.8,
+            beta2=0.9,
+            epsilon=0.5,
+            weight_decay=0.1,
+            gamma=0.5,
+            clip_threshold=None,
+            update_interval=3,
+            seed=5,
+        ),
+    ),
+    "clipped, refreshed every step, learning-rate schedule": (
+        dict(learning_rate=_linear(0.01, 0.1, 20), gamma=0.2, clip_threshold=0.5, update_interval=1),
+        dict(
+            learning_rate=schedules.linear_warmup(peak_value=0.1, warmup_steps=20, init_value=0.01),
+            gamma=0.2,
+            clip_threshold=0.5,
+            update_interval=1,
+            seed=11,
+        ),
+    ),
+}
+
+
+def _hutchinson_with_signs(seed, shapes, interval, steps):
+    """optax's Hutchinson estimator (u * (H u), H u a JVP of the gradient) drawing the signs of
+    updates.sophia (tests/reference.py's hutchinson_signs) in place of its JAX key: its n-th call
+    is step n k + 1 (optax calls it under lax.cond, so the signs are a table indexed by its count)."""
+    from reference import hutchinson_signs
+
+    tables = [
+        jax.numpy.asarray(np.stack([hutchinson_signs(seed, i, n * interval + 1, s) for n in range(steps)]))
+        for i, s in enumerate(shapes)
+    ]
+
+    def init(params):
+        return jax.numpy.zeros([], jax.numpy.int32)
+
+    def update(updates_, count, params=None, obj_fn=None, **extra):
+        signs = [table[count] for table in tables]
+        products = jax.jvp(jax.grad(obj_fn), (params,), (signs,))[1]
+        return [hu * u for hu, u in zip(products, signs)], count + 1
+
+    return optax.GradientTransformationExtraArgs(init, update)
+
+
+@pytest.mark.parametrize("name", SOPHIA)
+def test_sophia_matches_optax_given_the_same_signs(name):
+    """optax.contrib.sophia with its Hutchinson estimator fed this rule's random signs; a loss
+    whose Hessian is not diagonal (so the estimate depends on the signs) and positive definite;
+    params after every step, state (m, nu) after the last."""
+    theirs_hyper, hyper = SOPHIA[name]
+    rng = np.random.default_rng(3)
+    start = [rng.normal(size=shape) for shape in SHAPES]
+    data = [[rng.normal(size=shape) for shape in SHAPES] for _ in range(STEPS)]
+    weights = [1.0, 0.5, 2.0]
+
+    def loss_of(ps, xs, np_):
+        separate = sum(
+            w * np_.sum((p - x) ** 2 + 0.1 * p**4 + 0.5 * x**2 * p**2) for w, p, x in zip(weights, ps, xs)
+        )
+        return separate + 0.3 * sum(np_.sum(p * x) for p, x in zip(ps, xs)) ** 2
+
+    params = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(start)]
+    xs = [pt.tensor(f"x{i}", dtype="float64", shape=shape) for i, shape in enumerate(SHAPES)]
+    result = updates.sophia(loss_of(params, xs, pt), params, **hyper)
+    step = pytensor.function(xs, [], updates=result)
+    seed, interval = hyper.get("seed", 0), hyper.get("update_interval", 10)
+    with jax.enable_x64(True):
+        transformation = optax.contrib.sophia(
+            hessian_diagonal_fn=_hutchinson_with_signs(seed, SHAPES, interval, STEPS), **theirs_hyper
+        )
+        theirs = [jax.numpy.asarray(x) for x in start]
+        state = transformation.init(theirs)
+        for k, x in enumerate(data):
+            batch = [jax.numpy.asarray(v) for v in x]
+
+            def objective(ps, batch=batch):
+                return loss_of(ps, batch, jax.numpy)
+
+            steps, state = transformation.update(jax.grad(objective)(theirs), state, theirs, obj_fn=objective)
+            theirs = optax.apply_updates(theirs, steps)
+            step(*x)
+            for i, (p, want) in enumerate(zip(params, theirs)):
+                np.testing.assert_allclose(p.get_value(), want, **EXACT, err_msg=f"step {k + 1}, p{i}")
+    ours, sophia_state = result.named_state(), state[0]
+    for i in range(len(SHAPES)):
+        np.testing.assert_allclose(ours[f"p{i}.sophia.m"], sophia_state.mu[i], **EXACT, err_msg="m")
+        np.testing.assert_allclose(ours[f"p{i}.sophia.nu"], sophia_state.nu[i], **EXACT, err_msg="nu")
+    assert ours["sophia.t"] == STEPS == int(sophia_state.count)
+    assert not np.allclose(params[1].get_value(), start[1]), "trajectory did not move"
+
+
+# -- sam and mechanize: rules over a base rule (updates.meta), given the same losses ---------------
+
+_META_WEIGHTS = [1.0, 0.5, 2.0]
+
+
+def _meta_loss(ps, xs, np_):
+    """A loss of the params and of a data stream, with a cubic gradient (so SAM's two gradients
+    differ): sum w ((p - x)**2 + 0.1 p**4)."""
+    return sum(w * np_.sum((p - x) ** 2 + 0.1 * p**4) for w, p, x in zip(_META_WEIGHTS, ps, xs))
+
+
+def _meta_problem(seed: int):
+    rng = np.random.default_rng(seed)
+    start = [rng.normal(size=shape) for shape in SHAPES]
+    data = [[rng.normal(size=shape) for shape in SHAPES] for _ in range(STEPS)]
+    params = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(start)]
+    xs = [pt.tensor(f"x{i}", dtype="float64", shape=shape) for i, shape in enumerate(SHAPES)]
+    return start, data, params, xs
+
+
+def _assert_base_state(ours, state, i, message):
+    """The base rule's state (this library's adam) against optax's adam inside ``state``."""
+    for slot, field in (("m", "mu"), ("v", "nu")):
+        expected = getattr(_first_state_with(state, field), field)[i]
+        np.testing.assert_allclose(
+            ours[f"p{i}.adam.{slot}"], expected, rtol=1e-10, atol=1e-300, err_msg=f"{message} {slot}"
+        )
+
+
+@pytest.mark.parametrize("opaque", [True, False], ids=["opaque_mode", "two calls a step"])
+def test_sam_matches_optax_one_step_sam(opaque):
+    """optax.contrib.sam(adam, chain(normalize(), sgd(rho)), sync_period=2): with
+    ``opaque_mode=True`` one call is one SAM step, given ``grad_fn`` (here the loss, differentiated
+    at the perturbed params in the same compiled step); in its default mode the first call moves
+    the params to p + rho g/|g| and the second, given the gradient there, to the base rule's step
+    from p: every second call equals one call here. Params and the base rule's state."""
+    start, data, params, xs = _meta_problem(3)
+    base = updates.adam(learning_rate=0.01, beta2=0.99, epsilon=0.0)
+    result = updates.sam(_meta_loss(params, xs, pt), params, rule=base, rho=0.1)
+    step = pytensor.function(xs, [], updates=result)
+    with jax.enable_x64(True):
+        transformation = optax.contrib.sam(
+            optax.adam(0.01, b2=0.99, eps=0.0),
+            optax.chain(optax.contrib.normalize(), optax.sgd(0.1)),
+            sync_period=2,
+            opaque_mode=opaque,
+        )
+        theirs = [jax.numpy.asarray(x) for x in start]
+        state = transformation.init(theirs)
+        for k, x in enumerate(data):
+            batch = [jax.numpy.asarray(v) for v in x]
+            grad_fn = jax.grad(lambda ps, _, b=batch: _meta_loss(ps, b, jax.numpy))
+            for _ in range(1 if opaque else 2):  # the ascent call, then the descent call
+                extra = {"grad_fn": grad_fn} if opaque else {}
+                steps, state = transformation.update(grad_fn(theirs, 0), state, theirs, **extra)
+                theirs = optax.apply_updates(theirs, steps)
+            step(*x)
+            ours = result.named_state()
+            for i, (p, want) in enumerate(zip(params, theirs)):
+                message = f"step {k + 1}, p{i}"
+                np.testing.assert_allclose(p.get_value(), want, rtol=1e-10, atol=1e-300, err_msg=message)
+                _assert_base_state(ours, state, i, message)
+    assert not np.allclose(params[1].get_value(), start[1]), "trajectory did not move"
+
+
+def test_sam_differs_from_optax_on_a_zero_gradient():
+    """optax's normalize divides by a zero norm (NaN params); here the perturbation is 0."""
+    with jax.enable_x64(True):
+        transformation = optax.contrib.sam(
+            optax.sgd(0.1), optax.chain(optax.contrib.normalize(), optax.sgd(0.1)), opaque_mode=True
+        )
+        zero = [jax.numpy.zeros(3)]
+        steps, _ = transformation.update(
+            zero, transformation.init(zero), zero, grad_fn=jax.grad(lambda ps, _: (ps[0] ** 2).sum())
+        )
+        assert np.isnan(np.asarray(steps[0])).all()
+    w = pytensor.shared(np.zeros(3), name="w")
+    pytensor.function([], [], updates=updates.sam((w**2).sum(), [w], rule=updates.sgd(learning_rate=0.1)))()
+    np.testing.assert_array_equal(w.get_value(), np.zeros(3))
+
+
+def test_mechanize_matches_optax_in_params_and_state():
+    """optax.contrib.mechanize(adam) with its defaults but s_init: params, its state (x0, r, m, v,
+    s, count) and the base rule's."""
+    start, data, params, xs = _meta_problem(5)
+    base = updates.adam(learning_rate=1.0, beta2=0.99, epsilon=0.0)
+    result = updates.mechanize(_meta_loss(params, xs, pt), params, rule=base, s_init=1e-4)
+    step = pytensor.function(xs, [], updates=result)
+    with jax.enable_x64(True):
+        transformation = optax.contrib.mechanize(optax.adam(1.0, b2=0.99, eps=0.0), s_init=1e-4)
+        theirs = [jax.numpy.asarray(x) for x in start]
+        state = transformation.init(theirs)
+        for k, x in enumerate(data):
+            batch = [jax.numpy.asarray(v) for v in x]
+            grads = jax.grad(lambda ps, b=batch: _meta_loss(ps, b, jax.numpy))(theirs)
+            steps, state = transformation.update(grads, state, theirs)
+            theirs = optax.apply_updates(theirs, steps)
+            step(*x)
+            ours = result.named_state()
+            for i, (p, want) in enumerate(zip(params, theirs)):
+                message = f"step {k + 1}, p{i}"
+                np.testing.assert_allclose(p.get_value(), want, rtol=1e-10, atol=1e-300, err_msg=message)
+                np.testing.assert_allclose(ours[f"p{i}.mechanize.x0"], state.x0[i], rtol=1e-10, atol=1e-300)
+                _assert_base_state(ours, state.base_optimizer_state, i, message)
+            for slot in "rmvs":
+                expected = getattr(state, slot)
+                message = f"step {k + 1} {slot}"
+                np.testing.assert_allclose(ours[f"mechanize.{slot}"], expected, rtol=1e-10, err_msg=message)
+            assert ours["mechanize.t"] == int(state.count)
+    assert ours["mechanize.s"].sum() > 1e-2, "the scale did not grow"
+    assert not np.allclose(params[1].get_value(), start[1]), "trajectory did not move"
+
+
 def test_madgrad_matches_optax_own_float32_weight_closely():
     """optax.contrib.madgrad as it is: its weight (lr + eps) sqrt(count + 1) in float32 (see
     _madgrad64) puts its float64 trajectory a relative 1e-9 or so from this rule's."""
@@ -845,3 +1331,249 @@ def test_madgrad_matches_optax_own_float32_weight_closely():
             for i, (p, want) in enumerate(zip(params, theirs)):
                 message = f"step {k + 1}, p{i}"
                 np.testing.assert_allclose(p.get_value(), want, rtol=1e-6, atol=1e-9, err_msg=message)
+
+
+# -- sm3: the accumulators of the slices of each axis, of their own shapes -------------------------
+
+SM3_SHAPES = [(3, 4), (5,), (2, 3, 4)]  # optax's scale_by_sm3 fails on a scalar (no accumulator)
+
+SM3 = {
+    "defaults": (lambda: optax.sm3(0.1), lambda g, p: updates.sm3(g, p)),
+    "momentum": (lambda: optax.sm3(0.05, momentum=0.5), lambda g, p: updates.sm3(g, p, 0.05, momentum=0.5)),
+    "no momentum": (
+        lambda: optax.sm3(0.05, momentum=0.0),
+        lambda g, p: updates.sm3(g, p, 0.05, momentum=0.0),
+    ),
+    "zero_nans then sm3": (
+        lambda: optax.chain(optax.zero_nans(), optax.sm3(0.1)),
+        lambda g, p: updates.sm3(g, p, clear_nan=True),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", SM3)
+def test_sm3_matches_optax_in_params_and_state(name):
+    make_optax, rule = SM3[name]
+    rng = np.random.default_rng(1)
+    start = [rng.normal(size=shape) for shape in SM3_SHAPES]
+    stream = [[rng.normal(size=shape) * (1 + k % 3) for shape in SM3_SHAPES] for k in range(STEPS)]
+    if name.startswith("zero_nans"):
+        stream[3][0][1, 2] = stream[17][2][1, 0, 3] = np.nan
+    params = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(start)]
+    grads = [pt.tensor(f"g{i}", dtype="float64", shape=shape) for i, shape in enumerate(SM3_SHAPES)]
+    result = rule(grads, params)
+    step = pytensor.function(grads, [], updates=result)
+    with jax.enable_x64(True):
+        transformation = make_optax()
+        theirs = [jax.numpy.asarray(x) for x in start]
+        state = transformation.init(theirs)
+        for k, g in enumerate(stream):
+            steps, state = transformation.update([jax.numpy.asarray(x) for x in g], state, theirs)
+            theirs = optax.apply_updates(theirs, steps)
+            step(*g)
+            ours = result.named_state()
+            found = _first_state_with(state, "mu")
+            for i, (p, want) in enumerate(zip(params, theirs)):
+                message = f"step {k + 1}, p{i}"
+                np.testing.assert_allclose(p.get_value(), want, **EXACT, err_msg=message)
+                expected = {"nu": found.nu[i]}
+                names = [f"mu_{j}" for j in range(p.ndim)] if p.ndim >= 2 else ["mu"]
+                expected.update((slot, found.mu[i][j]) for j, slot in enumerate(names))
+                for slot, want in expected.items():
+                    got = ours[f"p{i}.sm3.{slot}"].reshape(np.shape(want))  # optax's mu[i][j]: (n_j,)
+                    np.testing.assert_allclose(got, want, **EXACT, err_msg=f"{message} {slot}")
+    assert not np.allclose(params[2].get_value(), start[2]), "trajectory did not move"
+
+
+# -- galore: the projector, and the base Adam's moments in the projected space ---------------------
+
+GALORE_SHAPES = [(4, 3), (3, 5), (5,), ()]  # projected on the left, on the right; Adam's
+
+
+class _Float64SignedJnp(types.ModuleType):
+    """jax.numpy for optax's galore module with the two choices this library makes otherwise:
+    the SVD in float64 (optax casts the gradient to float32 first) and the singular vectors of
+    the projected side signed so that the entry of largest magnitude is positive (optax takes
+    ``jnp.linalg.svd``'s signs, on which its trajectory depends; see updates.galore's Notes)."""
+
+    float32 = jax.numpy.float64
+
+    def __getattr__(self, name):
+        return getattr(jax.numpy, name)
+
+    class linalg:  # stands for the module jnp.linalg
+        @staticmethod
+        def svd(x, full_matrices=True):
+            u, s, vt = jax.numpy.linalg.svd(x, full_matrices=full_matrices)
+            side = u if x.shape[0] >= x.shape[1] else vt.T  # the one galore projects on
+            signs = jax.numpy.where(side.max(axis=0) >= -side.min(axis=0), 1.0, -1.0).astype(u.dtype)
+            return u * signs, s, vt * signs[:, None]  # u and v flip together
+
+
+@pytest.fixture
+def galore64(monkeypatch):
+    """optax.contrib.galore with the SVD of _Float64SignedJnp, while the test runs."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("optax.contrib._galore"), "jnp", _Float64SignedJnp("jnp"))
+    return optax.contrib.galore
+
+
+GALORE = {
+    "rank 2, refreshed every 3 steps": (
+        lambda galore: galore(
+            0.01,
+            rank=2,
+            update_proj_gap=3,
+            scale=0.5,
+            base_optimizer=optax.scale_by_adam(b1=0.8, b2=0.99, eps=1e-6),
+            weight_decay=0.1,
+        ),
+        lambda g, p: updates.galore(
+            g,
+            p,
+            0.01,
+            rank=2,
+            update_proj_gap=3,
+            scale=0.5,
+            weight_decay=0.1,
+            beta1=0.8,
+            beta2=0.99,
+            epsilon=1e-6,
+        ),
+    ),
+    "rank 1, refreshed every 7 steps": (
+        lambda galore: galore(0.02, rank=1, update_proj_gap=7),
+        lambda g, p: updates.galore(g, p, 0.02, rank=1, update_proj_gap=7),
+    ),
+    "defaults (full rank, one projector)": (lambda galore: galore(0.01), lambda g, p: updates.galore(g, p)),
+    "learning-rate schedule": (
+        lambda galore: galore(_linear(0.0, 0.05, 20), rank=2, update_proj_gap=5),
+        lambda g, p: updates.galore(
+            g,
+            p,
+            schedules.linear_warmup(peak_value=0.05, warmup_steps=20, init_value=0.0),
+            rank=2,
+            update_proj_gap=5,
+        ),
+    ),
+    "zero_nans then galore": (
+        lambda galore: optax.chain(optax.zero_nans(), galore(0.01, rank=2, update_proj_gap=3)),
+        lambda g, p: updates.galore(g, p, rank=2, update_proj_gap=3, clear_nan=True),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", GALORE)
+def test_galore_matches_optax_in_params_and_state(name, galore64):
+    make_optax, rule = GALORE[name]
+    rng = np.random.default_rng(1)
+    start = [rng.normal(size=shape) for shape in GALORE_SHAPES]
+    stream = [[rng.normal(size=shape) * (1 + k % 3) for shape in GALORE_SHAPES] for k in range(STEPS)]
+    if name.startswith("zero_nans"):
+        stream[3][0][1, 2] = stream[6][1][2, 0] = np.nan  # at a refresh of the projector too
+    params = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(start)]
+    grads = [pt.tensor(f"g{i}", dtype="float64", shape=shape) for i, shape in enumerate(GALORE_SHAPES)]
+    result = rule(grads, params)
+    step = pytensor.function(grads, [], updates=result)
+    with jax.enable_x64(True):
+        transformation = make_optax(galore64)
+        update = jax.jit(transformation.update)  # traced once (eagerly, optax's galore is slow)
+        theirs = [jax.numpy.asarray(x) for x in start]
+        state = transformation.init(theirs)
+        for k, g in enumerate(stream):
+            steps, state = update([jax.numpy.asarray(x) for x in g], state, theirs)
+            theirs = optax.apply_updates(theirs, steps)
+            step(*g)
+            ours = result.named_state()
+            found = _first_state_with(state, "projector")
+            adam = _first_state_with(found.base_optimizer_state, "mu")
+            assert ours["galore.t"] == int(found.count) == k + 1
+            for i, (p, want) in enumerate(zip(params, theirs)):
+                message = f"step {k + 1}, p{i}"
+                np.testing.assert_allclose(p.get_value(), want, **EXACT, err_msg=message)
+                for slot, want in (("m", adam.mu[i]), ("v", adam.nu[i])):
+                    got = ours[f"p{i}.galore.{slot}"]
+                    np.testing.assert_allclose(got, want, **EXACT, err_msg=f"{message} {slot}")
+                if p.ndim == 2:
+                    projector = ours[f"p{i}.galore.projector"]
+                    np.testing.assert_allclose(projector, found.projector[i], **EXACT, err_msg=f"{message} P")
+                else:
+                    assert f"p{i}.galore.projector" not in ours and found.projector[i].shape == (0, 0)
+    assert not np.allclose(params[0].get_value(), start[0]), "trajectory did not move"
+
+
+# -- muon in optax's form: its bias-corrected momentum and count, and its Adam for the rest --------
+
+MUON_SHAPES = [(3, 4), (5, 2), (4,), ()]
+# optax's defaults are muon(learning_rate=η, weight_decay=0.0, epsilon=1e-8, form="optax")
+MUON = {
+    "defaults": (
+        lambda: optax.contrib.muon(0.02),
+        lambda g, p: updates.muon(g, p, 0.02, weight_decay=0.0, epsilon=1e-8, form="optax"),
+    ),
+    "no nesterov, weight decay": (
+        lambda: optax.contrib.muon(0.03, beta=0.9, weight_decay=0.1, nesterov=False),
+        lambda g, p: updates.muon(
+            g, p, 0.03, weight_decay=0.1, momentum=0.9, epsilon=1e-8, nesterov=False, form="optax"
+        ),
+    ),
+    "consistent rms, coefficients, steps, eps": (
+        lambda: optax.contrib.muon(
+            0.01, ns_coeffs=(3.0, -3.2, 1.2), ns_steps=3, eps=1e-3, weight_decay=0.05, consistent_rms=0.2
+        ),
+        lambda g, p: updates.muon(
+            g,
+            p,
+            0.01,
+            weight_decay=0.05,
+            epsilon=1e-3,
+            ns_coefficients=(3.0, -3.2, 1.2),
+            ns_steps=3,
+            adjust_lr_fn="match_rms_adamw",
+            form="optax",
+        ),
+    ),
+    "zero_nans then muon": (
+        lambda: optax.chain(optax.zero_nans(), optax.contrib.muon(0.02)),
+        lambda g, p: updates.muon(g, p, 0.02, weight_decay=0.0, epsilon=1e-8, form="optax", clear_nan=True),
+    ),
+}
+
+
+@pytest.mark.parametrize("name", MUON)
+def test_muon_in_optax_form_matches_optax_in_params_and_state(name):
+    make_optax, rule = MUON[name]
+    rng = np.random.default_rng(1)
+    start = [rng.normal(size=shape) for shape in MUON_SHAPES]
+    stream = [[rng.normal(size=shape) * (1 + k % 3) for shape in MUON_SHAPES] for k in range(STEPS)]
+    if name.startswith("zero_nans"):
+        stream[3][0][1, 2] = stream[6][2][1] = np.nan
+    params = [pytensor.shared(x.copy(), name=f"p{i}") for i, x in enumerate(start)]
+    grads = [pt.tensor(f"g{i}", dtype="float64", shape=shape) for i, shape in enumerate(MUON_SHAPES)]
+    result = rule(grads, params)
+    step = pytensor.function(grads, [], updates=result)
+    with jax.enable_x64(True):
+        transformation = make_optax()
+        update = jax.jit(transformation.update)  # eager, optax's muon takes a minute over 50 steps
+        theirs = [jax.numpy.asarray(x) for x in start]
+        state = transformation.init(theirs)
+        for k, g in enumerate(stream):
+            steps, state = update([jax.numpy.asarray(x) for x in g], state, theirs)
+            theirs = optax.apply_updates(theirs, steps)
+            step(*g)
+            ours = result.named_state()
+            parts = _first_state_with(state, "inner_states").inner_states
+            muon, adam = parts["muon"].inner_state[0], parts["adam"].inner_state[0]
+            assert ours["muon.t"] == int(muon.count) == k + 1 and ours["adam.t"] == int(adam.count) == k + 1
+            for i, (p, want) in enumerate(zip(params, theirs)):
+                message = f"step {k + 1}, p{i}"
+                np.testing.assert_allclose(p.get_value(), want, **EXACT, err_msg=message)
+                if p.ndim == 2:
+                    mu = ours[f"p{i}.muon.momentum_buffer"]
+                    np.testing.assert_allclose(mu, muon.mu[i], **EXACT, err_msg=f"{message} mu")
+                else:
+                    for slot, field in (("m", adam.mu), ("v", adam.nu)):
+                        mine = ours[f"p{i}.adam.{slot}"]
+                        np.testing.assert_allclose(mine, field[i], **EXACT, err_msg=f"{message} {slot}")
+    assert not np.allclose(params[0].get_value(), start[0]), "trajectory did not move"

@@ -132,6 +132,7 @@ def test_partial_application_carries_the_fallback():
             r"^muon: adjust_lr_fn must be None, 'original' or 'match_rms_adamw'",
         ),
         ({"momentum": 1.0}, ValueError, r"^muon: momentum must be in \[0, 1\), got 1.0"),
+        ({"form": "jax"}, ValueError, r"^muon: form must be 'torch' or 'optax', got 'jax'"),
     ],
 )
 def test_options_are_checked(keywords, error, message):
@@ -151,3 +152,28 @@ def test_newton_schulz_brings_singular_values_near_one():
         f(rng.normal(size=shape))
         singular = np.linalg.svd(-W.get_value() / np.sqrt(max(1, shape[0] / shape[1])), compute_uv=False)
         assert ((singular > 0.6) & (singular < 1.3)).all(), singular
+
+
+def test_optax_form_gives_the_other_params_to_its_adam_or_to_the_fallback():
+    params = _params()
+    result = updates.muon(_grads(params), params, learning_rate=0.02, form="optax")
+    buffers = ["W.muon.momentum_buffer", "V.muon.momentum_buffer", "muon.t"]
+    assert list(result.named_state()) == [*buffers, "b.adam.m", "s.adam.m", "b.adam.v", "s.adam.v", "adam.t"]
+    assert result.config[0]["form"] == "optax"
+    assert {"fallback.beta1", "fallback.beta2", "fallback.epsilon"} <= set(result.hyperparameters)
+    given = updates.muon(_grads(params), params, form="optax", fallback=updates.momentum(learning_rate=0.1))
+    assert list(given.named_state())[3:] == ["b.momentum.velocity", "s.momentum.velocity"]
+
+
+def test_optax_form_scales_by_the_fans_of_a_jax_weight():
+    """One step from zero momentum without Nesterov: the step is -lr r NS(g), r = sqrt(max(1,
+    B / A)) for optax's form (a JAX weight is (fan_in, fan_out)), sqrt(max(1, A / B)) for torch's."""
+    g = np.random.default_rng(2).normal(size=(2, 6))
+    steps = {}
+    for form in ("torch", "optax"):
+        W = pytensor.shared(np.zeros((2, 6)), name="W")
+        x = pt.matrix("g", dtype="float64")
+        rule = updates.muon([x], [W], 1.0, weight_decay=0.0, momentum=0.5, nesterov=False, form=form)
+        pytensor.function([x], [], updates=rule)(g)
+        steps[form] = -W.get_value()
+    np.testing.assert_allclose(steps["optax"], np.sqrt(3.0) * steps["torch"], rtol=1e-6)

@@ -275,6 +275,9 @@ PYTORCH_WORKS = {
     "signum", "lars", "muon"
 }  # fmt: skip
 PYTORCH_BROKEN = "PyTensor's PyTorch backend cannot convert an op of the rule (see PYTORCH_WORKS)"
+#: Variants of the rules above that it cannot run: muon in optax's form (the powers of its bias
+#: corrections).
+PYTORCH_BROKEN_VARIANTS = {"muon-optax"}
 MODES = ["CVM", "NUMBA", "JAX", "PYTORCH"]
 NEEDS = {"NUMBA": "numba", "JAX": "jax", "PYTORCH": "torch"}
 
@@ -294,7 +297,7 @@ def test_backends_agree(case, mode, request):
     the per-parameter graph run by the Python linker."""
     if mode in NEEDS and not _installed(NEEDS[mode]):
         pytest.skip(f"{NEEDS[mode]} is not installed")
-    if mode == "PYTORCH" and case.name not in PYTORCH_WORKS:
+    if mode == "PYTORCH" and (case.name not in PYTORCH_WORKS or str(case) in PYTORCH_BROKEN_VARIANTS):
         request.applymarker(pytest.mark.xfail(reason=PYTORCH_BROKEN, raises=_pytorch_failures(), strict=True))
     shapes = [(3,), (2, 2)]
     results = []

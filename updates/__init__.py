@@ -10,10 +10,12 @@ from updates.checks import ArgumentError
 from updates.constraints import norm_constraint, total_norm_constraint
 from updates.container import Updates
 from updates.engine import per_parameter
-from updates.factored import adafactor
+from updates.factored import adafactor, sm3
 from updates.grads import get_or_compute_grads
 from updates.lbfgs import lbfgs
+from updates.meta import mechanize, sam
 from updates.modern import (
+    acprop,
     adabelief,
     adagrad_window,
     adamw,
@@ -36,9 +38,13 @@ from updates.modern import (
     yogi,
 )
 from updates.momentum import apply_momentum, apply_nesterov_momentum, momentum, nesterov_momentum
+from updates.momo import momo, momo_adam
 from updates.normalized import fromage, novograd, optimistic_adam, optimistic_gradient_descent
 from updates.orthogonal import muon
+from updates.parameter_free import cocob, dadapt_adamw, dog, dowg
+from updates.private import differentially_private_aggregate, dpsgd
 from updates.prodigy import prodigy
+from updates.projected import galore
 from updates.rules import adadelta, adagrad, adam, adamax, amsgrad, rmsprop, sgd
 from updates.schedule_free import schedule_free_adamw, schedule_free_sgd
 from updates.schedules import (
@@ -61,6 +67,7 @@ from updates.schedules import (
     step_decay,
     warmup_cosine,
 )
+from updates.sophia import sophia
 from updates.state import HyperparameterWarning, inspect_state, load_state, reset_state, save_state
 from updates.step import Step, compile_step
 from updates.train import History, NonFiniteLossError, Record, iterate, minimize
@@ -123,9 +130,16 @@ __all__ = [
     "simplified_ademamix",
     "madgrad",
     "polyak_sgd",
+    "momo",
+    "momo_adam",
+    "acprop",
     "schedule_free_sgd",
     "schedule_free_adamw",
     "prodigy",
+    "dadapt_adamw",
+    "cocob",
+    "dog",
+    "dowg",
     "novograd",
     "fromage",
     "optimistic_gradient_descent",
@@ -133,9 +147,14 @@ __all__ = [
     "lamb",
     "lars",
     "adafactor",
+    "sm3",
+    "galore",
     "muon",
+    "dpsgd",
+    "differentially_private_aggregate",
     "adagrad_window",
     "esgd",
+    "sophia",
     "lbfgs",
     "norm_constraint",
     "total_norm_constraint",
@@ -155,6 +174,8 @@ __all__ = [
     "apply_ema",
     "swap_averages",
     "accumulate_gradients",
+    "sam",
+    "mechanize",
     "merge_updates",
     "chain",
     "inspect_state",

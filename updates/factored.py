@@ -1,4 +1,4 @@
-r"""Rules with factored second moments: :func:`adafactor`.
+r"""Rules with factored second moments: :func:`adafactor` and :func:`sm3`.
 
 A factored rule keeps, for a param with two dimensions or more, the running means of the squared
 gradient over its rows and over its columns (two small slots, of the param's shape with the last
@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 import pytensor.tensor as pt
 
-from updates.checks import NON_NEGATIVE, Interval
+from updates.checks import NON_NEGATIVE, UNIT, Interval
 from updates.container import Updates
 from updates.engine import Rule, apply_rule
 from updates.public import update_rule
 from updates.reductions import l2_norm
 
-__all__ = ["adafactor"]
+__all__ = ["adafactor", "sm3"]
 
 
 def _factors(shape: tuple) -> tuple[tuple[str, tuple], ...] | None:
@@ -212,3 +212,137 @@ def adafactor(
         clip_threshold=clip_threshold,
         weight_decay=weight_decay,
     )
+
+
+# -- SM3 -----------------------------------------------------------------------------------------
+
+#: optax's ``scale_by_sm3`` eps, which ``optax.sm3`` does not expose.
+SM3_EPSILON = 1e-8
+
+
+def _sm3_covers(shape: tuple) -> tuple[tuple[str, tuple], ...] | None:
+    """SM3's slots of a param with two dimensions or more: per axis ``i`` the accumulator of its
+    slices, ``mu_<i>``, of the param's shape with every other dimension 1 (so the accumulators
+    broadcast against the gradient), then the momentum ``nu`` like the param (None: ``mu`` and
+    ``nu`` like the param, for a vector or a scalar). Works on static shapes too."""
+    if len(shape) < 2:
+        return None
+    shape = tuple(shape)
+    covers = tuple(
+        (f"mu_{i}", tuple(n if j == i else 1 for j, n in enumerate(shape))) for i in range(len(shape))
+    )
+    return (*covers, ("nu", shape))
+
+
+def _sm3(h, param, grad, *slots):
+    *mus, nu = slots
+    squared = pt.sqr(grad)
+    if len(mus) == 1:  # a vector or a scalar: one accumulator per element (Adagrad's)
+        accumulator = squared + mus[0]
+        new_mus = [accumulator]
+    else:  # the smallest of the accumulators of the slices through each element
+        smallest = mus[0]
+        for mu in mus[1:]:
+            smallest = pt.minimum(smallest, mu)
+        accumulator = squared + smallest
+        axes = range(param.ndim)
+        new_mus = [pt.max(accumulator, axis=[j for j in axes if j != i], keepdims=True) for i in axes]
+    epsilon = pt.constant(np.asarray(SM3_EPSILON, dtype=param.dtype))
+    # 0/0 = 0 where the accumulator is 0 (optax's test is `> 0`, also true of a NaN: see Notes)
+    scaled = pt.switch(pt.eq(accumulator, 0), 0, grad / pt.sqrt(accumulator + epsilon))
+    nu = h.momentum * nu + (1 - h.momentum) * scaled
+    return (param - h.learning_rate * nu, *new_mus, nu)
+
+
+SM3 = Rule(
+    "sm3",
+    _sm3,
+    slots=("mu", "nu"),
+    per_tensor=True,
+    shaped_slots=_sm3_covers,
+    ranges=dict(learning_rate=NON_NEGATIVE, momentum=UNIT),
+)
+
+
+@update_rule
+def sm3(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 0.1,
+    momentum: Any = 0.9,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""SM3: Adagrad with one accumulator per row, column (per slice of each axis), not per element.
+
+    For a param of :math:`k \ge 2` dimensions, an accumulator :math:`\mu_i` per axis :math:`i`,
+    one value per index along that axis (the cover of the param by its slices); the accumulator
+    of an element is the smallest of those of the :math:`k` slices through it (SM3-II):
+
+    .. math::
+
+        \nu' &= g^2 + \min_i \mu_i \qquad (\mu_i \text{ broadcast along the other axes}) \\
+        \mu_i &\leftarrow \max_{\text{axes} \ne i} \nu' \\
+        u &= \begin{cases} g / \sqrt{\nu' + \epsilon} & \nu' > 0 \\ 0 & \nu' = 0 \end{cases} \\
+        n &\leftarrow \beta n + (1 - \beta)\, u \\
+        p &\leftarrow p - \eta\, n
+
+    with :math:`\epsilon = 10^{-8}` (optax's, fixed). For a vector or a scalar, one accumulator
+    per element, :math:`\nu' = g^2 + \mu`, :math:`\mu \leftarrow \nu'` (Adagrad's sum of squares).
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta \ge 0`, default 0.1 (optax's ``sm3`` has no default; the paper tunes it per
+        task, and 0.1 is an Adagrad-like scale: each element moves at most about :math:`\eta`
+        per step).
+    momentum : float or scalar tensor
+        :math:`\beta`, in [0, 1), the decay of the moving average :math:`n` of the scaled
+        gradients, default 0.9.
+    $clear_nan
+
+    Returns
+    -------
+    Updates
+        The new params, then per param either its accumulators ``<param>.sm3.mu_<i>`` (one per
+        axis :math:`i`, of the param's shape with every other dimension 1) and its momentum
+        ``<param>.sm3.nu``, or, for a vector or a scalar, ``<param>.sm3.mu`` and
+        ``<param>.sm3.nu`` like the param. No step counter.
+
+    Notes
+    -----
+    ``optax.sm3`` (``scale_by_sm3(momentum)`` then ``scale(-learning_rate)``) step for step,
+    params and state: optax's ``mu[i]`` of shape ``(n_i,)`` is ``mu_<i>`` with its other
+    dimensions kept as 1 (``mu_<i>.ravel()``), its ``nu`` is ``nu``. Unlike optax, a scalar
+    param works (optax's ``scale_by_sm3`` has no accumulator for a 0-d param and fails on it):
+    it takes the vector's rule. The moving average :math:`n` is of the scaled gradients
+    (optax's; the paper's SM3 has no momentum, its experiments add it this way).
+    ``learning_rate`` may be a schedule here (optax's ``sm3`` takes a number only).
+    The scaled gradient is 0 where the accumulator is 0 (the paper's 0/0 = 0); optax writes
+    this ``where(accumulator > 0, ..., 0)``, which also turns a NaN gradient into a silent 0
+    (and freezes the elements its NaN accumulator reaches): here a NaN propagates to the
+    param, as in every other rule, for :func:`apply_if_finite` and ``clear_nan`` to act on.
+    The same for every finite gradient.
+    Built per parameter (the accumulators of the slices are reductions over whole tensors).
+
+    References
+    ----------
+    Anil, Gupta, Koren and Singer (2019). Memory-efficient adaptive optimization. NeurIPS.
+    arXiv:1901.11150.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> W = pytensor.shared(np.ones((2, 3)), name="W")
+    >>> b = pytensor.shared(np.ones(3), name="b")
+    >>> state = updates.sm3((W**2).sum() + (b**2).sum(), [W, b]).named_state()
+    >>> for name, value in state.items():
+    ...     print(name, value.shape)
+    W.sm3.mu_0 (2, 1)
+    W.sm3.mu_1 (1, 3)
+    W.sm3.nu (2, 3)
+    b.sm3.mu (3,)
+    b.sm3.nu (3,)
+    """
+    return apply_rule(SM3, loss_or_grads, params, clear_nan, learning_rate=learning_rate, momentum=momentum)

@@ -48,6 +48,7 @@ __all__ = [
     "lars",
     "adagrad_window",
     "esgd",
+    "acprop",
 ]
 
 
@@ -2071,3 +2072,111 @@ def polyak_sgd(
         )
     loss = pt.as_tensor_variable(loss_or_grads)
     return apply_rule(rule, loss, params, clear_nan, loss=loss, **hyper)
+
+
+# -- ACProp --------------------------------------------------------------------------------------
+
+
+def _acprop_schedule(h, t, step):
+    # The denominator reads s before this step, bias-corrected by the step before (t - 1); the
+    # first step has none and divides by 1 (optax's nu_hat = 1 at count 0).
+    return dict(first_step(h, t, step), bc2=1 - h.beta2 ** pt.maximum(t - 1, 1))
+
+
+def _acprop(h, param, grad, m, s):
+    s_hat = pt.switch(h.first > 0, 1, s / h.bc2)
+    direction = grad / (pt.sqrt(s_hat) + h.epsilon)
+    s = h.beta2 * s + (1 - h.beta2) * pt.sqr(grad - m) + h.epsilon_root
+    m = first_moment(h, grad, m)
+    return param - h.learning_rate * (direction + h.weight_decay * param), m, s
+
+
+ACPROP = Rule(
+    "acprop",
+    _acprop,
+    slots=("m", "s"),
+    per_step=_acprop_schedule,
+    ranges=dict(ADAM_RANGES, epsilon_root=NON_NEGATIVE, weight_decay=NON_NEGATIVE),
+)
+
+
+@update_rule
+def acprop(
+    loss_or_grads=None,
+    params=None,
+    learning_rate: Any = 1e-3,
+    beta1: Any = 0.9,
+    beta2: Any = 0.999,
+    epsilon: Any = 1e-16,
+    epsilon_root: Any = 1e-16,
+    weight_decay: Any = 0.0,
+    *,
+    clear_nan: bool = False,
+) -> Updates:
+    r"""ACProp: AdaBelief's centred second moment, applied one step late (asynchronously).
+
+    The step divides the gradient by the bias-corrected second moment of the step *before*
+    (:math:`\hat s_0 = 1` on the first step), so the denominator does not depend on the
+    gradient it divides; then the moments take the new gradient, the second one around the
+    previous moving average:
+
+    .. math::
+
+        \hat s_{t-1} &= s_{t-1} / (1 - \beta_2^{t-1}) \quad (t > 1), \qquad \hat s_0 = 1 \\
+        p &\leftarrow p - \eta \left(\frac{g_t}{\sqrt{\hat s_{t-1}} + \epsilon} + \lambda p\right) \\
+        s_t &= \beta_2 s_{t-1} + (1 - \beta_2)\, (g_t - m_{t-1})^2 + \epsilon_{\mathrm{root}} \\
+        m_t &= \beta_1 m_{t-1} + (1 - \beta_1)\, g_t
+
+    Parameters
+    ----------
+    $parameters
+    learning_rate : float or scalar tensor
+        :math:`\eta`, default 1e-3 (optax's ``acprop`` has none; Adam's and AdaBelief's
+        usual value).
+    $betas
+    epsilon : float or scalar tensor
+        :math:`\epsilon \ge 0`, added to the root, default 1e-16.
+    epsilon_root : float or scalar tensor
+        :math:`\epsilon_{\mathrm{root}} \ge 0`, added to :math:`s` at every step, default 1e-16.
+    weight_decay : float or scalar tensor
+        :math:`\lambda \ge 0`, decoupled weight decay multiplied by :math:`\eta`, default 0.
+    $clear_nan
+
+    Returns
+    -------
+    $returns
+
+    Notes
+    -----
+    ``optax.contrib.acprop`` with the same defaults (``b1``, ``b2``, ``eps``, ``eps_root`` are
+    ``beta1``, ``beta2``, ``epsilon``, ``epsilon_root``), step for step, params and state
+    (optax's ``mu`` and ``nu`` are ``m`` and ``s``). As optax's code, the residual of
+    :math:`s` is taken around the previous average :math:`m_{t-1}`, where optax's docstring
+    writes :math:`m_t`; the numerator is the raw gradient :math:`g_t`, not
+    :math:`m_t`. optax's weight-decay ``mask`` is not taken (use :func:`merge_updates` for
+    groups). torch.optim has no ACProp.
+
+    References
+    ----------
+    Zhuang, Ding, Tang, Dvornek, Tatikonda and Duncan (2021). Momentum centering and
+    asynchronous update for adaptive gradient methods. NeurIPS. arXiv:2110.05454.
+
+    Examples
+    --------
+    >>> import numpy as np, pytensor, updates
+    >>> w = pytensor.shared(np.ones(2), name="w")
+    >>> list(updates.acprop((w**2).sum(), [w]).named_state())
+    ['w.acprop.m', 'w.acprop.s', 'acprop.t']
+    """
+    return apply_rule(
+        ACPROP,
+        loss_or_grads,
+        params,
+        clear_nan,
+        learning_rate=learning_rate,
+        beta1=beta1,
+        beta2=beta2,
+        epsilon=epsilon,
+        epsilon_root=epsilon_root,
+        weight_decay=weight_decay,
+    )

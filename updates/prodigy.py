@@ -24,6 +24,7 @@ from updates.checks import NON_NEGATIVE, POSITIVE, UNIT, Interval, is_concrete, 
 from updates.container import Updates
 from updates.engine import Rule, apply_rule
 from updates.public import update_rule
+from updates.reductions import total
 
 __all__ = ["prodigy"]
 
@@ -66,19 +67,12 @@ def _reduce(h, tensors):
     """The sums over every param and the new :math:`d`."""
     inner = [pt.sum(g * (_x0(h, p, x0) - p)) for p, g, m, v, s, x0 in tensors]
     norm = [pt.sum(abs(_s(h, g, s))) for p, g, m, v, s, x0 in tensors]
-    inner, norm = _total(inner), _total(norm)
+    inner, norm = total(inner), total(norm)
     numerator = h.beta3 * h.numerator + (h.d_prev / h.d0) * h.dlr * inner
     # no information yet (every s zero: a zero gradient, a zero learning rate): d stays, where
     # optax's becomes 0/0 = NaN and takes every param with it
     grown = pt.maximum(h.d_prev, h.d_coef * numerator / pt.switch(norm > 0, norm, 1))
     return dict(numerator=numerator, d=pt.switch(norm > 0, grown, h.d_prev))
-
-
-def _total(terms):
-    total = terms[0]
-    for term in terms[1:]:
-        total = total + term
-    return total
 
 
 def _prodigy(h, param, grad, m, v, s, x0):

@@ -15,7 +15,9 @@ tensor, and the ``ExpandDims`` that join the sums another.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+import operator
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import pytensor
@@ -201,6 +203,11 @@ def l2_norm(tensors: Sequence[Variable], dtype: str | None = None) -> Variable:
     if len(tensors) == 1:
         return pt.sqrt(pt.sum(pt.sqr(abs(tensors[0]))))
     return pt.sqrt(SumOfSquares()(*tensors))
+
+
+def total(terms: Iterable[Variable]) -> Variable:
+    """The sum of ``terms``, added left to right (as optax sums over a tree of params)."""
+    return functools.reduce(operator.add, terms)
 
 
 def isfinite(x: Variable) -> Variable:
