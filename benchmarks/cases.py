@@ -424,8 +424,15 @@ SHARE_RULES = (
     "adagrad_window", "esgd", "apply_momentum(sgd)", "apply_nesterov_momentum(sgd)",
     "apply_weight_decay(adam)", "apply_if_finite(adam)", "apply_lookahead(adam)", "apply_ema(adam)",
     "accumulate_gradients(adam)",
+    # issue 21's rules that take vectors (muon and galore step matrices; dpsgd per-example gradients)
+    "asgd", "adafactor", "sm3", "adopt", "ademamix", "simplified_ademamix", "schedule_free_sgd",
+    "schedule_free_adamw", "prodigy", "dadapt_adamw", "cocob", "dog", "dowg", "sign_sgd", "signum",
+    "adan", "novograd", "fromage", "optimistic_gradient_descent", "optimistic_adam", "madgrad",
+    "acprop", "polyak_sgd", "momo", "momo_adam", "sophia", "sam(adam)", "mechanize(adam)",
 )  # fmt: skip
 STACK = "apply_if_finite(apply_ema(apply_weight_decay(adam)))"
+#: Rules that take the loss, not its gradients.
+NEEDS_LOSS = ("esgd", "polyak_sgd", "momo", "momo_adam", "sophia")
 
 
 def share_updates(name: str, loss, grads: list, params: list):
@@ -435,11 +442,13 @@ def share_updates(name: str, loss, grads: list, params: list):
     if name == STACK:
         wrapped = updates.apply_ema(updates.apply_weight_decay(updates.adam(grads, params)))
         return updates.apply_if_finite(wrapped, grads=grads)
-    if name == "esgd":  # needs the loss (Hessian-vector products)
-        return updates.esgd(loss, params)
+    if name in NEEDS_LOSS:  # the loss's value or Hessian-vector products inside the step
+        return getattr(updates, name)(loss, params)
     if "(" not in name:
         return getattr(updates, name)(grads, params)
     wrapper, rule = (getattr(updates, part) for part in name.rstrip(")").split("("))
+    if wrapper in (updates.sam, updates.mechanize):  # rules over a base rule (sam: the loss)
+        return wrapper(loss if wrapper is updates.sam else grads, params, rule=rule())
     if wrapper is updates.accumulate_gradients:
         return wrapper(rule, steps=4)(grads, params)
     if wrapper is updates.apply_if_finite:

@@ -261,6 +261,9 @@ def share_plan(args) -> list[dict]:
         grid = {mode: grid[mode] for mode in args.share_modes.split(",")}
     if importlib.util.find_spec("jax") is None:
         grid.pop("jax", None)
+    if args.share_rules:  # these rows only, beside Adam's, in the default mode at SHARE_ALL_P
+        rules = ("none", *dict.fromkeys(("adam", *args.share_rules)))
+        return [{"mode": "default", "n_params": SHARE_ALL_P, "rule": rule} for rule in rules]
     plan = []
     for mode, counts in grid.items():
         for n_params in counts:
@@ -307,6 +310,10 @@ def share_markdown(section: dict, rules: tuple[str, ...] | None = None) -> str:
             cells += [total_cell(mine), ratio(mine.get("total_s"), base.get("total_s"))]
         mine, base = result_of(run, "warm"), result_of(alone, "warm")
         cells += [fmt_time(mine.get("median_s")), ratio(mine.get("median_s"), base.get("median_s"))]
+        adam = runs.get((mode, n_params, "adam"), {})
+        cold, adam_cold = result_of(run, "cold"), result_of(adam, "cold")
+        cells += [ratio(cold.get("total_s"), adam_cold.get("total_s"))]
+        cells += [ratio(mine.get("median_s"), result_of(adam, "warm").get("median_s"))]
         cells.insert(3, total_cell(result_of(alone, "cold")))
         rows.append(cells)
     header = ["mode", "P", "rule", "model alone cold", "cold", "cold share", "warm", "warm share"]
@@ -314,7 +321,7 @@ def share_markdown(section: dict, rules: tuple[str, ...] | None = None) -> str:
         [
             "### The optimizer's share of the start (model: sum_i sum((p_i - x)²), P float64 params of"
             " shape (10,); share = time with the optimizer / time of the model alone)",
-            table([*header, "step", "step share"], rows),
+            table([*header, "step", "step share", "cold / Adam's", "step / Adam's"], rows),
         ]
     )
 
@@ -727,6 +734,11 @@ def parse_args(argv=None):
         "--impls", help=f"comma-separated step implementations (default all: {','.join(IMPLEMENTATIONS)})"
     )
     parser.add_argument("--share-modes", help="share table modes: default,cvm,jax (default all installed)")
+    parser.add_argument(
+        "--share-rules",
+        type=lambda text: text.split(","),
+        help=f"share table: only these rules (and Adam), default mode, P = {SHARE_ALL_P}",
+    )
     parser.add_argument(
         "--device-platform",
         choices=tuple(JAX_PLATFORMS),

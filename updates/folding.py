@@ -408,7 +408,8 @@ def _merge(fgraph, group: list) -> None:
     scalars = {x: ps.get_scalar_type(x.dtype)() for x in inputs}
     for node in group:
         scalars.update(zip(node.outputs, _applied(node.op.scalar_op, [scalars[x] for x in node.inputs])))
-    outputs = [x for node in group for x in node.outputs]
+    members = set(group)  # the outputs read outside the group (or returned)
+    outputs = [x for n in group for x in n.outputs if any(c not in members for c, _ in fgraph.clients[x])]
     composite = ps.Composite([scalars[x] for x in inputs], [scalars[x] for x in outputs])
     merged = Elemwise(composite)(*inputs, return_list=True)
     fgraph.replace_all_validate(list(zip(outputs, merged)), reason="updates_merge_step_scalars")

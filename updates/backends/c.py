@@ -15,7 +15,11 @@ Why a chain: PyTensor's C code for a node grows with its arguments (extracting a
 one), and gcc's time with it faster than linearly: one node over 100 params, with its 300
 arguments, took 125 s to compile, against 1.4 s for the whole rest of the step. The params'
 positions in the buffers are an input of each node, so a node of a width is one C module, cached
-by PyTensor and shared by every chain, model and process with the same rule and dtype.
+by PyTensor and shared by every chain, model and process with the same rule and dtype; a chain
+has one or two widths (:func:`c_chain_widths`). The modules compile at ``-O1`` under GCC, the
+kernel at ``-O3`` (:mod:`updates.c_compile`): the guarded stack over 10 params started in 10.5 s
+before, 6.5 s after (the model alone 3.6 s), and so do the 0-d nodes of the step's scalars
+(:class:`LeanElemwise`).
 
 A :class:`~updates.folding.FusedCheck` (the first pass of a guarded step) becomes a chain of the
 same nodes in their ``check`` form, which run the rule's code into locals and thread a flag.
