@@ -23,7 +23,7 @@ import pytensor.tensor as pt
 
 from updates.checks import NON_NEGATIVE, UNIT
 from updates.container import Updates
-from updates.engine import Rule, apply_rule
+from updates.engine import Rule, apply_rule, first_step
 from updates.grads import prepare_grads
 from updates.public import update_rule
 from updates.reductions import total
@@ -77,8 +77,8 @@ def _step_size(h, adapt: bool, barf, gamma, iprod, norm, bc1=1):
 def _momo_per_step(h, t, step):
     r"""The averaging weight :math:`\beta_t`: 0 on the first step (the averages start at the first
     loss, gradient and inner product), :math:`\beta` after."""
-    first = pt.cast(pt.eq(step, 1), t.dtype)
-    return dict(first=first, beta_t=(1 - first) * h.beta)
+    flags = first_step(h, t, step)
+    return dict(flags, beta_t=(1 - flags["first"]) * h.beta)
 
 
 def _momo_moment(h, grad, m):
@@ -225,7 +225,7 @@ def momo(
 
 
 def _momo_adam_per_step(h, t, step):
-    return dict(first=pt.cast(pt.eq(step, 1), t.dtype), bc1=1 - h.beta1**t, bc2=1 - h.beta2**t)
+    return dict(first_step(h, t, step), bc1=1 - h.beta1**t, bc2=1 - h.beta2**t)
 
 
 def _momo_adam_moments(h, grad, m, v):

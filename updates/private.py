@@ -46,7 +46,7 @@ from updates.container import Updates
 from updates.engine import Rule, apply_rule, as_dtype
 from updates.grads import clear_nan as _zero_nans
 from updates.public import awaits_input, awaits_loss_and_params
-from updates.transforms import _tensors
+from updates.transforms import _normal, _tensors
 
 __all__ = ["dpsgd", "differentially_private_aggregate"]
 
@@ -66,15 +66,6 @@ class PrivateGradients(list):
         super().__init__(grads)
         self.generator = generator
         self.batch_size = batch_size
-
-
-def _normal(rng: Variable, like: Variable) -> tuple[Variable, Variable]:
-    """Standard normal draws shaped and typed like ``like``, and the generator's next state."""
-    try:  # PyTensor 3: the next state is returned on request
-        return pt.random.normal(0, 1, size=like.shape, rng=rng, dtype=like.dtype, return_next_rng=True)
-    except TypeError:  # PyTensor 2.38
-        draw = pt.random.normal(0, 1, size=like.shape, rng=rng, dtype=like.dtype)
-        return draw.owner.outputs[0], draw
 
 
 def _scalar(who: str, name: str, value: Any, interval: Interval) -> Any:
