@@ -451,6 +451,28 @@ def test_a_zero_gradient_takes_no_step_in_the_default_mode():
     np.testing.assert_array_equal(w.get_value(), np.ones(3))
 
 
+def test_the_kernels_slope_is_forward_mode_and_equals_the_gradients():
+    """The strong Wolfe kernel's :math:`\\phi'(t)` (``_derivative``): forward mode where every op of
+    the model has a push-forward (no gradient buffer: no ``Alloc``/``IncSubtensor`` for Numba to
+    compile into the kernel), else the reverse mode (a ``Matmul`` has none in PyTensor 3); the
+    value of ``pytensor.grad`` either way."""
+    x = pytensor.shared(np.array([-1.2, 1.0, -0.5, 2.0]), name="x")
+    rosenbrock = (100 * (x[1:] - x[:-1] ** 2) ** 2 + (1 - x[:-1]) ** 2).sum()
+    logistic, (w, _), _ = logistic_problem()
+    for loss, p, forward in ((rosenbrock, x, True), (logistic, w, None)):
+        t = pt.dscalar("t")
+        direction = np.linspace(-1.0, 1.0, p.get_value().size).reshape(p.get_value().shape)
+        at_t = pytensor.graph.replace.graph_replace(loss, {p: p + t * direction}, strict=False)
+        slope = lbfgs_module._derivative(at_t, t)
+        expected = pytensor.grad(at_t, t)
+        for value in (0.0, 0.3):
+            np.testing.assert_allclose(slope.eval({t: value}), expected.eval({t: value}), rtol=1e-12)
+        if forward:
+            graph = pytensor.graph.fg.FunctionGraph(outputs=[slope], clone=True)
+            names = {type(node.op).__name__ for node in graph.apply_nodes}
+            assert not names & {"Alloc", "IncSubtensor", "AdvancedIncSubtensor1"}, names
+
+
 def test_default_mode_equals_the_python_linker():
     results = []
     for mode in (PY, None):
