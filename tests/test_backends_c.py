@@ -13,6 +13,7 @@ import updates
 from updates.backends.c import CStep, LeanElemwise, c_chain_widths
 from updates.c_compile import HOT, _is_gcc
 from updates.fused import LARGE_STATELESS_STEP, FusedStep
+from updates.reductions import FusedSums, Terms
 
 if not pytensor.config.cxx:
     pytest.skip("no C compiler: the C VM runs the Python perform", allow_module_level=True)
@@ -156,3 +157,120 @@ def test_the_chain_covers_every_param_with_the_fewest_nodes_of_two_widths_at_mos
     _, reference, _ = run("FAST_COMPILE", True, many, grads)
     for got, expected in zip(params, reference):
         np.testing.assert_allclose(got.get_value(), expected.get_value(), rtol=1e-13)
+
+
+# -- FusedSums: the chain's sums form ---------------------------------------------------------
+
+
+def _terms(h, param, grad, m):
+    """Terms of each dtype and sign, one a scalar's: an inner product, a norm, a square."""
+    return grad * (m - param), abs(grad) * h.scale, param * param
+
+
+def _sums_function(dtype, n_params, mode="CVM"):
+    """A function of the gradients giving the FusedSums of :func:`_terms` over ``n_params`` params of
+    a few shapes, and the node's op, params, buffer and the inputs it takes after the gradients."""
+    rng = np.random.default_rng(n_params)
+    shapes = [(2 + i % 3, 3) if i % 2 else (1 + i % 5,) for i in range(n_params)]
+    params = [pytensor.shared(rng.normal(size=s).astype(dtype), name=f"w{i}") for i, s in enumerate(shapes)]
+    grads = [pt.tensor(f"g{i}", dtype=dtype, shape=(None,) * len(s)) for i, s in enumerate(shapes)]
+    size = sum(int(np.prod(s)) for s in shapes)
+    buffer = pytensor.shared(rng.normal(size=size).astype(dtype), name="m")
+    scale = pt.constant(np.asarray(0.5, dtype=dtype))
+    op = FusedSums(FusedStep(Terms("terms", _terms), dtype, shapes, 1, ("scale",)))
+    sums = op(*params, *grads, buffer, scale)
+    return pytensor.function(grads, sums, mode=mode), op, params, [buffer.get_value(), np.asarray(0.5, dtype)]
+
+
+def _perform(op, params, grads, rest):
+    node = op.make_node(*(pt.as_tensor_variable(x) for x in [*params, *grads, *rest]))
+    storage = [[None]]
+    op.perform(node, [*params, *grads, *rest], storage)
+    return storage[0][0]
+
+
+@pytest.mark.parametrize(
+    ("dtype", "n_params"), [("float64", 1), ("float64", 3), ("float64", 9), ("float64", 17), ("float32", 3)]
+)
+def test_fused_sums_become_a_chain_of_c_nodes_equal_to_perform(dtype, n_params):
+    """No FusedSums left: a chain of CSums nodes of the chain's widths, each term summed in float64
+    as ``perform`` sums it (its order of additions aside)."""
+    function, op, params, rest = _sums_function(dtype, n_params)
+    assert not nodes_of(function, FusedSums)
+    chain = [node.op for node in nodes_of(function, CStep)]
+    assert sorted(c.n_params for c in chain) == sorted(c_chain_widths(n_params))
+    assert {c.form for c in chain} == {"sums"} and {c.count for c in chain} == {3}
+    values = [p.get_value() for p in params]
+    rng = np.random.default_rng(7)
+    for _ in range(2):
+        grads = [rng.normal(size=v.shape).astype(dtype) for v in values]
+        got = function(*grads)
+        expected = _perform(op, values, grads, rest)
+        assert got.dtype == "float64" and got.shape == (3,)
+        np.testing.assert_allclose(got, expected, rtol=1e-14)
+
+
+def test_fused_sums_in_c_read_strided_params_and_gradients_of_another_layout():
+    function, op, params, rest = _sums_function("float64", 3)
+    rng = np.random.default_rng(3)
+    matrix = params[1]
+    matrix.set_value(np.asfortranarray(rng.normal(size=matrix.get_value().shape)), borrow=True)
+    assert not matrix.get_value(borrow=True).flags.c_contiguous
+    values = [p.get_value() for p in params]
+    grads = [np.asfortranarray(rng.normal(size=v.shape)) for v in values]
+    np.testing.assert_allclose(function(*grads), _perform(op, values, grads, rest), rtol=1e-14)
+
+
+def test_fused_sums_in_c_refuse_a_param_resized_after_the_build():
+    function, op, params, rest = _sums_function("float64", 3)
+    params[1].set_value(np.ones((7, 3)))
+    grads = [np.ones(p.get_value().shape) for p in params]
+    with pytest.raises(ValueError, match=r"CSums\{terms, float64, 3 params\}: params\[1\] changed size"):
+        function(*grads)
+    with pytest.raises(ValueError, match=r"params\[1\] changed size after the updates were built"):
+        _perform(op, [p.get_value() for p in params], grads, rest)
+
+
+def test_the_sums_node_pickles_and_one_module_serves_every_position():
+    """The nodes of a width are one op (one C module) wherever their params sit in the buffers;
+    its key pickles."""
+    function, op, _, _ = _sums_function("float64", 16)
+    chain = nodes_of(function, CStep)
+    assert len(chain) == 2 and chain[0].inputs[-2].data[0] != chain[1].inputs[-2].data[0]
+    assert chain[0].op == chain[1].op and str(chain[0].op) == "CSums{terms, float64, 8 params}"
+    c_op = CStep(op.terms.composite, "float64", 8, 1, 1, "terms", "sums")
+    again = pickle.loads(pickle.dumps(c_op))
+    assert again == c_op == chain[0].op and hash(again) == hash(c_op)
+
+
+def test_prodigy_under_the_c_vm_equals_the_per_parameter_graph():
+    """Prodigy's sums as the C chain, ten steps, as the per-parameter graph (its Sum nodes)."""
+    hyper = {"learning_rate": 1.0, "beta2": 0.99, "d0": 1e-2, "weight_decay": 0.1}
+    results = []
+    for per_parameter in (False, True):
+        params = [pytensor.shared(v, name=f"w{i}") for i, v in enumerate(values())]
+        grads = [pt.tensor(f"g{i}", dtype="float64", shape=(None,) * v.ndim) for i, v in enumerate(values())]
+        with updates.per_parameter(per_parameter):
+            result = updates.prodigy(grads, params, **hyper)
+        step = pytensor.function(grads, [], updates=result, mode="CVM")
+        assert not nodes_of(step, FusedSums)
+        assert any(n.op.form == "sums" for n in nodes_of(step, CStep)) == (not per_parameter)
+        for k in range(10):
+            step(*gradients(k))
+        scalars = {s.name: s.get_value() for s in result.state if s.ndim == 0}  # d, numerator, t
+        results.append([*(p.get_value() for p in params), *(scalars[name] for name in sorted(scalars))])
+    assert len(results[0]) == len(results[1]) == 5
+    for got, expected in zip(*results):
+        np.testing.assert_allclose(got, expected, rtol=1e-12)
+
+
+def test_the_sums_nodes_perform_adds_to_the_sums_before_it():
+    """Without C code (the Python linker) a CSums node adds its params' sums to those threaded in."""
+    function, op, params, rest = _sums_function("float64", 3)
+    (node,) = nodes_of(function, CStep)
+    values = [p.get_value() for p in params]
+    grads = [np.cos(np.arange(v.size)).reshape(v.shape) for v in values]
+    before = np.array([1.0, -2.0, 3.0])
+    storage = [[None]]
+    node.op.perform(node, [*values, *grads, *rest, node.inputs[-2].data, before], storage)
+    np.testing.assert_allclose(storage[0][0], before + _perform(op, values, grads, rest), rtol=1e-14)

@@ -4,18 +4,21 @@ and cached across processes."""
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
 from pytensor.tensor.basic import MakeVector
+from pytensor.tensor.subtensor import Subtensor
 from registry import GRADIENT_RULES
 
 import updates
 from updates.backends import numba as numba_step
 from updates.backends.numba import chain_widths
 from updates.fused import FusedStep
+from updates.reductions import FusedSums, Terms
 
 if not numba_step.NUMBA:
     pytest.skip("PyTensor's Numba backend has no cache keys here (PyTensor 2.38)", allow_module_level=True)
@@ -144,3 +147,127 @@ def test_a_new_process_loads_the_compiled_step_from_the_cache(tmp_path):
     ]
     assert outputs[0] == outputs[1]
     assert list((tmp_path / "numba").glob("*")) or list(tmp_path.rglob("*.nbi"))
+
+
+# -- FusedSums: the chain's sums form ---------------------------------------------------------
+
+
+def _terms(h, param, grad, m):
+    """Terms of each sign, one a scalar's, one boolean (a count), one the gradient as it is."""
+    return grad * (m - param), abs(grad) * h.scale, param * param, param > h.scale, grad
+
+
+def _sums_function(dtype, n_params, mode="NUMBA"):
+    """A function of the gradients giving the FusedSums of :func:`_terms` over ``n_params`` params of
+    a few shapes (a 0-d one among them), its op, the params and the inputs after the gradients."""
+    rng = np.random.default_rng(n_params)
+    shapes = [(2 + i % 3, 3) if i % 2 else () if i % 5 == 4 else (1 + i % 5,) for i in range(n_params)]
+    params = [pytensor.shared(rng.normal(size=s).astype(dtype), name=f"w{i}") for i, s in enumerate(shapes)]
+    grads = [pt.tensor(f"g{i}", dtype=dtype, shape=(None,) * len(s)) for i, s in enumerate(shapes)]
+    size = sum(int(np.prod(s)) for s in shapes)
+    buffer = pytensor.shared(rng.normal(size=size).astype(dtype), name="m")
+    scale = pt.scalar("scale", dtype=dtype)
+    op = FusedSums(FusedStep(Terms("terms", _terms), dtype, shapes, 1, ("scale",)))
+    function = pytensor.function([*grads, scale], op(*params, *grads, buffer, scale), mode=mode)
+    return function, op, params, buffer
+
+
+def _perform(op, params, grads, rest):
+    node = op.make_node(*(pt.as_tensor_variable(x) for x in [*params, *grads, *rest]))
+    storage = [[None]]
+    op.perform(node, [*params, *grads, *rest], storage)
+    return storage[0][0]
+
+
+def _check_sums(function, op, params, buffer, dtype, seed=7, rtol=1e-14):
+    values = [p.get_value() for p in params]
+    rng = np.random.default_rng(seed)
+    for _ in range(2):
+        grads = [rng.normal(size=v.shape).astype(dtype) for v in values]
+        scale = np.asarray(rng.uniform(0.1, 0.5), dtype=dtype)
+        got = function(*grads, scale)
+        assert got.dtype == "float64" and got.shape == (5,)
+        np.testing.assert_allclose(got, _perform(op, values, grads, [buffer.get_value(), scale]), rtol=rtol)
+
+
+@pytest.mark.parametrize(
+    ("dtype", "n_params"), [("float64", 1), ("float64", 3), ("float64", 17), ("float32", 3), ("float32", 17)]
+)
+def test_fused_sums_become_a_chain_of_numba_nodes_equal_to_perform(dtype, n_params):
+    """No FusedSums left and nothing in object mode: a chain of sums nodes of the chain's widths,
+    each term computed in the params' dtype and summed in float64 as ``perform`` sums it (its
+    order of additions aside); the Python forms of the nodes give the same."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        function, op, params, buffer = _sums_function(dtype, n_params)
+        _check_sums(function, op, params, buffer, dtype)
+    assert not [w for w in caught if "object mode" in str(w.message)]
+    assert not nodes_of(function, FusedSums)
+    chain = [node.op for node in nodes_of(function, numba_step.ParamStep)]
+    assert sorted(c.n_params for c in chain) == sorted(chain_widths(n_params))
+    assert {c.form for c in chain} == {"sums"} and {c.count for c in chain} == {5}
+    python = pytensor.compile.mode.Mode("py", pytensor.compile.mode.get_mode("NUMBA").optimizer)
+    function, op, params, buffer = _sums_function(dtype, n_params, mode=python)
+    assert not nodes_of(function, FusedSums) and nodes_of(function, numba_step.ParamStep)
+    _check_sums(function, op, params, buffer, dtype)
+
+
+def test_fused_sums_under_numba_read_strided_params_and_gradients():
+    """A param set to a transposed array (not C-contiguous) and gradients of another layout are
+    read as they are (from contiguous copies that live until the kernel returns)."""
+    function, op, params, buffer = _sums_function("float64", 3)
+    rng = np.random.default_rng(3)
+    matrix = params[1]
+    matrix.set_value(rng.normal(size=matrix.get_value().shape[::-1]).T)
+    assert not matrix.get_value(borrow=True).flags.c_contiguous
+    values = [p.get_value() for p in params]
+    grads = [np.asfortranarray(rng.normal(size=v.shape)) for v in values]
+    grads[0] = rng.normal(size=2 * grads[0].size)[::2]  # strided
+    rest = [buffer.get_value(), np.asarray(0.3)]
+    np.testing.assert_allclose(function(*grads, rest[1]), _perform(op, values, grads, rest), rtol=1e-14)
+
+
+def test_fused_sums_under_numba_refuse_a_param_resized_after_the_build():
+    function, _, params, _ = _sums_function("float64", 3)
+    grads = [np.ones(p.get_value().shape) for p in params]
+    for shape in [(7, 3), (1, 3)]:  # larger, smaller
+        params[1].set_value(np.ones(shape))
+        grads[1] = np.ones(shape)
+        with pytest.raises(ValueError, match="FusedSums: the params changed size after the updates were"):
+            function(*grads, 0.5)
+    params[1].set_value(np.ones((3, 3)))
+    grads[1] = np.ones((2, 2))
+    with pytest.raises(ValueError, match="FusedSums: a gradient and its param differ in size"):
+        function(*grads, 0.5)
+
+
+def test_prodigy_under_numba_equals_the_per_parameter_graph():
+    """Prodigy's sums as the Numba chain, ten steps, as the per-parameter graph (its Sum nodes);
+    the chain's nodes in Python too. The step's scalars read the sums from the chain's vector
+    (no Subtensor node)."""
+    hyper = {"learning_rate": 1.0, "beta2": 0.99, "d0": 1e-2, "weight_decay": 0.1}
+    rng = np.random.default_rng(0)
+    values = [rng.normal(size=s) for s in [(3,), (2, 3), (), (4,)]]
+    gradients = [[rng.normal(size=v.shape) for v in values] for _ in range(10)]
+    python = pytensor.compile.mode.Mode("py", pytensor.compile.mode.get_mode("NUMBA").optimizer)
+    results = []
+    for per_parameter, mode in ((False, "NUMBA"), (False, python), (True, "NUMBA")):
+        params = [pytensor.shared(v, name=f"w{i}") for i, v in enumerate(values)]
+        grads = [pt.tensor(f"g{i}", dtype="float64", shape=(None,) * v.ndim) for i, v in enumerate(values)]
+        with updates.per_parameter(per_parameter):
+            result = updates.prodigy(grads, params, **hyper)
+        step = pytensor.function(grads, [], updates=result, mode=mode)
+        assert not nodes_of(step, FusedSums)
+        assert any(n.op.form == "sums" for n in nodes_of(step, numba_step.ParamStep)) == (not per_parameter)
+        if not per_parameter:
+            assert not nodes_of(step, Subtensor)
+            assert any(n.op.take for n in nodes_of(step, numba_step.ScalarStep))
+        for grads_k in gradients:
+            step(*grads_k)
+        scalars = {s.name: s.get_value() for s in result.state}
+        carried = [scalars[name] for name in ("prodigy.d", "prodigy.numerator", "prodigy.t")]
+        results.append([*(p.get_value() for p in params), *carried])
+    assert results[0][-1] == 10 and results[0][-3] > hyper["d0"]  # d grew
+    for expected in results[1:]:
+        for got, value in zip(results[0], expected):
+            np.testing.assert_allclose(got, value, rtol=1e-12)

@@ -1,11 +1,15 @@
-"""AllFinite and SumOfSquares: one node over many tensors, in every linker, equal to NumPy."""
+"""AllFinite, SumOfSquares and FusedSums: one node over many tensors, in every linker, equal to NumPy."""
+
+from types import SimpleNamespace
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 import pytest
 
-from updates.reductions import AllFinite, SumOfSquares, all_finite, l2_norm
+import updates
+from updates.fused import FusedStep, ancestors
+from updates.reductions import AllFinite, FusedSums, SumOfSquares, Terms, all_finite, fused_sums, l2_norm
 
 MODES = ["FAST_COMPILE", "CVM", "NUMBA", "JAX", "PYTORCH"]
 NEEDS = {"NUMBA": "numba", "JAX": "jax", "PYTORCH": "torch"}
@@ -87,3 +91,56 @@ def test_the_norm_of_many_tensors_is_one_node_that_agrees_with_numpy(mode, dtype
     for g, v in zip(grads, values):
         assert g.dtype == v.dtype
         np.testing.assert_allclose(g, v / expected, rtol=rtol)
+
+
+def _terms(h, param, grad, s):
+    """Terms as a rule's ``sums`` gives them: an inner product, a norm, a term of the scalar only."""
+    return grad * (s - param), abs(h.rate * s + grad), h.rate + 0 * param
+
+
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_fused_sums_are_one_node_that_agrees_with_numpy(mode, dtype):
+    if mode in NEEDS:
+        pytest.importorskip(NEEDS[mode])
+    rng = np.random.default_rng(0)
+    shapes = [(3, 2), (5,), (), (2, 2, 2)]
+    values = [rng.normal(size=shape).astype(dtype) for shape in shapes]
+    params = [pytensor.shared(x, name=f"p{i}") for i, x in enumerate(values)]
+    grads = [pt.tensor(f"g{i}", dtype=dtype, shape=shape) for i, shape in enumerate(shapes)]
+    slot = pytensor.shared(rng.normal(size=sum(x.size for x in values)).astype(dtype), name="s")
+    h = SimpleNamespace(rate=pt.scalar("rate", dtype=dtype))
+    sums = fused_sums(Terms("test", _terms, clear_nan=True), dtype, params, grads, [slot], h)
+    f = pytensor.function([*grads, h.rate], sums, mode=mode)
+    kinds = {type(n.op) for n in f.maker.fgraph.apply_nodes}
+    if mode == "FAST_COMPILE":
+        assert FusedSums in kinds
+    elif mode in ("CVM", "NUMBA"):  # lowered to the backend's loops
+        assert FusedSums not in kinds
+    g = [rng.normal(size=shape).astype(dtype) for shape in shapes]
+    g[1][2] = np.nan  # cleared: 0
+    rate = np.asarray(0.5, dtype)
+    got, expected = f(*g, rate), np.zeros(3)
+    pieces = np.split(slot.get_value(), np.cumsum([x.size for x in values])[:-1])
+    for x, gradient, piece in zip(values, g, pieces):
+        gradient = np.nan_to_num(gradient.ravel(), nan=0.0)
+        terms = gradient * (piece - x.ravel()), abs(rate * piece + gradient), np.full(x.size, rate)
+        expected += [np.sum(t, dtype="float64") for t in terms]
+    assert [x.dtype for x in got] == [np.dtype(dtype)] * 3
+    np.testing.assert_allclose(got, expected.astype(dtype), rtol=1e-13 if dtype == "float64" else 1e-6)
+
+
+def test_a_rule_with_sums_adds_one_node_per_dtype_and_sums_per_parameter_for_mixed_dtypes():
+    """Prodigy's sums: one FusedSums beside its FusedStep; with params of two dtypes (each dtype's
+    sums cover all the params), the per-parameter sums."""
+
+    def nodes(dtypes):
+        params = [pytensor.shared(np.ones(3, dtype=d), name=f"p{i}") for i, d in enumerate(dtypes)]
+        result = updates.prodigy(sum((p**2).sum() for p in params), params)
+        owners = {x.owner for x in ancestors(list(result.values())) if x.owner is not None}
+        return [type(node.op) for node in owners]
+
+    same = nodes(["float64"] * 3)
+    assert same.count(FusedSums) == 1 and same.count(FusedStep) == 1
+    mixed = nodes(["float64", "float32", "float64"])
+    assert FusedSums not in mixed and FusedStep not in mixed

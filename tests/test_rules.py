@@ -174,13 +174,15 @@ def test_fused_and_per_parameter_paths_agree(case):
             step(*grad([p.get_value() for p in params]))
         results[path] = [p.get_value() for p in params], result.named_state()
     (fused, fused_state), (reference, reference_state) = results.values()
+    # a rule's sums over every param are added in another order (NumPy's pairwise sum of each
+    # param here, the node's loop there): D-Adaptation's numerator, -0.056 from terms of about
+    # 1 that cancel, differs by 2e-13 after the steps
+    tolerance = dict(rtol=1e-12, atol=1e-12) if case.rule.sums else dict(rtol=1e-13, atol=1e-15)
     for a, b in zip(fused, reference):
-        np.testing.assert_allclose(a, b, rtol=1e-13, atol=1e-15)
+        np.testing.assert_allclose(a, b, **tolerance)
     assert fused_state.keys() == reference_state.keys()
     for name in fused_state:
-        np.testing.assert_allclose(
-            fused_state[name], reference_state[name], rtol=1e-13, atol=1e-15, err_msg=name
-        )
+        np.testing.assert_allclose(fused_state[name], reference_state[name], **tolerance, err_msg=name)
 
 
 @pytest.mark.parametrize("case", RULES, ids=str)

@@ -22,6 +22,7 @@ of the linker (``backends/c.py`` or ``backends/numba.py``); the "Reading map" of
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -50,6 +51,7 @@ from updates.fused import FusedStep, gated_by
 from updates.grads import clear_nan, loss_of, prepare_grads
 from updates.layout import flat_state, new_state, state_like, state_of_shape, step_counter
 from updates.public import checks_keywords
+from updates.reductions import Terms, fused_sums, total
 
 __all__ = ["Rule", "Elementwise", "apply_rule", "wrap_elementwise", "per_parameter", "gated"]
 
@@ -147,13 +149,18 @@ class Rule:
         ``shape``, each with its own shape, in place of ``slots`` (e.g. Adafactor's row and
         column factors of a matrix), or None to keep ``slots`` for that param. Called with the
         param's shape and with its static shape (None where unknown). Only with ``per_tensor``.
+    sums : callable, optional
+        ``sums(h, param, grad, *slots) -> tuple`` of elementwise terms, each summed over every
+        element of every param of the call before the kernel runs (e.g. Prodigy's inner product
+        of the gradients with the distance travelled), the gradients with ``clear_nan`` applied.
+        With one dtype, one node sums them all (``updates.reductions.FusedSums``, on the
+        multi-tensor path); per parameter, or with several dtypes (each param cast to the dtype
+        of ``h``), ``Sum`` nodes do.
     reduce : callable, optional
-        ``reduce(h, tensors) -> dict`` of scalars from sums over every param of the call (e.g.
-        Prodigy's estimate of the distance to the solution), ``tensors`` holding ``(param, grad,
-        *slots)`` of each param (all dtypes, cast to the dtype of ``h``; the gradients with
-        ``clear_nan`` applied). It runs after ``per_step`` and before the kernel, which sees its
-        results in ``h``; a carried scalar's new value may come from it. Only with
-        ``per_tensor``: the state of every param is made before any kernel runs.
+        ``reduce(h, totals) -> dict`` of scalars from ``totals``, the sums of ``sums`` in its
+        order (e.g. Prodigy's new estimate of the distance to the solution). It runs after
+        ``per_step`` and before the kernel, which sees its results in ``h``; a carried scalar's
+        new value may come from it. The state of every param is made before any kernel runs.
     """
 
     name: str
@@ -166,7 +173,8 @@ class Rule:
     ranges: Mapping[str, Interval] = dataclasses.field(default_factory=dict, compare=False)
     averages: bool | tuple[str, ...] = False
     shaped_slots: Callable[[tuple], tuple[tuple[str, tuple], ...] | None] | None = None
-    reduce: Callable[[SimpleNamespace, list[tuple[Variable, ...]]], dict[str, Variable]] | None = None
+    sums: Callable[..., tuple[Variable, ...]] | None = None
+    reduce: Callable[[SimpleNamespace, tuple[Variable, ...]], dict[str, Variable]] | None = None
 
 
 @dataclass(frozen=True)
@@ -224,6 +232,11 @@ def gated(ok: Variable) -> Iterator[None]:
         yield
     finally:
         _GATE.reset(token)
+
+
+def building_per_parameter() -> bool:
+    """Whether the rules build the per-parameter graph here (inside :func:`per_parameter`)."""
+    return _PER_PARAMETER.get()
 
 
 @checks_keywords
@@ -293,21 +306,39 @@ def apply_rule(
     hyper = {name: _evaluate(value, counter) for name, value in hyper.items()}
     current = {name: pt.as_tensor_variable(value) for name, value in hyper.items()}
     updates = Updates(params=params, config=[config], hyperparameters=current)
-    groups = list(_dtype_groups(params, grads, extra))
-    slots = None
-    if rule.reduce:  # every param's state first: the sums cover them all
-        slots = {i: _slots_of(step, i, p) for _, group, _ in groups for i, p, *_ in group}
-    for dtype, group, suffix in groups:
-        tensors = _reduced(step, groups, slots, dtype) if rule.reduce else None
-        h = _scalars(rule, hyper, dtype, counter, suffix, updates, tensors)
-        _apply_elementwise(step, group, h, updates, suffix, per_tensor=rule.per_tensor, slots=slots)
+    groups = list(dtype_groups(params, grads, extra))
+    if rule.reduce and len(groups) == 1 and not (building_per_parameter() or rule.per_tensor):
+        _apply_with_fused_sums(rule, step, hyper, counter, updates, *groups[0])
+    else:
+        slots = None
+        if rule.reduce:  # every param's state first: the sums cover them all
+            slots = {i: slots_of(step, i, p) for _, group, _ in groups for i, p, *_ in group}
+        for dtype, group, suffix in groups:
+            totals = None
+            if rule.reduce:
+                totals = functools.partial(_summed, rule.sums, _reduced(step, groups, slots, dtype))
+            h = _scalars(rule, hyper, dtype, counter, suffix, updates, totals)
+            apply_elementwise(step, group, h, updates, suffix, per_tensor=rule.per_tensor, slots=slots)
     updates.update(schedules)
     if counter is not None:
         updates[counter] = counter + 1
     return _in_param_order(updates, params)
 
 
-def _dtype_groups(params: list[Variable], *per_param: list) -> Iterator[tuple[str, list[tuple], str]]:
+def _apply_with_fused_sums(
+    rule: Rule, step: Elementwise, hyper: dict, counter, updates: Updates, dtype: str, group, suffix: str
+) -> None:
+    """A rule with ``sums`` on one dtype's multi-tensor node: its flat state first, then one
+    ``updates.reductions.FusedSums`` node over the same layout for ``reduce``, then the step."""
+    buffers = flat_buffers(step, group, suffix)
+    _, params, grads, _ = zip(*group)
+    terms = Terms(rule.name, rule.sums, step.clear_nan)
+    totals = functools.partial(fused_sums, terms, dtype, params, grads, buffers)
+    h = _scalars(rule, hyper, dtype, counter, suffix, updates, totals)
+    apply_elementwise(step, group, h, updates, suffix, buffers=buffers)
+
+
+def dtype_groups(params: list[Variable], *per_param: list) -> Iterator[tuple[str, list[tuple], str]]:
     """The params by dtype: ``(dtype, [(index, param, *its entries of per_param)], suffix)``.
 
     ``suffix`` (``[float32]``) tells apart the flat buffers of several dtypes, and is empty when
@@ -319,7 +350,7 @@ def _dtype_groups(params: list[Variable], *per_param: list) -> Iterator[tuple[st
         yield dtype, group, f"[{dtype}]" if len(dtypes) > 1 else ""
 
 
-def _apply_elementwise(
+def apply_elementwise(
     step: Elementwise,
     group: list[tuple],
     h: SimpleNamespace,
@@ -327,13 +358,14 @@ def _apply_elementwise(
     suffix: str,
     per_tensor: bool = False,
     slots: dict[int, list[Variable]] | None = None,
+    buffers: list[Variable] | None = None,
 ) -> None:
     """Write into ``updates`` the new params and state ``step`` gives ``group`` (one dtype).
 
     ``group`` holds ``(index, param, x, extra inputs)``, ``x`` the gradient of a rule or the
-    wrapped new value of a wrapper. One multi-tensor node, or per parameter under
-    :func:`per_parameter` or for a ``per_tensor`` rule (given ``slots``, the state already made
-    for each param by index, per parameter).
+    wrapped new value of a wrapper. One multi-tensor node (given ``buffers``, its flat state
+    already made), or per parameter under :func:`per_parameter` or for a ``per_tensor`` rule
+    (given ``slots``, the state already made for each param by index, per parameter).
     """
     gate = _GATE.get()
     if gate is not None:
@@ -342,16 +374,16 @@ def _apply_elementwise(
     before = set(updates)
     if slots is not None:
         _apply_per_parameter(step, group, h, updates, suffix, slots)
-    elif _PER_PARAMETER.get() or per_tensor:
+    elif building_per_parameter() or per_tensor:
         _apply_per_parameter(step, group, h, updates, suffix)
     else:
-        _apply_fused(step, group, h, updates, suffix)
+        _apply_fused(step, group, h, updates, buffers or flat_buffers(step, group, suffix))
     if gate is not None:
         written = [param for _, param, *_ in group] + [key for key in updates if key not in before]
         updates.gated.update((key, updates[key]) for key in written)
 
 
-def _slots_of(step: Elementwise, i: int, param: SharedVariable) -> list[SharedVariable]:
+def slots_of(step: Elementwise, i: int, param: SharedVariable) -> list[SharedVariable]:
     """The state of ``params[i]`` on the per-parameter path, one shared variable per slot."""
     shaped = step.shaped_slots and step.shaped_slots(param.get_value(borrow=True).shape)
     name = f"{label(param, i)}.{step.name}"
@@ -361,8 +393,14 @@ def _slots_of(step: Elementwise, i: int, param: SharedVariable) -> list[SharedVa
     return [state_like(param, f"{name}.{s}", averages=step.averaged(s)) for s in step.slots]
 
 
+def _summed(sums: Callable, tensors: list[tuple], h: SimpleNamespace) -> tuple[Variable, ...]:
+    """The terms of ``sums`` on each of ``tensors`` (:func:`_reduced`), each summed over them all."""
+    terms = [sums(h, *tensor) for tensor in tensors]
+    return tuple(total(pt.sum(x) for x in column) for column in zip(*terms))
+
+
 def _reduced(step: Elementwise, groups: list, slots: dict[int, list[Variable]], dtype: str) -> list[tuple]:
-    """What a rule's ``reduce`` sums over: ``(param, grad, *slots)`` of every param, in ``dtype``."""
+    """What a rule's ``sums`` sum over: ``(param, grad, *slots)`` of every param, in ``dtype``."""
     tensors = []
     for _, group, _ in groups:
         for i, param, grad, _ in group:
@@ -375,18 +413,21 @@ def _apply_per_parameter(
     step: Elementwise, group, h: SimpleNamespace, updates: Updates, suffix: str, made: dict | None = None
 ) -> None:
     for i, param, x, extra in group:
-        slots = made[i] if made is not None else _slots_of(step, i, param)
+        slots = made[i] if made is not None else slots_of(step, i, param)
         new_param, *new_slots = step(h, param, x, *extra, *slots)
         updates[param] = new_param
         for slot, new_slot in zip(slots, new_slots):
             updates[slot] = new_slot
 
 
-def _apply_fused(step: Elementwise, group, h: SimpleNamespace, updates: Updates, suffix: str) -> None:
-    indices, params, xs, _ = zip(*group)
-    buffers = [
-        flat_state(params, indices, f"{step.name}.{slot}", suffix, step.averaged(slot)) for slot in step.slots
-    ]
+def flat_buffers(step: Elementwise, group, suffix: str) -> list[SharedVariable]:
+    """The flat state of ``step`` for the params of ``group``, one buffer per slot."""
+    indices, params, *_ = zip(*group)
+    return [flat_state(params, indices, f"{step.name}.{s}", suffix, step.averaged(s)) for s in step.slots]
+
+
+def _apply_fused(step: Elementwise, group, h: SimpleNamespace, updates: Updates, buffers: list) -> None:
+    _, params, xs, _ = zip(*group)
     names = tuple(vars(h))
     shapes = [p.get_value(borrow=True).shape for p in params]
     op = FusedStep(step, params[0].dtype, shapes, len(buffers), names)
@@ -402,12 +443,12 @@ def _scalars(
     counter: Variable | None,
     suffix: str,
     updates: Updates,
-    tensors: list[tuple] | None = None,
+    totals: Callable[[SimpleNamespace], tuple[Variable, ...]] | None = None,
 ) -> SimpleNamespace:
     """The hyperparameters cast to ``dtype``, plus the rule's per-step, reduced and carried scalars.
 
     Each carried scalar is a new shared variable of ``dtype`` (``nadam.mu_product``), put in
-    ``updates`` with its new value. ``tensors`` are what the rule's ``reduce`` sums over.
+    ``updates`` with its new value. ``totals(h)`` gives the sums the rule's ``reduce`` takes.
     """
     h = SimpleNamespace(**{name: as_dtype(value, dtype) for name, value in hyper.items()})
     carried = {}
@@ -418,7 +459,7 @@ def _scalars(
         step = counter + 1
         h.__dict__.update(rule.per_step(h, pt.cast(step, dtype), step))
     if rule.reduce is not None:
-        h.__dict__.update(rule.reduce(h, tensors))
+        h.__dict__.update(rule.reduce(h, totals(h)))
     for name, variable in carried.items():
         updates[variable] = getattr(h, name)
     return h
@@ -492,8 +533,8 @@ def wrap_elementwise(
     values = {name: _evaluate(value, counter) for name, value in hyper.items()}
     wrapped = begin_wrapper(who, updates, params, hyper, values)
     wrapped.config[-1].update(options or {})
-    for dtype, group, suffix in _dtype_groups(params, [updates[p] for p in params], [()] * len(params)):
-        _apply_elementwise(step, group, scalars(dtype, values, counter), wrapped, suffix)
+    for dtype, group, suffix in dtype_groups(params, [updates[p] for p in params], [()] * len(params)):
+        apply_elementwise(step, group, scalars(dtype, values, counter), wrapped, suffix)
     wrapped.update(schedules)
     if counter is not None:
         wrapped[counter] = counter + 1

@@ -11,7 +11,9 @@ with hyperparameters only it returns itself awaiting them, so it takes the rule'
 - :func:`sam` hands the base rule the gradient at the perturbed params
   :math:`p + \rho\, g / \lVert g \rVert`, taken from the loss inside the same compiled step (the
   loss's graph with the params replaced by the perturbed ones);
-- :func:`mechanize` runs the base rule and learns the scale of its steps (Mechanic).
+- :func:`mechanize` runs the base rule and learns the scale of its steps (Mechanic): its inner
+  product over every param is one node (``updates.reductions.FusedSums``), its step on
+  the base rule's new values an elementwise step in the multi-tensor node, as a wrapper's.
 
 Their state is the base rule's, then their own (``<param>.mechanize.x0``, ``mechanize.s``, ...),
 named per param, so :func:`~updates.inspect_state`, checkpoints and :func:`~updates.reset_state`
@@ -21,6 +23,7 @@ see all of it.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -37,14 +40,24 @@ from updates.checks import (
     check_mapping,
     describe,
     is_schedule,
-    label,
 )
 from updates.container import Updates
-from updates.engine import as_dtype, begin_wrapper, params_to_wrap
+from updates.engine import (
+    Elementwise,
+    apply_elementwise,
+    as_dtype,
+    begin_wrapper,
+    building_per_parameter,
+    dtype_groups,
+    flat_buffers,
+    params_to_wrap,
+    slots_of,
+)
 from updates.grads import prepare_grads
-from updates.layout import new_state, state_like, step_counter
+from updates.layout import new_state, step_counter
 from updates.public import awaits_loss_and_params
-from updates.reductions import l2_norm
+from updates.reductions import Terms, fused_sums, l2_norm
+from updates.reductions import total as total_of
 
 __all__ = ["mechanize", "sam"]
 
@@ -193,6 +206,25 @@ def sam(loss_or_grads: Any = None, params: Any = None, rule: Any = None, rho: An
 # -- Mechanic --------------------------------------------------------------------------------------
 
 
+def _start(h: SimpleNamespace, param, x0):
+    """:math:`x_0`: the params themselves on the first step."""
+    return pt.switch(h.first, param, x0)
+
+
+def _mechanic_terms(h: SimpleNamespace, param, grad, x0) -> tuple:
+    r"""The terms of :math:`h = \langle \tilde g, \Delta_{prev} \rangle`, summed over every param."""
+    previous = (_start(h, param, x0) - param) / h.denominator
+    return ((grad + h.decay * param) * previous,)
+
+
+def _mechanic_step(h: SimpleNamespace, param, update, x0) -> tuple:
+    r"""The new param :math:`x_0 - (\sum_k s_k)\,\Delta` from the base rule's new value, and
+    :math:`x_0`."""
+    start = _start(h, param, x0)
+    delta = (start - param) / h.denominator - (update - param)
+    return start - h.scale * delta, start
+
+
 @awaits_loss_and_params
 def mechanize(
     loss_or_grads: Any = None,
@@ -298,25 +330,31 @@ def mechanize(
     counter = step_counter(f"{who}.t")
     hyper = dict(weight_decay=weight_decay, epsilon=epsilon)
     values = {name: _now(value, counter) for name, value in hyper.items()}
-    starts = [state_like(p, f"{label(p, i)}.{who}.x0") for i, p in enumerate(params)]
     n = num_betas
     r, m, v = (new_state(np.zeros(n, dtype), f"{who}.{name}", 0.0, (n,)) for name in ("r", "m", "v"))
     s = new_state(np.full(n, s_init, dtype), f"{who}.s", s_init, (n,))
 
-    first = pt.eq(counter, 0)
-    x0 = [pt.switch(first, p, start) for p, start in zip(params, starts)]
-    total = pt.sum(s)
-    grad_norm, param_norm = l2_norm(grads), l2_norm(params)
-    h = None
-    deltas = []
-    for p, g, x, u in zip(params, grads, x0, (inner[p] for p in params)):
-        eps, cast = as_dtype(values["epsilon"], p.dtype), (lambda y, d=p.dtype: pt.cast(y, d))
-        decay = as_dtype(values["weight_decay"], p.dtype) * cast(total) * cast(grad_norm)
-        decayed = g + decay / (cast(param_norm) + eps) * p
-        previous = (x - p) / (cast(total) + eps)
-        deltas.append(previous - (u - p))
-        term = pt.cast(pt.sum(decayed * previous), dtype)
-        h = term if h is None else h + term
+    total, grad_norm, param_norm = pt.sum(s), l2_norm(grads), l2_norm(params)
+
+    def scalars(dtype: str) -> SimpleNamespace:
+        r"""The step's scalars in ``dtype``: whether it is the first, the weight decay's factor on
+        the params, :math:`S + \epsilon`."""
+        eps, cast = as_dtype(values["epsilon"], dtype), (lambda y: pt.cast(y, dtype))
+        decay = as_dtype(values["weight_decay"], dtype) * cast(total) * cast(grad_norm)
+        first = pt.cast(pt.eq(counter, 0), dtype)
+        factor = decay / (cast(param_norm) + eps)
+        return SimpleNamespace(first=first, decay=factor, denominator=cast(total) + eps)
+
+    step = Elementwise(who, _mechanic_step, slots=("x0",))
+    groups = list(dtype_groups(params, [inner[p] for p in params], [()] * len(params)))
+    buffers = slots = None
+    if len(groups) == 1 and not building_per_parameter():  # the inner product in one node
+        buffers = flat_buffers(step, groups[0][1], "")
+        (h,) = fused_sums(Terms(who, _mechanic_terms), dtype, params, grads, buffers, scalars(dtype))
+    else:
+        slots = {i: slots_of(step, i, p) for i, p in enumerate(params)}
+        pieces = [(scalars(p.dtype), p, g, *slots[i]) for i, (p, g) in enumerate(zip(params, grads))]
+        h = total_of(pt.cast(pt.sum(_mechanic_terms(*piece)[0]), dtype) for piece in pieces)
     eps = as_dtype(values["epsilon"], dtype)
     betas = pt.constant(np.array([1.0 - 0.1**k for k in range(1, n + 1)], dtype=dtype))
     new_m = pt.maximum(betas * m, abs(h) + eps)
@@ -328,10 +366,10 @@ def mechanize(
 
     config = {**hyper, "s_init": s_init, "num_betas": num_betas}
     result = begin_wrapper(who, inner, params, config, values)
-    for p, x, delta in zip(params, x0, deltas):
-        result[p] = x - pt.cast(scale, p.dtype) * delta
-    for start, x in zip(starts, x0):
-        result[start] = x
+
+    for group_dtype, group, _ in groups:
+        own = SimpleNamespace(**vars(scalars(group_dtype)), scale=pt.cast(scale, group_dtype))
+        apply_elementwise(step, group, own, result, "", slots=slots, buffers=buffers)
     for variable, value in ((r, new_r), (m, new_m), (v, new_v), (s, new_s)):
         result[variable] = value
     result[counter] = counter + 1

@@ -1937,14 +1937,16 @@ _POLYAK_TINY = float(np.finfo(float).eps)
 POLYAK_VARIANTS = ("sps", "sps+")
 
 
+def _polyak_sums(h, param, grad):
+    r"""The terms of the squared norm of the gradients optax steps with: it scales them by
+    :math:`-s` first, so the norm is :math:`s^2 \|g\|^2`."""
+    return (pt.sqr(-h.learning_rate * grad),)
+
+
 def _polyak_reduce(variant: str):
-    def reduce(h, tensors):
-        r"""The Polyak step size from every param's gradient: optax scales the gradients by
-        :math:`-s` first, so its squared norm is :math:`s^2 \|g\|^2`."""
-        total = None
-        for _, grad in tensors:
-            term = pt.sum(pt.sqr(-h.learning_rate * grad))
-            total = term if total is None else total + term
+    def reduce(h, totals):
+        r"""The Polyak step size from the squared norm of every param's gradient."""
+        (total,) = totals
         gap = h.loss - h.f_min
         if variant == "sps+":
             gap = pt.maximum(gap, 0)
@@ -1964,7 +1966,7 @@ POLYAK_SGD = {
     variant: Rule(
         "polyak_sgd",
         _polyak,
-        per_tensor=True,
+        sums=_polyak_sums,
         reduce=_polyak_reduce(variant),
         ranges=dict(learning_rate=NON_NEGATIVE, max_learning_rate=NON_NEGATIVE, epsilon=NON_NEGATIVE),
     )

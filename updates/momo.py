@@ -5,9 +5,10 @@ values :math:`\bar f` and the inner products of the gradients with the params :m
 them and a lower bound :math:`f^\star` of the loss it builds a model of the loss, and steps to its
 minimum, or by the learning rate :math:`\eta` if that is shorter. The step size needs the loss
 value and sums over *every* param (the momentum's squared norm and its inner product with the
-params), so the rules are built per parameter with a ``reduce`` step of the engine
-(:class:`~updates.engine.Rule`), as :func:`~updates.polyak_sgd` is: the scalar loss given to the
-rule is differentiated for the gradients and its value computed in the same compiled step.
+params): the rules give the engine (:class:`~updates.engine.Rule`) the elementwise terms of
+those sums (``sums``, summed in one node over every param) and what it makes of them
+(``reduce``), as :func:`~updates.polyak_sgd` does; the scalar loss given to the rule is
+differentiated for the gradients and its value computed in the same compiled step.
 :math:`\bar f`, :math:`\gamma` and the lower bound are carried scalars (``momo.barf``,
 ``momo.gamma``, ``momo.lb``). The rules compute what ``optax.contrib.momo`` and
 ``optax.contrib.momo_adam`` compute (optax 0.2.8); the tests compare params and every piece of
@@ -26,7 +27,6 @@ from updates.container import Updates
 from updates.engine import Rule, apply_rule, first_step
 from updates.grads import prepare_grads
 from updates.public import update_rule
-from updates.reductions import total
 from updates.rules import ADAM_RANGES
 
 __all__ = ["momo", "momo_adam"]
@@ -85,15 +85,19 @@ def _momo_moment(h, grad, m):
     return h.beta_t * m + (1 - h.beta_t) * grad
 
 
+def _momo_sums(h, param, grad, m):
+    r"""The terms of :math:`\langle g, p\rangle`, :math:`\|m\|^2` and :math:`\langle m, p\rangle`."""
+    m = _momo_moment(h, grad, m)
+    return grad * param, pt.sqr(m), m * param
+
+
 def _momo_reduce(adapt: bool):
-    def reduce(h, tensors):
-        r""":math:`\bar f`, :math:`\gamma`, :math:`\|m\|^2` and :math:`\langle m, p\rangle` over
-        every param, then the step size :math:`\tau` and the lower bound."""
-        moments = [(p, g, _momo_moment(h, g, m)) for p, g, m in tensors]
+    def reduce(h, totals):
+        r""":math:`\bar f` and :math:`\gamma`, then from the sums the step size :math:`\tau` and
+        the lower bound."""
+        inner, norm, iprod = totals
         barf = h.beta_t * h.barf + (1 - h.beta_t) * h.loss
-        gamma = h.beta_t * h.gamma + (1 - h.beta_t) * total(pt.sum(g * p) for p, g, _ in moments)
-        norm = total(pt.sum(pt.sqr(m)) for _, _, m in moments)
-        iprod = total(pt.sum(m * p) for p, _, m in moments)
+        gamma = h.beta_t * h.gamma + (1 - h.beta_t) * inner
         tau, lb = _step_size(h, adapt, barf, gamma, iprod, norm)
         return dict(barf=barf, gamma=gamma, lb=lb, tau=tau)
 
@@ -113,7 +117,7 @@ MOMO = {
         slots=("m",),
         per_step=_momo_per_step,
         carry=_CARRY,
-        per_tensor=True,
+        sums=_momo_sums,
         reduce=_momo_reduce(adapt),
         ranges=dict(learning_rate=NON_NEGATIVE, beta=UNIT, weight_decay=NON_NEGATIVE),
     )
@@ -234,15 +238,19 @@ def _momo_adam_moments(h, grad, m, v):
     return m, v, h.epsilon + pt.sqrt(v / h.bc2)
 
 
+def _momo_adam_sums(h, param, grad, m, v):
+    r"""The terms of :math:`\langle g, p\rangle`, :math:`\langle m, m / D\rangle` and
+    :math:`\langle m, p\rangle`."""
+    m, v, d = _momo_adam_moments(h, grad, m, v)
+    return grad * param, m * (m / d), m * param
+
+
 def _momo_adam_reduce(adapt: bool):
-    def reduce(h, tensors):
-        r""":math:`\bar f`, :math:`\gamma`, :math:`\langle m, m / D\rangle` and
-        :math:`\langle m, p\rangle` over every param, then :math:`\tau` and the lower bound."""
-        moments = [(p, g, *_momo_adam_moments(h, g, m, v)) for p, g, m, v in tensors]
+    def reduce(h, totals):
+        r""":math:`\bar f` and :math:`\gamma`, then from the sums :math:`\tau` and the lower bound."""
+        inner, norm, iprod = totals
         barf = h.beta1 * h.barf + (1 - h.beta1) * h.loss
-        gamma = h.beta1 * h.gamma + (1 - h.beta1) * total(pt.sum(g * p) for p, g, *_ in moments)
-        norm = total(pt.sum(m * (m / d)) for _, _, m, _, d in moments)
-        iprod = total(pt.sum(m * p) for p, _, m, _, _ in moments)
+        gamma = h.beta1 * h.gamma + (1 - h.beta1) * inner
         tau, lb = _step_size(h, adapt, barf, gamma, iprod, norm, h.bc1)
         return dict(barf=barf, gamma=gamma, lb=lb, tau=tau)
 
@@ -262,7 +270,7 @@ MOMO_ADAM = {
         slots=("m", "v"),
         per_step=_momo_adam_per_step,
         carry=_CARRY,
-        per_tensor=True,
+        sums=_momo_adam_sums,
         reduce=_momo_adam_reduce(adapt),
         ranges=dict(ADAM_RANGES, weight_decay=NON_NEGATIVE),
     )

@@ -11,11 +11,13 @@ Each of these rules estimates its own step size from what it has seen, so that i
   bound on the distance to a solution grown from sums over the gradients.
 
 Prodigy, D-Adaptation's successor, lives in :mod:`updates.prodigy`. DoG, DoWG and D-Adaptation
-share its shape: their scalars (a distance, sums of norms) are sums over *every* param, so they
-are built per parameter with the engine's ``reduce`` step (:class:`~updates.engine.Rule`), which
-computes those sums once per step from the gradients and the state before the step, and carry
-them from step to step as scalars of the rule (``dog.max_dist``); each param's kernel then sees
-them as scalars. Each rule computes what its ``optax.contrib`` namesake computes (optax 0.2.8);
+share its shape: their scalars (a distance, sums of norms) are sums over *every* param. Each
+gives the engine (:class:`~updates.engine.Rule`) the elementwise terms of those sums (``sums``)
+and what it makes of them (``reduce``): the sums are computed once per step from the gradients
+and the state before the step, in one node over every param
+(``updates.reductions.FusedSums``), and carried from step to step as scalars of the rule
+(``dog.max_dist``); the step's elementwise kernel then sees them as scalars, in the multi-tensor
+node. Each rule computes what its ``optax.contrib`` namesake computes (optax 0.2.8);
 the tests compare params and every piece of state with optax live.
 """
 
@@ -30,7 +32,6 @@ from updates.container import Updates
 from updates.engine import Rule, apply_rule, first_step
 from updates.prodigy import _x0
 from updates.public import update_rule
-from updates.reductions import SumOfSquares, total
 
 __all__ = ["cocob", "dog", "dowg", "dadapt_adamw"]
 
@@ -158,31 +159,33 @@ def _decayed(h, param, grad):
     return grad + h.weight_decay * param
 
 
-def _squares(tensors):
-    """The sum of the squares of every element of ``tensors``: one node for many
-    (:class:`~updates.reductions.SumOfSquares`, as the global norm of ``clip_by_global_norm``)."""
-    # abs: PyTensor 2.38 rewrites sqrt(sqr(x)) of a lone scalar to x, sign included
-    return SumOfSquares()(*tensors) if len(tensors) > 1 else pt.sum(pt.sqr(abs(tensors[0])))
-
-
-def _sums(h, tensors):
-    """The squared distance from the initial params (0 on the first step) and the squared norm
-    of the decayed gradients, each over every param."""
-    distance = _squares([_x0(h, p, x0) - p for p, g, x0 in tensors])
-    gradients = _squares([_decayed(h, p, g) for p, g, x0 in tensors])
-    return distance, gradients
+def _sums(h, param, grad, x0):
+    """The terms of the squared distance from the initial params (0 on the first step) and of
+    the squared norm of the decayed gradients."""
+    # abs: PyTensor 2.38 rewrites sqrt(sum(sqr(x))) of a lone scalar to x, sign included
+    return pt.sqr(abs(_x0(h, param, x0) - param)), pt.sqr(_decayed(h, param, grad))
 
 
 INIT_STEPS = ("distance", "learning_rate", "heuristic")
 
 
+def _dog_sums(init_step_type: str):
+    def sums(h, param, grad, x0):
+        """:func:`_sums`, and with the heuristic first step the squares of the params (on the
+        first step, :math:`x_0`)."""
+        terms = _sums(h, param, grad, x0)
+        return (*terms, pt.sqr(abs(param))) if init_step_type == "heuristic" else terms
+
+    return sums
+
+
 def _dog_reduce(init_step_type: str):
-    def reduce(h, tensors):
+    def reduce(h, totals):
         r"""The new :math:`\bar r`, :math:`G` and the step size :math:`\bar r / \sqrt{G + \epsilon}`
         (the given one on the first step, for ``init_step=("learning_rate", value)``)."""
-        distance, gradients = _sums(h, tensors)
+        distance, gradients, *initial = totals
         if init_step_type == "heuristic":  # a * (1 + |x0|): the params on the first step are x0
-            r_epsilon = h.init_step * (1 + pt.sqrt(_squares([p for p, g, x0 in tensors])))
+            r_epsilon = h.init_step * (1 + pt.sqrt(initial[0]))
         elif init_step_type == "distance":
             r_epsilon = h.init_step
         else:
@@ -211,9 +214,9 @@ DOG = {
         slots=("x0",),
         per_step=first_step,
         carry=(("max_dist", 0.0), ("sum_sq_norm_grads", 0.0)),
-        per_tensor=True,
         # a distance of 0 never grows (the params never move); a first learning rate may be 0
         ranges=dict(DOG_RANGES, init_step=NON_NEGATIVE if kind == "learning_rate" else POSITIVE),
+        sums=_dog_sums(kind),
         reduce=_dog_reduce(kind),
     )
     for kind in INIT_STEPS
@@ -273,9 +276,9 @@ def dog(
         The new params, then the carried scalars ``dog.max_dist`` (:math:`\bar r`, 0 until the
         first step, which starts from :math:`r_\epsilon`) and ``dog.sum_sq_norm_grads``
         (:math:`G`), the slots ``<param>.dog.x0`` (the initial params, set on the first step)
-        and the step counter ``dog.t``. The rule is built per parameter (its norms cover every
-        param); with params of several dtypes each dtype keeps its own carried scalars
-        (``dog.max_dist[float32]``), computed from the norms over all the params in that dtype.
+        and the step counter ``dog.t``. The norms cover every param; with params of several
+        dtypes each dtype keeps its own carried scalars (``dog.max_dist[float32]``), computed
+        from the norms over all the params in that dtype.
 
     Notes
     -----
@@ -334,9 +337,9 @@ def _init_step(who: str, init_step: Any) -> tuple[str, Any]:
     return kind, value
 
 
-def _dowg_reduce(h, tensors):
+def _dowg_reduce(h, totals):
     r"""The new :math:`\bar r^2`, :math:`v` and the step size :math:`\bar r^2 / (\sqrt v + \epsilon)`."""
-    distance, gradients = _sums(h, tensors)
+    distance, gradients = totals
     estim_sq_dist = pt.maximum(pt.switch(h.first, h.init_estim_sq_dist, h.estim_sq_dist), distance)
     weighted_sq_norm_grads = estim_sq_dist * gradients + h.weighted_sq_norm_grads
     rate = estim_sq_dist / (pt.sqrt(weighted_sq_norm_grads) + h.epsilon)
@@ -349,10 +352,10 @@ DOWG = Rule(
     slots=("x0",),
     per_step=first_step,
     carry=(("estim_sq_dist", 0.0), ("weighted_sq_norm_grads", 0.0)),
-    per_tensor=True,
     ranges=dict(
         learning_rate=NON_NEGATIVE, init_estim_sq_dist=POSITIVE, epsilon=POSITIVE, weight_decay=NON_NEGATIVE
     ),
+    sums=_sums,
     reduce=_dowg_reduce,
 )
 
@@ -403,8 +406,8 @@ def dowg(
         The new params, then the carried scalars ``dowg.estim_sq_dist`` (:math:`\bar r^2`, 0
         until the first step, which starts from :math:`r_0^2`) and
         ``dowg.weighted_sq_norm_grads`` (:math:`v`), the slots ``<param>.dowg.x0`` (the initial
-        params, set on the first step) and the step counter ``dowg.t``. Built per parameter, as
-        :func:`dog`.
+        params, set on the first step) and the step counter ``dowg.t``. Its sums cover every param,
+        as :func:`dog`'s.
 
     Notes
     -----
@@ -464,10 +467,14 @@ def _dadapt_s(h, grad, s):
     return h.sb2 * s + (1 - h.sb2) * h.dlr * grad
 
 
-def _dadapt_reduce(h, tensors):
-    r"""The sums over every param and the new :math:`d`."""
-    inner = total([pt.sum(g * s / (pt.sqrt(v) + h.epsilon)) for p, g, m, v, s in tensors])
-    norm = total([pt.sum(abs(_dadapt_s(h, g, s))) for p, g, m, v, s in tensors])
+def _dadapt_sums(h, param, grad, m, v, s):
+    r"""The terms of the sums over every param: :math:`g\,s / (\sqrt v + \epsilon)` and :math:`|s'|`."""
+    return grad * s / (pt.sqrt(v) + h.epsilon), abs(_dadapt_s(h, grad, s))
+
+
+def _dadapt_reduce(h, totals):
+    r"""The new weighted numerator and :math:`d` from the sums."""
+    inner, norm = totals
     numerator = h.sb2 * h.numerator + (1 - h.sb2) * h.dlr * inner
     # no information yet (every s zero: a zero gradient, a zero learning rate): d stays, where
     # optax's becomes 0/0 = NaN (and the params follow it one step later)
@@ -488,7 +495,6 @@ DADAPT_ADAMW = Rule(
     slots=("m", "v", "s"),
     per_step=_dadapt_per_step,
     carry=(("d", 0.0), ("numerator", 0.0)),
-    per_tensor=True,
     ranges=dict(
         learning_rate=NON_NEGATIVE,
         beta1=UNIT,
@@ -497,6 +503,7 @@ DADAPT_ADAMW = Rule(
         d0=POSITIVE,
         weight_decay=NON_NEGATIVE,
     ),
+    sums=_dadapt_sums,
     reduce=_dadapt_reduce,
 )
 
@@ -555,8 +562,8 @@ def dadapt_adamw(
         The new params, then the carried scalars ``dadapt_adamw.d`` (:math:`d`, 0 until the
         first step, which starts from :math:`d_0`) and ``dadapt_adamw.numerator``
         (:math:`r`), the slots ``<param>.dadapt_adamw.m``, ``.v`` and ``.s``, and the step
-        counter ``dadapt_adamw.t``. Built per parameter (its sums cover every param); with
-        params of several dtypes each dtype keeps its own carried scalars.
+        counter ``dadapt_adamw.t``. Its sums cover every param; with params of several dtypes
+        each dtype keeps its own carried scalars.
 
     Notes
     -----

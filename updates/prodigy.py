@@ -3,14 +3,14 @@ r"""Prodigy (Mishchenko and Defazio 2023): Adam with a learning rate it estimate
 Prodigy scales Adam's steps by :math:`d`, an estimate of the distance from the initial params to
 a solution, grown from a small :math:`d_0` by sums over *every* param: the gradients' inner
 product with the distance travelled, and the :math:`\ell_1` norm of a weighted sum of the
-gradients. Those sums make the step's scalars depend on all the params at once, so the rule is
-built per parameter with a ``reduce`` step of the engine (:class:`~updates.engine.Rule`): the
-state of every param is made first, the sums and the new :math:`d` are computed once per step
-from the gradients and the state before the step, and each param's elementwise kernel then sees
-them as scalars. :math:`d` and the weighted numerator are carried scalars (``prodigy.d``,
-``prodigy.numerator``), as Schedule-Free's weights are. The rule computes what
-``optax.contrib.prodigy`` computes (optax 0.2.8); the tests compare params and every piece of
-state with optax live.
+gradients. Those sums make the step's scalars depend on all the params at once: the rule gives
+the engine (:class:`~updates.engine.Rule`) their elementwise terms (``sums``) and what it makes
+of them (``reduce``), which are computed once per step from the gradients and the state before
+the step, in one node over every param (``updates.reductions.FusedSums``); the step's
+elementwise kernel then sees them as scalars, in the multi-tensor node as Adam's does.
+:math:`d` and the weighted numerator are carried scalars (``prodigy.d``, ``prodigy.numerator``),
+as Schedule-Free's weights are. The rule computes what ``optax.contrib.prodigy`` computes (optax
+0.2.8); the tests compare params and every piece of state with optax live.
 """
 
 from __future__ import annotations
@@ -24,7 +24,6 @@ from updates.checks import NON_NEGATIVE, POSITIVE, UNIT, Interval, is_concrete, 
 from updates.container import Updates
 from updates.engine import Rule, apply_rule
 from updates.public import update_rule
-from updates.reductions import total
 
 __all__ = ["prodigy"]
 
@@ -63,11 +62,14 @@ def _x0(h, param, x0):
     return pt.switch(h.first, param, x0)
 
 
-def _reduce(h, tensors):
-    """The sums over every param and the new :math:`d`."""
-    inner = [pt.sum(g * (_x0(h, p, x0) - p)) for p, g, m, v, s, x0 in tensors]
-    norm = [pt.sum(abs(_s(h, g, s))) for p, g, m, v, s, x0 in tensors]
-    inner, norm = total(inner), total(norm)
+def _sums(h, param, grad, m, v, s, x0):
+    r"""The terms of the sums over every param: :math:`g\,(x_0 - p)` and :math:`|s|`."""
+    return grad * (_x0(h, param, x0) - param), abs(_s(h, grad, s))
+
+
+def _reduce(h, totals):
+    """The new weighted numerator and :math:`d` from the sums."""
+    inner, norm = totals
     numerator = h.beta3 * h.numerator + (h.d_prev / h.d0) * h.dlr * inner
     # no information yet (every s zero: a zero gradient, a zero learning rate): d stays, where
     # optax's becomes 0/0 = NaN and takes every param with it
@@ -90,8 +92,8 @@ PRODIGY = {
         slots=("m", "v", "s", "x0"),
         per_step=_per_step(safeguard),
         carry=(("d", 0.0), ("numerator", 0.0)),
-        per_tensor=True,
         ranges=RANGES,
+        sums=_sums,
         reduce=_reduce,
     )
     for safeguard in (False, True)
@@ -165,10 +167,9 @@ def prodigy(
         The new params, then the carried scalars ``prodigy.d`` (:math:`d`, 0 until the first
         step, which starts from :math:`d_0`) and ``prodigy.numerator`` (:math:`r`), the slots
         ``<param>.prodigy.m``, ``.v``, ``.s`` and ``.x0`` (the initial params, set on the first
-        step), and the step counter ``prodigy.t``. The rule is built per parameter (its sums
-        cover every param); with params of several dtypes each dtype keeps its own carried
-        scalars (``prodigy.d[float32]``), computed from the sums over all the params in that
-        dtype.
+        step), and the step counter ``prodigy.t``. The sums cover every param; with params of
+        several dtypes each dtype keeps its own carried scalars (``prodigy.d[float32]``),
+        computed from the sums over all the params in that dtype.
 
     Notes
     -----

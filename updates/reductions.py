@@ -11,22 +11,34 @@ function under Numba (``updates.backends.numba``), its expanded graph under JAX 
 :class:`SumOfSquares` is the same for the global norm of :func:`~updates.clip_by_global_norm` and
 :func:`~updates.total_norm_constraint` (:func:`l2_norm`): one node where ``Sum`` takes one per
 tensor, and the ``ExpandDims`` that join the sums another.
+
+:class:`FusedSums` sums what a rule needs over every element of every param before its step
+(Prodigy's and D-Adaptation's inner products, DoG's distance travelled, Momo's and Polyak's
+norms): the rule's elementwise terms on the layout of its multi-tensor node (params, gradients,
+flat buffers, scalars), one node whatever the number of params, where the per-parameter graph
+takes an elementwise node and a ``Sum`` per term and param.
 """
 
 from __future__ import annotations
 
 import functools
+import itertools
 import operator
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 import numpy as np
 import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.basic import Apply, Variable
 from pytensor.graph.null_type import NullType
+from pytensor.graph.op import Op
 from pytensor.link.c.op import COp
 
 from updates.c_compile import HOT, LeanCompile
+from updates.fused import FusedStep
+from updates.grads import clear_nan
 
 #: Bumped when the C code changes meaning (part of PyTensor's C cache key).
 _VERSION = 2
@@ -222,3 +234,88 @@ def all_finite(tensors: list[Variable]) -> Variable:
     (one node, :class:`AllFinite`)."""
     checked = [x for x in tensors if x.dtype.startswith(("float", "complex"))]
     return AllFinite()(*checked) if checked else pt.constant(True)
+
+
+@dataclass(frozen=True)
+class Terms:
+    """A rule's ``sums`` as the kernel of a :class:`~updates.fused.FusedStep` (which is not a node
+    of the graph, but carries the layout and compiles the terms): ``(h, param, grad, *slots) ->
+    terms``, the gradient with NaN cleared first with ``clear_nan``."""
+
+    name: str
+    terms: Callable
+    clear_nan: bool = False
+
+    def __call__(self, h: SimpleNamespace, param, grad, *slots):
+        return tuple(self.terms(h, param, clear_nan(grad) if self.clear_nan else grad, *slots))
+
+
+class FusedSums(Op):
+    """``FusedSums(terms)(*inputs)``: a float64 vector, the sum of each output of the kernel of
+    ``terms`` (a :class:`~updates.fused.FusedStep` whose kernel is a :class:`Terms`) over every
+    element of every param, on ``inputs`` laid out as that step's. Writes nothing.
+
+    Each term is computed in the params' dtype; each param's terms are summed in float64, element
+    after element, and those sums added in the params' order: in float64, the numbers of
+    ``total(pt.sum(term) for term in ...)`` on the per-parameter path.
+    """
+
+    __props__ = ("terms",)
+
+    def __init__(self, terms: FusedStep):
+        self.terms = terms
+
+    def __str__(self):
+        return f"FusedSums{{{getattr(self.terms.kernel, 'name', '?')}, {self.terms.dtype}}}"
+
+    @property
+    def count(self) -> int:
+        """How many sums: the number of terms."""
+        return len(self.terms.composite.outputs)
+
+    def make_node(self, *inputs):
+        inputs = [pt.as_tensor_variable(x) for x in inputs]
+        return Apply(self, inputs, [pt.tensor(dtype="float64", shape=(self.count,))])
+
+    def infer_shape(self, fgraph, node, shapes):
+        return [(self.count,)]
+
+    def perform(self, node, inputs, output_storage):
+        step = self.terms
+        params, grads, buffers, scalars = step.split(inputs)
+        step._check_sizes(params, grads, buffers, 0, step.starts, step.starts[-1])
+        sums = np.zeros(self.count)
+        add_sums(sums, step._outputs(params, grads, buffers, scalars), step.starts)
+        output_storage[0][0] = sums
+
+    def expand(self, inputs: list[Variable]) -> list[Variable]:
+        """The same sums in ordinary ops (for the tracing linkers): concatenate, terms, sum."""
+        step = self.terms
+        params, grads, buffers, scalars = step.split(inputs)
+        flat_param, flat_grad = (pt.concatenate([pt.flatten(x) for x in xs]) for xs in (params, grads))
+        h = SimpleNamespace(**dict(zip(step.scalar_names, scalars)))
+        terms = step.kernel(h, flat_param, flat_grad, *buffers)
+        terms = [pt.broadcast_to(x, flat_param.shape) for x in terms]
+        pieces = list(itertools.pairwise(step.starts))
+        return [pt.stack([total(pt.sum(x[a:b], dtype="float64") for a, b in pieces) for x in terms])]
+
+
+def add_sums(sums: np.ndarray, terms: Sequence[np.ndarray], starts: Sequence[int]) -> None:
+    """Add to ``sums`` each of ``terms`` (each the params' terms end to end, or one value for all)
+    summed over each param, the params beginning at ``starts`` (their end last): each param's
+    terms in float64, one element after another (``cumsum``), as the C and Numba loops add them,
+    then added to ``sums`` in the params' order."""
+    terms = [np.broadcast_to(x, (starts[-1] - starts[0],)) for x in terms]
+    for a, b in itertools.pairwise(np.subtract(starts, starts[0])):
+        if b > a:
+            sums += [np.cumsum(x[a:b], dtype="float64")[-1] for x in terms]
+
+
+def fused_sums(terms: Terms, dtype: str, params: Sequence, grads: Sequence, buffers: Sequence, h) -> list:
+    """The sums of ``terms`` over every element of ``params`` (one dtype, their gradients and flat
+    buffers ``buffers``, the scalars ``h``): one :class:`FusedSums` node, each sum cast to ``dtype``."""
+    names = tuple(vars(h))
+    shapes = [p.get_value(borrow=True).shape for p in params]
+    step = FusedStep(terms, dtype, shapes, len(buffers), names)
+    sums = FusedSums(step)(*params, *grads, *buffers, *(getattr(h, n) for n in names))
+    return [pt.cast(sums[j], dtype) for j in range(FusedSums(step).count)]

@@ -22,7 +22,12 @@ before, 6.5 s after (the model alone 3.6 s), and so do the 0-d nodes of the step
 (:class:`LeanElemwise`).
 
 A :class:`~updates.folding.FusedCheck` (the first pass of a guarded step) becomes a chain of the
-same nodes in their ``check`` form, which run the rule's code into locals and thread a flag.
+same nodes in their ``check`` form, which run the rule's code into locals and thread a flag; a
+``updates.reductions.FusedSums`` (the sums a rule such as Prodigy takes over every param
+before its step) a chain in their ``sums`` form, which run the terms' code into locals and thread
+a float64 vector of partial sums. Prodigy over 30 params of shape (10,) under the C VM, its sums
+run by ``perform`` (Python, NumPy): about 280 us a step, 6x Adam's 47 us; as the C chain: 60 us,
+1.3x Adam's (medians on a shared machine; the start unchanged within its noise).
 
 A gradient of another dtype or layout is cast to a contiguous copy first; a param or buffer that
 is not C-contiguous (a value set by the user) is replaced by a contiguous copy.
@@ -45,26 +50,38 @@ from pytensor.tensor.elemwise import Elemwise
 from updates.c_compile import HOT, LeanCompile
 from updates.folding import FusedCheck, feeds_a_step
 from updates.fused import FusedStep, MultiTensorOp, vector_function
+from updates.reductions import FusedSums, add_sums
 
 #: Bumped when the generated code changes meaning (part of PyTensor's C cache key).
-_VERSION = 6
+_VERSION = 7
+
+
+#: The forms of a :class:`CStep`, by what it does with the Composite's outputs on each element.
+_FORMS = ("step", "check", "sums")
 
 
 class CStep(LeanCompile, MultiTensorOp, COp):
     """A few params' share of a :class:`~updates.fused.FusedStep`, in place, with C code (built
-    by the C rewrite only); with ``check``, the share of a :class:`~updates.folding.FusedCheck`.
+    by the C rewrite only); in its ``check`` form, the share of a
+    :class:`~updates.folding.FusedCheck`; in its ``sums`` form, of a
+    ``updates.reductions.FusedSums``.
 
     Inputs: as a FusedStep's (params, gradients, the whole flat buffers, scalars), then the
     int64 vector ``[first, start_0, ..., start_n, total]``: the index of its first param in the
     step, where each of its params begins in the buffers (and where the last ends), and the
-    buffers' size; with ``check``, then the boolean scalar that the checks before it give. Its
-    properties are what the C code depends on, and what PyTensor's C cache pickles as the key:
-    the rule's Composite, the dtype, the numbers of params, slots and scalars, the rule's name
-    for messages, and whether it checks (output: the boolean scalar, true when the checks
-    before it and its own new values are all finite; it writes nothing) or steps.
+    buffers' size; with ``check``, then the boolean scalar that the checks before it give; with
+    ``sums``, then the float64 vector of the sums over the params before it (zeros for the
+    first). Its properties are what the C code depends on, and what PyTensor's C cache pickles
+    as the key: the Composite (the rule's, or the terms' of a FusedSums), the dtype, the numbers
+    of params, slots and scalars, the rule's name for messages, and its form: ``step`` (outputs:
+    the new params and buffers, written over the old), ``check`` (output: the boolean scalar,
+    true when the checks before it and its own new values are all finite) or ``sums`` (output:
+    the sums before it plus each output of the Composite, in its dtype, summed in float64 over
+    its params' elements, one after the other, the params in order). Neither of the last two
+    writes anything.
     """
 
-    __props__ = ("composite", "dtype", "n_params", "n_slots", "n_scalars", "label", "check")
+    __props__ = ("composite", "dtype", "n_params", "n_slots", "n_scalars", "label", "form")
 
     def __init__(
         self,
@@ -74,25 +91,37 @@ class CStep(LeanCompile, MultiTensorOp, COp):
         n_slots: int,
         n_scalars: int,
         label: str,
-        check: bool = False,
+        form: str = "step",
     ):
+        if form not in _FORMS:
+            raise ValueError(f"CStep: form must be one of {_FORMS}, got {form!r}")
         self.composite = composite
         self.n_scalars = n_scalars
         self.label = label
-        self.check = check
-        self._set_layout(dtype, n_params, n_slots, inplace=not check)
+        self.form = form
+        self._set_layout(dtype, n_params, n_slots, inplace=form == "step")
 
     def __str__(self):
-        return f"{'CCheck' if self.check else 'CStep'}{{{self.label}, {self.dtype}, {self.n_params} params}}"
+        kind = {"step": "CStep", "check": "CCheck", "sums": "CSums"}[self.form]
+        return f"{kind}{{{self.label}, {self.dtype}, {self.n_params} params}}"
+
+    @property
+    def count(self) -> int:
+        """How many outputs the Composite has: in the ``sums`` form, how many sums."""
+        return len(self.composite.outputs)
 
     def make_node(self, *inputs):
-        if not self.check:
+        if self.form == "step":
             return super().make_node(*inputs)
         inputs = [pt.as_tensor_variable(x) for x in inputs]
-        return Apply(self, inputs, [pt.tensor(dtype="bool", shape=())])
+        if self.form == "check":
+            return Apply(self, inputs, [pt.tensor(dtype="bool", shape=())])
+        return Apply(self, inputs, [pt.tensor(dtype="float64", shape=(self.count,))])
 
     def infer_shape(self, fgraph, node, shapes):
-        return [()] if self.check else super().infer_shape(fgraph, node, shapes)
+        if self.form == "step":
+            return super().infer_shape(fgraph, node, shapes)
+        return [()] if self.form == "check" else [(self.count,)]
 
     def split(self, inputs):
         params, grads, buffers, rest = super().split(inputs)
@@ -101,11 +130,17 @@ class CStep(LeanCompile, MultiTensorOp, COp):
     def perform(self, node, inputs, output_storage):
         params, grads, buffers, scalars = self.split(inputs)
         first, *starts, total = inputs[2 * self.n_params + self.n_slots + self.n_scalars].tolist()
-        if not self.check:
+        if self.form == "step":
             self._run(params, grads, buffers, scalars, first, starts, total, output_storage)
-            return
-        ok = bool(inputs[-1]) and self._all_finite(params, grads, buffers, scalars, first, starts, total)
-        output_storage[0][0] = np.asarray(ok)
+        elif self.form == "check":
+            ok = bool(inputs[-1]) and self._all_finite(params, grads, buffers, scalars, first, starts, total)
+            output_storage[0][0] = np.asarray(ok)
+        else:
+            self._check_sizes(params, grads, buffers, first, starts, total)
+            segments = [buffer[starts[0] : starts[-1]] for buffer in buffers]
+            sums = np.array(inputs[-1], dtype="float64")
+            add_sums(sums, self._outputs(params, grads, segments, scalars), starts)
+            output_storage[0][0] = sums
 
     @cached_property
     def vector_function(self):
@@ -139,13 +174,14 @@ class CStep(LeanCompile, MultiTensorOp, COp):
 
     def c_support_code_apply(self, node, name):
         """``<name>_kernel(p, g, *slots, *h, n)``: the rule on ``n`` elements, in place (with
-        ``check``: whether a new value is not finite, writing nothing); ``<name>_contiguous``,
-        ``<name>_gradient``: the arrays it reads."""
+        ``check``: whether a new value is not finite, writing nothing; with ``sums``, and
+        ``sums`` last: the outputs added into ``sums``, writing nothing else);
+        ``<name>_contiguous``, ``<name>_gradient``: the arrays it reads."""
         ctype = _ctype(self.dtype)
         slots = [f"s{j}" for j in range(self.n_slots)]
         scalars = [f"h{j}" for j in range(self.n_scalars)]
         elements = ["p[k]", *(f"{s}[k]" for s in slots)]
-        targets = [f"o{j}" for j in range(len(self.composite.outputs))] if self.check else elements
+        targets = [f"o{j}" for j in range(self.count)] if self.form != "step" else elements
         body = self.composite.c_code(
             self._scalar_node(),
             f"{name}_scalar",
@@ -153,15 +189,26 @@ class CStep(LeanCompile, MultiTensorOp, COp):
             targets,
             {"fail": "return 1;"},
         )
-        written = "const " if self.check else ""
+        written = "const " if self.form != "step" else ""
         arguments = [
             f"{written}{ctype}* __restrict__ p",
             f"const {ctype}* __restrict__ g",
             *(f"{written}{ctype}* __restrict__ {s}" for s in slots),
             *(f"const {ctype} {h}" for h in scalars),
             "const npy_intp n",
+            *(["double* __restrict__ sums"] if self.form == "sums" else []),
         ]
-        if self.check:  # no branch in the loop, which gcc vectorizes
+        if self.form == "sums":  # each output in its own dtype, its sum over the param in a local
+            outputs = [(o, _ctype(x.type.dtype)) for o, x in zip(targets, self.composite.outputs)]
+            loop = f"""{" ".join(f"double a{j} = 0;" for j in range(self.count))}
+    for (npy_intp k = 0; k < n; ++k) {{
+        {" ".join(f"{c} {o};" for o, c in outputs)}
+        {body}
+        {" ".join(f"a{j} += (double) {o};" for j, (o, _) in enumerate(outputs))}
+    }}
+    {" ".join(f"sums[{j}] += a{j};" for j in range(self.count))}
+    return 0;"""
+        elif self.form == "check":  # no branch in the loop, which gcc vectorizes
             loop = f"""int bad = 0;
     for (npy_intp k = 0; k < n; ++k) {{
         {ctype} {", ".join(targets)};
@@ -226,14 +273,16 @@ UPDATES_HOT static int {name}_kernel({", ".join(arguments)}) {{
             f"h[{j}] = ({ctype}) ((({_ctype(variable.dtype)}*) PyArray_DATA({x}))[0]);"
             for j, (x, variable) in enumerate(zip(scalars, node.inputs[2 * n + n_slots :]))
         ]
-        slot = "slots_c[{j}]" if self.check else "*slots_out[{j}]"
+        step = self.form == "step"
+        slot = "*slots_out[{j}]" if step else "slots_c[{j}]"
         arguments = ", ".join(
             [
-                f"({ctype}*) PyArray_DATA({'p' if self.check else '*params_out[i]'})",
+                f"({ctype}*) PyArray_DATA({'*params_out[i]' if step else 'p'})",
                 f"({ctype}*) PyArray_DATA(g)",
                 *(f"({ctype}*) PyArray_DATA({slot.format(j=j)}) + layout[1 + i]" for j in range(n_slots)),
                 *(f"h[{j}]" for j in range(self.n_scalars)),
                 "size",
+                *(["sums"] if self.form == "sums" else []),
             ]
         )
         common = f"""
@@ -259,7 +308,35 @@ for (int i = 0; i < {n}; ++i) {{
 }}"""
         gradient = f"""npy_intp size = PyArray_SIZE(params_in[i]);
     PyArrayObject* g = {name}_gradient(grads_in[i], size, (long) (layout[0] + i));"""
-        if self.check:
+        if self.form == "sums":
+            (out,), before, count = outputs, inputs[-1], self.count
+            return f"""{{{common}
+double sums[{count}];
+for (int j = 0; j < {count}; ++j) sums[j] = *(npy_float64*) PyArray_GETPTR1({before}, j);
+int failed = 0;
+PyArrayObject* slots_c[] = {{{", ".join(["NULL"] * max(n_slots, 1))}}};
+for (int j = 0; j < {n_slots} && !failed; ++j) {{
+    slots_c[j] = {name}_contiguous(slots_in[j], 0);
+    failed = slots_c[j] == NULL;
+}}
+for (int i = 0; i < {n} && !failed; ++i) {{
+    {gradient}
+    PyArrayObject* p = g == NULL ? NULL : {name}_contiguous(params_in[i], 0);
+    failed = p == NULL || {name}_kernel({arguments});
+    Py_XDECREF(p);
+    Py_XDECREF(g);
+}}
+for (int j = 0; j < {n_slots}; ++j) Py_XDECREF(slots_c[j]);
+if (failed) {{ {fail} }}
+if ({out} == NULL || PyArray_SIZE({out}) != {count} || !PyArray_IS_C_CONTIGUOUS({out})) {{
+    Py_XDECREF({out});
+    npy_intp dims[] = {{{count}}};
+    {out} = (PyArrayObject*) PyArray_EMPTY(1, dims, NPY_FLOAT64, 0);
+    if ({out} == NULL) {{ {fail} }}
+}}
+for (int j = 0; j < {count}; ++j) ((npy_float64*) PyArray_DATA({out}))[j] = sums[j];
+}}"""
+        if self.form == "check":
             (out,) = outputs
             return f"""{{{common}
 int bad = !*(npy_bool*) PyArray_DATA({inputs[-1]});
@@ -325,24 +402,25 @@ def c_chain_widths(n_params: int) -> list[int]:
     return [width + 1] * wider + [width] * (nodes - wider)
 
 
-def _chain(op: FusedStep, inputs, check: bool) -> list:
-    """The CStep nodes of ``op`` on ``inputs`` (its layout): the new params and buffers, or with
-    ``check`` the flag of :class:`~updates.folding.FusedCheck`."""
+def _chain(op: FusedStep, inputs, form: str) -> list:
+    """The CStep nodes of ``op`` on ``inputs`` (its layout) in ``form``: the new params and
+    buffers, the flag of a :class:`~updates.folding.FusedCheck` (``check``) or the sums of a
+    ``updates.reductions.FusedSums`` (``sums``, ``op`` its ``terms``)."""
     params, grads, buffers, scalars = op.split(inputs)
-    ok = pt.constant(np.array(True))
+    threaded = pt.constant(np.array(True) if form == "check" else np.zeros(len(op.composite.outputs)))
     new_params, first = [], 0
     for width in c_chain_widths(op.n_params):
         chunk, first = slice(first, first + width), first + width
         layout = np.array([chunk.start, *op.starts[chunk.start : first + 1], op.starts[-1]], dtype=np.int64)
-        step = CStep(op.composite, op.dtype, width, op.n_slots, len(op.scalar_names), op.kernel.name, check)
+        step = CStep(op.composite, op.dtype, width, op.n_slots, len(op.scalar_names), op.kernel.name, form)
         arguments = [*params[chunk], *grads[chunk], *buffers, *scalars, pt.constant(layout)]
-        if check:
-            ok = step(*arguments, ok)
+        if form != "step":
+            threaded = step(*arguments, threaded)
             continue
         new = step(*arguments, return_list=True)
         new_params += new[:width]
         buffers = new[width:]
-    return [ok] if check else [*new_params, *buffers]
+    return [threaded] if form != "step" else [*new_params, *buffers]
 
 
 class LeanElemwise(LeanCompile, Elemwise):
@@ -361,20 +439,22 @@ def _scalar_elemwise_lean(fgraph, node):
     return LeanElemwise(node.op.scalar_op, node.op.inplace_pattern)(*node.inputs, return_list=True)
 
 
-@node_rewriter([FusedStep, FusedCheck])
+@node_rewriter([FusedStep, FusedCheck, FusedSums])
 def _fused_step_as_c_chain(fgraph, node):
     """Replace a FusedStep by a chain of CSteps over its params, threading the buffers through
-    (a FusedCheck: the flag through)."""
+    (a FusedCheck: the flag through; a FusedSums: the partial sums through)."""
     if not pytensor.config.cxx:
         return None
     if isinstance(node.op, FusedCheck):
-        return _chain(node.op.checked, node.inputs, check=True)
+        return _chain(node.op.checked, node.inputs, "check")
+    if isinstance(node.op, FusedSums):
+        return _chain(node.op.terms, node.inputs, "sums")
     op, inputs = node.op, list(node.inputs)
     if not op.inplace:  # the step may not overwrite its inputs: give it copies it may
         params, _, buffers, _ = op.split(range(len(inputs)))
         for i in [*params, *buffers]:
             inputs[i] = pt.tensor_copy(inputs[i])
-    return _chain(op, inputs, check=False)
+    return _chain(op, inputs, "step")
 
 
 def register() -> None:

@@ -26,7 +26,7 @@ from pytensor.graph.replace import clone_replace
 
 from updates.folding import FusedCheck
 from updates.fused import FusedStep, ancestors
-from updates.reductions import AllFinite, SumOfSquares
+from updates.reductions import AllFinite, FusedSums, SumOfSquares
 
 
 def _funcify_expanded(funcify, typed: bool):
@@ -110,7 +110,7 @@ def when_imported(name: str, callback) -> None:
 
 
 def _register(funcify, typed: bool) -> None:
-    for op in (FusedStep, FusedCheck, AllFinite, SumOfSquares):
+    for op in (FusedStep, FusedCheck, FusedSums, AllFinite, SumOfSquares):
         funcify.register(op)(_funcify_expanded(funcify, typed))
 
 
