@@ -71,17 +71,18 @@ def test_numba_step_runs_in_place(case, n_params):
     assert not np.allclose(storage[n_params - 1], 1.0)
 
 
+@pytest.mark.parametrize("size", [4, 2], ids=["larger", "smaller"])
 @pytest.mark.parametrize("mode", ["FAST_COMPILE", "CVM", "NUMBA"])
-def test_params_resized_after_building_are_refused(mode):
+def test_params_resized_after_building_are_refused(mode, size):
     if mode == "NUMBA":
         pytest.importorskip("numba")
     case = next(c for c in RULES if c.name == "adam")
-    params = [pytensor.shared(np.ones(3), name="w")]
-    grads = [pt.vector("g")]
+    params = [pytensor.shared(np.ones(3), name="w"), pytensor.shared(np.ones(2), name="v")]
+    grads = [pt.vector("g"), pt.vector("h")]
     step = pytensor.function(grads, [], updates=case.function(grads, params), mode=mode)
-    params[0].set_value(np.ones(4))
+    params[0].set_value(np.ones(size))
     with pytest.raises(ValueError, match="changed size after the updates were built"):
-        step(np.ones(4))
+        step(np.ones(size), np.ones(2))
 
 
 def test_mixed_dtypes_get_one_node_and_buffer_each():

@@ -61,7 +61,7 @@ class ParamStep(Op):
     a ``updates.reductions.FusedSums`` (``kernel`` then the ``updates.reductions.Terms``).
 
     Inputs: ``n_params`` params, their gradients, one flat buffer per slot, the params' offsets
-    in the buffers (an int64 vector; in the ``sums`` form, with the end of the last one too) and
+    in the buffers (an int64 vector, with the end of the last one: each param's size is checked) and
     the scalars ``h`` as one vector; with ``check``, then the boolean scalar the checks before
     it give; with ``sums``, then the float64 vector of the sums before it. Outputs: the new
     params, then the new buffers; with ``check``, the boolean scalar, true when the checks
@@ -119,11 +119,11 @@ class ParamStep(Op):
         if self.form == "sums":
             output_storage[0][0] = self._sums(params, grads, buffers, offsets, h, inputs[-1])
             return
-        ok = not self.check or bool(inputs[-1])
-        for param, grad, start in zip(params, grads, offsets.tolist()):
+        ok, ends = not self.check or bool(inputs[-1]), offsets.tolist()
+        for param, grad, start, end in zip(params, grads, ends, ends[1:]):
             if not ok:
                 break
-            segments = [buffer[start : start + param.size] for buffer in buffers]
+            segments = _segments(param, buffers, start, end, "FusedStep")
             new_param, *new_segments = self.fused.vector_function(
                 param.ravel(), np.ravel(grad).astype(self.dtype), *segments, *h
             )
@@ -143,11 +143,9 @@ class ParamStep(Op):
         """``before`` plus the terms summed over ``params`` (in float64), as the kernel adds them."""
         sums = np.array(before, dtype="float64")
         for param, grad, start, end in zip(params, grads, offsets.tolist(), offsets.tolist()[1:]):
-            if param.size != end - start or any(buffer.size < end for buffer in buffers):
-                raise ValueError(f"FusedSums: {STATUS[2]}")
+            segments = _segments(param, buffers, start, end, "FusedSums")
             if np.size(grad) != param.size:
                 raise ValueError(f"FusedSums: {STATUS[1]}")
-            segments = [buffer[start:end] for buffer in buffers]
             grad = np.ravel(grad).astype(self.dtype)
             add_sums(sums, self.fused.vector_function(param.ravel(), grad, *segments, *h), [0, param.size])
         return sums
@@ -157,6 +155,13 @@ class ParamStep(Op):
         if self.form != "step":
             return [()] if self.check else [(self.count,)]
         return [*shapes[:n], *shapes[2 * n : 2 * n + self.n_slots]]
+
+
+def _segments(param, buffers, start: int, end: int, owner: str) -> list:
+    """The segment ``start:end`` of each buffer, where ``param`` must have exactly that size."""
+    if param.size != end - start or any(buffer.size < end for buffer in buffers):
+        raise ValueError(f"{owner}: {STATUS[2]}")
+    return [buffer[start:end] for buffer in buffers]
 
 
 @cache
@@ -301,9 +306,8 @@ def _fused_step_as_chain(fgraph, node):
     for width in chain_widths(op.n_params):
         chunk, first = slice(first, first + width), first + width
         step = ParamStep(op.kernel, op.dtype, width, op.n_slots, op.scalar_names, form)
-        # the sums check each param's size exactly: the offsets of the chunk and where it ends
-        ends = op.starts[chunk.start : chunk.stop + 1] if form == "sums" else op.starts[chunk]
-        offsets = pt.constant(np.array(ends, dtype=np.int64))
+        # where each param begins in the buffers and where the last ends: each has its exact size
+        offsets = pt.constant(np.array(op.starts[chunk.start : chunk.stop + 1], dtype=np.int64))
         arguments = [*params[chunk], *grads[chunk], *buffers, offsets, h]
         if carried is not None:
             carried = step(*arguments, carried)
@@ -334,7 +338,7 @@ _NODE_CALL = """\
     status = alive(status, p{i}_, g{i}_)
 """
 
-#: In the ``sums`` form, a param must have exactly its size (the others only fit in the buffers).
+#: A param must have exactly the size it had when the updates were built (its offsets' difference).
 _EXACT_SIZE = """
         if p{i}.size != offsets[{j}] - offsets[{i}]:
             status = 2
@@ -361,10 +365,8 @@ def _node_source(op: ParamStep) -> str:
     results = {"step": [f"{p}_" for p in params] + slots}.get(op.form, ["result"])
     arguments = [*params, *grads, *slots, "offsets", "h", *extra]
     owner = "FusedSums" if op.form == "sums" else "FusedStep"
-    if op.form != "sums":
-        size = f"{slots[0]}.size" if slots else "offsets[{i}] + p{i}.size"
-    else:  # the param's segment, in every buffer
-        size = f"min({''.join(f'{s}.size, ' for s in slots)}offsets[{{j}}])" if slots else "offsets[{j}]"
+    # the param's segment ends within every buffer
+    size = f"min({''.join(f'{s}.size, ' for s in slots)}offsets[{{j}}])" if slots else "offsets[{j}]"
     return "\n".join(
         [
             f"def {name}({', '.join(arguments)}):",
@@ -372,7 +374,7 @@ def _node_source(op: ParamStep) -> str:
             *(
                 _NODE_CALL.format(
                     i=i,
-                    exact=_EXACT_SIZE.format(i=i, j=i + 1) if op.form == "sums" else "",
+                    exact=_EXACT_SIZE.format(i=i, j=i + 1),
                     slot_pointers="".join(f"data({s}), " for s in slots),
                     sums="data(result)," if op.form == "sums" else "",
                     size=size.format(i=i, j=i + 1),
