@@ -642,7 +642,7 @@ def _register_kernel() -> None:
             numba_njit,
             register_funcify_and_cache_key,
         )
-    except ImportError:  # PyTensor 2.38: its Numba backend takes no cache keys; the graph serves
+    except ImportError:  # a PyTensor whose Numba backend takes no cache keys (2.38.3 takes them): the graph
         _KERNEL.append(False)
         return
     _KERNEL.append(True)

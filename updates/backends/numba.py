@@ -575,7 +575,7 @@ def _register_numba() -> bool:
             numba_njit,
             register_funcify_and_cache_key,
         )
-    except ImportError:  # PyTensor 2.38 (its Numba backend has no cache keys) or no Numba
+    except ImportError:  # no Numba, or a PyTensor whose Numba backend takes no cache keys
         return False
 
     @intrinsic
